@@ -1,0 +1,362 @@
+//! The admin socket: HTTP/1.1 + JSON on a Unix socket (mode 0600) that the CLI
+//! uses while `serve` runs, so management goes through the one process that
+//! holds the store and a revocation evicts the cache at once.
+//!
+//! Endpoints (all JSON):
+//! - `POST /v1/app-passwords` (`CreateRequest`) → 201 `Created`
+//! - `GET  /v1/app-passwords[?user=U]` → 200 `[Listed]`
+//! - `POST /v1/app-passwords/{id}/revoke` → 200 `Revocation`
+//! - `POST /v1/revoke-user` (`{"user": U}`) → 200 `{"revoked": [ids]}`
+//!
+//! Errors are `{"error": "..."}` with 400 (bad request), 404, 409 or 500.
+//! The socket accepts no app password and no Basic auth at all: access is the
+//! file mode plus a peer-credential check (same uid as the server, or root).
+//! Never reachable from the network listeners.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::gateway::Gateway;
+use crate::manage::{self, CreateRequest, ManageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin socket {path} is in use by a running passgate; stop it first or use another [admin] socket")]
+    InUse { path: PathBuf },
+    #[error("admin socket path {path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
+    #[error("cannot create admin socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Binds the admin socket, replacing a stale one left by a crashed server.
+pub async fn bind(path: &Path) -> Result<UnixListener, AdminError> {
+    let bind_err = |source| AdminError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(bind_err)?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(AdminError::NotASocket {
+                path: path.to_owned(),
+            })
+        }
+        Ok(_) => {
+            if UnixStream::connect(path).await.is_ok() {
+                return Err(AdminError::InUse {
+                    path: path.to_owned(),
+                });
+            }
+            std::fs::remove_file(path).map_err(bind_err)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Serves admin requests until the listener is dropped with the task.
+pub async fn serve(gw: Arc<Gateway>, listener: UnixListener, path: PathBuf) {
+    let owner = std::fs::metadata(&path).map(|m| m.uid()).unwrap_or(0);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let allowed = stream
+            .peer_cred()
+            .map(|c| c.uid() == owner || c.uid() == 0)
+            .unwrap_or(false);
+        if !allowed {
+            tracing::warn!(target: "passgate::audit", event = "admin_refused", "admin socket peer with another uid refused");
+            continue;
+        }
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let gw = gw.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(gw, req).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct UserBody {
+    user: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct RevokedList {
+    pub revoked: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ErrorBody {
+    error: String,
+    usage: bool,
+}
+
+async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+                true,
+            )
+        }
+    };
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (Method::POST, ["v1", "app-passwords"]) => {
+            let Ok(req) = serde_json::from_slice::<CreateRequest>(&body) else {
+                return error(StatusCode::BAD_REQUEST, "malformed create request", true);
+            };
+            let gw2 = gw.clone();
+            let out = blocking(move || manage::create(&gw2.store, &gw2.config, &req)).await;
+            match out {
+                Ok(created) => {
+                    tracing::info!(target: "passgate::audit", event = "created", id = %created.id, user = ?created.user, name = ?created.name, scopes = %created.scopes.join(" "));
+                    json(StatusCode::CREATED, &created)
+                }
+                Err(e) => manage_error(&e),
+            }
+        }
+        (Method::GET, ["v1", "app-passwords"]) => {
+            let user = query.as_deref().and_then(user_param);
+            let out = blocking(move || manage::list(&gw.store, user.as_deref())).await;
+            match out {
+                Ok(rows) => json(StatusCode::OK, &rows),
+                Err(e) => manage_error(&e),
+            }
+        }
+        (Method::POST, ["v1", "app-passwords", id, "revoke"]) => {
+            let id = (*id).to_owned();
+            let gw2 = gw.clone();
+            let out = blocking(move || manage::revoke(&gw2.store, &id)).await;
+            match out {
+                Ok(r) => {
+                    gw.auth.revoked(&r.id);
+                    if r.revoked_now {
+                        tracing::info!(target: "passgate::audit", event = "revoked", id = %r.id);
+                    }
+                    json(StatusCode::OK, &r)
+                }
+                Err(e) => manage_error(&e),
+            }
+        }
+        (Method::POST, ["v1", "revoke-user"]) => {
+            let Ok(UserBody { user }) = serde_json::from_slice(&body) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "malformed revoke-user request",
+                    true,
+                );
+            };
+            let gw2 = gw.clone();
+            let out = blocking(move || manage::revoke_user(&gw2.store, &user)).await;
+            match out {
+                Ok(ids) => {
+                    for id in &ids {
+                        gw.auth.revoked(id);
+                        tracing::info!(target: "passgate::audit", event = "revoked", id = %id);
+                    }
+                    json(StatusCode::OK, &RevokedList { revoked: ids })
+                }
+                Err(e) => manage_error(&e),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "unknown admin endpoint", true),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ManageError> + Send + 'static,
+) -> Result<T, ManageError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(ManageError::Task(e)),
+    }
+}
+
+fn user_param(query: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == "user").then(|| percent_decode(v))
+    })
+}
+
+/// Minimal decoding for the CLI's own `?user=` (it encodes every non-alphanumeric byte).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Encodes a query value the way `percent_decode` reads it.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn manage_error(e: &ManageError) -> Response<Full<Bytes>> {
+    let status = match e {
+        _ if e.is_usage() => StatusCode::BAD_REQUEST,
+        ManageError::NotFound(_) => StatusCode::NOT_FOUND,
+        ManageError::DuplicateName { .. } => StatusCode::CONFLICT,
+        _ => {
+            tracing::error!(error = %e, "admin operation failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    error(status, &e.to_string(), e.is_usage())
+}
+
+fn error(status: StatusCode, msg: &str, usage: bool) -> Response<Full<Bytes>> {
+    json(
+        status,
+        &ErrorBody {
+            error: msg.to_owned(),
+            usage,
+        },
+    )
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The CLI's side: one request over the socket, JSON in and out.
+pub mod client {
+    use super::*;
+
+    /// An admin-socket answer: the status and the JSON body.
+    #[derive(Debug)]
+    pub struct Answer {
+        pub status: StatusCode,
+        pub body: Bytes,
+    }
+
+    impl Answer {
+        /// The error message and whether it is a usage error, for non-2xx answers.
+        pub fn error(&self) -> (String, bool) {
+            match serde_json::from_slice::<ErrorBody>(&self.body) {
+                Ok(e) => (e.error, e.usage),
+                Err(_) => (format!("admin socket answered {}", self.status), false),
+            }
+        }
+    }
+
+    /// Connects; `Ok(None)` when no server listens there (use the store directly).
+    pub async fn connect(path: &Path) -> io::Result<Option<UnixStream>> {
+        match UnixStream::connect(path).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn call(
+        stream: UnixStream,
+        method: Method,
+        uri: &str,
+        body: Option<Vec<u8>>,
+    ) -> io::Result<Answer> {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(http::header::HOST, "passgate-admin")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(io::Error::other)?;
+        let resp = sender.send_request(req).await.map_err(io::Error::other)?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(io::Error::other)?
+            .to_bytes();
+        Ok(Answer { status, body })
+    }
+}

@@ -1,0 +1,272 @@
+//! App-password authentication: the one entry point from credentials to a
+//! [`Verified`] identity or a [`Reject`].
+//!
+//! The order of checks on an `app-password` route:
+//! 1. `Authorization: Basic` decoded (`basic.rs`); none → 401, two → 400;
+//! 2. brute-force limits for (user, address) and address (`throttle.rs`) → 429;
+//! 3. token shape and checksum, no I/O (`token.rs`) → 401, counted as a failure;
+//! 4. cache hit (`cache.rs`), else store lookup + argon2id (`verify.rs`), where an
+//!    unknown id is verified against a dummy hash so its timing matches a wrong
+//!    secret; revoked and expired passwords also pay the full verification;
+//! 5. on every request, cached or not: user match, revocation (evicted from the
+//!    cache at once), expiry, then scopes → 403 naming the missing scope.
+//!
+//! Unknown id, wrong user, wrong secret, revoked and expired all answer the same
+//! 401 body. Audit events go to the tracing target `passgate::audit`, one line
+//! per event, never with a secret (format documented in README.md).
+
+pub mod basic;
+pub mod cache;
+pub mod throttle;
+pub mod token;
+pub mod usage;
+pub mod verify;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderValue};
+
+use crate::config::{self, UsernameMode};
+use crate::error::Reject;
+use crate::scopes::{ScopeSet, Scopes};
+use crate::store::{AppPassword, Status, Store};
+use basic::BasicError;
+use cache::{Cache, Verified};
+use throttle::{Limit, Throttle, ThrottleConfig};
+use usage::UsageLog;
+use verify::{Verifier, VerifyError};
+
+/// The one 401 body for every credential failure, so none can be told apart.
+const INVALID: &str = "invalid credentials: use your user name and an app password";
+const MISSING: &str = "authentication required: use your user name and an app password";
+
+/// Everything needed to authenticate app passwords in a running gateway.
+#[derive(Debug)]
+pub struct Authenticator {
+    store: Arc<Store>,
+    scopes: Scopes,
+    username: UsernameMode,
+    cache: Cache,
+    throttle: Throttle,
+    verifier: Verifier,
+    usage: UsageLog,
+}
+
+impl Authenticator {
+    pub fn new(
+        store: Arc<Store>,
+        scopes: Scopes,
+        cfg: &config::Auth,
+    ) -> Result<Authenticator, verify::HashError> {
+        let limit = |b: config::Bucket| Limit {
+            burst: b.burst,
+            per: b.per,
+        };
+        Ok(Authenticator {
+            store,
+            scopes,
+            username: cfg.username,
+            cache: Cache::new(cfg.cache_ttl, cfg.cache_capacity),
+            throttle: Throttle::new(ThrottleConfig {
+                per_user_addr: limit(cfg.rate_limit.per_user_addr),
+                per_addr: limit(cfg.rate_limit.per_addr),
+                max_entries: cfg.rate_limit.max_entries,
+            }),
+            verifier: Verifier::new(cfg.verify_threads, cfg.verify_queue, &cfg.argon2)?,
+            usage: UsageLog::default(),
+        })
+    }
+
+    /// Authenticates the request's Basic credentials and checks `required` scopes.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+        required: ScopeSet,
+    ) -> Result<Arc<Verified>, Reject> {
+        let creds = match basic::decode(headers) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(Reject::Unauthorized(MISSING)),
+            Err(BasicError::Multiple) => {
+                audit_failure("multiple-authorization", "-", "-", client);
+                return Err(Reject::BadRequest("more than one Authorization header"));
+            }
+            Err(e) => {
+                self.throttle.record_failure("", client, Instant::now());
+                audit_failure(basic_reason(&e), "-", "-", client);
+                return Err(Reject::Unauthorized(INVALID));
+            }
+        };
+        let (user, password) = (creds.user(), creds.password());
+        let now = Instant::now();
+        if let Err(retry_after) = self.throttle.check(user, client, now) {
+            tracing::warn!(target: "passgate::audit", event = "rate_limited", user = ?user, peer = %client, retry_after_s = retry_after.as_secs());
+            return Err(Reject::RateLimited { retry_after });
+        }
+        let Ok(token) = token::parse(password) else {
+            self.throttle.record_failure(user, client, now);
+            audit_failure("malformed-token", user, "-", client);
+            return Err(Reject::Unauthorized(INVALID));
+        };
+        let verified = match self.cache.get(token.id(), token.secret(), now) {
+            Some(v) => v,
+            None => {
+                self.verify(user, token.id(), token.secret(), client)
+                    .await?
+            }
+        };
+        let unix = unix_now();
+        if self.username == UsernameMode::MustMatch && *verified.user != *user {
+            // Only reachable from the cache; `verify` refuses a wrong user itself.
+            return Err(self.fail("wrong-user", user, token.id(), client));
+        }
+        if verified.expires_at.is_some_and(|e| unix >= e) {
+            self.cache.evict(token.id());
+            return Err(self.fail("expired", user, token.id(), client));
+        }
+        self.usage.record(&verified.id, unix, client);
+        if !verified.granted.contains_all(required) {
+            let missing = self.scopes.join(required.missing_from(verified.granted));
+            let accepted = self.scopes.join(required);
+            tracing::warn!(target: "passgate::audit", event = "scope_denied", user = ?user, id = %token.id(), peer = %client, missing = %missing);
+            return Err(Reject::MissingScope { missing, accepted });
+        }
+        Ok(verified)
+    }
+
+    /// Forgets a revoked password at once.
+    pub fn revoked(&self, id: &str) {
+        self.cache.evict(id);
+    }
+
+    /// Writes pending "last used" facts to the store (blocking; call from a blocking task).
+    pub fn flush_usage(&self) {
+        let batch = self.usage.drain();
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.record_usage(&batch) {
+            tracing::error!(error = %e, "could not record last-used times");
+        }
+    }
+
+    /// Periodic housekeeping: expired cache entries and refilled buckets.
+    pub fn prune(&self) {
+        let now = Instant::now();
+        self.cache.prune(now);
+        self.throttle.prune(now);
+    }
+
+    /// Store lookup and argon2id verification on a cache miss.
+    async fn verify(
+        &self,
+        user: &str,
+        id: &str,
+        secret: &str,
+        client: IpAddr,
+    ) -> Result<Arc<Verified>, Reject> {
+        let record = {
+            let store = self.store.clone();
+            let id = id.to_owned();
+            match tokio::task::spawn_blocking(move || store.get(&id)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "store lookup failed");
+                    return Err(Reject::StoreUnavailable);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store lookup task failed");
+                    return Err(Reject::StoreUnavailable);
+                }
+            }
+        };
+        let matched = match self
+            .verifier
+            .verify(secret, record.as_ref().map(|r| r.hash.as_str()))
+            .await
+        {
+            Ok(m) => m,
+            Err(VerifyError::Overloaded) => {
+                return Err(Reject::Overloaded {
+                    retry_after: Duration::from_secs(1),
+                })
+            }
+            Err(e) => {
+                tracing::error!(error = %e, id, "verification failed");
+                return Err(Reject::StoreUnavailable);
+            }
+        };
+        let Some(record) = record else {
+            return Err(self.fail("unknown-id", user, id, client));
+        };
+        if !matched {
+            return Err(self.fail("wrong-secret", user, id, client));
+        }
+        if self.username == UsernameMode::MustMatch && record.user != user {
+            return Err(self.fail("wrong-user", user, id, client));
+        }
+        match record.status(unix_now()) {
+            Status::Active => {}
+            Status::Revoked => return Err(self.fail("revoked", user, id, client)),
+            Status::Expired => return Err(self.fail("expired", user, id, client)),
+        }
+        let verified = self.verified(&record).map_err(|()| {
+            tracing::error!(id, "stored record has scopes or a user that cannot be used");
+            Reject::StoreUnavailable
+        })?;
+        self.cache.insert(secret, verified.clone(), Instant::now());
+        Ok(verified)
+    }
+
+    fn verified(&self, r: &AppPassword) -> Result<Arc<Verified>, ()> {
+        // A scope removed from the vocabulary since creation grants nothing.
+        let known: Vec<String> = r
+            .scopes
+            .iter()
+            .filter(|s| self.scopes.all_names().contains(s))
+            .cloned()
+            .collect();
+        let granted = self.scopes.granted(&known).map_err(|_| ())?;
+        let header = |s: &str| HeaderValue::from_str(s).map_err(|_| ());
+        Ok(Arc::new(Verified {
+            id: r.id.as_str().into(),
+            user: r.user.as_str().into(),
+            granted,
+            expires_at: r.expires_at,
+            user_header: header(&r.user)?,
+            scopes_header: header(&self.scopes.join(granted))?,
+            id_header: header(&r.id)?,
+        }))
+    }
+
+    fn fail(&self, reason: &'static str, user: &str, id: &str, client: IpAddr) -> Reject {
+        self.throttle.record_failure(user, client, Instant::now());
+        audit_failure(reason, user, id, client);
+        Reject::Unauthorized(INVALID)
+    }
+}
+
+fn audit_failure(reason: &'static str, user: &str, id: &str, client: IpAddr) {
+    tracing::warn!(target: "passgate::audit", event = "auth_failed", reason, user = ?user, id = %id, peer = %client);
+}
+
+fn basic_reason(e: &BasicError) -> &'static str {
+    match e {
+        BasicError::Multiple => "multiple-authorization",
+        BasicError::NotBasic => "not-basic",
+        BasicError::TooLong => "authorization-too-long",
+        BasicError::BadBase64 => "bad-base64",
+        BasicError::NotUtf8 => "not-utf8",
+        BasicError::MissingColon => "missing-colon",
+        BasicError::BadUser => "bad-user",
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

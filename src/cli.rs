@@ -1,0 +1,147 @@
+//! The command line: `serve`, `check-config`, `app-password create|list|revoke`.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config
+//! (clap's own usage errors exit 2 as well).
+
+pub mod app_password;
+pub mod check_config;
+pub mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "passgate",
+    version,
+    about = "App-password authentication gateway for Git and API servers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArg {
+    /// The config file.
+    #[arg(
+        long,
+        global = true,
+        env = "PASSGATE_CONFIG",
+        default_value = "proxy.toml",
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Validate the config; print the routes in match order; warn on shadowed rules.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Treat a shadowed rule as an error.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Manage app passwords.
+    #[command(subcommand)]
+    AppPassword(AppPasswordCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppPasswordCommand {
+    /// Create an app password; it is printed once, on the first line of stdout.
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+        /// A scope from [scopes]; repeat for several.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. "90d".
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        expires_in: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List app passwords (never a secret).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one app password by id, or all of a user's with --user U --all.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        #[arg(long, requires = "all")]
+        user: Option<String>,
+        #[arg(long, requires = "user")]
+        all: bool,
+    },
+}
+
+/// What a command failed with, and which exit code that deserves.
+#[derive(Debug)]
+pub enum Failure {
+    /// Exit 2: bad usage or bad config.
+    Usage(String),
+    /// Exit 1: the command could not do its work.
+    Runtime(String),
+}
+
+impl Failure {
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Runtime(_) => 1,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Usage(m) | Failure::Runtime(m) => m,
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Usage(e.to_string())
+    }
+}
+
+/// Loads the config named by `--config` / `$PASSGATE_CONFIG`.
+pub fn load(arg: &ConfigArg) -> Result<Config, Failure> {
+    Ok(Config::load(&arg.config)?)
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve { config } => serve::run(&config),
+        Command::CheckConfig { config, strict } => check_config::run(&config, strict),
+        Command::AppPassword(cmd) => app_password::run(cmd),
+    }
+}

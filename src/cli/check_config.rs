@@ -1,0 +1,68 @@
+//! `passgate check-config`: validate, print the compiled routes in match order,
+//! warn about rules an earlier rule makes unreachable.
+
+use super::{load, ConfigArg, Failure};
+use crate::config::Config;
+use crate::routes::Access;
+
+pub fn run(arg: &ConfigArg, strict: bool) -> Result<(), Failure> {
+    let config = load(arg)?;
+    print!("{}", describe(&config));
+    let shadows = config.routes.shadowed();
+    for s in &shadows {
+        eprintln!(
+            "warning: {}:{}: route \"{}\" can never match: route \"{}\" (line {}) takes all its requests",
+            config.file.display(),
+            s.later.line,
+            s.later.name,
+            s.earlier.name,
+            s.earlier.line
+        );
+    }
+    if strict && !shadows.is_empty() {
+        return Err(Failure::Usage(format!(
+            "{} shadowed route(s) (--strict)",
+            shadows.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The routes in match order, one per line.
+pub fn describe(config: &Config) -> String {
+    let mut out = format!(
+        "{}: ok, {} route(s) in match order:\n",
+        config.file.display(),
+        config.routes.len()
+    );
+    for (i, r) in config.routes.iter().enumerate() {
+        let methods = r.methods.as_ref().map_or_else(
+            || "*".to_owned(),
+            |m| m.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(","),
+        );
+        let mut target = r.pattern.to_string();
+        for (n, (k, v)) in r.query.pairs().iter().enumerate() {
+            target.push(if n == 0 { '?' } else { '&' });
+            target.push_str(&format!("{k}={v}"));
+        }
+        let access = match r.access {
+            Access::AppPassword => format!("app-password [{}]", config.scopes.join(r.required)),
+            other => other.to_string(),
+        };
+        let upstream = r
+            .upstream
+            .and_then(|u| config.upstreams.get(u))
+            .map_or("-", |u| u.name.as_str());
+        out.push_str(&format!(
+            "{:>3}. {:<22} {:<12} {:<52} {:<40} -> {} (line {})\n",
+            i + 1,
+            r.name,
+            methods,
+            target,
+            access,
+            upstream,
+            r.line
+        ));
+    }
+    out
+}

@@ -1,0 +1,792 @@
+//! `proxy.toml` → [`Config`]: parse, don't validate.
+//!
+//! The file is read into `Raw*` serde structs (`deny_unknown_fields`, so a typo is
+//! an error, not a silently ignored key), then converted once into a `Config` of
+//! ready types: socket addresses, durations, compiled routes and scope sets.
+//! Every error names the file, the line and the key. Relative paths in the file
+//! are resolved against the directory that holds it, so `serve` and the CLI find
+//! the same store whatever their working directory.
+//!
+//! This module never opens sockets, stores or certificates; it only describes them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, Method, Uri};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::routes::pattern::Pattern;
+use crate::routes::query::QueryRule;
+use crate::routes::{Access, Route, Routes};
+use crate::scopes::Scopes;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub server: Server,
+    pub store: StorePaths,
+    pub admin_socket: PathBuf,
+    pub auth: Auth,
+    pub identity: Identity,
+    pub upstreams: Vec<Upstream>,
+    pub scopes: Scopes,
+    pub routes: Routes,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub tls: Option<TlsFiles>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub shutdown_grace: Duration,
+    /// A client must send a complete request head within this time (slowloris).
+    pub header_read_timeout: Duration,
+    /// An idle keep-alive connection is closed after this time.
+    pub idle_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorePaths {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub realm: String,
+    pub cache_ttl: Duration,
+    pub cache_capacity: usize,
+    pub username: UsernameMode,
+    pub max_lifetime: Option<Duration>,
+    pub argon2: Argon2Params,
+    pub verify_threads: usize,
+    pub verify_queue: usize,
+    pub rate_limit: RateLimit,
+    pub usage_flush: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UsernameMode {
+    MustMatch,
+    Ignored,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Argon2Params {
+    #[serde(default = "default_m")]
+    pub memory_kib: u32,
+    #[serde(default = "default_t")]
+    pub iterations: u32,
+    #[serde(default = "default_p")]
+    pub parallelism: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_user_addr: Bucket,
+    pub per_addr: Bucket,
+    pub max_entries: usize,
+}
+
+/// `burst` failures allowed, refilled at `burst` per `per`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub burst: u32,
+    #[serde(deserialize_with = "duration")]
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: HeaderName,
+    pub scopes: HeaderName,
+    pub credential: HeaderName,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix of the upstream URL without its trailing slash ("" for none).
+    pub base_path: String,
+    pub ca_file: Option<PathBuf>,
+    pub preserve_host: bool,
+    /// Fixed `Authorization` sent upstream on `app-password` routes.
+    pub credential: Option<HeaderValue>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+/// Everything that can be wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read config: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: {message}")]
+    Parse {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{file}:{line}: {key}: {message}")]
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates the config file at `file`.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Config::parse(file, &text)
+    }
+
+    /// Validates `text` as if read from `file` (used for relative paths and messages).
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            line: e.span().map_or(1, |s| line_of(text, s.start)),
+            message: e.message().trim().to_owned(),
+        })?;
+        Build { file, text }.config(raw)
+    }
+}
+
+/// The conversion from raw to ready types, carrying what errors need.
+struct Build<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Build<'_> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        msg: impl ToString,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line: line_of(self.text, span.start),
+            key: key.to_owned(),
+            message: msg.to_string(),
+        })
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            return p.to_owned();
+        }
+        match self.file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
+            _ => p.to_owned(),
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let server = self.server(raw.server)?;
+        let scopes = self.scopes(&raw.scopes)?;
+        let upstreams = raw
+            .upstreams
+            .into_iter()
+            .map(|(name, u)| self.upstream(name, u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let routes = self.routes(raw.routes, &scopes, &upstreams)?;
+        Ok(Config {
+            file: self.file.to_owned(),
+            server,
+            store: StorePaths {
+                path: self.path(&raw.store.path),
+            },
+            admin_socket: self.path(&raw.admin.socket),
+            auth: self.auth(raw.auth)?,
+            identity: self.identity(raw.identity)?,
+            upstreams,
+            scopes,
+            routes,
+        })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<Server, ConfigError> {
+        if raw.listen.get_ref().is_empty() {
+            return self.err(
+                raw.listen.span(),
+                "server.listen",
+                "at least one address is required",
+            );
+        }
+        let tls = raw.tls.map(|t| TlsFiles {
+            cert: self.path(&t.cert),
+            key: self.path(&t.key),
+        });
+        Ok(Server {
+            listen: raw.listen.into_inner(),
+            tls,
+            trusted_proxies: raw.trusted_proxies,
+            shutdown_grace: raw.shutdown_grace,
+            header_read_timeout: raw.header_read_timeout,
+            idle_timeout: raw.idle_timeout,
+            log_format: raw.log_format,
+        })
+    }
+
+    fn auth(&self, raw: RawAuth) -> Result<Auth, ConfigError> {
+        let realm = raw.realm.get_ref();
+        if realm.is_empty()
+            || realm
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            return self.err(
+                raw.realm.span(),
+                "auth.realm",
+                "must be non-empty, without quotes, backslashes or control characters",
+            );
+        }
+        let a = raw.argon2;
+        if argon2::Params::new(a.memory_kib, a.iterations, a.parallelism, None).is_err() {
+            return self.err(0..0, "auth.argon2", "invalid argon2 parameters (memory_kib >= 8 * parallelism, iterations >= 1, parallelism 1..=16777215)");
+        }
+        Ok(Auth {
+            realm: raw.realm.into_inner(),
+            cache_ttl: raw.cache_ttl,
+            cache_capacity: raw.cache_capacity,
+            username: raw.username,
+            max_lifetime: raw.max_lifetime,
+            argon2: a,
+            verify_threads: raw
+                .verify_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            verify_queue: raw.verify_queue,
+            rate_limit: RateLimit {
+                per_user_addr: raw.rate_limit.per_user_addr,
+                per_addr: raw.rate_limit.per_addr,
+                max_entries: raw.rate_limit.max_entries,
+            },
+            usage_flush: raw.usage_flush,
+        })
+    }
+
+    fn identity(&self, raw: RawIdentity) -> Result<Identity, ConfigError> {
+        let name =
+            |s: &Spanned<String>, key: &str| match HeaderName::from_bytes(s.get_ref().as_bytes()) {
+                Ok(h) => Ok(h),
+                Err(_) => self.err(
+                    s.span(),
+                    key,
+                    format!("\"{}\" is not a valid header name", s.get_ref()),
+                ),
+            };
+        Ok(Identity {
+            user: name(&raw.user_header, "identity.user_header")?,
+            scopes: name(&raw.scopes_header, "identity.scopes_header")?,
+            credential: name(&raw.credential_header, "identity.credential_header")?,
+        })
+    }
+
+    fn scopes(&self, raw: &Spanned<BTreeMap<String, RawScope>>) -> Result<Scopes, ConfigError> {
+        let declared: BTreeMap<String, Vec<String>> = raw
+            .get_ref()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.implies.clone()))
+            .collect();
+        Scopes::new(&declared).or_else(|e| self.err(raw.span(), "scopes", e))
+    }
+
+    fn upstream(&self, name: String, raw: RawUpstream) -> Result<Upstream, ConfigError> {
+        let key = format!("upstreams.{name}.url");
+        let span = raw.url.span();
+        let uri: Uri = match raw.url.get_ref().parse() {
+            Ok(u) => u,
+            Err(e) => return self.err(span, &key, format!("invalid URL: {e}")),
+        };
+        let scheme = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+            _ => return self.err(span, &key, "must start with http:// or https://"),
+        };
+        let Some(authority) = uri.authority().cloned() else {
+            return self.err(span, &key, "missing host");
+        };
+        if authority.as_str().contains('@') {
+            return self.err(
+                span,
+                &key,
+                "user information in the URL is not supported; use `credential`",
+            );
+        }
+        if uri.query().is_some() {
+            return self.err(span, &key, "a query is not allowed in an upstream URL");
+        }
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        let credential = match raw.credential {
+            None => None,
+            Some(c) => match HeaderValue::from_str(c.get_ref()) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    Some(v)
+                }
+                Err(_) => {
+                    return self.err(
+                        c.span(),
+                        &format!("upstreams.{name}.credential"),
+                        "not a valid header value",
+                    )
+                }
+            },
+        };
+        if raw.ca_file.is_some() && scheme != Scheme::HTTPS {
+            return self.err(
+                span,
+                &format!("upstreams.{name}.ca_file"),
+                "only meaningful with an https:// URL",
+            );
+        }
+        Ok(Upstream {
+            name,
+            scheme,
+            authority,
+            base_path,
+            ca_file: raw.ca_file.map(|p| self.path(&p)),
+            preserve_host: raw.preserve_host,
+            credential,
+            connect_timeout: raw.connect_timeout,
+            response_timeout: raw.response_timeout,
+        })
+    }
+
+    fn routes(
+        &self,
+        raw: Vec<Spanned<RawRoute>>,
+        scopes: &Scopes,
+        upstreams: &[Upstream],
+    ) -> Result<Routes, ConfigError> {
+        let mut out: Vec<Route> = Vec::with_capacity(raw.len());
+        for (i, r) in raw.into_iter().enumerate() {
+            let span = r.span();
+            let r = r.into_inner();
+            let key = |field: &str| format!("routes[{i}] (\"{}\").{field}", r.name.get_ref());
+            if r.name.get_ref().is_empty() {
+                return self.err(r.name.span(), &key("name"), "must not be empty");
+            }
+            if let Some(prev) = out.iter().find(|p| p.name == *r.name.get_ref()) {
+                return self.err(
+                    r.name.span(),
+                    &key("name"),
+                    format!("duplicate route name \"{}\"", prev.name),
+                );
+            }
+            let methods = match r.methods {
+                None => None,
+                Some(m) => {
+                    let mut list = Vec::new();
+                    for name in m.get_ref() {
+                        let ok = !name.is_empty()
+                            && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'-');
+                        match Method::from_bytes(name.as_bytes()) {
+                            Ok(method) if ok => list.push(method),
+                            _ => {
+                                return self.err(
+                                    m.span(),
+                                    &key("methods"),
+                                    format!("\"{name}\" is not an upper-case HTTP method name"),
+                                )
+                            }
+                        }
+                    }
+                    if list.is_empty() {
+                        return self.err(
+                            m.span(),
+                            &key("methods"),
+                            "must list at least one method (omit it for any method)",
+                        );
+                    }
+                    Some(list)
+                }
+            };
+            let pattern = Pattern::parse(r.path.get_ref())
+                .or_else(|e| self.err(r.path.span(), &key("path"), e))?;
+            let query = QueryRule::new(r.query.unwrap_or_default().into_iter().collect());
+            let access = *r.access.get_ref();
+            let required = match (&r.scopes, access) {
+                (Some(s), Access::AppPassword) => scopes
+                    .required(s.get_ref())
+                    .or_else(|e| self.err(s.span(), &key("scopes"), e))?,
+                (Some(s), _) => {
+                    return self.err(
+                        s.span(),
+                        &key("scopes"),
+                        "only allowed with access = \"app-password\"",
+                    )
+                }
+                (None, _) => crate::scopes::ScopeSet::EMPTY,
+            };
+            let upstream = match (&r.upstream, access) {
+                (None, Access::Deny) => None,
+                (None, _) => {
+                    return self.err(span, &key("upstream"), "required unless access = \"deny\"")
+                }
+                (Some(u), _) => match upstreams.iter().position(|x| x.name == *u.get_ref()) {
+                    Some(ix) => Some(ix),
+                    None => {
+                        let known: Vec<&str> = upstreams.iter().map(|x| x.name.as_str()).collect();
+                        return self.err(
+                            u.span(),
+                            &key("upstream"),
+                            format!(
+                                "unknown upstream \"{}\" (defined: {})",
+                                u.get_ref(),
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                },
+            };
+            out.push(Route {
+                name: r.name.into_inner(),
+                line: line_of(self.text, span.start),
+                methods,
+                pattern,
+                query,
+                access,
+                required,
+                upstream,
+            });
+        }
+        Ok(Routes::new(out))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Parses a duration string such as `"30s"`, `"15m"` or `"90d"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| {
+        format!("invalid duration \"{s}\": {e} (use e.g. \"30s\", \"15m\", \"90d\")")
+    })?;
+    if d.is_zero() {
+        return Err(format!(
+            "invalid duration \"{s}\": must be greater than zero"
+        ));
+    }
+    Ok(d)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+// ---- raw, as written in the file ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
+    upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default = "default_scopes")]
+    scopes: Spanned<BTreeMap<String, RawScope>>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Spanned<Vec<SocketAddr>>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    trusted_proxies: Vec<IpNet>,
+    #[serde(default = "d30s", deserialize_with = "duration")]
+    shutdown_grace: Duration,
+    #[serde(default = "d10s", deserialize_with = "duration")]
+    header_read_timeout: Duration,
+    #[serde(default = "d60s", deserialize_with = "duration")]
+    idle_timeout: Duration,
+    #[serde(default = "default_log_format")]
+    log_format: LogFormat,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: String,
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            path: "data/passgate.redb".to_owned(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    socket: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            socket: "data/admin.sock".to_owned(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default = "default_realm")]
+    realm: Spanned<String>,
+    #[serde(default = "d30s", deserialize_with = "duration")]
+    cache_ttl: Duration,
+    #[serde(default = "default_cache_capacity")]
+    cache_capacity: usize,
+    #[serde(default = "default_username")]
+    username: UsernameMode,
+    #[serde(default, deserialize_with = "opt_duration")]
+    max_lifetime: Option<Duration>,
+    #[serde(default)]
+    argon2: Argon2Params,
+    verify_threads: Option<usize>,
+    #[serde(default = "default_verify_queue")]
+    verify_queue: usize,
+    #[serde(default)]
+    rate_limit: RawRateLimit,
+    #[serde(default = "d5s", deserialize_with = "duration")]
+    usage_flush: Duration,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            realm: default_realm(),
+            cache_ttl: d30s(),
+            cache_capacity: default_cache_capacity(),
+            username: default_username(),
+            max_lifetime: None,
+            argon2: Argon2Params::default(),
+            verify_threads: None,
+            verify_queue: default_verify_queue(),
+            rate_limit: RawRateLimit::default(),
+            usage_flush: d5s(),
+        }
+    }
+}
+
+impl Default for Argon2Params {
+    fn default() -> Self {
+        Argon2Params {
+            memory_kib: default_m(),
+            iterations: default_t(),
+            parallelism: default_p(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    #[serde(default = "default_user_addr_bucket")]
+    per_user_addr: Bucket,
+    #[serde(default = "default_addr_bucket")]
+    per_addr: Bucket,
+    #[serde(default = "default_rate_entries")]
+    max_entries: usize,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        RawRateLimit {
+            per_user_addr: default_user_addr_bucket(),
+            per_addr: default_addr_bucket(),
+            max_entries: default_rate_entries(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    #[serde(default = "default_user_header")]
+    user_header: Spanned<String>,
+    #[serde(default = "default_scopes_header")]
+    scopes_header: Spanned<String>,
+    #[serde(default = "default_credential_header")]
+    credential_header: Spanned<String>,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        RawIdentity {
+            user_header: default_user_header(),
+            scopes_header: default_scopes_header(),
+            credential_header: default_credential_header(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: Spanned<String>,
+    ca_file: Option<String>,
+    #[serde(default = "yes")]
+    preserve_host: bool,
+    credential: Option<Spanned<String>>,
+    #[serde(default = "d5s", deserialize_with = "duration")]
+    connect_timeout: Duration,
+    #[serde(default = "d60s", deserialize_with = "duration")]
+    response_timeout: Duration,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawScope {
+    #[serde(default)]
+    implies: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Spanned<String>,
+    methods: Option<Spanned<Vec<String>>>,
+    path: Spanned<String>,
+    query: Option<BTreeMap<String, String>>,
+    access: Spanned<Access>,
+    scopes: Option<Spanned<Vec<String>>>,
+    upstream: Option<Spanned<String>>,
+}
+
+fn default_scopes() -> Spanned<BTreeMap<String, RawScope>> {
+    // Bitbucket's vocabulary, used when the file declares no [scopes].
+    let text = include_str!("scopes.default.toml");
+    let parsed: Result<BTreeMap<String, RawScope>, _> = toml::from_str(text);
+    Spanned::new(0..0, parsed.unwrap_or_default())
+}
+
+fn default_realm() -> Spanned<String> {
+    Spanned::new(0..0, "passgate".to_owned())
+}
+fn default_user_header() -> Spanned<String> {
+    Spanned::new(0..0, "X-Forwarded-User".to_owned())
+}
+fn default_scopes_header() -> Spanned<String> {
+    Spanned::new(0..0, "X-Forwarded-Scopes".to_owned())
+}
+fn default_credential_header() -> Spanned<String> {
+    Spanned::new(0..0, "X-Forwarded-App-Password".to_owned())
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Human
+}
+fn default_username() -> UsernameMode {
+    UsernameMode::MustMatch
+}
+fn default_cache_capacity() -> usize {
+    100_000
+}
+fn default_verify_queue() -> usize {
+    64
+}
+fn default_rate_entries() -> usize {
+    100_000
+}
+fn default_user_addr_bucket() -> Bucket {
+    Bucket {
+        burst: 10,
+        per: Duration::from_secs(60),
+    }
+}
+fn default_addr_bucket() -> Bucket {
+    Bucket {
+        burst: 50,
+        per: Duration::from_secs(60),
+    }
+}
+fn default_m() -> u32 {
+    19_456
+}
+fn default_t() -> u32 {
+    2
+}
+fn default_p() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn d5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn d10s() -> Duration {
+    Duration::from_secs(10)
+}
+fn d30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d60s() -> Duration {
+    Duration::from_secs(60)
+}

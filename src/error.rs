@@ -1,0 +1,240 @@
+//! [`Reject`]: every reason the gateway answers a request itself, and the one
+//! place where such a reason becomes an HTTP status, headers and body.
+//!
+//! Bodies are short plain text meant for the person behind the client (git
+//! prints them). Internal causes (store errors, upstream I/O errors) are logged
+//! where they happen and never sent: the body only says what the client can act on.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::path::PathError;
+use crate::routes::query::QueryError;
+
+/// Why the gateway refuses a request, each with its status and the reason for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    /// 400: the path is ambiguous; it is refused rather than guessed at.
+    #[error("{0}")]
+    BadPath(PathError),
+    /// 414: longer than any path we are willing to interpret.
+    #[error("request path too long")]
+    PathTooLong,
+    /// 400: absolute-form target naming another host, or a target form we do not proxy.
+    #[error("{0}")]
+    BadTarget(&'static str),
+    /// 400: a query key a route depends on is repeated or malformed.
+    #[error("{0}")]
+    BadQuery(QueryError),
+    /// 400: a malformed request we cannot classify safely (duplicate Authorization, bad body).
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// 404: no `[[routes]]` entry matches.
+    #[error("no route for this request")]
+    NoRoute,
+    /// 403: a `deny` route; nobody reaches it through the gateway.
+    #[error("access to this path is denied")]
+    Denied,
+    /// 401: no credentials, or credentials that are not a valid app password of
+    /// that user. Unknown id, wrong user, wrong secret, revoked and expired all
+    /// look the same so an attacker learns nothing.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403, not 401: the password is valid but lacks a scope. git erases a stored
+    /// credential after a 401, so a read-only password used for a push must not
+    /// cost the user their saved password.
+    #[error("this app password lacks the scope \"{missing}\" required here")]
+    MissingScope { missing: String, accepted: String },
+    /// 403: an app password presented on a `web` route.
+    #[error("app passwords cannot be used to sign in to the web interface")]
+    WebAppPassword,
+    /// 413: a body the gateway must read (LFS batch) is larger than it will read.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// 429: too many failed attempts from this address (or for this user there).
+    #[error("too many failed authentication attempts; retry later")]
+    RateLimited { retry_after: Duration },
+    /// 503: every password-verification worker is busy; retry shortly.
+    #[error("authentication is busy; retry shortly")]
+    Overloaded { retry_after: Duration },
+    /// 503: the app-password store failed (logged where it happened).
+    #[error("authentication store unavailable")]
+    StoreUnavailable,
+    /// 502: the upstream refused the connection, reset it or sent garbage.
+    #[error("bad gateway: upstream unavailable")]
+    UpstreamUnavailable,
+    /// 504: the upstream did not answer within `response_timeout`.
+    #[error("gateway timeout: upstream did not answer in time")]
+    UpstreamTimeout,
+}
+
+impl Reject {
+    /// The status for each rejection; exhaustive on purpose.
+    #[deny(clippy::wildcard_enum_match_arm)]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reject::BadPath(_)
+            | Reject::BadTarget(_)
+            | Reject::BadQuery(_)
+            | Reject::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Reject::PathTooLong => StatusCode::URI_TOO_LONG,
+            Reject::NoRoute => StatusCode::NOT_FOUND,
+            Reject::Denied | Reject::MissingScope { .. } | Reject::WebAppPassword => {
+                StatusCode::FORBIDDEN
+            }
+            Reject::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Reject::Overloaded { .. } | Reject::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reject::BadPath(_) => "bad-path",
+            Reject::PathTooLong => "path-too-long",
+            Reject::BadTarget(_) => "bad-target",
+            Reject::BadQuery(_) => "bad-query",
+            Reject::BadRequest(_) => "bad-request",
+            Reject::NoRoute => "no-route",
+            Reject::Denied => "denied",
+            Reject::Unauthorized(_) => "unauthorized",
+            Reject::MissingScope { .. } => "missing-scope",
+            Reject::WebAppPassword => "web-app-password",
+            Reject::BodyTooLarge => "body-too-large",
+            Reject::RateLimited { .. } => "rate-limited",
+            Reject::Overloaded { .. } => "overloaded",
+            Reject::StoreUnavailable => "store-unavailable",
+            Reject::UpstreamUnavailable => "upstream-unavailable",
+            Reject::UpstreamTimeout => "upstream-timeout",
+        }
+    }
+
+    /// The full response: status, the headers a client needs to act, a text body.
+    pub fn into_response(self, realm: &HeaderValue) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let mut resp = Response::new(Full::new(Bytes::from(format!("{self}\n"))));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match &self {
+            Reject::Unauthorized(_) => {
+                headers.insert(WWW_AUTHENTICATE, realm.clone());
+            }
+            Reject::MissingScope { accepted, .. } => {
+                if let Ok(v) = HeaderValue::from_str(accepted) {
+                    headers.insert("x-accepted-scopes", v);
+                }
+            }
+            Reject::RateLimited { retry_after } | Reject::Overloaded { retry_after } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl From<PathError> for Reject {
+    fn from(e: PathError) -> Self {
+        match e {
+            PathError::TooLong => Reject::PathTooLong,
+            other => Reject::BadPath(other),
+        }
+    }
+}
+
+/// `Basic realm="…", charset="UTF-8"` for the configured realm (validated at load).
+pub fn challenge(realm: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"passgate\", charset=\"UTF-8\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_maps_to_its_status() {
+        let d = Duration::from_millis(1500);
+        let table: Vec<(Reject, u16)> = vec![
+            (Reject::BadPath(PathError::DotSegment), 400),
+            (Reject::PathTooLong, 414),
+            (Reject::BadTarget("x"), 400),
+            (
+                Reject::BadQuery(QueryError::Repeated {
+                    key: "service".into(),
+                }),
+                400,
+            ),
+            (Reject::BadRequest("x"), 400),
+            (Reject::NoRoute, 404),
+            (Reject::Denied, 403),
+            (Reject::Unauthorized("x"), 401),
+            (
+                Reject::MissingScope {
+                    missing: "a".into(),
+                    accepted: "a".into(),
+                },
+                403,
+            ),
+            (Reject::WebAppPassword, 403),
+            (Reject::BodyTooLarge, 413),
+            (Reject::RateLimited { retry_after: d }, 429),
+            (Reject::Overloaded { retry_after: d }, 503),
+            (Reject::StoreUnavailable, 503),
+            (Reject::UpstreamUnavailable, 502),
+            (Reject::UpstreamTimeout, 504),
+        ];
+        for (reject, status) in table {
+            assert_eq!(reject.status().as_u16(), status, "{reject:?}");
+        }
+    }
+
+    #[test]
+    fn unauthorized_carries_the_challenge() {
+        let realm = challenge("passgate");
+        let resp = Reject::Unauthorized("missing credentials").into_response(&realm);
+        assert_eq!(
+            resp.headers()[WWW_AUTHENTICATE],
+            "Basic realm=\"passgate\", charset=\"UTF-8\""
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let realm = challenge("r");
+        let resp = Reject::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        }
+        .into_response(&realm);
+        assert_eq!(resp.headers()[RETRY_AFTER], "2");
+        let resp = Reject::Overloaded {
+            retry_after: Duration::ZERO,
+        }
+        .into_response(&realm);
+        assert_eq!(resp.headers()[RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn missing_scope_names_it() {
+        let realm = challenge("r");
+        let r = Reject::MissingScope {
+            missing: "repository:write".into(),
+            accepted: "repository:write".into(),
+        };
+        let resp = r.into_response(&realm);
+        assert_eq!(resp.headers()["x-accepted-scopes"], "repository:write");
+    }
+}

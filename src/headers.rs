@@ -1,0 +1,370 @@
+//! Header rules between client and upstream: hop-by-hop removal (RFC 9110
+//! §7.6.1), spoof stripping, `X-Forwarded-*`, identity headers.
+//!
+//! The rule is that the backend must never see a method, address, URL or user
+//! that the gateway did not check. So, on every route:
+//! - headers named in `Connection` and the fixed hop-by-hop set are removed;
+//! - client copies of the identity headers are removed, comparing names
+//!   case-insensitively with `-` and `_` treated as equal (CGI and several
+//!   servers fold both to `_`, so `X_Forwarded_User` would become `REMOTE_USER`);
+//! - `Forwarded`, `X-Real-IP`, method-override and URL-override headers, and
+//!   `Proxy` (httpoxy, CVE-2016-5385), are removed unless the peer is a
+//!   configured trusted proxy;
+//! - `X-Forwarded-For` is replaced by the peer address (appended to when the
+//!   peer is trusted), `X-Forwarded-Proto` and `-Host` are set by the gateway.
+//!
+//! `Git-Protocol`, `Content-Encoding` and every other end-to-end header pass untouched.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
+use http::HeaderMap;
+use ipnet::IpNet;
+
+use crate::auth::cache::Verified;
+use crate::config::Identity;
+
+/// Hop-by-hop headers that never cross the gateway (besides those named in `Connection`).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Client-supplied headers that could make the backend act on a method, URL,
+/// address or proxy the gateway never checked.
+const SPOOFABLE: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-client-ip",
+    "true-client-ip",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-uri",
+    "x-forwarded-prefix",
+    "x-original-uri",
+    "proxy",
+];
+
+/// What the gateway knows about the hop it received the request on.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop<'a> {
+    pub peer: IpAddr,
+    pub trusted: bool,
+    pub tls: bool,
+    /// The host the client addressed (Host header or HTTP/2 `:authority`).
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// True when `peer` is inside one of the trusted proxy networks.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    let peer = canonical(peer);
+    trusted.iter().any(|n| n.contains(&peer))
+}
+
+/// The client's address: the peer, or, behind trusted proxies, the right-most
+/// `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    if !is_trusted(peer, trusted) {
+        return canonical(peer);
+    }
+    let mut client = canonical(peer);
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return client;
+        };
+        for part in text.rsplit(',') {
+            let Ok(ip) = part.trim().parse::<IpAddr>() else {
+                return client;
+            };
+            client = canonical(ip);
+            if !is_trusted(client, trusted) {
+                return client;
+            }
+        }
+    }
+    client
+}
+
+/// Removes hop-by-hop headers, and every header named in `Connection`.
+/// With `keep_upgrade`, a WebSocket-style `Upgrade` survives with `Connection: upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade = if keep_upgrade {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    };
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    if let Some(up) = upgrade {
+        headers.insert(UPGRADE, up);
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes identity-header copies (always) and spoofable headers (unless trusted).
+pub fn strip_spoofed(headers: &mut HeaderMap, identity: &Identity, trusted: bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        let identity_copy = [&identity.user, &identity.scopes, &identity.credential]
+            .iter()
+            .any(|h| folded_eq(n, h.as_str()));
+        let spoof = SPOOFABLE.iter().any(|s| folded_eq(n, s));
+        // A trusted proxy may send forwarding and override headers, but only
+        // under their canonical spelling; folded variants are always dropped.
+        let keep_for_trusted = trusted && SPOOFABLE.contains(&n);
+        if identity_copy || (spoof && !keep_for_trusted) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Sets `X-Forwarded-For/Proto/Host` for the upstream.
+pub fn add_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
+    let peer = canonical(hop.peer).to_string();
+    let xff = match (hop.trusted, joined(headers, "x-forwarded-for")) {
+        (true, Some(prev)) => format!("{prev}, {peer}"),
+        _ => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if !(hop.trusted && headers.contains_key("x-forwarded-proto")) {
+        let proto = if hop.tls { "https" } else { "http" };
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    if !(hop.trusted && headers.contains_key("x-forwarded-host")) {
+        if let Some(host) = hop.host {
+            headers.insert("x-forwarded-host", host.clone());
+        }
+    }
+}
+
+/// Sets the identity headers of an authenticated app password.
+pub fn set_identity(headers: &mut HeaderMap, identity: &Identity, verified: &Verified) {
+    headers.insert(identity.user.clone(), verified.user_header.clone());
+    headers.insert(identity.scopes.clone(), verified.scopes_header.clone());
+    headers.insert(identity.credential.clone(), verified.id_header.clone());
+}
+
+/// The `Host` to send upstream: the client's (default) or the upstream's own.
+pub fn set_host(
+    headers: &mut HeaderMap,
+    client_host: Option<HeaderValue>,
+    upstream: &str,
+    preserve: bool,
+) {
+    let value = match client_host {
+        Some(h) if preserve => h,
+        _ => match HeaderValue::from_str(upstream) {
+            Ok(v) => v,
+            Err(_) => return,
+        },
+    };
+    headers.insert(HOST, value);
+}
+
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in headers.get_all(name) {
+        let s = v.to_str().ok()?;
+        match &mut out {
+            Some(o) => {
+                o.push_str(", ");
+                o.push_str(s);
+            }
+            None => out = Some(s.to_owned()),
+        }
+    }
+    out
+}
+
+/// ASCII case-insensitive comparison with `-` and `_` treated as equal.
+fn folded_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes().zip(b.bytes()).all(|(x, y)| {
+            let f = |c: u8| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            };
+            f(x) == f(y)
+        })
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity {
+            user: HeaderName::from_static("x-forwarded-user"),
+            scopes: HeaderName::from_static("x-forwarded-scopes"),
+            credential: HeaderName::from_static("x-forwarded-app-password"),
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn connection_listed_and_fixed_hop_headers_go() {
+        let mut h = map(&[
+            ("connection", "close, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("git-protocol", "version=2"),
+            ("content-encoding", "gzip"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h["git-protocol"], "version=2");
+        assert_eq!(h["content-encoding"], "gzip");
+    }
+
+    #[test]
+    fn upgrade_kept_when_asked() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn identity_copies_go_in_every_spelling_even_from_trusted_peers() {
+        let mut h = map(&[
+            ("X-Forwarded-User", "admin"),
+            ("x_forwarded_user", "admin"),
+            ("X-FORWARDED-SCOPES", "repository:admin"),
+            ("x-forwarded-app-password", "abc"),
+            ("x-forwarded-user-agent", "kept"),
+        ]);
+        strip_spoofed(&mut h, &identity(), true);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-forwarded-user-agent"));
+    }
+
+    #[test]
+    fn overrides_go_unless_trusted() {
+        let raw = [
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-http-method-override", "DELETE"),
+            ("x_http_method", "DELETE"),
+            ("x-original-url", "/admin"),
+            ("proxy", "http://evil"),
+            ("accept", "*/*"),
+        ];
+        let mut h = map(&raw);
+        strip_spoofed(&mut h, &identity(), false);
+        assert_eq!(h.len(), 1);
+        let mut h = map(&raw);
+        strip_spoofed(&mut h, &identity(), true);
+        assert!(h.contains_key("forwarded") && h.contains_key("x-real-ip"));
+        assert!(
+            !h.contains_key("x_http_method"),
+            "folded spelling never trusted"
+        );
+    }
+
+    #[test]
+    fn forwarded_for_replaced_unless_trusted() {
+        let host = HeaderValue::from_static("git.example");
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut h = map(&[("x-forwarded-for", "6.6.6.6")]);
+        strip_spoofed(&mut h, &identity(), false);
+        add_forwarded(
+            &mut h,
+            &Hop {
+                peer,
+                trusted: false,
+                tls: true,
+                host: Some(&host),
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "git.example");
+
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        add_forwarded(
+            &mut h,
+            &Hop {
+                peer,
+                trusted: true,
+                tls: false,
+                host: Some(&host),
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn client_addr_walks_trusted_chain() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = map(&[("x-forwarded-for", "6.6.6.6, 7.7.7.7, 10.1.1.1")]);
+        assert_eq!(
+            client_addr("10.0.0.1".parse().unwrap(), &h, &trusted),
+            "7.7.7.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_addr("8.8.8.8".parse().unwrap(), &h, &trusted),
+            "8.8.8.8".parse::<IpAddr>().unwrap()
+        );
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert!(is_trusted(mapped, &trusted));
+    }
+}

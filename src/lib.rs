@@ -1,0 +1,39 @@
+//! passgate: a reverse-proxy authentication gateway that brings scoped,
+//! revocable **app passwords** to Git-over-HTTPS and HTTP API servers.
+//!
+//! # Codemap, in the order a request meets it
+//!
+//! - [`server`]: listeners, TLS hand-off ([`tls`]), HTTP/1.1 + HTTP/2, timeouts, graceful shutdown.
+//! - [`proxy`]: the request path, one step per line:
+//!   - [`path`]: request-target normalisation; anything ambiguous is refused;
+//!   - [`routes`]: `[[routes]]` first match on method, path pattern and query;
+//!   - [`access`]: one arm per access kind (`app-password`, `web`, `public`, `deny`);
+//!   - [`auth`]: Basic decoding, token format, cache, argon2id, brute-force limits;
+//!   - [`headers`]: hop-by-hop, spoof stripping, `X-Forwarded-*`, identity headers;
+//!   - [`upstream`]: pooled clients to the backends, streaming both ways;
+//!   - [`body`]: the streamed response body and the access-log line.
+//! - [`error`]: every rejection and its HTTP status, in one place.
+//!
+//! Around it: [`config`] (`proxy.toml`), [`scopes`] (vocabulary and implications),
+//! [`store`] (redb), [`manage`] (creation rules), [`admin`] (the CLI's Unix socket),
+//! [`cli`] (the command line), [`gateway`] (shared state), [`telemetry`] (logging).
+
+pub mod access;
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod headers;
+pub mod manage;
+pub mod path;
+pub mod proxy;
+pub mod routes;
+pub mod scopes;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;

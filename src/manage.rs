@@ -1,0 +1,283 @@
+//! App-password management: the rules at creation, listing and revocation,
+//! shared by the admin socket (while `serve` runs) and the CLI (when it does not).
+//!
+//! Rules enforced here: user name 1–255 printable characters without a colon;
+//! name 1–100 characters, unique among the user's active passwords (the store
+//! checks that inside its transaction); at least one scope, each declared in
+//! `[scopes]`; `expires_in` bounded by `[auth] max_lifetime` when that is set
+//! (and then required to be finite). A password is committed to disk before it
+//! is returned, so whatever the caller prints survives a crash.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::token::NewToken;
+use crate::auth::unix_now;
+use crate::auth::verify::{hash_secret, HashError};
+use crate::config::Config;
+use crate::scopes::ScopeError;
+use crate::store::{AppPassword, Revoked, Store, StoreError};
+
+/// What `create` asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub user: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// Seconds until expiry; `None` = no expiry (unless `max_lifetime` is set).
+    pub expires_in: Option<u64>,
+}
+
+/// The one answer that carries the password; shown once, never again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Created {
+    pub id: String,
+    pub password: String,
+    pub user: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+/// A listing row: never a secret, never a hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub user: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub last_used_addr: Option<String>,
+    pub status: String,
+}
+
+/// The outcome of a revocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Revocation {
+    pub id: String,
+    /// False when it had been revoked before.
+    pub revoked_now: bool,
+    pub revoked_at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error("invalid user name: use 1-255 printable characters without ':'")]
+    BadUser,
+    #[error("invalid name: use 1-100 characters without control characters")]
+    BadName,
+    #[error("at least one --scope is required (known scopes: {known})")]
+    NoScopes { known: String },
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    #[error("expiry of {asked} exceeds [auth] max_lifetime of {max}")]
+    TooLong { asked: String, max: String },
+    #[error("[auth] max_lifetime is {max}: give --expires-in no longer than that")]
+    ExpiryRequired { max: String },
+    #[error("\"{0}\" is not an app password id (12 characters from 0-9 A-Z a-z)")]
+    BadId(String),
+    #[error("no app password with id {0}")]
+    NotFound(String),
+    #[error("user {user:?} already has an active app password named {name:?}")]
+    DuplicateName { user: String, name: String },
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("management task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl ManageError {
+    /// True for mistakes in what was asked (exit 2 / HTTP 400) rather than failures.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ManageError::BadUser
+                | ManageError::BadName
+                | ManageError::NoScopes { .. }
+                | ManageError::Scope(_)
+                | ManageError::TooLong { .. }
+                | ManageError::ExpiryRequired { .. }
+                | ManageError::BadId(_)
+        )
+    }
+}
+
+impl From<StoreError> for ManageError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DuplicateName { user, name } => ManageError::DuplicateName { user, name },
+            other => ManageError::Store(other),
+        }
+    }
+}
+
+/// Creates a password: validates, hashes (blocking, ~tens of ms), commits.
+pub fn create(store: &Store, config: &Config, req: &CreateRequest) -> Result<Created, ManageError> {
+    validate_user(&req.user)?;
+    let name_len = req.name.chars().count();
+    if !(1..=100).contains(&name_len) || req.name.chars().any(char::is_control) {
+        return Err(ManageError::BadName);
+    }
+    if req.scopes.is_empty() {
+        return Err(ManageError::NoScopes {
+            known: config.scopes.all_names().join(", "),
+        });
+    }
+    config.scopes.required(&req.scopes)?;
+    let mut scopes = req.scopes.clone();
+    scopes.sort();
+    scopes.dedup();
+    let expires_in = expiry(req.expires_in, config.auth.max_lifetime)?;
+    let token = NewToken::generate();
+    let hash = hash_secret(token.secret(), &config.auth.argon2)?;
+    let now = unix_now();
+    let record = AppPassword {
+        id: token.id().to_owned(),
+        user: req.user.clone(),
+        name: req.name.clone(),
+        scopes,
+        hash,
+        created_at: now,
+        expires_at: expires_in.map(|d| now.saturating_add(d)),
+        revoked_at: None,
+        last_used_at: None,
+        last_used_addr: None,
+    };
+    store.insert(&record, now)?;
+    Ok(Created {
+        id: record.id,
+        password: token.token().expose().to_owned(),
+        user: record.user,
+        name: record.name,
+        scopes: record.scopes,
+        created_at: timestamp(record.created_at),
+        expires_at: record.expires_at.map(timestamp),
+    })
+}
+
+pub fn list(store: &Store, user: Option<&str>) -> Result<Vec<Listed>, ManageError> {
+    let now = unix_now();
+    Ok(store.list(user)?.iter().map(|r| listed(r, now)).collect())
+}
+
+pub fn revoke(store: &Store, id: &str) -> Result<Revocation, ManageError> {
+    if !crate::auth::token::is_valid_id(id) {
+        return Err(ManageError::BadId(id.to_owned()));
+    }
+    match store.revoke(id, unix_now())? {
+        Revoked::Now(r) => Ok(Revocation {
+            id: r.id,
+            revoked_now: true,
+            revoked_at: timestamp(r.revoked_at.unwrap_or_else(unix_now)),
+        }),
+        Revoked::Already { revoked_at } => Ok(Revocation {
+            id: id.to_owned(),
+            revoked_now: false,
+            revoked_at: timestamp(revoked_at),
+        }),
+        Revoked::NotFound => Err(ManageError::NotFound(id.to_owned())),
+    }
+}
+
+pub fn revoke_user(store: &Store, user: &str) -> Result<Vec<String>, ManageError> {
+    validate_user(user)?;
+    Ok(store.revoke_user(user, unix_now())?)
+}
+
+/// The user-name rule of DESIGN.md: 1–255 printable characters, no colon.
+pub fn validate_user(user: &str) -> Result<(), ManageError> {
+    let len = user.chars().count();
+    if (1..=255).contains(&len) && !user.chars().any(|c| c.is_control() || c == ':') {
+        Ok(())
+    } else {
+        Err(ManageError::BadUser)
+    }
+}
+
+fn expiry(asked: Option<u64>, max: Option<Duration>) -> Result<Option<u64>, ManageError> {
+    match (asked, max) {
+        (Some(0), _) => Err(ManageError::TooLong {
+            asked: "0s".into(),
+            max: "a positive duration".into(),
+        }),
+        (Some(a), Some(m)) if a > m.as_secs() => Err(ManageError::TooLong {
+            asked: humantime::format_duration(Duration::from_secs(a)).to_string(),
+            max: humantime::format_duration(m).to_string(),
+        }),
+        (None, Some(m)) => Err(ManageError::ExpiryRequired {
+            max: humantime::format_duration(m).to_string(),
+        }),
+        (a, _) => Ok(a),
+    }
+}
+
+fn listed(r: &AppPassword, now: u64) -> Listed {
+    Listed {
+        id: r.id.clone(),
+        user: r.user.clone(),
+        name: r.name.clone(),
+        scopes: r.scopes.clone(),
+        created_at: timestamp(r.created_at),
+        expires_at: r.expires_at.map(timestamp),
+        revoked_at: r.revoked_at.map(timestamp),
+        last_used_at: r.last_used_at.map(timestamp),
+        last_used_addr: r.last_used_addr.clone(),
+        status: r.status(now).to_string(),
+    }
+}
+
+/// RFC 3339 UTC, seconds precision.
+pub fn timestamp(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+/// Seconds since the epoch of `t` (for tests and callers holding a `SystemTime`).
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_rule() {
+        assert!(validate_user("alice").is_ok());
+        assert!(validate_user("Ünïcødé user").is_ok());
+        assert!(validate_user(&"a".repeat(255)).is_ok());
+        for bad in ["", "a:b", "a\nb", "a\u{7f}", &"a".repeat(256)] {
+            assert!(validate_user(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn expiry_rule() {
+        let day = 86_400;
+        assert_eq!(expiry(None, None).unwrap(), None);
+        assert_eq!(expiry(Some(day), None).unwrap(), Some(day));
+        assert!(expiry(Some(0), None).is_err());
+        let max = Some(Duration::from_secs(90 * day));
+        assert!(matches!(
+            expiry(None, max),
+            Err(ManageError::ExpiryRequired { .. })
+        ));
+        assert!(matches!(
+            expiry(Some(91 * day), max),
+            Err(ManageError::TooLong { .. })
+        ));
+        assert_eq!(expiry(Some(90 * day), max).unwrap(), Some(90 * day));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+    }
+}

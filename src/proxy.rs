@@ -1,0 +1,193 @@
+//! The request path, one step per line: target → path → route → access →
+//! headers → upstream. Each step returns early with a typed [`Reject`]; no step
+//! knows about the next. The access log line is written when the response body
+//! is finished (or abandoned), so it carries the real byte count.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::access::{self, Grant};
+use crate::body::{AccessLog, ResponseBody};
+use crate::error::Reject;
+use crate::gateway::Gateway;
+use crate::headers::{self, Hop};
+use crate::path;
+use crate::routes::{Access, Route};
+use crate::server::InFlight;
+
+/// What the server knows about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// The peer is one of `server.trusted_proxies`.
+    pub trusted: bool,
+}
+
+/// Serves one request; never fails (every failure is a response).
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: Conn,
+    req: Request<Incoming>,
+    in_flight: InFlight,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let mut log = AccessLog::new(conn.peer, req.method().clone(), Instant::now());
+    log.in_flight = Some(in_flight);
+    let resp = match forward(&gw, &conn, req, &mut log).await {
+        Ok(resp) => resp.map(Either::Left),
+        Err(reject) => {
+            log.reject = Some(reject.kind());
+            reject.into_response(&gw.challenge).map(Either::Right)
+        }
+    };
+    log.status = resp.status().as_u16();
+    Ok(resp.map(|body| ResponseBody::new(body, log)))
+}
+
+async fn forward(
+    gw: &Gateway,
+    conn: &Conn,
+    mut req: Request<Incoming>,
+    log: &mut AccessLog,
+) -> Result<Response<Incoming>, Reject> {
+    check_target(&req)?;
+    let path = path::normalise(req.uri().path())?;
+    log.path = Some(path.as_str().to_owned());
+    let query = req.uri().query();
+    let route = gw
+        .config
+        .routes
+        .find(req.method(), &path, query)
+        .map_err(route_reject)?;
+    log.route = Some(route.name.clone());
+    let client = headers::client_addr(
+        conn.peer.ip(),
+        req.headers(),
+        &gw.config.server.trusted_proxies,
+    );
+    let grant = access::check(gw, route, req.headers(), query, client).await?;
+    let Some(upstream) = route.upstream.and_then(|i| gw.upstreams.get(i)) else {
+        return Err(Reject::Denied);
+    };
+    log.upstream = Some(upstream.config.name.clone());
+    let uri = upstream.target(path.as_str(), query)?;
+    let upgrade = wants_upgrade(&req, route).then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let client_host = parts
+        .headers
+        .get(HOST)
+        .cloned()
+        .or_else(|| authority_header(&parts.uri));
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h, upgrade.is_some());
+    headers::strip_spoofed(h, &gw.config.identity, conn.trusted);
+    let hop = Hop {
+        peer: conn.peer.ip(),
+        trusted: conn.trusted,
+        tls: conn.tls,
+        host: client_host.as_ref(),
+    };
+    headers::add_forwarded(h, &hop);
+    if let Grant::AppPassword(id) = &grant {
+        h.remove(AUTHORIZATION);
+        if let Some(cred) = &upstream.config.credential {
+            h.insert(AUTHORIZATION, cred.clone());
+        }
+        headers::set_identity(h, &gw.config.identity, id);
+        log.user = Some(id.user.clone());
+    }
+    headers::set_host(
+        h,
+        client_host,
+        upstream.config.authority.as_str(),
+        upstream.config.preserve_host,
+    );
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let mut resp = upstream
+        .send(Request::from_parts(parts, Either::Left(body)))
+        .await?;
+    let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    headers::strip_hop_by_hop(resp.headers_mut(), upgraded && upgrade.is_some());
+    if let (true, Some(client_side)) = (upgraded, upgrade) {
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(tunnel(client_side, upstream_side));
+    }
+    Ok(resp)
+}
+
+/// Refuses targets that name another host or are not origin-form paths.
+fn check_target<B>(req: &Request<B>) -> Result<(), Reject> {
+    if req.method() == Method::CONNECT {
+        return Err(Reject::BadTarget("CONNECT is not supported"));
+    }
+    let Some(authority) = req.uri().authority() else {
+        return Ok(());
+    };
+    if authority.as_str().contains('@') {
+        return Err(Reject::BadTarget("user information in the request target"));
+    }
+    match req.headers().get(HOST) {
+        // HTTP/2 without Host: `:authority` is the host.
+        None if req.version() == Version::HTTP_2 => Ok(()),
+        Some(host)
+            if host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+        {
+            Ok(())
+        }
+        _ => Err(Reject::BadTarget(
+            "absolute-form target names another host than Host",
+        )),
+    }
+}
+
+fn route_reject(e: crate::routes::RouteError) -> Reject {
+    match e {
+        crate::routes::RouteError::NoMatch => Reject::NoRoute,
+        crate::routes::RouteError::Query(q) => Reject::BadQuery(q),
+    }
+}
+
+fn authority_header(uri: &http::Uri) -> Option<HeaderValue> {
+    uri.authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+/// An HTTP/1.1 upgrade (WebSocket) on a route that allows it.
+fn wants_upgrade<B>(req: &Request<B>, route: &Route) -> bool {
+    matches!(route.access, Access::Web | Access::Public)
+        && req.version() == Version::HTTP_11
+        && req.headers().contains_key(UPGRADE)
+        && req
+            .headers()
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}

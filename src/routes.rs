@@ -1,0 +1,321 @@
+//! `[[routes]]` compiled to matchers: first match wins, in file order.
+//!
+//! A [`Route`] pairs a method list, a path [`Pattern`] and a [`QueryRule`] with
+//! an [`Access`] kind, the scopes it requires and its upstream. [`Routes::find`]
+//! classifies a request by its *normalised* path (see `path.rs`), never by the
+//! raw target, so what is matched is what is forwarded. [`Routes::shadowed`]
+//! finds rules that can never match because an earlier rule takes all their
+//! requests (reported by `check-config`).
+//!
+//! Pure: no I/O, no authentication (that is `access.rs`).
+
+pub mod pattern;
+pub mod query;
+
+use std::fmt;
+
+use http::Method;
+use serde::Deserialize;
+
+use crate::path::NormalPath;
+use crate::scopes::ScopeSet;
+use pattern::Pattern;
+use query::{QueryError, QueryRule};
+
+/// What a route demands of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Basic auth with an app password holding the route's scopes.
+    AppPassword,
+    /// The backend's web UI: app passwords refused, all else forwarded untouched.
+    Web,
+    /// Forwarded without any check.
+    Public,
+    /// Refused with 403 for everyone.
+    Deny,
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::AppPassword => "app-password",
+            Access::Web => "web",
+            Access::Public => "public",
+            Access::Deny => "deny",
+        })
+    }
+}
+
+/// One compiled `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// Line of the entry in the config file, for messages.
+    pub line: usize,
+    /// `None` = any method.
+    pub methods: Option<Vec<Method>>,
+    pub pattern: Pattern,
+    pub query: QueryRule,
+    pub access: Access,
+    /// Scopes an app password must hold (only for `AppPassword`).
+    pub required: ScopeSet,
+    /// Index into `Config::upstreams`; `None` only for `Deny`.
+    pub upstream: Option<usize>,
+}
+
+impl Route {
+    fn matches(
+        &self,
+        method: &Method,
+        path: &NormalPath,
+        query: Option<&str>,
+    ) -> Result<bool, QueryError> {
+        if let Some(methods) = &self.methods {
+            if !methods.contains(method) {
+                return Ok(false);
+            }
+        }
+        if !self.pattern.matches(path) {
+            return Ok(false);
+        }
+        self.query.check(query)
+    }
+
+    /// True when every request this route matches is matched by `earlier`.
+    fn shadowed_by(&self, earlier: &Route) -> bool {
+        let methods = match (&earlier.methods, &self.methods) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(e), Some(s)) => s.iter().all(|m| e.contains(m)),
+        };
+        methods && earlier.pattern.covers(&self.pattern) && earlier.query.covers(&self.query)
+    }
+}
+
+/// The ordered rule set.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    list: Vec<Route>,
+}
+
+/// Why no route could be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no route matches this request")]
+    NoMatch,
+    #[error(transparent)]
+    Query(#[from] QueryError),
+}
+
+/// `later` can never match because `earlier` comes first and takes all its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Shadow<'a> {
+    pub later: &'a Route,
+    pub earlier: &'a Route,
+}
+
+impl Routes {
+    pub fn new(list: Vec<Route>) -> Routes {
+        Routes { list }
+    }
+
+    /// The first route matching the request, in file order.
+    ///
+    /// A repeated query key listed by a candidate route is an error (400) rather
+    /// than a non-match: a backend might read either copy.
+    pub fn find(
+        &self,
+        method: &Method,
+        path: &NormalPath,
+        query: Option<&str>,
+    ) -> Result<&Route, RouteError> {
+        for route in &self.list {
+            if route.matches(method, path, query)? {
+                return Ok(route);
+            }
+        }
+        Err(RouteError::NoMatch)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.list.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Every rule that an earlier rule makes unreachable (sound, not complete:
+    /// a reported shadow is certain, an unusual overlap may go unreported).
+    pub fn shadowed(&self) -> Vec<Shadow<'_>> {
+        let mut out = Vec::new();
+        for (i, later) in self.list.iter().enumerate() {
+            if let Some(earlier) = self.list[..i].iter().find(|e| later.shadowed_by(e)) {
+                out.push(Shadow { later, earlier });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::normalise;
+
+    fn route(
+        name: &str,
+        methods: Option<&[&str]>,
+        path: &str,
+        query: &[(&str, &str)],
+        access: Access,
+    ) -> Route {
+        Route {
+            name: name.to_owned(),
+            line: 1,
+            methods: methods.map(|m| {
+                m.iter()
+                    .map(|x| Method::from_bytes(x.as_bytes()).unwrap())
+                    .collect()
+            }),
+            pattern: Pattern::parse(path).unwrap(),
+            query: QueryRule::new(
+                query
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            access,
+            required: ScopeSet::EMPTY,
+            upstream: Some(0),
+        }
+    }
+
+    fn git_rules() -> Routes {
+        Routes::new(vec![
+            route("admin", None, "/admin/**", &[], Access::Deny),
+            route(
+                "refs-read",
+                Some(&["GET"]),
+                "/{o}/{r}.git/info/refs",
+                &[("service", "git-upload-pack")],
+                Access::AppPassword,
+            ),
+            route(
+                "refs-write",
+                Some(&["GET"]),
+                "/{o}/{r}.git/info/refs",
+                &[("service", "git-receive-pack")],
+                Access::AppPassword,
+            ),
+            route(
+                "upload-pack",
+                Some(&["POST"]),
+                "/{o}/{r}.git/git-upload-pack",
+                &[],
+                Access::AppPassword,
+            ),
+            route("web", None, "/**", &[], Access::Web),
+        ])
+    }
+
+    fn find<'a>(r: &'a Routes, m: &str, target: &str) -> Result<&'a str, RouteError> {
+        let (p, q) = target
+            .split_once('?')
+            .map_or((target, None), |(p, q)| (p, Some(q)));
+        let path = normalise(p).unwrap();
+        r.find(&Method::from_bytes(m.as_bytes()).unwrap(), &path, q)
+            .map(|r| r.name.as_str())
+    }
+
+    #[test]
+    fn first_match_wins_in_file_order() {
+        let r = git_rules();
+        assert_eq!(find(&r, "GET", "/admin/users").unwrap(), "admin");
+        assert_eq!(find(&r, "POST", "/admin").unwrap(), "admin");
+        assert_eq!(
+            find(&r, "GET", "/a/b.git/info/refs?service=git-upload-pack").unwrap(),
+            "refs-read"
+        );
+        assert_eq!(
+            find(&r, "GET", "/a/b.git/info/refs?service=git-receive-pack").unwrap(),
+            "refs-write"
+        );
+        assert_eq!(
+            find(&r, "POST", "/a/b.git/git-upload-pack").unwrap(),
+            "upload-pack"
+        );
+        assert_eq!(find(&r, "GET", "/a/b.git/git-upload-pack").unwrap(), "web");
+        assert_eq!(find(&r, "GET", "/a/b.git/info/refs").unwrap(), "web");
+        assert_eq!(find(&r, "GET", "/").unwrap(), "web");
+    }
+
+    #[test]
+    fn method_names_are_exact() {
+        let r = git_rules();
+        assert_eq!(
+            find(&r, "get", "/a/b.git/info/refs?service=git-upload-pack").unwrap(),
+            "web"
+        );
+    }
+
+    #[test]
+    fn repeated_listed_query_key_is_an_error() {
+        let r = git_rules();
+        assert!(matches!(
+            find(
+                &r,
+                "GET",
+                "/a/b.git/info/refs?service=git-upload-pack&service=git-receive-pack"
+            ),
+            Err(RouteError::Query(QueryError::Repeated { .. }))
+        ));
+    }
+
+    #[test]
+    fn unmatched_is_no_match() {
+        let r = Routes::new(vec![route("api", None, "/api/**", &[], Access::Public)]);
+        assert_eq!(find(&r, "GET", "/other"), Err(RouteError::NoMatch));
+        assert_eq!(find(&r, "GET", "/api").unwrap(), "api");
+    }
+
+    #[test]
+    fn shadowing_is_reported() {
+        let r = Routes::new(vec![
+            route("all", None, "/**", &[], Access::Web),
+            route("api", Some(&["GET"]), "/api/{x}", &[], Access::Public),
+        ]);
+        let s = r.shadowed();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].later.name, "api");
+        assert_eq!(s[0].earlier.name, "all");
+    }
+
+    #[test]
+    fn narrower_earlier_rule_does_not_shadow() {
+        let r = git_rules();
+        assert!(
+            r.shadowed().is_empty(),
+            "{:?}",
+            r.shadowed()
+                .iter()
+                .map(|s| &s.later.name)
+                .collect::<Vec<_>>()
+        );
+        let r = Routes::new(vec![
+            route("get", Some(&["GET"]), "/**", &[], Access::Public),
+            route("any", None, "/x", &[], Access::Deny),
+        ]);
+        assert!(r.shadowed().is_empty());
+        let r = Routes::new(vec![
+            route("q", None, "/**", &[("a", "1")], Access::Public),
+            route("plain", None, "/x", &[], Access::Deny),
+        ]);
+        assert!(r.shadowed().is_empty());
+    }
+}

@@ -1,0 +1,339 @@
+//! Listeners, the accept loop, TLS hand-off, per-connection timeouts and
+//! graceful shutdown.
+//!
+//! [`run`] takes bound listeners and a shutdown future (tests bind port 0,
+//! `serve` binds from config). Each connection is served by hyper's HTTP/1.1
+//! or HTTP/2 connection driver: over TLS the protocol is the one ALPN chose;
+//! in clear text the first bytes are peeked for the HTTP/2 preface. Timeouts:
+//! - TLS handshake and protocol sniffing must finish within `header_read_timeout`;
+//! - an HTTP/1.1 request head must arrive within `header_read_timeout` (hyper's
+//!   timer, which also runs while a keep-alive connection waits for its next request);
+//! - a connection with no request in flight and no bytes moving for
+//!   `idle_timeout` is closed gracefully (HTTP/2 included).
+//!
+//! On shutdown: stop accepting, ask every connection to finish its in-flight
+//! requests, wait up to `shutdown_grace`, then return.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::gateway::Gateway;
+use crate::headers;
+use crate::proxy::{self, Conn};
+use crate::tls::Tls;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves on `listeners` until `shutdown` resolves, then drains.
+pub async fn run(
+    gw: Arc<Gateway>,
+    listeners: Vec<TcpListener>,
+    tls: Option<Arc<Tls>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tracker = TaskTracker::new();
+    let mut accept_loops = Vec::new();
+    for listener in listeners {
+        let (gw, tls, stop, tracker) = (gw.clone(), tls.clone(), stop_rx.clone(), tracker.clone());
+        accept_loops.push(tokio::spawn(accept_loop(gw, listener, tls, stop, tracker)));
+    }
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    let _ = stop_tx.send(true);
+    for handle in accept_loops {
+        let _ = handle.await;
+    }
+    tracker.close();
+    let grace = gw.config.server.shutdown_grace;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "shutdown grace elapsed; closing remaining connections"
+        );
+    }
+}
+
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
+    mut stop: watch::Receiver<bool>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (gw, tls, stop) = (gw.clone(), tls.clone(), stop.clone());
+        tracker.spawn(async move {
+            if let Err(e) = connection(gw, stream, peer, tls, stop).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn connection(
+    gw: Arc<Gateway>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<Tls>>,
+    stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let deadline = gw.config.server.header_read_timeout;
+    let conn = Conn {
+        peer,
+        tls: tls.is_some(),
+        trusted: headers::is_trusted(peer.ip(), &gw.config.server.trusted_proxies),
+    };
+    let activity = Arc::new(Activity::new());
+    match tls {
+        Some(tls) => {
+            let accept = tls.acceptor().accept(stream);
+            let stream = tokio::time::timeout(deadline, accept).await.map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })??;
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = TokioIo::new(Tracked {
+                inner: stream,
+                activity: activity.clone(),
+            });
+            serve(gw, conn, io, h2, activity, stop).await
+        }
+        None => {
+            let h2 = tokio::time::timeout(deadline, sniff_h2(&stream))
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no request within header_read_timeout",
+                    )
+                })??;
+            let io = TokioIo::new(Tracked {
+                inner: stream,
+                activity: activity.clone(),
+            });
+            serve(gw, conn, io, h2, activity, stop).await
+        }
+    }
+}
+
+/// Drives one connection with hyper until it ends, shutdown asks it to stop,
+/// or it has been idle too long.
+async fn serve<I>(
+    gw: Arc<Gateway>,
+    conn: Conn,
+    io: TokioIo<I>,
+    h2: bool,
+    activity: Arc<Activity>,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = &gw.config.server;
+    let (header_timeout, idle) = (cfg.header_read_timeout, cfg.idle_timeout);
+    let svc = {
+        let (gw, activity) = (gw.clone(), activity.clone());
+        service_fn(move |req| {
+            let guard = InFlight::enter(activity.clone());
+            let gw = gw.clone();
+            async move { proxy::handle(gw, conn, req, guard).await }
+        })
+    };
+    macro_rules! drive {
+        ($conn:expr) => {{
+            let conn = $conn;
+            tokio::pin!(conn);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    res = conn.as_mut() => return res.map_err(io::Error::other),
+                    _ = stop.changed(), if !stopping => { stopping = true; conn.as_mut().graceful_shutdown(); }
+                    _ = activity.idle(idle), if !stopping => { stopping = true; conn.as_mut().graceful_shutdown(); }
+                }
+            }
+        }};
+    }
+    if h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_concurrent_streams(256);
+        drive!(builder.serve_connection(io, svc))
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(64 * 1024);
+        drive!(builder.serve_connection(io, svc).with_upgrades())
+    }
+}
+
+/// Peeks at the first bytes: true for the HTTP/2 prior-knowledge preface.
+async fn sniff_h2(stream: &TcpStream) -> io::Result<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before a request",
+            ));
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A partial preface: wait for more bytes (bounded by the caller's timeout).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Per-connection activity: last time bytes moved, requests in flight.
+#[derive(Debug)]
+pub struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing is in flight and no byte moved for `idle`.
+    async fn idle(&self, idle: Duration) {
+        loop {
+            let last = self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let due = last + idle;
+            if Instant::now() >= due && self.in_flight.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            let wake = if Instant::now() >= due {
+                Instant::now() + idle
+            } else {
+                due
+            };
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+}
+
+/// Counts a request as in flight until dropped (with its response body).
+#[derive(Debug)]
+pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(activity: Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An I/O stream that records when bytes last moved.
+struct Tracked<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,158 @@
+//! The store's error type. Engine (redb) errors are wrapped in the opaque
+//! [`BackendError`] so that they stay out of the public API.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store file or its directory cannot be created or opened.
+    #[error("cannot create or open the store at {}", path.display())]
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process (or another `Store` in this one) holds the file.
+    #[error(
+        "the store at {} is locked: another passgate process (probably `passgate serve`) holds it",
+        path.display()
+    )]
+    Locked {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The file exists but is not a redb database.
+    #[error("{} is not a passgate store (not a redb database file)", path.display())]
+    NotAStore {
+        /// The file.
+        path: PathBuf,
+        /// What the database engine reported.
+        #[source]
+        source: BackendError,
+    },
+    /// The store was written by a newer passgate (or is not a passgate store).
+    #[error(
+        "the store has schema version {found}, but this passgate supports version {supported}; \
+         use the passgate release that wrote it or a newer one"
+    )]
+    UnknownSchema {
+        /// Version found in the file.
+        found: u64,
+        /// The version this build supports ([`super::SCHEMA_VERSION`]).
+        supported: u64,
+    },
+    /// An app password with this id already exists.
+    #[error("an app password with id {id} already exists")]
+    DuplicateId {
+        /// The id.
+        id: String,
+    },
+    /// The user already has an active app password with this name.
+    #[error("user {user} already has an active app password named {name:?}")]
+    DuplicateName {
+        /// The user.
+        user: String,
+        /// The name.
+        name: String,
+    },
+    /// A stored record cannot be decoded.
+    #[error("the stored record of app password {id} is corrupt")]
+    Corrupt {
+        /// Key of the record.
+        id: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record cannot be encoded (not expected to happen).
+    #[error("cannot encode the record of app password {id}")]
+    Encode {
+        /// Id of the record.
+        id: String,
+        /// The encoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The user index names a record that does not exist.
+    #[error(
+        "the store's user index lists app password {id} for user {user}, but it does not exist"
+    )]
+    IndexMismatch {
+        /// The user.
+        user: String,
+        /// The missing id.
+        id: String,
+    },
+    /// The database engine failed (I/O, corruption, …).
+    #[error("the store at {} failed", path.display())]
+    Backend {
+        /// The store file.
+        path: PathBuf,
+        /// What the database engine reported.
+        #[source]
+        source: BackendError,
+    },
+}
+
+/// An error of the underlying database engine, opaque so that the engine can
+/// change; its `source()` chain leads to the engine's own error.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct BackendError(Box<Engine>);
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Engine {
+    #[error("cannot open the database")]
+    Database(#[from] redb::DatabaseError),
+    #[error("cannot begin a transaction")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("cannot open a table")]
+    Table(#[from] redb::TableError),
+    #[error("storage error")]
+    Storage(#[from] redb::StorageError),
+    #[error("cannot commit")]
+    Commit(#[from] redb::CommitError),
+}
+
+/// Turns an engine result into a [`StoreError::Backend`] naming the store.
+pub(super) trait OrBackend<T> {
+    fn backend(self, path: &Path) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<Engine>> OrBackend<T> for Result<T, E> {
+    fn backend(self, path: &Path) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::Backend {
+            path: path.to_path_buf(),
+            source: BackendError(Box::new(e.into())),
+        })
+    }
+}
+
+/// Maps an error of opening the redb file to the store's errors.
+pub(super) fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+            path: path.to_path_buf(),
+        },
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == io::ErrorKind::InvalidData =>
+        {
+            StoreError::NotAStore {
+                path: path.to_path_buf(),
+                source: BackendError(Box::new(Engine::Storage(redb::StorageError::Io(io)))),
+            }
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => StoreError::Open {
+            path: path.to_path_buf(),
+            source: io,
+        },
+        other => StoreError::Backend {
+            path: path.to_path_buf(),
+            source: BackendError(Box::new(Engine::Database(other))),
+        },
+    }
+}

@@ -1,0 +1,487 @@
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use super::*;
+
+const NOW: u64 = 1_700_000_000;
+
+fn rec(id: &str, user: &str, name: &str, created_at: u64) -> AppPassword {
+    AppPassword {
+        id: id.to_owned(),
+        user: user.to_owned(),
+        name: name.to_owned(),
+        scopes: vec!["repo:read".to_owned(), "repo:write".to_owned()],
+        hash: format!("$argon2id$v=19$m=19456,t=2,p=1$fakesalt{id}$fakehash{id}"),
+        created_at,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        last_used_addr: None,
+    }
+}
+
+fn open_tmp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store.redb")).unwrap();
+    (dir, store)
+}
+
+fn ids(recs: &[AppPassword]) -> Vec<&str> {
+    recs.iter().map(|r| r.id.as_str()).collect()
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+    assert_send_sync::<StoreError>();
+}
+
+#[test]
+fn migrations_cover_every_version() {
+    assert_eq!(MIGRATIONS.len() as u64, SCHEMA_VERSION - 1);
+}
+
+#[test]
+fn status_and_display() {
+    let mut r = rec("aaaaaaaaaaaa", "alice", "laptop", NOW);
+    assert_eq!(r.status(NOW), Status::Active);
+    r.expires_at = Some(NOW + 10);
+    assert_eq!(r.status(NOW + 9), Status::Active);
+    assert_eq!(r.status(NOW + 10), Status::Expired);
+    r.revoked_at = Some(NOW + 1);
+    assert_eq!(r.status(NOW + 10), Status::Revoked);
+    assert_eq!(r.status(NOW), Status::Revoked);
+    assert_eq!(Status::Active.to_string(), "active");
+    assert_eq!(Status::Expired.to_string(), "expired");
+    assert_eq!(Status::Revoked.to_string(), "revoked");
+}
+
+#[test]
+fn round_trip_insert_get_list() {
+    let (_dir, store) = open_tmp();
+    let mut r = rec("aaaaaaaaaaaa", "alice", "laptop", NOW);
+    r.expires_at = Some(NOW + 3600);
+    store.insert(&r, NOW).unwrap();
+    assert_eq!(store.get("aaaaaaaaaaaa").unwrap(), Some(r.clone()));
+    assert_eq!(store.get("bbbbbbbbbbbb").unwrap(), None);
+    assert_eq!(store.list(None).unwrap(), vec![r.clone()]);
+    assert_eq!(store.list(Some("alice")).unwrap(), vec![r]);
+    assert!(store.list(Some("bob")).unwrap().is_empty());
+}
+
+#[test]
+fn list_orders_by_user_created_at_id_and_filters_by_user() {
+    let (_dir, store) = open_tmp();
+    // Inserted out of order on purpose.
+    for r in [
+        rec("id-c", "bob", "b1", 20),
+        rec("id-z", "alice", "a3", 10),
+        rec("id-b", "alice", "a2", 30),
+        rec("id-a", "alice", "a1", 10),
+        rec("id-y", "bob", "b2", 5),
+    ] {
+        store.insert(&r, NOW).unwrap();
+    }
+    let all = store.list(None).unwrap();
+    assert_eq!(ids(&all), ["id-a", "id-z", "id-b", "id-y", "id-c"]);
+    let alice = store.list(Some("alice")).unwrap();
+    assert_eq!(ids(&alice), ["id-a", "id-z", "id-b"]);
+    let bob = store.list(Some("bob")).unwrap();
+    assert_eq!(ids(&bob), ["id-y", "id-c"]);
+
+    // The filtered list really goes through the index: an index entry with
+    // no record is reported, not silently skipped.
+    {
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut index = txn.open_multimap_table(USER_INDEX).unwrap();
+            index.insert("carol", "ghost").unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = store.list(Some("carol")).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::IndexMismatch { user, id } if user == "carol" && id == "ghost"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn duplicate_id_refused() {
+    let (_dir, store) = open_tmp();
+    store
+        .insert(&rec("aaaaaaaaaaaa", "alice", "laptop", NOW), NOW)
+        .unwrap();
+    let err = store
+        .insert(&rec("aaaaaaaaaaaa", "bob", "desktop", NOW), NOW)
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::DuplicateId { id } if id == "aaaaaaaaaaaa"),
+        "{err:?}"
+    );
+    assert_eq!(store.list(None).unwrap().len(), 1);
+    assert!(store.list(Some("bob")).unwrap().is_empty());
+}
+
+#[test]
+fn duplicate_active_name_refused_but_allowed_after_revoke_or_expiry() {
+    let (_dir, store) = open_tmp();
+    store
+        .insert(&rec("id-1", "alice", "laptop", NOW), NOW)
+        .unwrap();
+    let err = store
+        .insert(&rec("id-2", "alice", "laptop", NOW), NOW)
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::DuplicateName { user, name } if user == "alice" && name == "laptop"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "user alice already has an active app password named \"laptop\""
+    );
+    // Another user may use the same name.
+    store
+        .insert(&rec("id-3", "bob", "laptop", NOW), NOW)
+        .unwrap();
+
+    // Revoked: the name is free again.
+    assert!(matches!(
+        store.revoke("id-1", NOW + 1).unwrap(),
+        Revoked::Now(_)
+    ));
+    store
+        .insert(&rec("id-2", "alice", "laptop", NOW + 2), NOW + 2)
+        .unwrap();
+
+    // Expired: free again once `now` has reached the expiry.
+    let mut expiring = rec("id-4", "alice", "ci", NOW);
+    expiring.expires_at = Some(NOW + 100);
+    store.insert(&expiring, NOW).unwrap();
+    let err = store
+        .insert(&rec("id-5", "alice", "ci", NOW + 99), NOW + 99)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateName { .. }), "{err:?}");
+    store
+        .insert(&rec("id-5", "alice", "ci", NOW + 100), NOW + 100)
+        .unwrap();
+    assert_eq!(store.list(Some("alice")).unwrap().len(), 4);
+}
+
+#[test]
+fn revoke_now_already_not_found() {
+    let (_dir, store) = open_tmp();
+    let r = rec("aaaaaaaaaaaa", "alice", "laptop", NOW);
+    store.insert(&r, NOW).unwrap();
+    let Revoked::Now(revoked) = store.revoke("aaaaaaaaaaaa", NOW + 5).unwrap() else {
+        panic!("expected Revoked::Now");
+    };
+    assert_eq!(revoked.revoked_at, Some(NOW + 5));
+    assert_eq!(revoked.status(NOW + 5), Status::Revoked);
+    assert_eq!(store.get("aaaaaaaaaaaa").unwrap(), Some(revoked));
+    assert_eq!(
+        store.revoke("aaaaaaaaaaaa", NOW + 9).unwrap(),
+        Revoked::Already {
+            revoked_at: NOW + 5
+        }
+    );
+    assert_eq!(store.revoke("nope", NOW).unwrap(), Revoked::NotFound);
+    assert_eq!(
+        store.get("aaaaaaaaaaaa").unwrap().unwrap().revoked_at,
+        Some(NOW + 5)
+    );
+}
+
+#[test]
+fn revoke_user_revokes_only_unrevoked_of_that_user() {
+    let (_dir, store) = open_tmp();
+    store.insert(&rec("id-b", "alice", "one", 20), NOW).unwrap();
+    store.insert(&rec("id-a", "alice", "two", 10), NOW).unwrap();
+    let mut expired = rec("id-c", "alice", "three", 5);
+    expired.expires_at = Some(NOW - 1);
+    store.insert(&expired, NOW).unwrap();
+    store
+        .insert(&rec("id-d", "alice", "four", 30), NOW)
+        .unwrap();
+    store.insert(&rec("id-e", "bob", "one", 10), NOW).unwrap();
+    store.revoke("id-d", NOW).unwrap();
+
+    assert_eq!(
+        store.revoke_user("alice", NOW + 1).unwrap(),
+        ["id-c", "id-a", "id-b"]
+    );
+    for r in store.list(Some("alice")).unwrap() {
+        let expected = if r.id == "id-d" { NOW } else { NOW + 1 };
+        assert_eq!(r.revoked_at, Some(expected), "{}", r.id);
+    }
+    assert_eq!(store.get("id-e").unwrap().unwrap().revoked_at, None);
+    assert!(store.revoke_user("alice", NOW + 2).unwrap().is_empty());
+    assert!(store.revoke_user("nobody", NOW + 2).unwrap().is_empty());
+}
+
+#[test]
+fn record_usage_batch_is_monotonic_and_skips_unknown() {
+    let (_dir, store) = open_tmp();
+    store
+        .insert(&rec("id-1", "alice", "one", NOW), NOW)
+        .unwrap();
+    store
+        .insert(&rec("id-2", "alice", "two", NOW), NOW)
+        .unwrap();
+    let usage = |id: &str, at: u64, addr: &str| Usage {
+        id: id.to_owned(),
+        at,
+        addr: addr.to_owned(),
+    };
+    store
+        .record_usage(&[
+            usage("id-1", NOW + 10, "10.0.0.1"),
+            usage("unknown", NOW + 10, "10.0.0.9"),
+            usage("id-1", NOW + 5, "10.0.0.2"), // older: ignored
+            usage("id-2", NOW + 7, "192.0.2.7"),
+        ])
+        .unwrap();
+    let one = store.get("id-1").unwrap().unwrap();
+    assert_eq!(one.last_used_at, Some(NOW + 10));
+    assert_eq!(one.last_used_addr.as_deref(), Some("10.0.0.1"));
+    let two = store.get("id-2").unwrap().unwrap();
+    assert_eq!(two.last_used_at, Some(NOW + 7));
+    assert_eq!(two.last_used_addr.as_deref(), Some("192.0.2.7"));
+    assert_eq!(store.get("unknown").unwrap(), None);
+
+    // A later batch with an older time does not move it backwards.
+    store
+        .record_usage(&[usage("id-1", NOW + 1, "10.0.0.3")])
+        .unwrap();
+    let one = store.get("id-1").unwrap().unwrap();
+    assert_eq!(one.last_used_at, Some(NOW + 10));
+    assert_eq!(one.last_used_addr.as_deref(), Some("10.0.0.1"));
+    store
+        .record_usage(&[usage("id-1", NOW + 11, "10.0.0.4")])
+        .unwrap();
+    let one = store.get("id-1").unwrap().unwrap();
+    assert_eq!(one.last_used_at, Some(NOW + 11));
+    assert_eq!(one.last_used_addr.as_deref(), Some("10.0.0.4"));
+    store.record_usage(&[]).unwrap();
+}
+
+#[test]
+fn reopen_after_drop_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let store = Store::open(&path).unwrap();
+    store.insert(&rec("id-1", "alice", "one", 1), NOW).unwrap();
+    store.insert(&rec("id-2", "bob", "two", 2), NOW).unwrap();
+    store.revoke("id-2", NOW).unwrap();
+    store
+        .record_usage(&[Usage {
+            id: "id-1".to_owned(),
+            at: NOW,
+            addr: "::1".to_owned(),
+        }])
+        .unwrap();
+    let before = store.list(None).unwrap();
+    drop(store);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.list(None).unwrap(), before);
+    assert_eq!(ids(&store.list(Some("bob")).unwrap()), ["id-2"]);
+    // Uniqueness survives the reopen too.
+    let err = store
+        .insert(&rec("id-3", "alice", "one", 3), NOW)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateName { .. }), "{err:?}");
+}
+
+#[test]
+fn schema_version_written_and_unknown_version_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    drop(Store::open(&path).unwrap());
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        assert_eq!(
+            meta.get(SCHEMA_KEY).unwrap().unwrap().value(),
+            SCHEMA_VERSION
+        );
+    }
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(SCHEMA_KEY, 99)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = Store::open(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::UnknownSchema {
+                found: 99,
+                supported: SCHEMA_VERSION
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+    // The refused open changed nothing.
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(meta.get(SCHEMA_KEY).unwrap().unwrap().value(), 99);
+}
+
+#[test]
+fn creates_parent_dir_0700_and_file_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().join("state").join("passgate");
+    let path = parent.join("store.redb");
+    drop(Store::open(&path).unwrap());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&parent), 0o700);
+    assert_eq!(mode(&dir.path().join("state")), 0o700);
+    assert_eq!(mode(&path), 0o600);
+}
+
+#[test]
+fn path_under_a_regular_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let path = file.join("sub").join("store.redb");
+    let err = Store::open(&path).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Open { path: p, .. } if *p == path),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[test]
+fn a_file_that_is_not_redb_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    std::fs::write(&path, b"[server]\nlisten = \"127.0.0.1:8080\"\n").unwrap();
+    let err = Store::open(&path).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotAStore { path: p, .. } if *p == path),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not a passgate store"), "{err}");
+    // Left untouched.
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"[server]\nlisten = \"127.0.0.1:8080\"\n"
+    );
+}
+
+#[test]
+fn second_open_is_locked() {
+    let (dir, _store) = open_tmp();
+    let path = dir.path().join("store.redb");
+    let err = Store::open(&path).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Locked { path: p } if *p == path),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("passgate serve") && msg.contains(&*path.to_string_lossy()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn debug_redacts_the_hash() {
+    let r = rec("aaaaaaaaaaaa", "alice", "laptop", NOW);
+    let debug = format!("{r:?}");
+    assert!(!debug.contains(&r.hash), "{debug}");
+    assert!(!debug.contains("argon2"), "{debug}");
+    assert!(
+        debug.contains("[redacted]") && debug.contains("laptop"),
+        "{debug}"
+    );
+    let debug = format!("{:?}", Revoked::Now(r.clone()));
+    assert!(!debug.contains(&r.hash), "{debug}");
+}
+
+#[test]
+fn file_holds_the_hash_never_the_secret() {
+    // The caller hashes; the store gets only the PHC string.
+    let secret = "pg_app_Sup3rS3cretValueNeverStored";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let store = Store::open(&path).unwrap();
+    let mut r = rec("aaaaaaaaaaaa", "alice", "laptop", NOW);
+    r.hash = "$argon2id$v=19$m=19456,t=2,p=1$ZmFrZXNhbHQ$ZmFrZWhhc2hmYWtlaGFzaA".to_owned();
+    store.insert(&r, NOW).unwrap();
+    drop(store);
+
+    let bytes = std::fs::read(&path).unwrap();
+    let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        contains(&r.hash),
+        "the stored record should be visible in the raw file"
+    );
+    assert!(contains("laptop"));
+    assert!(!contains(secret));
+}
+
+#[test]
+fn concurrent_inserts_with_distinct_ids_all_land() {
+    let (_dir, store) = open_tmp();
+    let store = Arc::new(store);
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            thread::spawn(move || {
+                for i in 0..50 {
+                    let r = rec(
+                        &format!("t{t}-{i:03}"),
+                        &format!("user{t}"),
+                        &format!("n{i}"),
+                        i,
+                    );
+                    store.insert(&r, NOW).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(store.list(None).unwrap().len(), 400);
+    for t in 0..8 {
+        assert_eq!(store.list(Some(&format!("user{t}"))).unwrap().len(), 50);
+    }
+}
+
+#[test]
+fn concurrent_inserts_with_same_name_exactly_one_wins() {
+    let (_dir, store) = open_tmp();
+    let store = Arc::new(store);
+    let barrier = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                store.insert(&rec(&format!("id-{t}"), "alice", "laptop", NOW), NOW)
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(matches!(r, StoreError::DuplicateName { .. }), "{r:?}");
+    }
+    assert_eq!(store.list(Some("alice")).unwrap().len(), 1);
+}
