@@ -1,1 +1,6 @@
+//! The one integration-test binary: each module drives the real `passgate`
+//! binary on ephemeral loopback ports with real clients (see `support`).
 
+mod support;
+
+mod smoke;

@@ -1,0 +1,22 @@
+//! The shortest end-to-end path: start, create, authenticate, forward.
+
+use crate::support::*;
+
+#[test]
+fn app_password_reaches_backend_with_identity_headers() {
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let r = get(
+        pg.addr,
+        "/alice/repo.git/info/refs?service=git-upload-pack",
+        Some(("alice", &pw)),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let echo = r.echo();
+    assert_eq!(echo.path, "/alice/repo.git/info/refs");
+    assert_eq!(echo.header("x-forwarded-user"), Some("alice"));
+    assert_eq!(echo.header("x-forwarded-scopes"), Some("repository:read"));
+    assert_eq!(echo.header("x-forwarded-app-password"), Some(id.as_str()));
+    assert!(!echo.has("authorization"));
+}

@@ -1,0 +1,734 @@
+//! Test harness: a real backend on 127.0.0.1:0, the real `passgate` binary
+//! started on a generated config with ephemeral ports, and real clients.
+//!
+//! - [`Backend`]: an in-process hyper server that echoes what it received
+//!   (method, path, query, headers) as JSON, and serves the streaming, slow and
+//!   upgrade endpoints the tests need.
+//! - [`Passgate`]: the binary under test; its stderr is captured line by line
+//!   (for the bound port and for log scraping); killed on drop.
+//! - [`Certs`]: a CA and a server certificate for 127.0.0.1/localhost (rcgen).
+//! - clients: [`http1`], [`get`], [`raw`], and TLS/HTTP-2 connectors.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_passgate");
+
+/// Fast argon2 parameters so tests that create many passwords stay quick.
+pub const FAST_ARGON2: &str = "[auth.argon2]\nmemory_kib = 256\niterations = 1\nparallelism = 1\n";
+
+// ---------------------------------------------------------------- backend --
+
+/// What the backend saw, as echoed back in JSON by its default handler.
+#[derive(Debug, serde::Deserialize)]
+pub struct Echo {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub version: String,
+    /// Header name (lower case) → every value, in order.
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub body_len: u64,
+}
+
+impl Echo {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.headers.contains_key(&name.to_ascii_lowercase())
+    }
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1:0, run on its own runtime thread.
+///
+/// Endpoints: anything → JSON [`Echo`] (the request body is read and counted);
+/// `/slow?ms=N` → waits N ms before answering; `/bytes?n=N` → streams N bytes
+/// in 64 KiB chunks; `/chunked` → a chunked body of three parts; `/ws` →
+/// answers `101` to an Upgrade and echoes the upgraded bytes.
+pub struct Backend {
+    pub addr: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Backend {
+    pub fn start() -> Backend {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let svc = service_fn(backend_handle);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+type TestBody = BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).boxed()
+}
+
+fn query_num(q: Option<&str>, key: &str) -> Option<u64> {
+    q?.split('&').find_map(|kv| {
+        kv.strip_prefix(&format!("{key}="))
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+async fn backend_handle(mut req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    if path == "/ws" && req.headers().contains_key("upgrade") {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 1024];
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(full(""))
+            .unwrap();
+        return Ok(resp);
+    }
+    if path == "/slow" {
+        let ms = query_num(query.as_deref(), "ms").unwrap_or(5000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if path == "/bytes" {
+        let n = query_num(query.as_deref(), "n").unwrap_or(0);
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let stream = futures_util::stream::unfold(n, move |left| {
+            let chunk = chunk.clone();
+            async move {
+                if left == 0 {
+                    return None;
+                }
+                let take = left.min(chunk.len() as u64);
+                Some((
+                    Ok::<_, Infallible>(Frame::data(chunk.slice(..take as usize))),
+                    left - take,
+                ))
+            }
+        });
+        let resp = Response::builder()
+            .header("content-length", n.to_string())
+            .body(StreamBody::new(stream).boxed())
+            .unwrap();
+        return Ok(resp);
+    }
+    if path == "/chunked" {
+        let parts = ["alpha-", "beta-", "gamma"];
+        let stream = futures_util::stream::iter(
+            parts.map(|p| Ok::<_, Infallible>(Frame::data(Bytes::from(p)))),
+        );
+        return Ok(Response::new(StreamBody::new(stream).boxed()));
+    }
+    let method = req.method().to_string();
+    let version = format!("{:?}", req.version());
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in req.headers() {
+        headers
+            .entry(k.as_str().to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    let mut body = req.into_body();
+    let mut body_len = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    let echo = serde_json::json!({
+        "method": method, "path": path, "query": query, "version": version,
+        "headers": headers, "body_len": body_len,
+    });
+    let resp = Response::builder()
+        .header("content-type", "application/json")
+        .header("x-backend", "echo")
+        .body(full(echo.to_string()))
+        .unwrap();
+    Ok(resp)
+}
+
+// ------------------------------------------------------------------ certs --
+
+/// A CA and a leaf for 127.0.0.1 and localhost, written as PEM files.
+pub struct Certs {
+    pub ca_pem: String,
+    pub ca_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+impl Certs {
+    /// Generates a fresh CA + leaf into `dir` (files `ca.pem`, `cert.pem`, `key.pem`).
+    pub fn generate(dir: &Path, cn: &str) -> Certs {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{cn} test CA"));
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        leaf_params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        leaf_params.distinguished_name.push(DnType::CommonName, cn);
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        let certs = Certs {
+            ca_pem: ca.pem(),
+            ca_path: dir.join("ca.pem"),
+            cert_path: dir.join("cert.pem"),
+            key_path: dir.join("key.pem"),
+        };
+        std::fs::write(&certs.ca_path, ca.pem()).unwrap();
+        std::fs::write(&certs.cert_path, leaf.pem() + &ca.pem()).unwrap();
+        std::fs::write(&certs.key_path, leaf_key.serialize_pem()).unwrap();
+        certs
+    }
+
+    /// A rustls client config trusting this CA, offering the given ALPN protocols.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject;
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(cfg)
+    }
+}
+
+// --------------------------------------------------------------- passgate --
+
+/// Builds a `proxy.toml` for a test: `listen` on port 0, paths in a tempdir.
+pub struct ConfigBuilder {
+    pub upstream: String,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Extra top-level TOML inserted into the relevant sections.
+    pub server_extra: String,
+    pub auth_extra: String,
+    pub extra: String,
+    /// `[[routes]]` TOML; when empty, [`default_routes`] is used.
+    pub routes: String,
+}
+
+impl ConfigBuilder {
+    pub fn new(upstream: &str) -> ConfigBuilder {
+        ConfigBuilder {
+            upstream: upstream.to_owned(),
+            tls: None,
+            server_extra: String::new(),
+            auth_extra: String::new(),
+            extra: FAST_ARGON2.to_owned(),
+            routes: String::new(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let tls = match &self.tls {
+            Some((c, k)) => format!(
+                "[server.tls]\ncert = {:?}\nkey = {:?}\n",
+                c.display().to_string(),
+                k.display().to_string()
+            ),
+            None => String::new(),
+        };
+        let routes = if self.routes.is_empty() {
+            default_routes()
+        } else {
+            self.routes.clone()
+        };
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n{}\n{tls}\n[store]\npath = \"data/passgate.redb\"\n\n[admin]\nsocket = \"data/admin.sock\"\n\n[auth]\nrealm = \"passgate-test\"\n{}\n{}\n[upstreams.app]\nurl = \"{}\"\n\n{routes}",
+            self.server_extra, self.auth_extra, self.extra, self.upstream
+        )
+    }
+}
+
+/// The routes most tests use: git-like app-password routes, a deny, a public
+/// and a web catch-all, all to upstream `app`.
+pub fn default_routes() -> String {
+    r#"
+[[routes]]
+name = "git-fetch"
+methods = ["GET"]
+path = "/{owner}/{repo}.git/info/refs"
+query = { service = "git-upload-pack" }
+access = "app-password"
+scopes = ["repository:read"]
+upstream = "app"
+
+[[routes]]
+name = "git-push-refs"
+methods = ["GET"]
+path = "/{owner}/{repo}.git/info/refs"
+query = { service = "git-receive-pack" }
+access = "app-password"
+scopes = ["repository:write"]
+upstream = "app"
+
+[[routes]]
+name = "git-receive"
+methods = ["POST"]
+path = "/{owner}/{repo}.git/git-receive-pack"
+access = "app-password"
+scopes = ["repository:write"]
+upstream = "app"
+
+[[routes]]
+name = "api"
+path = "/api/**"
+access = "app-password"
+scopes = ["repository:read"]
+upstream = "app"
+
+[[routes]]
+name = "admin"
+path = "/admin/**"
+access = "deny"
+
+[[routes]]
+name = "public"
+path = "/public/**"
+access = "public"
+upstream = "app"
+
+[[routes]]
+name = "web"
+path = "/**"
+access = "web"
+upstream = "app"
+"#
+    .to_owned()
+}
+
+/// The real binary, serving a generated config from its own temp directory.
+pub struct Passgate {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub addr: SocketAddr,
+    pub tls: bool,
+    child: Option<Child>,
+    /// Every stderr line so far (logs).
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Passgate {
+    /// Writes the config into a fresh temp dir and starts `passgate serve`.
+    pub fn start(builder: &ConfigBuilder) -> Passgate {
+        let dir = tempfile::tempdir().unwrap();
+        Passgate::start_in(dir, builder)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, builder: &ConfigBuilder) -> Passgate {
+        let config = dir.path().join("proxy.toml");
+        std::fs::write(&config, builder.render()).unwrap();
+        let mut pg = Passgate {
+            dir,
+            config,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: builder.tls.is_some(),
+            child: None,
+            logs: Arc::new(Mutex::new(Vec::new())),
+        };
+        pg.spawn();
+        pg
+    }
+
+    /// (Re)starts the process on the same config and store.
+    pub fn spawn(&mut self) {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env_remove("PASSGATE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = self.logs.clone();
+        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let addr = rest
+                            .split("://")
+                            .nth(1)
+                            .unwrap_or("")
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("");
+                        if let Ok(a) = addr.parse() {
+                            let _ = tx.send(a);
+                            sent = true;
+                        }
+                    }
+                }
+                logs.lock().unwrap().push(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => self.addr = addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("passgate did not start; logs:\n{}", self.log_text());
+            }
+        }
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
+    }
+
+    /// Runs the CLI against this instance's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("PASSGATE_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    /// Creates an app password through the CLI; returns (id, password).
+    pub fn create(&self, user: &str, name: &str, scopes: &[&str]) -> (String, String) {
+        let mut args = vec![
+            "app-password",
+            "create",
+            "--user",
+            user,
+            "--name",
+            name,
+            "--json",
+        ];
+        for s in scopes {
+            args.push("--scope");
+            args.push(s);
+        }
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["password"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Resident set size now (`VmRSS`) and at its peak (`VmHWM`), in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle` (logs are written asynchronously).
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.logs.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Passgate {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+// ---------------------------------------------------------------- clients --
+
+/// Basic credentials header value.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+    pub version: http::Version,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn echo(&self) -> Echo {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not an echo ({e}): {} {}", self.status, self.text()))
+    }
+}
+
+/// One HTTP/1.1 request over plain TCP with hyper; `headers` are sent as given.
+pub fn http1(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = Request::builder().method(method).uri(target);
+        let mut has_host = false;
+        for (k, v) in headers {
+            has_host |= k.eq_ignore_ascii_case("host");
+            req = req.header(*k, *v);
+        }
+        if !has_host {
+            req = req.header("host", addr.to_string());
+        }
+        let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        collect(resp).await
+    })
+}
+
+/// GET `target` over HTTP/1.1 with optional Basic credentials.
+pub fn get(addr: SocketAddr, target: &str, auth: Option<(&str, &str)>) -> Reply {
+    match auth {
+        Some((u, p)) => {
+            let v = basic(u, p);
+            http1(addr, "GET", target, &[("authorization", &v)], b"")
+        }
+        None => http1(addr, "GET", target, &[], b""),
+    }
+}
+
+pub async fn collect(resp: Response<Incoming>) -> Reply {
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes().to_vec())
+        .unwrap_or_default();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+        version: parts.version,
+    }
+}
+
+/// Writes raw bytes and reads until the server closes or `limit` passes.
+/// For requests hyper's client would refuse to send (bad targets, smuggling).
+pub fn raw(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                // One response is enough when the server keeps the connection open.
+                if response_complete(&out) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn response_complete(buf: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(buf);
+    let Some(head_end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let head = text[..head_end].to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match len {
+        Some(n) => buf.len() >= head_end + 4 + n,
+        None => false,
+    }
+}
+
+/// The status code of a raw HTTP/1.1 response text (0 when there is none).
+pub fn raw_status(resp: &str) -> u16 {
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A hyper client over TLS with the given ALPN (e.g. `&[b"h2"]`), one request.
+pub async fn tls_request(
+    addr: SocketAddr,
+    certs: &Certs,
+    alpn: &[&[u8]],
+    req: Request<Full<Bytes>>,
+) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(certs.client_config(alpn));
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, stream).await.unwrap();
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        collect(send.send_request(req).await.unwrap()).await
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        collect(send.send_request(req).await.unwrap()).await
+    }
+}
+
+/// Runs an async block on a fresh current-thread runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
