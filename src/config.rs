@@ -475,6 +475,41 @@ impl Build<'_> {
                     }
                 },
             };
+            let body = match (r.body_scopes, access) {
+                (None, _) => None,
+                (Some(b), Access::AppPassword) => {
+                    let span = b.span();
+                    let b = b.into_inner();
+                    if b.values.is_empty()
+                        || b.field.is_empty()
+                        || b.max_bytes == 0
+                        || b.max_bytes > 1 << 20
+                    {
+                        return self.err(span, &key("body_scopes"), "needs a field, at least one value, and max_bytes between 1 and 1048576");
+                    }
+                    let mut values = Vec::new();
+                    for (v, names) in &b.values {
+                        values.push((
+                            v.clone(),
+                            scopes.required(names).or_else(|e| {
+                                self.err(span.clone(), &key("body_scopes.values"), e)
+                            })?,
+                        ));
+                    }
+                    Some(crate::routes::BodyScopes {
+                        field: b.field,
+                        max_bytes: b.max_bytes,
+                        values,
+                    })
+                }
+                (Some(b), _) => {
+                    return self.err(
+                        b.span(),
+                        &key("body_scopes"),
+                        "only allowed with access = \"app-password\"",
+                    )
+                }
+            };
             out.push(Route {
                 name: r.name.into_inner(),
                 line: line_of(self.text, span.start),
@@ -484,6 +519,7 @@ impl Build<'_> {
                 access,
                 required,
                 upstream,
+                body,
             });
         }
         Ok(Routes::new(out))
@@ -718,6 +754,20 @@ struct RawRoute {
     access: Spanned<Access>,
     scopes: Option<Spanned<Vec<String>>>,
     upstream: Option<Spanned<String>>,
+    body_scopes: Option<Spanned<RawBodyScopes>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBodyScopes {
+    field: String,
+    #[serde(default = "default_body_max")]
+    max_bytes: usize,
+    values: BTreeMap<String, Vec<String>>,
+}
+
+fn default_body_max() -> usize {
+    64 * 1024
 }
 
 fn default_scopes() -> Spanned<BTreeMap<String, RawScope>> {

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::Either;
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
@@ -22,6 +23,7 @@ use crate::headers::{self, Hop};
 use crate::path;
 use crate::routes::{Access, Route};
 use crate::server::InFlight;
+use crate::upstream::{Upstream, UpstreamBody};
 
 /// What the server knows about the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -74,20 +76,47 @@ async fn forward(
         &gw.config.server.trusted_proxies,
     );
     let grant = access::check(gw, route, req.headers(), query, client).await?;
-    let Some(upstream) = route.upstream.and_then(|i| gw.upstreams.get(i)) else {
-        return Err(Reject::Denied);
-    };
+    let upstream = route
+        .upstream
+        .and_then(|i| gw.upstreams.get(i))
+        .ok_or(Reject::Denied)?;
     log.upstream = Some(upstream.config.name.clone());
     let uri = upstream.target(path.as_str(), query)?;
     let upgrade = wants_upgrade(&req, route).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    prepare_upstream(gw, conn, &mut parts, &grant, upstream, upgrade.is_some());
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    if let Grant::AppPassword(id) = &grant {
+        log.user = Some(id.user.clone());
+    }
+    let body = inspected_body(gw, route, &grant, body).await?;
+    let mut resp = upstream.send(Request::from_parts(parts, body)).await?;
+    let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    headers::strip_hop_by_hop(resp.headers_mut(), upgraded && upgrade.is_some());
+    if let (true, Some(client_side)) = (upgraded, upgrade) {
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(tunnel(client_side, upstream_side));
+    }
+    Ok(resp)
+}
+
+/// The header rules of `headers.rs`, applied in order for this request.
+fn prepare_upstream(
+    gw: &Gateway,
+    conn: &Conn,
+    parts: &mut http::request::Parts,
+    grant: &Grant,
+    upstream: &Upstream,
+    keep_upgrade: bool,
+) {
     let client_host = parts
         .headers
         .get(HOST)
         .cloned()
         .or_else(|| authority_header(&parts.uri));
     let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h, upgrade.is_some());
+    headers::strip_hop_by_hop(h, keep_upgrade);
     headers::strip_spoofed(h, &gw.config.identity, conn.trusted);
     let hop = Hop {
         peer: conn.peer.ip(),
@@ -96,13 +125,12 @@ async fn forward(
         host: client_host.as_ref(),
     };
     headers::add_forwarded(h, &hop);
-    if let Grant::AppPassword(id) = &grant {
+    if let Grant::AppPassword(id) = grant {
         h.remove(AUTHORIZATION);
         if let Some(cred) = &upstream.config.credential {
             h.insert(AUTHORIZATION, cred.clone());
         }
         headers::set_identity(h, &gw.config.identity, id);
-        log.user = Some(id.user.clone());
     }
     headers::set_host(
         h,
@@ -110,18 +138,49 @@ async fn forward(
         upstream.config.authority.as_str(),
         upstream.config.preserve_host,
     );
-    parts.uri = uri;
-    parts.version = Version::HTTP_11;
-    let mut resp = upstream
-        .send(Request::from_parts(parts, Either::Left(body)))
-        .await?;
-    let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    headers::strip_hop_by_hop(resp.headers_mut(), upgraded && upgrade.is_some());
-    if let (true, Some(client_side)) = (upgraded, upgrade) {
-        let upstream_side = hyper::upgrade::on(&mut resp);
-        tokio::spawn(tunnel(client_side, upstream_side));
+}
+
+/// The request body as forwarded: streamed untouched, or — on a route whose
+/// scopes depend on the body — read (bounded), checked and replayed unchanged.
+async fn inspected_body(
+    gw: &Gateway,
+    route: &Route,
+    grant: &Grant,
+    body: Incoming,
+) -> Result<UpstreamBody, Reject> {
+    let (Some(rule), Grant::AppPassword(id)) = (&route.body, grant) else {
+        return Ok(Either::Left(body));
+    };
+    let bytes = read_bounded(body, rule.max_bytes, gw.config.server.header_read_timeout).await?;
+    let Some(required) = rule.required(&bytes) else {
+        return Err(Reject::BadRequest(
+            "request body does not name an allowed operation",
+        ));
+    };
+    if !id.granted.contains_all(required) {
+        let missing = gw.config.scopes.join(required.missing_from(id.granted));
+        tracing::warn!(target: "passgate::audit", event = "scope_denied", user = ?&*id.user, id = %id.id, missing = %missing);
+        return Err(Reject::MissingScope {
+            missing,
+            accepted: gw.config.scopes.join(required),
+        });
     }
-    Ok(resp)
+    Ok(Either::Right(Full::new(bytes)))
+}
+
+/// Reads a body the gateway must inspect, up to `max` bytes and within `limit`.
+async fn read_bounded(
+    body: Incoming,
+    max: usize,
+    limit: std::time::Duration,
+) -> Result<Bytes, Reject> {
+    let collect = Limited::new(body, max).collect();
+    match tokio::time::timeout(limit, collect).await {
+        Err(_) => Err(Reject::BadRequest("request body not received in time")),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(Reject::BodyTooLarge),
+        Ok(Err(_)) => Err(Reject::BadRequest("request body could not be read")),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
 }
 
 /// Refuses targets that name another host or are not origin-form paths.

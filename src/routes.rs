@@ -62,6 +62,32 @@ pub struct Route {
     pub required: ScopeSet,
     /// Index into `Config::upstreams`; `None` only for `Deny`.
     pub upstream: Option<usize>,
+    /// Extra scopes chosen by a field of the JSON request body (Git LFS batch).
+    pub body: Option<BodyScopes>,
+}
+
+/// Scopes that depend on one top-level string field of a JSON request body,
+/// e.g. the LFS batch `operation`: `download` needs read, `upload` needs write.
+///
+/// The body is read up to `max_bytes` (413 beyond), then forwarded unchanged.
+/// A body that is not JSON, lacks the field or names an unlisted value → 400.
+#[derive(Debug, Clone)]
+pub struct BodyScopes {
+    pub field: String,
+    pub max_bytes: usize,
+    pub values: Vec<(String, ScopeSet)>,
+}
+
+impl BodyScopes {
+    /// The scopes the body's field value requires, or `None` when it is not allowed.
+    pub fn required(&self, body: &[u8]) -> Option<ScopeSet> {
+        let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let value = doc.get(&self.field)?.as_str()?;
+        self.values
+            .iter()
+            .find(|(v, _)| v == value)
+            .map(|(_, s)| *s)
+    }
 }
 
 impl Route {
@@ -193,6 +219,7 @@ mod tests {
             access,
             required: ScopeSet::EMPTY,
             upstream: Some(0),
+            body: None,
         }
     }
 
@@ -275,6 +302,24 @@ mod tests {
             ),
             Err(RouteError::Query(QueryError::Repeated { .. }))
         ));
+    }
+
+    #[test]
+    fn body_scopes_pick_by_field_value() {
+        let read = ScopeSet::EMPTY;
+        let b = BodyScopes {
+            field: "operation".into(),
+            max_bytes: 64,
+            values: vec![("download".into(), read)],
+        };
+        assert_eq!(
+            b.required(br#"{"operation":"download","objects":[]}"#),
+            Some(read)
+        );
+        assert_eq!(b.required(br#"{"operation":"upload"}"#), None);
+        assert_eq!(b.required(br#"{"operation":1}"#), None);
+        assert_eq!(b.required(b"not json"), None);
+        assert_eq!(b.required(br#"{"objects":[]}"#), None);
     }
 
     #[test]

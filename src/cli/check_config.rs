@@ -46,7 +46,18 @@ pub fn describe(config: &Config) -> String {
             target.push_str(&format!("{k}={v}"));
         }
         let access = match r.access {
-            Access::AppPassword => format!("app-password [{}]", config.scopes.join(r.required)),
+            Access::AppPassword => {
+                let mut a = format!("app-password [{}]", config.scopes.join(r.required));
+                if let Some(b) = &r.body {
+                    let by: Vec<String> = b
+                        .values
+                        .iter()
+                        .map(|(v, s)| format!("{v}:{}", config.scopes.join(*s)))
+                        .collect();
+                    a.push_str(&format!(" + body.{} {{{}}}", b.field, by.join(", ")));
+                }
+                a
+            }
             other => other.to_string(),
         };
         let upstream = r

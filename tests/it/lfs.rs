@@ -1,0 +1,86 @@
+//! Git LFS batch: the scope comes from the JSON body's `operation`, and the
+//! body reaches the backend byte for byte.
+
+use crate::support::*;
+
+fn lfs_config(backend: &Backend) -> ConfigBuilder {
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.routes = r#"
+[[routes]]
+name = "lfs-batch"
+methods = ["POST"]
+path = "/{owner}/{repo}.git/info/lfs/objects/batch"
+access = "app-password"
+scopes = ["repository:read"]
+upstream = "app"
+body_scopes = { field = "operation", max_bytes = 1024, values = { download = ["repository:read"], upload = ["repository:write"] } }
+"#
+    .to_owned();
+    b
+}
+
+fn batch(pg: &Passgate, pw: &str, body: &[u8]) -> Reply {
+    let auth = basic("alice", pw);
+    http1(
+        pg.addr,
+        "POST",
+        "/alice/repo.git/info/lfs/objects/batch",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/vnd.git-lfs+json"),
+        ],
+        body,
+    )
+}
+
+#[test]
+fn download_needs_read_and_upload_needs_write() {
+    let backend = Backend::start();
+    let pg = Passgate::start(&lfs_config(&backend));
+    let (_, read) = pg.create("alice", "read", &["repository:read"]);
+    let (_, write) = pg.create("alice", "write", &["repository:write"]);
+    let download = br#"{"operation":"download","objects":[{"oid":"abc","size":1}]}"#;
+    let upload = br#"{"operation":"upload","objects":[{"oid":"abc","size":1}]}"#;
+
+    let r = batch(&pg, &read, download);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.echo().body_len,
+        download.len() as u64,
+        "body forwarded unchanged"
+    );
+
+    let r = batch(&pg, &read, upload);
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("repository:write"), "{}", r.text());
+
+    let r = batch(&pg, &write, upload);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.echo().body_len, upload.len() as u64);
+}
+
+#[test]
+fn unknown_operation_malformed_and_oversized_bodies_are_refused() {
+    let backend = Backend::start();
+    let pg = Passgate::start(&lfs_config(&backend));
+    let (_, write) = pg.create("alice", "write", &["repository:write"]);
+    assert_eq!(batch(&pg, &write, br#"{"operation":"delete"}"#).status, 400);
+    assert_eq!(batch(&pg, &write, b"not json").status, 400);
+    assert_eq!(batch(&pg, &write, br#"{"objects":[]}"#).status, 400);
+    let big = format!(r#"{{"operation":"download","pad":"{}"}}"#, "x".repeat(2048));
+    assert_eq!(batch(&pg, &write, big.as_bytes()).status, 413);
+}
+
+#[test]
+fn body_is_not_read_before_authentication() {
+    let backend = Backend::start();
+    let pg = Passgate::start(&lfs_config(&backend));
+    let r = http1(
+        pg.addr,
+        "POST",
+        "/alice/repo.git/info/lfs/objects/batch",
+        &[],
+        br#"{"operation":"upload"}"#,
+    );
+    assert_eq!(r.status, 401);
+}
