@@ -1,7 +1,8 @@
 //! The one integration-test binary: each module drives the real `passgate`
 //! binary on ephemeral loopback ports with real clients (see `support`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test threads may block and helpers are crate-internal by nature.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, unreachable_pub)]
 
 mod support;
 
