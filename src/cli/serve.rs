@@ -43,6 +43,10 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         let gw = Arc::new(
             Gateway::new(config, Arc::new(store)).map_err(|e| Failure::Runtime(e.to_string()))?,
         );
+        // Signal handlers exist before anyone learns the gateway is up.
+        let hup = signal(SignalKind::hangup())
+            .map_err(|e| Failure::Runtime(format!("cannot install SIGHUP handler: {e}")))?;
+        let stop = shutdown_signal()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         for l in &listeners {
             if let Ok(addr) = l.local_addr() {
@@ -52,13 +56,11 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         tracing::info!(socket = %admin_path.display(), "admin socket ready");
         let admin_task = tokio::spawn(admin::serve(gw.clone(), admin_listener, admin_path.clone()));
         let housekeeping = tokio::spawn(housekeeping(gw.clone()));
-        let reloader = tls.clone().map(|t| tokio::spawn(reload_on_hup(t)));
-        server::run(gw.clone(), listeners, tls, shutdown_signal()).await;
+        let reloader = tokio::spawn(reload_on_hup(hup, tls.clone()));
+        server::run(gw.clone(), listeners, tls, stop).await;
         admin_task.abort();
         housekeeping.abort();
-        if let Some(r) = reloader {
-            r.abort();
-        }
+        reloader.abort();
         let flush = gw.clone();
         let _ = tokio::task::spawn_blocking(move || flush.auth.flush_usage()).await;
         let _ = std::fs::remove_file(&admin_path);
@@ -74,30 +76,27 @@ fn store_message(path: &std::path::Path, e: &crate::store::StoreError) -> String
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+/// A future resolving on SIGTERM or SIGINT (handlers installed now).
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
+    let err = |e: std::io::Error| Failure::Runtime(format!("cannot install signal handlers: {e}"));
+    let mut term = signal(SignalKind::terminate()).map_err(err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(err)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        _ => {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            std::future::pending::<()>().await;
-        }
-    }
+    })
 }
 
-async fn reload_on_hup(tls: Arc<Tls>) {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; certificate reload disabled");
-        return;
-    };
+/// SIGHUP reloads the certificate; without TLS it is logged and ignored (never
+/// the default action, which would terminate the gateway on `systemctl reload`).
+async fn reload_on_hup(mut hup: tokio::signal::unix::Signal, tls: Option<Arc<Tls>>) {
     while hup.recv().await.is_some() {
+        let Some(tls) = &tls else {
+            tracing::info!("SIGHUP: no [server.tls] configured, nothing to reload");
+            continue;
+        };
         match tls.reload() {
             Ok(()) => tracing::info!("TLS certificate reloaded"),
             Err(e) => {

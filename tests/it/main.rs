@@ -2,7 +2,12 @@
 //! binary on ephemeral loopback ports with real clients (see `support`).
 
 // Test threads may block and helpers are crate-internal by nature.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    unreachable_pub
+)]
 
 mod support;
 

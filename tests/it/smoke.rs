@@ -20,3 +20,12 @@ fn app_password_reaches_backend_with_identity_headers() {
     assert_eq!(echo.header("x-forwarded-app-password"), Some(id.as_str()));
     assert!(!echo.has("authorization"));
 }
+
+#[test]
+fn sighup_without_tls_does_not_stop_the_gateway() {
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    pg.signal("HUP");
+    assert!(pg.wait_log("nothing to reload", std::time::Duration::from_secs(5)));
+    assert_eq!(get(pg.addr, "/public/x", None).status, 200);
+}
