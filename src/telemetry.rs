@@ -54,9 +54,24 @@ impl Write for LineWriter {
 
 impl Drop for LineWriter {
     fn drop(&mut self) {
+        let mut err = io::stderr().lock();
+        // Fast path: nothing that could be a credential marker, write as is.
+        if !has_marker(&self.buf) {
+            let _ = err.write_all(&self.buf);
+            return;
+        }
         let text = String::from_utf8_lossy(&self.buf);
-        let _ = io::stderr().lock().write_all(redact(&text).as_bytes());
+        let _ = err.write_all(redact(&text).as_bytes());
     }
+}
+
+/// True when `buf` contains `pgap_`, `basic ` or `bearer ` in any case.
+fn has_marker(buf: &[u8]) -> bool {
+    buf.windows(5).any(|w| {
+        w.eq_ignore_ascii_case(b"pgap_")
+            || w.eq_ignore_ascii_case(b"basic")
+            || w.eq_ignore_ascii_case(b"beare")
+    })
 }
 
 /// Replaces token-like and credential-like substrings with `[redacted]`.
@@ -132,5 +147,13 @@ mod tests {
         assert_eq!(redact("Bearer abcdefgh.ijk"), "Bearer [redacted]");
         assert_eq!(redact("basic auth ok"), "basic auth ok");
         assert_eq!(redact("ünïcode pgap_"), "ünïcode pgap_");
+    }
+
+    #[test]
+    fn marker_detection_is_case_insensitive() {
+        assert!(has_marker(b"x PGAP_abc"));
+        assert!(has_marker(b"Authorization: BASIC abc"));
+        assert!(has_marker(b"bearer abc"));
+        assert!(!has_marker(b"GET /alice/repo.git/info/refs status=200"));
     }
 }
