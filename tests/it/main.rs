@@ -3,4 +3,7 @@
 
 mod support;
 
+mod cli;
+mod config;
+mod durability;
 mod smoke;
