@@ -176,10 +176,19 @@ impl Config {
 
     /// Validates `text` as if read from `file` (used for relative paths and messages).
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_owned(),
-            line: e.span().map_or(1, |s| line_of(text, s.start)),
-            message: e.message().trim().to_owned(),
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let start = e.span().map(|s| s.start);
+            let message = e.message().trim();
+            ConfigError::Parse {
+                file: file.to_owned(),
+                line: start.map_or(1, |s| line_of(text, s)),
+                // toml's message names the key only when the key itself is
+                // wrong; for a bad value, name the key from the file text.
+                message: match start.and_then(|s| key_at(text, s)) {
+                    Some(key) => format!("{key}: {message}"),
+                    None => message.to_owned(),
+                },
+            }
         })?;
         Build { file, text }.config(raw)
     }
@@ -532,6 +541,42 @@ fn line_of(text: &str, offset: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
+}
+
+/// The dotted key (`auth.cache_ttl`) whose value holds byte `offset`, read
+/// from the text: the nearest `key =` at or above the offset's line (for
+/// multi-line values) under the nearest `[table]` header. `None` when the
+/// offset is on a header or on a key itself.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let before = &text[..line_start];
+    let current = &text[line_start..offset];
+    let mut lines = before.lines().rev();
+    let is_header = |l: &str| l.trim_start().starts_with('[');
+    let key = if current.contains('=') {
+        current.split('=').next()?.trim().to_owned()
+    } else {
+        let whole_line = text[line_start..].lines().next().unwrap_or("");
+        if whole_line.contains('=') || is_header(whole_line) {
+            return None;
+        }
+        let l = lines.by_ref().find(|l| l.contains('=') || is_header(l))?;
+        if is_header(l) {
+            return None;
+        }
+        l.split('=').next()?.trim().to_owned()
+    };
+    let table = lines.find(|l| is_header(l)).map(|h| {
+        h.trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_owned()
+    });
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key,
+    })
 }
 
 /// Parses a duration string such as `"30s"`, `"15m"` or `"90d"`.

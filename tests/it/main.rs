@@ -11,5 +11,8 @@
 
 mod support;
 
+mod cli;
+mod config;
+mod durability;
 mod lfs;
 mod smoke;

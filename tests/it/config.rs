@@ -1,0 +1,306 @@
+//! `passgate check-config`: every broken config is refused with exit 2 and a
+//! message naming the file, the line and the key; the shipped `proxy.toml`
+//! passes and is listed in match order; shadowed rules warn (or fail with
+//! `--strict`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::cli::{err, expect_code, out};
+use crate::support::*;
+
+/// A valid 18-line config; cases below edit it. Line numbers:
+///  1 [server]         7 [auth]             13 [[routes]]
+///  2 listen           8 realm              14 name
+///  4 [store]         10 [upstreams.app]    15 path
+///  5 path            11 url                16 access
+///                                          17 scopes
+///                                          18 upstream
+const BASE: &str = r#"[server]
+listen = ["127.0.0.1:0"]
+
+[store]
+path = "data/passgate.redb"
+
+[auth]
+realm = "t"
+
+[upstreams.app]
+url = "http://127.0.0.1:9"
+
+[[routes]]
+name = "api"
+path = "/api/**"
+access = "app-password"
+scopes = ["repository:read"]
+upstream = "app"
+"#;
+
+fn replace(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from:?}");
+    BASE.replacen(from, to, 1)
+}
+
+fn append(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+fn check(dir: &Path, text: &str, extra_args: &[&str]) -> std::process::Output {
+    let file = dir.join("proxy.toml");
+    std::fs::write(&file, text).unwrap();
+    Command::new(BIN)
+        .arg("check-config")
+        .args(extra_args)
+        .arg("--config")
+        .arg(&file)
+        .env_remove("PASSGATE_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn base_fixture_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = check(dir.path(), BASE, &[]);
+    expect_code(&o, 0);
+    assert_eq!(BASE.lines().count(), 18);
+    assert!(out(&o).contains("1 route(s)"), "{}", out(&o));
+}
+
+#[test]
+fn broken_configs_name_file_line_and_key() {
+    // (case, config text, line, substrings the message must hold besides file:line)
+    let cases: Vec<(&str, String, usize, Vec<&str>)> = vec![
+        (
+            "unknown top-level key",
+            append("\n[bogus]\nx = 1\n"),
+            20,
+            vec!["unknown field `bogus`"],
+        ),
+        (
+            "unknown key in [server]",
+            replace("listen = [\"127.0.0.1:0\"]\n", "listen = [\"127.0.0.1:0\"]\nfoo = 1\n"),
+            3,
+            vec!["unknown field `foo`"],
+        ),
+        (
+            "bad duration",
+            replace("realm = \"t\"\n", "realm = \"t\"\ncache_ttl = \"30x\"\n"),
+            9,
+            vec!["cache_ttl", "invalid duration \"30x\""],
+        ),
+        (
+            "zero duration",
+            replace("[server]\n", "[server]\nidle_timeout = \"0s\"\n"),
+            2,
+            vec!["idle_timeout", "must be greater than zero"],
+        ),
+        (
+            "bad listen address",
+            replace("\"127.0.0.1:0\"", "\"localhost:99999\""),
+            2,
+            vec!["listen", "socket address"],
+        ),
+        (
+            "listen address on a later line of a multi-line array",
+            replace(
+                "listen = [\"127.0.0.1:0\"]",
+                "listen = [\n  \"127.0.0.1:0\",\n  \"nope\",\n]",
+            ),
+            4,
+            vec!["listen", "socket address"],
+        ),
+        (
+            "empty listen",
+            replace("[\"127.0.0.1:0\"]", "[]"),
+            2,
+            vec!["server.listen", "at least one"],
+        ),
+        (
+            "unknown access kind",
+            replace("\"app-password\"", "\"sometimes\""),
+            16,
+            vec!["access", "sometimes", "app-password"],
+        ),
+        (
+            "route without upstream",
+            replace("upstream = \"app\"\n", ""),
+            13,
+            vec!["upstream", "required"],
+        ),
+        (
+            "scopes on a web route",
+            replace("\"app-password\"", "\"web\""),
+            17,
+            vec!["scopes", "only allowed with access = \"app-password\""],
+        ),
+        (
+            "unknown scope in a route",
+            replace("[\"repository:read\"]", "[\"repository:fly\"]"),
+            17,
+            vec!["scopes", "unknown scope \"repository:fly\"", "repository:read"],
+        ),
+        (
+            "unknown upstream name",
+            replace("upstream = \"app\"", "upstream = \"gitea\""),
+            18,
+            vec!["upstream", "unknown upstream \"gitea\"", "app"],
+        ),
+        (
+            "** not last in a path",
+            replace("/api/**", "/a/**/b"),
+            15,
+            vec!["path", "**"],
+        ),
+        (
+            "duplicate route name",
+            append("\n[[routes]]\nname = \"api\"\npath = \"/x\"\naccess = \"deny\"\n"),
+            21,
+            vec!["name", "duplicate route name \"api\""],
+        ),
+        (
+            "method in lower case",
+            replace("path = \"/api/**\"\n", "path = \"/api/**\"\nmethods = [\"get\"]\n"),
+            16,
+            vec!["methods", "\"get\"", "upper-case"],
+        ),
+        (
+            "ftp upstream URL",
+            replace("http://127.0.0.1:9", "ftp://127.0.0.1:9"),
+            11,
+            vec!["upstreams.app.url", "http://"],
+        ),
+        (
+            "bad header name in [identity]",
+            append("\n[identity]\nuser_header = \"X Bad\"\n"),
+            21,
+            vec!["identity.user_header", "\"X Bad\""],
+        ),
+        (
+            // The error points at the [scopes] table (20), where the bad entry lives.
+            "scope implying an unknown scope",
+            append("\n[scopes]\n\"a\" = { implies = [\"zzz\"] }\n"),
+            20,
+            vec!["scopes", "\"a\"", "\"zzz\""],
+        ),
+        (
+            "TOML syntax error",
+            replace("realm = \"t\"", "realm = \"t"),
+            8,
+            vec!["realm"],
+        ),
+        (
+            "route without access",
+            replace("access = \"app-password\"\n", ""),
+            13,
+            vec!["missing field `access`"],
+        ),
+        (
+            "unknown key in a route",
+            replace("upstream = \"app\"\n", "upstream = \"app\"\nupstreem = \"app\"\n"),
+            19,
+            vec!["unknown field `upstreem`"],
+        ),
+        (
+            "bad duration in an inline table",
+            replace(
+                "realm = \"t\"\n",
+                "realm = \"t\"\n[auth.rate_limit]\nper_addr = { burst = 5, per = \"1fortnight\" }\n",
+            ),
+            10,
+            vec!["per_addr", "invalid duration"],
+        ),
+    ];
+    assert!(cases.len() >= 15);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    for (case, text, line, needles) in &cases {
+        let o = check(dir.path(), text, &[]);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{case}: stdout {} stderr {}",
+            out(&o),
+            err(&o)
+        );
+        let e = err(&o);
+        let at = format!("{}:{line}: ", file.display());
+        assert!(e.contains(&at), "{case}: want {at:?} in {e}");
+        for n in needles {
+            assert!(e.contains(n), "{case}: want {n:?} in {e}");
+        }
+        assert!(!e.contains("panicked"), "{case}: {e}");
+        assert_eq!(out(&o), "", "{case}: printed routes for a broken config");
+    }
+}
+
+#[test]
+fn shipped_config_is_valid_and_listed_in_file_order() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let mut names = Vec::new();
+    let mut in_route = false;
+    for l in text.lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            in_route = t == "[[routes]]";
+        } else if in_route {
+            if let Some(rest) = t.strip_prefix("name = \"") {
+                names.push(rest.split('"').next().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(names.len() > 10, "{names:?}");
+    let o = Command::new(BIN)
+        .args(["check-config", "--strict", "--config"])
+        .arg(&shipped)
+        .env_remove("PASSGATE_CONFIG")
+        .output()
+        .unwrap();
+    expect_code(&o, 0);
+    let stdout = out(&o);
+    let mut lines = stdout.lines();
+    let head = lines.next().unwrap();
+    assert!(
+        head.contains(&format!("{} route(s)", names.len())),
+        "{head}"
+    );
+    let listed: Vec<&str> = lines
+        .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(listed, names);
+    assert!(!err(&o).contains("warning"), "{}", err(&o));
+}
+
+#[test]
+fn shadowed_route_warns_and_fails_with_strict() {
+    let text = replace(
+        "[[routes]]\n",
+        "[[routes]]\nname = \"everything\"\npath = \"/**\"\naccess = \"public\"\nupstream = \"app\"\n\n[[routes]]\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let o = check(dir.path(), &text, &[]);
+    expect_code(&o, 0);
+    let e = err(&o);
+    assert!(e.contains("warning"), "{e}");
+    assert!(e.contains("\"api\"") && e.contains("\"everything\""), "{e}");
+    // The shadowed route is on line 19 ([[routes]] of "api").
+    assert!(e.contains("proxy.toml:19:"), "{e}");
+    let s = out(&o);
+    let everything = s.find("everything").unwrap();
+    let api = s.find(" api ").unwrap();
+    assert!(everything < api, "not in match order:\n{s}");
+
+    let o = check(dir.path(), &text, &["--strict"]);
+    expect_code(&o, 2);
+    assert!(err(&o).contains("\"api\""), "{}", err(&o));
+    assert!(err(&o).contains("shadowed"), "{}", err(&o));
+
+    // A specific route before the catch-all is not shadowed.
+    let fine = append("\n[[routes]]\nname = \"rest\"\npath = \"/**\"\naccess = \"deny\"\n");
+    let o = check(dir.path(), &fine, &["--strict"]);
+    expect_code(&o, 0);
+    assert!(!err(&o).contains("warning"), "{}", err(&o));
+}
