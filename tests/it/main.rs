@@ -3,4 +3,6 @@
 
 mod support;
 
+mod attacks;
+mod auth;
 mod smoke;
