@@ -40,7 +40,7 @@ pub(crate) fn base62_6(mut n: u32) -> String {
 
 /// Polling interval for wait-until-deadline loops (no reactor in these tests).
 pub(crate) fn pause(d: Duration) {
-    block_on(tokio::time::sleep(d));
+    block_on(async move { tokio::time::sleep(d).await });
 }
 
 /// `signed` (`pgap_<id><secret>`) followed by its CRC32 checksum in base62.
