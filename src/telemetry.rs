@@ -80,6 +80,15 @@ pub fn redact(line: &str) -> String {
     let bytes = line.as_bytes();
     let mut i = 0;
     while i < line.len() {
+        let at_run_start = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+        if let Some(n) = at_run_start
+            .then(|| stripped_token_run(&line[i..]))
+            .flatten()
+        {
+            out.push_str("[redacted]");
+            i += n;
+            continue;
+        }
         if let Some(skip) = secret_at(&line[i..]) {
             out.push_str(&line[i..i + skip.keep]);
             out.push_str("[redacted]");
@@ -123,6 +132,19 @@ fn secret_at(s: &str) -> Option<Skip> {
     None
 }
 
+/// The length of the alphanumeric run at the start of `s` when it holds a
+/// token without its `pgap_` prefix (50 characters with a valid checksum),
+/// as when someone pastes a token into the user-name field.
+fn stripped_token_run(s: &str) -> Option<usize> {
+    let body = crate::auth::token::TOKEN_LEN - crate::auth::token::PREFIX.len();
+    let run = s.bytes().take_while(u8::is_ascii_alphanumeric).count();
+    let found = (0..=run.checked_sub(body)?).any(|start| {
+        let candidate = format!("{}{}", crate::auth::token::PREFIX, &s[start..start + body]);
+        crate::auth::token::parse(&candidate).is_ok()
+    });
+    found.then_some(run)
+}
+
 fn utf8_len(first: u8) -> usize {
     match first {
         0x00..=0x7f => 1,
@@ -147,6 +169,15 @@ mod tests {
         assert_eq!(redact("Bearer abcdefgh.ijk"), "Bearer [redacted]");
         assert_eq!(redact("basic auth ok"), "basic auth ok");
         assert_eq!(redact("ünïcode pgap_"), "ünïcode pgap_");
+        let token = crate::auth::token::NewToken::generate();
+        let stripped = &token.token().expose()[5..];
+        assert_eq!(
+            redact(&format!("user=\"{stripped}\" x")),
+            "user=\"[redacted]\" x"
+        );
+        assert_eq!(redact(&format!("/a/x{stripped}y/b")), "/a/[redacted]/b");
+        let fifty = "a".repeat(50);
+        assert_eq!(redact(&fifty), fifty, "no checksum, not a token");
     }
 
     #[test]

@@ -11,6 +11,8 @@
 
 mod support;
 
+mod attacks;
+mod auth;
 mod cli;
 mod config;
 mod durability;

@@ -732,3 +732,82 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+
+// ------------------------------------------------- auth/attack helpers --
+
+impl Passgate {
+    /// Starts `passgate serve` on a config file given verbatim (e.g. the
+    /// shipped `proxy.toml` with its listen address rewritten to port 0);
+    /// relative paths in it resolve inside the fresh temp dir.
+    pub fn start_text(config_text: &str) -> Passgate {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("proxy.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let mut pg = Passgate {
+            dir,
+            config,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: false,
+            child: None,
+            logs: Arc::new(Mutex::new(Vec::new())),
+        };
+        pg.spawn();
+        pg
+    }
+}
+
+/// One HTTP/1.1 request whose client socket is bound to `local` first (any
+/// 127.0.0.0/8 address works on Linux loopback), so tests can act as several
+/// client addresses; `None` lets the OS choose.
+pub async fn http1_async_from(
+    local: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4().unwrap(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6().unwrap(),
+    };
+    if let Some(ip) = local {
+        socket.bind(SocketAddr::new(ip, 0)).unwrap();
+    }
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(target);
+    let mut has_host = false;
+    for (k, v) in headers {
+        has_host |= k.eq_ignore_ascii_case("host");
+        req = req.header(*k, *v);
+    }
+    if !has_host {
+        req = req.header("host", addr.to_string());
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    collect(resp).await
+}
+
+/// [`http1`] from a chosen local address (see [`http1_async_from`]).
+pub fn http1_from(
+    local: std::net::IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    block_on(http1_async_from(
+        Some(local),
+        addr,
+        method,
+        target,
+        headers,
+        body,
+    ))
+}

@@ -1,0 +1,636 @@
+//! Attacks on the app-password rules through the real binary: forged identity
+//! headers, user-name tricks, brute force from one and several addresses,
+//! user enumeration by timing, verifier exhaustion, secrets in logs, and
+//! reaching app-password management or the web UI with an app password in
+//! the shipped `proxy.toml`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use crate::auth::{
+    secret_of, unknown_token, with_checksum, wrong_secret_token, GENEROUS, INVALID, READ, WEB,
+    WEB_REFUSED, WRITE,
+};
+use crate::support::*;
+
+const LO1: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+const LO2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// 3 failures per (user, address), 5 per address, per minute.
+const TIGHT: &str =
+    "[auth.rate_limit]\nper_user_addr = { burst = 3, per = \"1m\" }\nper_addr = { burst = 5, per = \"1m\" }\n";
+
+fn start(auth_extra: &str) -> (Backend, Passgate) {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.auth_extra = auth_extra.to_owned();
+    let pg = Passgate::start(&b);
+    (backend, pg)
+}
+
+/// A raw request (header names exactly as written); returns status and the
+/// de-chunked body. The request should carry `Connection: close`.
+fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    let resp = raw(addr, request.as_bytes(), Duration::from_secs(10));
+    let status = raw_status(&resp);
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (status, body.to_owned());
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    (status, out)
+}
+
+fn from(ip: IpAddr, pg: &Passgate, target: &str, user: &str, pw: &str) -> Reply {
+    let auth = basic(user, pw);
+    http1_from(ip, pg.addr, "GET", target, &[("authorization", &auth)], b"")
+}
+
+fn assert_retry_after(r: &Reply, max: u64) {
+    let secs = r
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        secs.is_some_and(|s| (1..=max).contains(&s)),
+        "Retry-After {secs:?}, want 1..={max}"
+    );
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+// ------------------------------------------------------ forged identity --
+
+#[test]
+fn forged_identity_headers_are_stripped_on_every_route_in_every_spelling() {
+    let (_b, pg) = start("");
+    let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let forged = "X-Forwarded-User: root\r\n\
+                  x-forwarded-user: root2\r\n\
+                  X_Forwarded_User: root3\r\n\
+                  x_FORWARDED_user: root4\r\n\
+                  X-FORWARDED-SCOPES: repository:admin\r\n\
+                  X_Forwarded_Scopes: repository:admin\r\n\
+                  X-Forwarded-App-Password: forged\r\n\
+                  X_FORWARDED_APP_PASSWORD: forged\r\n\
+                  X-Forwarded_App-Password: forged\r\n\
+                  X-Secret-Hop: 1\r\n\
+                  X-Other-Hop: 2\r\n\
+                  X-HTTP-Method-Override: DELETE\r\n\
+                  X-Original-URL: /admin/x\r\n\
+                  Connection: close, X-Secret-Hop\r\n\
+                  Connection: x-other-hop\r\n";
+    let identity = [
+        "x-forwarded-user",
+        "x-forwarded-scopes",
+        "x-forwarded-app-password",
+    ];
+    let auth = format!("Authorization: {}\r\n", basic("alice", &pw));
+    for (target, auth) in [(READ, auth.as_str()), (WEB, ""), ("/public/x", "")] {
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\n{auth}{forged}\r\n",
+            pg.addr
+        );
+        let (status, body) = raw_exchange(pg.addr, &req);
+        assert_eq!(status, 200, "{target}: {body}");
+        let echo: Echo = serde_json::from_str(&body).unwrap();
+        for name in echo.headers.keys() {
+            let folded = name.replace('_', "-");
+            assert!(
+                !identity.contains(&folded.as_str()) || name == &folded,
+                "{target}: {name} reached the backend"
+            );
+            assert!(
+                ![
+                    "x-secret-hop",
+                    "x-other-hop",
+                    "x-http-method-override",
+                    "x-original-url"
+                ]
+                .contains(&name.as_str()),
+                "{target}: {name} reached the backend"
+            );
+        }
+        if target == READ {
+            let one = |n: &str| echo.headers.get(n).cloned().unwrap_or_default();
+            assert_eq!(one("x-forwarded-user"), ["alice"]);
+            assert_eq!(one("x-forwarded-scopes"), ["repository:read"]);
+            assert_eq!(one("x-forwarded-app-password"), std::slice::from_ref(&id));
+            assert!(!echo.has("authorization"));
+        } else {
+            for name in identity {
+                assert!(
+                    !echo.has(name),
+                    "{target}: client's {name} reached the backend"
+                );
+            }
+        }
+        assert_eq!(echo.method, "GET");
+    }
+}
+
+#[test]
+fn forged_copies_of_custom_identity_headers_are_stripped() {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.extra = format!(
+        "{FAST_ARGON2}\n[identity]\nuser_header = \"Remote-User\"\nscopes_header = \"Remote-Scopes\"\ncredential_header = \"Remote-Credential\"\n"
+    );
+    let pg = Passgate::start(&b);
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let forged =
+        "REMOTE-USER: root\r\nRemote_User: root\r\nremote_scopes: x\r\nRemote-Credential: x\r\n";
+    let auth = format!("Authorization: {}\r\n", basic("alice", &pw));
+    for (target, auth) in [(READ, auth.as_str()), (WEB, "")] {
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{auth}{forged}\r\n",
+            pg.addr
+        );
+        let (status, body) = raw_exchange(pg.addr, &req);
+        assert_eq!(status, 200, "{target}: {body}");
+        let echo: Echo = serde_json::from_str(&body).unwrap();
+        assert!(
+            !echo.has("remote_user") && !echo.has("remote_scopes"),
+            "{target}"
+        );
+        if target == READ {
+            assert_eq!(echo.headers["remote-user"], ["alice"]);
+            assert_eq!(echo.headers["remote-scopes"], ["repository:read"]);
+        } else {
+            for n in ["remote-user", "remote-scopes", "remote-credential"] {
+                assert!(!echo.has(n), "{target}: forged {n} reached the backend");
+            }
+        }
+    }
+}
+
+#[test]
+fn user_name_variants_do_not_pass_as_the_owner() {
+    let (_b, pg) = start(GENEROUS);
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    for user in [
+        "ALICE", "Alice", "alice ", " alice", "alice\t", "alic", "alice2", "alice:x",
+    ] {
+        let r = from(LO1, &pg, READ, user, &pw);
+        assert_eq!(r.status, 401, "{user:?}: {}", r.text());
+        assert_eq!(r.text(), INVALID);
+    }
+    assert_eq!(from(LO1, &pg, READ, "alice", &pw).status, 200);
+}
+
+#[test]
+fn tokens_outside_basic_auth_are_not_credentials_on_app_password_routes() {
+    let (_b, pg) = start(GENEROUS);
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let cases: Vec<(String, Vec<(&str, String)>)> = vec![
+        (format!("{READ}&access_token={pw}"), vec![]),
+        (format!("/api/x?private_token={pw}"), vec![]),
+        (
+            READ.to_owned(),
+            vec![("authorization", format!("Bearer {pw}"))],
+        ),
+        (READ.to_owned(), vec![("private-token", pw.clone())]),
+        (
+            READ.to_owned(),
+            vec![("proxy-authorization", basic("alice", &pw))],
+        ),
+        (READ.to_owned(), vec![("authorization", basic(&pw, ""))]),
+    ];
+    for (target, headers) in &cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = http1(pg.addr, "GET", target, &h, b"");
+        assert_eq!(r.status, 401, "{target} {headers:?}: {}", r.text());
+        assert!(!r.headers.contains_key("x-backend"));
+    }
+}
+
+// ---------------------------------------------------------- brute force --
+
+#[test]
+fn brute_force_is_throttled_per_user_and_address_but_not_for_other_addresses() {
+    let (_b, pg) = start(TIGHT);
+    let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    // Sanity: the second loopback address is usable and seen as such.
+    assert_eq!(from(LO2, &pg, READ, "alice", &pw).status, 200);
+
+    for i in 0..3 {
+        let r = from(LO1, &pg, READ, "alice", &wrong_secret_token(&id));
+        assert_eq!(r.status, 401, "failure {i}: {}", r.text());
+    }
+    let r = from(LO1, &pg, READ, "alice", &wrong_secret_token(&id));
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_retry_after(&r, 60);
+    assert!(!r.headers.contains_key("x-backend"));
+    // Even the right password is refused from that address now...
+    let r = from(LO1, &pg, READ, "alice", &pw);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_retry_after(&r, 60);
+    // ...also when the user name is spelled differently (names are case-folded).
+    assert_eq!(from(LO1, &pg, READ, "ALICE", &pw).status, 429);
+    // ...but not from another address.
+    let r = from(LO2, &pg, READ, "alice", &pw);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.echo().header("x-forwarded-user"), Some("alice"));
+
+    // Per address: two more failures for other users exhaust 127.0.0.1's 5.
+    assert_eq!(from(LO1, &pg, READ, "bob", &unknown_token()).status, 401);
+    assert_eq!(from(LO1, &pg, READ, "carol", &unknown_token()).status, 401);
+    let r = from(LO1, &pg, READ, "dave", &unknown_token());
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_retry_after(&r, 60);
+    assert_eq!(from(LO2, &pg, READ, "alice", &pw).status, 200);
+    assert!(pg.wait_log("event=\"rate_limited\"", Duration::from_secs(5)));
+}
+
+#[test]
+fn malformed_tokens_and_bad_basic_headers_count_as_failures() {
+    let (_b, pg) = start(TIGHT);
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let mut bad_checksum = pw.clone();
+    bad_checksum.replace_range(54.., if pw.ends_with('0') { "1" } else { "0" });
+    for candidate in ["hunter2", &pw[..54], &bad_checksum] {
+        assert_eq!(from(LO1, &pg, READ, "alice", candidate).status, 401);
+    }
+    let r = from(LO1, &pg, READ, "alice", &pw);
+    assert_eq!(
+        r.status,
+        429,
+        "malformed tokens were not counted: {}",
+        r.text()
+    );
+
+    // Undecodable Basic headers use up the address's budget too.
+    for _ in 0..5 {
+        let r = http1_from(
+            LO2,
+            pg.addr,
+            "GET",
+            READ,
+            &[("authorization", "Basic !!!")],
+            b"",
+        );
+        assert_eq!(r.status, 401);
+    }
+    let r = from(LO2, &pg, READ, "alice", &pw);
+    assert_eq!(
+        r.status,
+        429,
+        "bad Basic headers were not counted: {}",
+        r.text()
+    );
+    // Another address is unaffected.
+    let r = from(
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
+        &pg,
+        READ,
+        "alice",
+        &pw,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+// ------------------------------------------------------ timing and load --
+
+#[test]
+fn unknown_id_and_wrong_secret_take_the_same_time() {
+    // Default argon2 parameters: the real cost an attacker would measure.
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.extra = String::new();
+    b.auth_extra = GENEROUS.to_owned();
+    let pg = Passgate::start(&b);
+    let (id, _) = pg.create("alice", "laptop", &["repository:read"]);
+    // ~0.8 s per default-parameter verification in a debug build: 8 pairs
+    // keep this test near 15 s; argon2 dominates both, so medians are stable.
+    const ROUNDS: usize = 8;
+    let (unknown, wrong) = block_on(async {
+        let timed = |user: String, token: String| {
+            let addr = pg.addr;
+            async move {
+                let auth = basic(&user, &token);
+                let start = Instant::now();
+                let r = http1_async_from(None, addr, "GET", READ, &[("authorization", &auth)], b"")
+                    .await;
+                let took = start.elapsed();
+                assert_eq!(r.status, 401, "{}", r.text());
+                took
+            }
+        };
+        // Warm-up: first connections, first store reads.
+        timed("warm".to_owned(), unknown_token()).await;
+        timed("warm".to_owned(), wrong_secret_token(&id)).await;
+        let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+        for i in 0..ROUNDS {
+            // Alternate which goes first so drift hits both alike.
+            if i % 2 == 0 {
+                unknown.push(timed(format!("u{i}"), unknown_token()).await);
+                wrong.push(timed(format!("w{i}"), wrong_secret_token(&id)).await);
+            } else {
+                wrong.push(timed(format!("w{i}"), wrong_secret_token(&id)).await);
+                unknown.push(timed(format!("u{i}"), unknown_token()).await);
+            }
+        }
+        (unknown, wrong)
+    });
+    let (mu, mw) = (median(unknown.clone()), median(wrong.clone()));
+    let ratio = mu.as_secs_f64() / mw.as_secs_f64();
+    eprintln!("timing: unknown-id median {mu:?}, wrong-secret median {mw:?}, ratio {ratio:.3}");
+    assert!(
+        mw >= Duration::from_millis(5),
+        "a default-parameter argon2 verification should take time: {mw:?}"
+    );
+    assert!(
+        (0.8..=1.25).contains(&ratio),
+        "unknown id {mu:?} vs wrong secret {mw:?} (ratio {ratio:.3}) tells ids apart\n{unknown:?}\n{wrong:?}"
+    );
+}
+
+#[test]
+fn a_saturated_verifier_answers_503_with_retry_after_and_recovers() {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.extra = String::new();
+    b.auth_extra = format!("verify_threads = 1\nverify_queue = 0\n{GENEROUS}");
+    let pg = Passgate::start(&b);
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let addr = pg.addr;
+    let replies = block_on(async move {
+        let tasks = (0..20).map(move |i| async move {
+            let auth = basic(&format!("user{i}"), &unknown_token());
+            let headers = [("authorization", auth.as_str())];
+            let fut = http1_async_from(None, addr, "GET", READ, &headers, b"");
+            tokio::time::timeout(Duration::from_secs(30), fut).await
+        });
+        futures_util::future::join_all(tasks).await
+    });
+    let mut busy = 0;
+    for r in replies {
+        let r = r.expect("a request hung while the verifier was saturated");
+        match r.status {
+            401 => assert_eq!(r.text(), INVALID),
+            503 => {
+                busy += 1;
+                assert_retry_after(&r, 10);
+                assert!(!r.headers.contains_key("www-authenticate"));
+            }
+            s => panic!("unexpected {s}: {}", r.text()),
+        }
+    }
+    assert!(
+        busy >= 1,
+        "20 concurrent verifications on 1 thread, no queue: none refused"
+    );
+    // Once the burst is over, the real password verifies again.
+    let r = from(LO1, &pg, READ, "alice", &pw);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+// ----------------------------------------------------------------- logs --
+
+#[test]
+fn logs_never_hold_a_secret_and_audit_every_event() {
+    let (_b, pg) = start(TIGHT);
+    let (alice_id, alice) = pg.create("alice", "laptop", &["repository:read"]);
+    let (_, bob) = pg.create("bob", "ci", &["repository:write"]);
+    let ok = |user: &str, pw: &str, target: &str, want: u16| {
+        let r = from(LO2, &pg, target, user, pw);
+        assert_eq!(r.status, want, "{user} {target}: {}", r.text());
+    };
+    ok("alice", &alice, READ, 200);
+    ok("alice", &alice, "/api/repos?x=1", 200);
+    ok("bob", &bob, WRITE, 200);
+    ok("alice", &alice, WRITE, 403);
+    // Web refusals in several forms.
+    ok("alice", &alice, WEB, 403);
+    ok(&alice, "x", WEB, 403);
+    ok("alice", &alice[5..], WEB, 403);
+    let bearer = format!("Bearer {alice}");
+    let r = http1(pg.addr, "GET", WEB, &[("authorization", &bearer)], b"");
+    assert_eq!(r.status, 403);
+    let r = http1(
+        pg.addr,
+        "GET",
+        &format!("{WEB}?access_token={bob}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 403);
+    ok("alice", "hunter2", WEB, 200);
+    // Wrong credentials of every kind, from LO2 (within its budget).
+    ok("bob", &alice, READ, 401);
+    ok("alice", &wrong_secret_token(&alice_id), READ, 401);
+    ok(&alice, "", READ, 401);
+    ok(&alice[5..], "x", READ, 401);
+    // Brute force from LO1 until throttled.
+    for _ in 0..3 {
+        assert_eq!(from(LO1, &pg, READ, "mallory", &bob).status, 401);
+    }
+    assert_eq!(from(LO1, &pg, READ, "mallory", &bob).status, 429);
+    // Revocation.
+    assert!(pg
+        .cli(&["app-password", "revoke", &alice_id])
+        .status
+        .success());
+    let r = from(
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
+        &pg,
+        READ,
+        "alice",
+        &alice,
+    );
+    assert_eq!(r.status, 401);
+
+    for event in [
+        "created",
+        "auth_failed",
+        "scope_denied",
+        "web_refused",
+        "rate_limited",
+        "revoked",
+    ] {
+        assert!(
+            pg.wait_log(&format!("event=\"{event}\""), Duration::from_secs(5)),
+            "no audit line for {event}"
+        );
+    }
+    // The last request's access line is written when its body ends.
+    assert!(pg.wait_log("status=401", Duration::from_secs(5)));
+    let logs = pg.log_text();
+    use base64::Engine;
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    let b64np = |s: String| base64::engine::general_purpose::STANDARD_NO_PAD.encode(s);
+    for (user, token) in [("alice", &alice), ("bob", &bob), ("mallory", &bob)] {
+        let needles = [
+            token.clone(),
+            token[5..].to_owned(),
+            secret_of(token).to_owned(),
+            b64(format!("{user}:{token}")),
+            b64np(format!("{user}:{token}")),
+            b64(format!("{token}:")),
+            b64(format!("{token}:x")),
+        ];
+        for n in needles {
+            assert!(!logs.contains(&n), "the log holds {n}:\n{logs}");
+        }
+    }
+    assert!(
+        !logs.contains(&b64("alice:hunter2".into())),
+        "a web password was logged"
+    );
+    assert!(!logs.contains("hunter2"));
+}
+
+// ------------------------------------------- the shipped configuration --
+
+#[test]
+fn shipped_config_keeps_app_passwords_out_of_management_and_the_web_ui() {
+    let backend = Backend::start();
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml"))
+        .unwrap()
+        .replace("http://127.0.0.1:3000", &backend.url())
+        .replace("http://127.0.0.1:3001", &backend.url())
+        .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"");
+    // Store and admin socket are relative ("data/..."), so they land in the temp dir.
+    assert!(shipped.contains("path = \"data/passgate.redb\""));
+    let text = format!("{shipped}\n{FAST_ARGON2}");
+    let pg = Passgate::start_text(&text);
+    let (_, pw) = pg.create(
+        "alice",
+        "everything",
+        &["account:write", "repository:admin", "pullrequest:write"],
+    );
+    let with_pw = |target: &str, method: &str| {
+        let auth = basic("alice", &pw);
+        http1(pg.addr, method, target, &[("authorization", &auth)], b"")
+    };
+    // Control: the password is valid where the config allows it.
+    let r = with_pw("/api/2.0/user", "GET");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.echo().header("x-forwarded-user"), Some("alice"));
+
+    for method in ["GET", "POST", "PUT", "DELETE"] {
+        for target in [
+            "/api/2.0/users/alice/app-passwords/x",
+            "/api/2.0/users/alice/app-passwords",
+            "/api/2.0/users/alice/ssh-keys/1",
+            "/api/2.0/workspaces/acme/permissions/x",
+            "/admin/users",
+        ] {
+            let r = with_pw(target, method);
+            assert_eq!(r.status, 403, "{method} {target}: {}", r.text());
+            assert!(!r.headers.contains_key("x-backend"), "{method} {target}");
+        }
+    }
+    let r = with_pw("/user/settings/applications", "GET");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains(WEB_REFUSED), "{}", r.text());
+
+    let auth = format!("Authorization: {}\r\n", basic("alice", &pw));
+    for target in [
+        "/api/2.0/users/alice//app-passwords/x",
+        "/api/2.0/users/alice/%61pp-passwords/x",
+        "/api/2.0/users/alice/./app-passwords/x",
+        "/api/2.0/users/alice/x/../app-passwords/x",
+        "/api/2.0/users/alice/app-passwords%2Fx",
+        "/api/2.0/users/alice/app-passwords%252Fx",
+        "/api/2.0/users/alice/app-passwords./x",
+        "/api/2.0/users/alice/app-passwords%20/x",
+        "/api/2.0/users/alice/app-passwords;x=1/x",
+        "/api/2.0/users/alice/app%2Dpasswords/x",
+        "/api/2.0/users/alice/APP-PASSWORDS/x",
+        "/API/2.0/users/alice/app-passwords/x",
+        "/api/2.0//users/alice/app-passwords/x",
+        "//api/2.0/users/alice/app-passwords/x",
+        "/api/2.0/users/alice/app-passwords\\x",
+        "/api/2.0/users/alice%2Fapp-passwords/x",
+        "/api/2.0/repositories/../users/alice/app-passwords/x",
+        "/api/2.0/repositories/acme/repo/%2E%2E/%2E%2E/%2E%2E/users/alice/app-passwords/x",
+        "/user/settings/./applications",
+        "/user//settings/applications",
+        "/user/settings/%61pplications",
+    ] {
+        for method in ["GET", "POST", "DELETE"] {
+            let req = format!(
+                "{method} {target} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n",
+                pg.addr
+            );
+            let (status, body) = raw_exchange(pg.addr, &req);
+            assert!(
+                status == 400 || status == 403,
+                "{method} {target} got {status}: {body}"
+            );
+            assert!(
+                !body.contains("\"headers\""),
+                "{method} {target} reached the backend"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_admin_socket_is_a_private_unix_socket() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let (_b, pg) = start("");
+    let meta = std::fs::metadata(pg.dir.path().join("data/admin.sock")).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o077,
+        0,
+        "admin socket readable by others"
+    );
+    // Management is not reachable over HTTP with an app password.
+    let (_, pw) = pg.create("alice", "laptop", &["repository:admin"]);
+    let auth = basic("alice", &pw);
+    for target in [
+        "/app-passwords",
+        "/admin/app-passwords",
+        "/v1/app-passwords",
+    ] {
+        let r = http1(pg.addr, "POST", target, &[("authorization", &auth)], b"{}");
+        assert_eq!(r.status, 403, "{target}: {}", r.text());
+    }
+}
+
+#[test]
+fn checksum_valid_forgeries_still_need_the_secret() {
+    // An attacker who knows an id (ids are public) can build checksum-valid
+    // tokens at will; none of them is accepted.
+    let (_b, pg) = start(GENEROUS);
+    let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let zeros = with_checksum(&format!("pgap_{id}{}", "0".repeat(32)));
+    let own_id_as_secret = with_checksum(&format!("pgap_{id}{id}{}", &pw[29..49]));
+    let mut flipped = pw[..49].to_owned();
+    let first = if flipped.as_bytes()[17] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    flipped.replace_range(17..18, first);
+    for (what, candidate) in [
+        ("zero secret", zeros),
+        ("id reused as secret", own_id_as_secret),
+        ("first secret char changed", with_checksum(&flipped)),
+        ("random secret", wrong_secret_token(&id)),
+    ] {
+        let r = from(LO1, &pg, READ, "alice", &candidate);
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        assert_eq!(r.text(), INVALID, "{what}");
+    }
+    assert_eq!(from(LO1, &pg, READ, "alice", &pw).status, 200);
+}

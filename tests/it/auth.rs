@@ -1,0 +1,685 @@
+//! App-password routes and web routes through the real binary: every status
+//! the contract promises (401 / 400 / 403 / 200), scope implications, identity
+//! headers, the verification cache (revocation, expiry, user and scope checks
+//! on a cached success) and "last used" bookkeeping.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use passgate::auth::token::NewToken;
+
+use crate::support::*;
+
+/// GET, needs `repository:read`.
+pub(crate) const READ: &str = "/alice/repo.git/info/refs?service=git-upload-pack";
+/// GET, needs `repository:write`.
+pub(crate) const WRITE: &str = "/alice/repo.git/info/refs?service=git-receive-pack";
+/// A `web` route in the default routes.
+pub(crate) const WEB: &str = "/alice/repo";
+
+/// The one 401 body for every wrong credential.
+pub(crate) const INVALID: &str = "invalid credentials: use your user name and an app password\n";
+pub(crate) const WEB_REFUSED: &str = "app passwords cannot be used to sign in to the web interface";
+const CHALLENGE: &str = "Basic realm=\"passgate-test\", charset=\"UTF-8\"";
+
+/// Rate limits high enough that a test sending many failures is never throttled.
+pub(crate) const GENEROUS: &str = "[auth.rate_limit]\nper_user_addr = { burst = 10000, per = \"1m\" }\nper_addr = { burst = 10000, per = \"1m\" }\n";
+
+// ------------------------------------------------------------ token tools --
+
+/// 6-character base62 (`0-9A-Za-z`), left-padded with `0`, as the token format says.
+pub(crate) fn base62_6(mut n: u32) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = [b'0'; 6];
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(n % 62) as usize];
+        n /= 62;
+    }
+    out.iter().map(|&b| char::from(b)).collect()
+}
+
+/// Polling interval for wait-until-deadline loops (no reactor in these tests).
+pub(crate) fn pause(d: Duration) {
+    block_on(async move { tokio::time::sleep(d).await });
+}
+
+/// `signed` (`pgap_<id><secret>`) followed by its CRC32 checksum in base62.
+pub(crate) fn with_checksum(signed: &str) -> String {
+    format!("{signed}{}", base62_6(crc32fast::hash(signed.as_bytes())))
+}
+
+/// A well-formed token (valid checksum) whose id is not in any store.
+pub(crate) fn unknown_token() -> String {
+    NewToken::generate().token().expose().to_owned()
+}
+
+/// A well-formed token for the existing `id` with a fresh random secret.
+pub(crate) fn wrong_secret_token(id: &str) -> String {
+    let fresh = NewToken::generate();
+    with_checksum(&format!("pgap_{id}{}", fresh.secret()))
+}
+
+/// The secret part of a token (between the 12-char id and the checksum).
+pub(crate) fn secret_of(token: &str) -> &str {
+    &token[17..49]
+}
+
+fn status_with(pg: &Passgate, target: &str, auth: &str) -> Reply {
+    http1(pg.addr, "GET", target, &[("authorization", auth)], b"")
+}
+
+fn assert_invalid(r: &Reply, what: &str) {
+    assert_eq!(r.status, 401, "{what}: {}", r.text());
+    assert_eq!(r.text(), INVALID, "{what}");
+    assert_eq!(r.headers["www-authenticate"], CHALLENGE, "{what}");
+    assert!(
+        !r.headers.contains_key("x-backend"),
+        "{what}: reached backend"
+    );
+}
+
+fn start(auth_extra: &str) -> (Backend, Passgate) {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.auth_extra = auth_extra.to_owned();
+    let pg = Passgate::start(&b);
+    (backend, pg)
+}
+
+// ------------------------------------------------------------------ tests --
+
+#[test]
+fn base62_checksum_helper_matches_the_crates_tokens() {
+    for _ in 0..50 {
+        let t = unknown_token();
+        assert_eq!(with_checksum(&t[..49]), t);
+    }
+    assert_eq!(base62_6(0), "000000");
+    assert_eq!(base62_6(61), "00000z");
+    assert_eq!(base62_6(62), "000010");
+}
+
+#[test]
+fn missing_authorization_gets_401_with_the_basic_challenge() {
+    let (_b, pg) = start("");
+    let r = get(pg.addr, READ, None);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.headers["www-authenticate"], CHALLENGE);
+    assert!(r.text().contains("authentication required"), "{}", r.text());
+    assert!(!r.headers.contains_key("x-backend"));
+}
+
+#[test]
+fn two_authorization_headers_get_400() {
+    let (_b, pg) = start("");
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let good = basic("alice", &pw);
+    for second in [
+        good.clone(),
+        basic("alice", "hunter2"),
+        "Bearer x".to_owned(),
+    ] {
+        let r = http1(
+            pg.addr,
+            "GET",
+            READ,
+            &[("authorization", &good), ("authorization", &second)],
+            b"",
+        );
+        assert_eq!(r.status, 400, "second={second}: {}", r.text());
+        assert!(!r.headers.contains_key("x-backend"));
+    }
+    // A single copy of the same credential is fine.
+    assert_eq!(status_with(&pg, READ, &good).status, 200);
+}
+
+#[test]
+fn malformed_basic_credentials_get_401() {
+    let (_b, pg) = start(GENEROUS);
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let long_user = "a".repeat(256);
+    let mut non_utf8 = b"alice:".to_vec();
+    non_utf8.extend_from_slice(&[0xff, 0xfe]);
+    non_utf8.extend_from_slice(pw.as_bytes());
+    let cases: Vec<(&str, String)> = vec![
+        ("bearer scheme", format!("Bearer {pw}")),
+        ("token scheme", format!("token {pw}")),
+        ("no scheme", pw.clone()),
+        ("bad base64", "Basic !!!not-base64!!!".to_owned()),
+        ("empty basic", "Basic ".to_owned()),
+        (
+            "unpadded base64",
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(format!("alice:{pw}x"))
+            ),
+        ),
+        ("non-utf8", format!("Basic {}", b64(&non_utf8))),
+        (
+            "missing colon",
+            format!("Basic {}", b64(format!("alice{pw}").as_bytes())),
+        ),
+        (
+            "newline in user",
+            basic("alice\nX-Forwarded-User: root", &pw),
+        ),
+        ("cr in user", basic("alice\r", &pw)),
+        ("nul in user", basic("al\0ice", &pw)),
+        ("del in user", basic("alice\u{7f}", &pw)),
+        ("c1 control in user", basic("alice\u{85}", &pw)),
+        ("empty user", basic("", &pw)),
+        ("256-char user", basic(&long_user, &pw)),
+        (
+            "oversized header",
+            basic("alice", &format!("{pw}{}", "x".repeat(3000))),
+        ),
+    ];
+    for (what, value) in cases {
+        let r = status_with(&pg, READ, &value);
+        assert_invalid(&r, what);
+    }
+    // The same password with a clean header works: the failures were the format.
+    assert_eq!(status_with(&pg, READ, &basic("alice", &pw)).status, 200);
+}
+
+#[test]
+fn malformed_tokens_get_the_same_401() {
+    let (_b, pg) = start(GENEROUS);
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let mut bad_checksum = pw.clone();
+    let last = if pw.ends_with('0') { "1" } else { "0" };
+    bad_checksum.replace_range(54.., last);
+    let mut bad_alphabet = pw.clone();
+    bad_alphabet.replace_range(20..21, "-");
+    let cases: Vec<(&str, String)> = vec![
+        ("upper-case prefix", format!("PGAP_{}", &pw[5..])),
+        ("other prefix", format!("ghp_{}", &pw[5..])),
+        ("prefix stripped", pw[5..].to_owned()),
+        ("one char short", pw[..54].to_owned()),
+        ("one char long", format!("{pw}0")),
+        ("trailing newline", format!("{pw}\n")),
+        ("leading space", format!(" {pw}")),
+        ("bad alphabet", bad_alphabet),
+        (
+            "bad alphabet, fixed checksum",
+            with_checksum(&format!("{}-{}", &pw[..20], &pw[21..49])),
+        ),
+        ("bad checksum", bad_checksum),
+        ("plain password", "hunter2".to_owned()),
+        ("empty password", String::new()),
+    ];
+    for (what, candidate) in cases {
+        let r = status_with(&pg, READ, &basic("alice", &candidate));
+        assert_invalid(&r, what);
+    }
+    assert!(pg.wait_log("reason=\"malformed-token\"", Duration::from_secs(5)));
+}
+
+#[test]
+fn malformed_tokens_are_refused_without_running_argon2() {
+    // Default (slow) argon2 parameters: a verification is visible in the timing.
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.extra = String::new();
+    b.auth_extra = GENEROUS.to_owned();
+    let pg = Passgate::start(&b);
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let timed = |candidate: &str| {
+        let start = Instant::now();
+        let r = status_with(&pg, READ, &basic("alice", candidate));
+        assert_eq!(r.status, 401, "{}", r.text());
+        start.elapsed()
+    };
+    let mut verified: Vec<Duration> = (0..3).map(|_| timed(&unknown_token())).collect();
+    let mut bad_checksum = pw.clone();
+    bad_checksum.replace_range(54.., if pw.ends_with('0') { "1" } else { "0" });
+    let malformed = [
+        format!("PGAP_{}", &pw[5..]),
+        pw[..54].to_owned(),
+        format!("{}-{}", &pw[..20], &pw[21..]),
+        bad_checksum,
+    ];
+    let mut fast: Vec<Duration> = malformed.iter().cycle().take(8).map(|c| timed(c)).collect();
+    verified.sort();
+    fast.sort();
+    let (v, f) = (verified[1], fast[fast.len() / 2]);
+    assert!(
+        v >= Duration::from_millis(5),
+        "a default-parameter verification should cost time: {v:?}"
+    );
+    assert!(
+        f * 4 < v,
+        "malformed tokens ({fast:?}) should be refused long before an argon2 verification ({verified:?})"
+    );
+}
+
+#[test]
+fn every_wrong_credential_gets_the_same_401() {
+    let (_b, pg) = start(GENEROUS);
+    let out = pg.cli(&[
+        "app-password",
+        "create",
+        "--user",
+        "alice",
+        "--name",
+        "short",
+        "--scope",
+        "repository:read",
+        "--expires-in",
+        "1s",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expiring = v["password"].as_str().unwrap().to_owned();
+    let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let (rid, revoked) = pg.create("alice", "old", &["repository:read"]);
+    assert!(pg.cli(&["app-password", "revoke", &rid]).status.success());
+    pg.create("bob", "bob's", &["repository:read"]);
+
+    let cases: Vec<(&str, String)> = vec![
+        ("unknown id", basic("alice", &unknown_token())),
+        ("wrong secret", basic("alice", &wrong_secret_token(&id))),
+        ("wrong user", basic("bob", &pw)),
+        ("unknown user", basic("nobody", &pw)),
+        ("revoked", basic("alice", &revoked)),
+    ];
+    let mut first: Option<Reply> = None;
+    for (what, auth) in &cases {
+        let r = status_with(&pg, READ, auth);
+        assert_invalid(&r, what);
+        if let Some(f) = &first {
+            assert_eq!(f.headers.len(), r.headers.len(), "{what}: headers differ");
+        }
+        first.get_or_insert(r);
+    }
+    // Expired (never used, so never cached): poll until the second has passed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = status_with(&pg, READ, &basic("alice", &expiring));
+        if r.status == 401 {
+            assert_invalid(&r, "expired");
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(Instant::now() < deadline, "the 1s password never expired");
+        pause(Duration::from_millis(200));
+    }
+    for reason in [
+        "unknown-id",
+        "wrong-secret",
+        "wrong-user",
+        "revoked",
+        "expired",
+    ] {
+        assert!(
+            pg.wait_log(&format!("reason=\"{reason}\""), Duration::from_secs(5)),
+            "no audit line for {reason}"
+        );
+    }
+    // And the right one still works.
+    assert_eq!(status_with(&pg, READ, &basic("alice", &pw)).status, 200);
+}
+
+#[test]
+fn valid_password_lacking_a_scope_gets_403_naming_it() {
+    let (_b, pg) = start("");
+    let (_, pw) = pg.create("alice", "reader", &["repository:read"]);
+    let r = status_with(&pg, WRITE, &basic("alice", &pw));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("repository:write"), "{}", r.text());
+    assert_eq!(r.headers["x-accepted-scopes"], "repository:write");
+    assert!(
+        !r.headers.contains_key("www-authenticate"),
+        "a 403 must not invite git to drop the stored credential"
+    );
+    assert!(!r.headers.contains_key("x-backend"));
+    let r = http1(
+        pg.addr,
+        "POST",
+        "/alice/repo.git/git-receive-pack",
+        &[("authorization", &basic("alice", &pw))],
+        b"0000",
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(pg.wait_log("event=\"scope_denied\"", Duration::from_secs(5)));
+}
+
+#[test]
+fn scope_implications_apply() {
+    let (_b, pg) = start("");
+    let (_, read) = pg.create("alice", "read", &["repository:read"]);
+    let (_, write) = pg.create("alice", "write", &["repository:write"]);
+    let (_, admin) = pg.create("alice", "admin", &["repository:admin"]);
+    let (_, other) = pg.create("alice", "other", &["account:write"]);
+    let s = |target: &str, pw: &str| status_with(&pg, target, &basic("alice", pw)).status;
+    assert_eq!(s(READ, &read), 200);
+    assert_eq!(s(WRITE, &read), 403);
+    assert_eq!(s(READ, &write), 200);
+    assert_eq!(s(WRITE, &write), 200);
+    assert_eq!(s(READ, &admin), 200);
+    assert_eq!(s(WRITE, &admin), 200);
+    assert_eq!(
+        s(READ, &other),
+        403,
+        "account:write implies nothing about repositories"
+    );
+
+    let echo = status_with(&pg, READ, &basic("alice", &admin)).echo();
+    let mut scopes: Vec<&str> = echo
+        .header("x-forwarded-scopes")
+        .unwrap()
+        .split(' ')
+        .collect();
+    scopes.sort();
+    assert_eq!(
+        scopes,
+        ["repository:admin", "repository:read", "repository:write"]
+    );
+}
+
+#[test]
+fn upstream_gets_identity_headers_and_never_the_clients_authorization() {
+    let (_b, pg) = start("");
+    let (id, pw) = pg.create("alice", "laptop", &["repository:write"]);
+    let r = status_with(&pg, READ, &basic("alice", &pw));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let echo = r.echo();
+    assert_eq!(echo.header("x-forwarded-user"), Some("alice"));
+    assert_eq!(
+        echo.header("x-forwarded-scopes"),
+        Some("repository:read repository:write")
+    );
+    assert_eq!(echo.header("x-forwarded-app-password"), Some(id.as_str()));
+    assert!(!echo.has("authorization"));
+    let all = serde_json::to_string(&echo.headers).unwrap();
+    assert!(!all.contains(&pw[5..49]), "the token reached the backend");
+}
+
+#[test]
+fn configured_upstream_credential_replaces_the_clients_authorization() {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    // Lands in [upstreams.app], rendered just before the routes.
+    b.routes = format!(
+        "credential = \"Bearer upstream-secret\"\n{}",
+        default_routes()
+    );
+    let pg = Passgate::start(&b);
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let echo = status_with(&pg, READ, &basic("alice", &pw)).echo();
+    assert_eq!(
+        echo.headers.get("authorization"),
+        Some(&vec!["Bearer upstream-secret".to_owned()])
+    );
+    // Web routes forward the client's own credentials, never the upstream's.
+    let mine = basic("alice", "hunter2");
+    let echo = status_with(&pg, WEB, &mine).echo();
+    assert_eq!(echo.headers.get("authorization"), Some(&vec![mine]));
+}
+
+#[test]
+fn username_ignored_accepts_any_name_but_forwards_the_owner() {
+    let (_b, pg) = start("username = \"ignored\"\n");
+    let (id, pw) = pg.create("alice", "ci", &["repository:read"]);
+    for name in ["x-token-auth", "bob", "ALICE", "root"] {
+        let r = status_with(&pg, READ, &basic(name, &pw));
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        let echo = r.echo();
+        assert_eq!(echo.header("x-forwarded-user"), Some("alice"), "{name}");
+        assert_eq!(echo.header("x-forwarded-app-password"), Some(id.as_str()));
+    }
+    // Still a real check of the password and of the name's shape.
+    assert_invalid(
+        &status_with(&pg, READ, &basic("bob", &wrong_secret_token(&id))),
+        "wrong secret",
+    );
+    assert_invalid(
+        &status_with(&pg, READ, &basic("bob\nX-Forwarded-User: root", &pw)),
+        "control char in name",
+    );
+}
+
+#[test]
+fn web_routes_refuse_an_app_password_wherever_it_appears() {
+    let (_b, pg) = start("");
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let stripped = pw[5..].to_owned();
+    let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("alice:{pw}"));
+    type Case = (&'static str, Vec<(&'static str, String)>, String);
+    let cases: Vec<Case> = vec![
+        (
+            "basic password",
+            vec![("authorization", basic("alice", &pw))],
+            WEB.into(),
+        ),
+        (
+            "basic user",
+            vec![("authorization", basic(&pw, "x"))],
+            WEB.into(),
+        ),
+        (
+            "basic user, no password",
+            vec![("authorization", basic(&pw, ""))],
+            WEB.into(),
+        ),
+        (
+            "bearer",
+            vec![("authorization", format!("Bearer {pw}"))],
+            WEB.into(),
+        ),
+        (
+            "token scheme",
+            vec![("authorization", format!("token {pw}"))],
+            WEB.into(),
+        ),
+        (
+            "bare token",
+            vec![("authorization", pw.clone())],
+            WEB.into(),
+        ),
+        (
+            "lower-case basic",
+            vec![(
+                "authorization",
+                basic("alice", &pw).replace("Basic", "basic"),
+            )],
+            WEB.into(),
+        ),
+        (
+            "url-safe unpadded basic",
+            vec![("authorization", format!("Basic {url_safe}"))],
+            WEB.into(),
+        ),
+        (
+            "prefix stripped",
+            vec![("authorization", basic("alice", &stripped))],
+            WEB.into(),
+        ),
+        (
+            "bearer prefix stripped",
+            vec![("authorization", format!("Bearer {stripped}"))],
+            WEB.into(),
+        ),
+        (
+            "upper-case prefix",
+            vec![("authorization", basic("alice", &format!("PGAP_{stripped}")))],
+            WEB.into(),
+        ),
+        (
+            "private-token header",
+            vec![("private-token", pw.clone())],
+            WEB.into(),
+        ),
+        (
+            "cookie",
+            vec![("cookie", format!("session={pw}"))],
+            WEB.into(),
+        ),
+        ("query", vec![], format!("{WEB}?access_token={pw}")),
+        (
+            "query upper-case",
+            vec![],
+            format!("{WEB}?private_token=PGAP_{stripped}"),
+        ),
+        (
+            "login form path",
+            vec![("authorization", basic("alice", &pw))],
+            "/user/login".into(),
+        ),
+    ];
+    for (what, headers, target) in &cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = http1(pg.addr, "GET", target, &h, b"");
+        assert_eq!(r.status, 403, "{what}: {}", r.text());
+        assert!(r.text().contains(WEB_REFUSED), "{what}: {}", r.text());
+        assert!(
+            !r.headers.contains_key("x-backend"),
+            "{what}: reached backend"
+        );
+    }
+    assert!(pg.wait_log("event=\"web_refused\"", Duration::from_secs(5)));
+}
+
+#[test]
+fn web_routes_forward_ordinary_requests_untouched() {
+    let (_b, pg) = start("");
+    pg.create("alice", "laptop", &["repository:read"]);
+    let r = get(pg.addr, WEB, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.echo().path, WEB);
+
+    let creds = basic("alice", "hunter2");
+    let r = status_with(&pg, WEB, &creds);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let echo = r.echo();
+    assert_eq!(echo.headers.get("authorization"), Some(&vec![creds]));
+    assert!(!echo.has("x-forwarded-user"));
+
+    let r = http1(
+        pg.addr,
+        "GET",
+        "/user/settings?page=2",
+        &[("cookie", "session=abc123; csrf=xyz")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let echo = r.echo();
+    assert_eq!(echo.header("cookie"), Some("session=abc123; csrf=xyz"));
+    assert_eq!(echo.query.as_deref(), Some("page=2"));
+}
+
+#[test]
+fn revocation_takes_effect_at_once_although_cached() {
+    let (_b, pg) = start("");
+    let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let auth = basic("alice", &pw);
+    assert_eq!(status_with(&pg, READ, &auth).status, 200);
+    assert_eq!(status_with(&pg, READ, &auth).status, 200, "cached");
+    let out = pg.cli(&["app-password", "revoke", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_invalid(&status_with(&pg, READ, &auth), "revoked while cached");
+    assert!(pg.wait_log("event=\"revoked\"", Duration::from_secs(5)));
+}
+
+#[test]
+fn expiry_takes_effect_although_cached() {
+    let (_b, pg) = start("");
+    let out = pg.cli(&[
+        "app-password",
+        "create",
+        "--user",
+        "alice",
+        "--name",
+        "short",
+        "--scope",
+        "repository:read",
+        "--expires-in",
+        "2s",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let auth = basic("alice", v["password"].as_str().unwrap());
+    let created = Instant::now();
+    assert_eq!(status_with(&pg, READ, &auth).status, 200);
+    // cache_ttl is the default 30s; the password must stop at its expiry.
+    loop {
+        let r = status_with(&pg, READ, &auth);
+        if r.status == 401 {
+            assert_invalid(&r, "expired while cached");
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            created.elapsed() < Duration::from_secs(8),
+            "still accepted long after its 2s lifetime"
+        );
+        pause(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_cached_success_admits_neither_another_user_nor_a_stricter_route() {
+    let (_b, pg) = start(GENEROUS);
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    pg.create("bob", "laptop", &["repository:admin"]);
+    assert_eq!(status_with(&pg, READ, &basic("alice", &pw)).status, 200);
+    for user in ["bob", "ALICE", "alice ", " alice"] {
+        assert_invalid(&status_with(&pg, READ, &basic(user, &pw)), user);
+    }
+    assert_eq!(status_with(&pg, WRITE, &basic("alice", &pw)).status, 403);
+    // A cached entry never skips the secret check either.
+    let mut tweaked = pw[..49].to_owned();
+    let c = if tweaked.ends_with('a') { "b" } else { "a" };
+    tweaked.replace_range(48.., c);
+    assert_invalid(
+        &status_with(&pg, READ, &basic("alice", &with_checksum(&tweaked))),
+        "same id, secret off by one char",
+    );
+    assert_eq!(status_with(&pg, READ, &basic("alice", &pw)).status, 200);
+}
+
+#[test]
+fn last_used_time_and_address_are_recorded() {
+    let (_b, pg) = start("usage_flush = \"1s\"\n");
+    let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let row = || {
+        let out = pg.cli(&["app-password", "list", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        rows.into_iter().find(|r| r["id"] == id.as_str()).unwrap()
+    };
+    assert!(row()["last_used_at"].is_null());
+    assert_eq!(status_with(&pg, READ, &basic("alice", &pw)).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let r = loop {
+        let r = row();
+        if !r["last_used_at"].is_null() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "last_used_at never set: {r}");
+        pause(Duration::from_millis(100));
+    };
+    assert_eq!(r["last_used_addr"], "127.0.0.1");
+    let text = r.to_string();
+    assert!(!text.contains(secret_of(&pw)), "list shows the secret");
+    assert!(!text.contains("argon2"), "list shows the hash");
+}
