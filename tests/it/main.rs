@@ -3,4 +3,6 @@
 
 mod support;
 
+mod cgi;
+mod git;
 mod smoke;
