@@ -13,8 +13,10 @@ mod support;
 
 mod attacks;
 mod auth;
+mod cgi;
 mod cli;
 mod config;
 mod durability;
+mod git;
 mod lfs;
 mod smoke;

@@ -811,3 +811,29 @@ pub fn http1_from(
         body,
     ))
 }
+
+// ------------------------------------------------------ git helpers --
+
+impl Passgate {
+    /// Starts `passgate serve` on a config given whole (e.g. the shipped
+    /// `proxy.toml`, adapted), written as `proxy.toml` into `dir`, so relative
+    /// paths in it resolve there. TLS is on when it has a `[server.tls]` table.
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn start_raw(dir: tempfile::TempDir, toml: &str) -> Passgate {
+        let config = dir.path().join("proxy.toml");
+        std::fs::write(&config, toml).unwrap();
+        let tls = toml
+            .lines()
+            .any(|l| l.trim_start().starts_with("[server.tls]"));
+        let mut pg = Passgate {
+            dir,
+            config,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls,
+            child: None,
+            logs: Arc::new(Mutex::new(Vec::new())),
+        };
+        pg.spawn();
+        pg
+    }
+}
