@@ -65,13 +65,30 @@ impl Drop for LineWriter {
     }
 }
 
-/// True when `buf` contains `pgap_`, `basic ` or `bearer ` in any case.
+/// True when `buf` may hold a credential: `pgap_`, `basic` or `bearer` in any
+/// case, or a run of 50+ letters and digits (a token without its prefix).
 fn has_marker(buf: &[u8]) -> bool {
-    buf.windows(5).any(|w| {
+    let marker = buf.windows(5).any(|w| {
         w.eq_ignore_ascii_case(b"pgap_")
             || w.eq_ignore_ascii_case(b"basic")
             || w.eq_ignore_ascii_case(b"beare")
-    })
+    });
+    marker
+        || longest_alnum_run(buf)
+            >= crate::auth::token::TOKEN_LEN - crate::auth::token::PREFIX.len()
+}
+
+fn longest_alnum_run(buf: &[u8]) -> usize {
+    let (mut best, mut run) = (0, 0);
+    for b in buf {
+        run = if b.is_ascii_alphanumeric() {
+            run + 1
+        } else {
+            0
+        };
+        best = best.max(run);
+    }
+    best
 }
 
 /// Replaces token-like and credential-like substrings with `[redacted]`.
@@ -186,5 +203,15 @@ mod tests {
         assert!(has_marker(b"Authorization: BASIC abc"));
         assert!(has_marker(b"bearer abc"));
         assert!(!has_marker(b"GET /alice/repo.git/info/refs status=200"));
+        assert!(has_marker(
+            "user=\""
+                .to_owned()
+                .as_bytes()
+                .iter()
+                .chain([b'a'; 50].iter())
+                .copied()
+                .collect::<Vec<_>>()
+                .as_slice()
+        ));
     }
 }
