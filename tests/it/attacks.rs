@@ -316,10 +316,35 @@ fn unknown_id_and_wrong_secret_take_the_same_time() {
     b.auth_extra = GENEROUS.to_owned();
     let pg = Passgate::start(&b);
     let (id, _) = pg.create("alice", "laptop", &["repository:read"]);
-    // ~0.8 s per default-parameter verification in a debug build: 8 pairs
-    // keep this test near 15 s; argon2 dominates both, so medians are stable.
-    const ROUNDS: usize = 8;
-    let (unknown, wrong) = block_on(async {
+    // argon2 is optimised even in debug builds (Cargo.toml), ~30 ms per
+    // default-parameter verification: 40 interleaved pairs keep medians
+    // stable while other tests load the machine, in a few seconds.
+    const ROUNDS: usize = 40;
+    // The machine is shared with the rest of the suite: a real leak shows in
+    // every attempt, noise rarely in three in a row.
+    let mut last = String::new();
+    for attempt in 1..=3 {
+        let (unknown, wrong) = measure_pairs(&pg, &id, ROUNDS);
+        let (mu, mw) = (median(unknown.clone()), median(wrong.clone()));
+        let ratio = mu.as_secs_f64() / mw.as_secs_f64();
+        eprintln!("timing attempt {attempt}: unknown-id median {mu:?}, wrong-secret median {mw:?}, ratio {ratio:.3}");
+        assert!(
+            mw >= Duration::from_millis(5),
+            "a default-parameter argon2 verification should take time: {mw:?}"
+        );
+        if (0.8..=1.25).contains(&ratio) {
+            return;
+        }
+        last = format!(
+            "unknown id {mu:?} vs wrong secret {mw:?} (ratio {ratio:.3})\n{unknown:?}\n{wrong:?}"
+        );
+    }
+    panic!("timing tells unknown ids from wrong secrets in 3 attempts: {last}");
+}
+
+/// `rounds` interleaved (unknown id, wrong secret) failures, timed.
+fn measure_pairs(pg: &Passgate, id: &str, rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
+    block_on(async {
         let timed = |user: String, token: String| {
             let addr = pg.addr;
             async move {
@@ -334,31 +359,20 @@ fn unknown_id_and_wrong_secret_take_the_same_time() {
         };
         // Warm-up: first connections, first store reads.
         timed("warm".to_owned(), unknown_token()).await;
-        timed("warm".to_owned(), wrong_secret_token(&id)).await;
+        timed("warm".to_owned(), wrong_secret_token(id)).await;
         let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
-        for i in 0..ROUNDS {
+        for i in 0..rounds {
             // Alternate which goes first so drift hits both alike.
             if i % 2 == 0 {
                 unknown.push(timed(format!("u{i}"), unknown_token()).await);
-                wrong.push(timed(format!("w{i}"), wrong_secret_token(&id)).await);
+                wrong.push(timed(format!("w{i}"), wrong_secret_token(id)).await);
             } else {
-                wrong.push(timed(format!("w{i}"), wrong_secret_token(&id)).await);
+                wrong.push(timed(format!("w{i}"), wrong_secret_token(id)).await);
                 unknown.push(timed(format!("u{i}"), unknown_token()).await);
             }
         }
         (unknown, wrong)
-    });
-    let (mu, mw) = (median(unknown.clone()), median(wrong.clone()));
-    let ratio = mu.as_secs_f64() / mw.as_secs_f64();
-    eprintln!("timing: unknown-id median {mu:?}, wrong-secret median {mw:?}, ratio {ratio:.3}");
-    assert!(
-        mw >= Duration::from_millis(5),
-        "a default-parameter argon2 verification should take time: {mw:?}"
-    );
-    assert!(
-        (0.8..=1.25).contains(&ratio),
-        "unknown id {mu:?} vs wrong secret {mw:?} (ratio {ratio:.3}) tells ids apart\n{unknown:?}\n{wrong:?}"
-    );
+    })
 }
 
 #[test]
