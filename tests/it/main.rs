@@ -3,4 +3,7 @@
 
 mod support;
 
+mod paths;
+mod proxy;
 mod smoke;
+mod tls;
