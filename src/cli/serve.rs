@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::{load, ConfigArg, Failure};
 use crate::gateway::Gateway;
@@ -43,6 +43,13 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         let gw = Arc::new(
             Gateway::new(config, Arc::new(store)).map_err(|e| Failure::Runtime(e.to_string()))?,
         );
+        // Install the handlers before announcing the listeners: until then a
+        // SIGTERM or SIGHUP takes its default action and kills the process.
+        let shutdown = shutdown_signal(
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
+        let hup = signal(SignalKind::hangup());
         let scheme = if tls.is_some() { "https" } else { "http" };
         for l in &listeners {
             if let Ok(addr) = l.local_addr() {
@@ -52,8 +59,8 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         tracing::info!(socket = %admin_path.display(), "admin socket ready");
         let admin_task = tokio::spawn(admin::serve(gw.clone(), admin_listener, admin_path.clone()));
         let housekeeping = tokio::spawn(housekeeping(gw.clone()));
-        let reloader = tls.clone().map(|t| tokio::spawn(reload_on_hup(t)));
-        server::run(gw.clone(), listeners, tls, shutdown_signal()).await;
+        let reloader = tls.clone().map(|t| tokio::spawn(reload_on_hup(t, hup)));
+        server::run(gw.clone(), listeners, tls, shutdown).await;
         admin_task.abort();
         housekeeping.abort();
         if let Some(r) = reloader {
@@ -74,10 +81,8 @@ fn store_message(path: &std::path::Path, e: &crate::store::StoreError) -> String
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
+/// Resolves on SIGTERM or SIGINT (handlers already installed by the caller).
+async fn shutdown_signal(term: std::io::Result<Signal>, int: std::io::Result<Signal>) {
     match (term, int) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
@@ -92,8 +97,8 @@ async fn shutdown_signal() {
     }
 }
 
-async fn reload_on_hup(tls: Arc<Tls>) {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+async fn reload_on_hup(tls: Arc<Tls>, hup: std::io::Result<Signal>) {
+    let Ok(mut hup) = hup else {
         tracing::error!("cannot install the SIGHUP handler; certificate reload disabled");
         return;
     };
