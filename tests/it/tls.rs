@@ -325,6 +325,12 @@ fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
         .expect("request did not reach the backend");
 
     pg.signal("TERM");
+    // The handler ran (a process killed by the signal would not log this).
+    assert!(
+        pg.wait_log("shutting down", Duration::from_secs(5)),
+        "{}",
+        pg.log_text()
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect(addr).is_ok() {
         assert!(
