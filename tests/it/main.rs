@@ -19,4 +19,7 @@ mod config;
 mod durability;
 mod git;
 mod lfs;
+mod paths;
+mod proxy;
 mod smoke;
+mod tls;
