@@ -5,9 +5,11 @@
 //! 1. `Authorization: Basic` decoded (`basic.rs`); none → 401, two → 400;
 //! 2. brute-force limits for (user, address) and address (`throttle.rs`) → 429;
 //! 3. token shape and checksum, no I/O (`token.rs`) → 401, counted as a failure;
-//! 4. cache hit (`cache.rs`), else store lookup + argon2id (`verify.rs`), where an
-//!    unknown id is verified against a dummy hash so its timing matches a wrong
-//!    secret; revoked and expired passwords also pay the full verification;
+//! 4. cache hit (`cache.rs`); a stale entry is renewed by one store read when
+//!    the record still holds the same hash; else store lookup + argon2id
+//!    (`verify.rs`), once at a time per presented secret, where an unknown id
+//!    is verified against a dummy hash so its timing matches a wrong secret;
+//!    revoked and expired passwords also pay the full verification;
 //! 5. on every request, cached or not: user match, revocation (evicted from the
 //!    cache at once), expiry, then scopes → 403 naming the missing scope.
 //!
@@ -26,6 +28,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue};
 
 use crate::config::{self, UsernameMode};
@@ -33,7 +36,7 @@ use crate::error::Reject;
 use crate::scopes::{ScopeSet, Scopes};
 use crate::store::{AppPassword, Status, Store};
 use basic::BasicError;
-use cache::{Cache, Verified};
+use cache::{Cache, Lookup, Verified};
 use throttle::{Limit, Throttle, ThrottleConfig};
 use usage::UsageLog;
 use verify::{Verifier, VerifyError};
@@ -52,6 +55,9 @@ pub struct Authenticator {
     throttle: Throttle,
     verifier: Verifier,
     usage: UsageLog,
+    /// Single-flight gates for in-progress verifications, keyed by the keyed
+    /// digest of the presented secret; entries live only while verifying.
+    flights: DashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Authenticator {
@@ -76,6 +82,7 @@ impl Authenticator {
             }),
             verifier: Verifier::new(cfg.verify_threads, cfg.verify_queue, &cfg.argon2)?,
             usage: UsageLog::default(),
+            flights: DashMap::new(),
         })
     }
 
@@ -110,10 +117,17 @@ impl Authenticator {
             audit_failure("malformed-token", user, "-", client);
             return Err(Reject::Unauthorized(INVALID));
         };
-        let verified = match self.cache.get(token.id(), token.secret(), now) {
-            Some(v) => v,
-            None => {
-                self.verify(user, token.id(), token.secret(), client)
+        let verified = match self.cache.lookup(token.id(), token.secret(), now) {
+            Lookup::Fresh(v) => v,
+            Lookup::Stale(v) => match self.revalidate(&v, token.secret()).await? {
+                Some(v) => v,
+                None => {
+                    self.verify_once(user, token.id(), token.secret(), client)
+                        .await?
+                }
+            },
+            Lookup::Miss => {
+                self.verify_once(user, token.id(), token.secret(), client)
                     .await?
             }
         };
@@ -159,6 +173,70 @@ impl Authenticator {
         self.throttle.prune(now);
     }
 
+    /// A stale cache entry renewed by one store read: the record must still be
+    /// active and hold the very PHC string the secret verified against.
+    async fn revalidate(
+        &self,
+        stale: &Arc<Verified>,
+        secret: &str,
+    ) -> Result<Option<Arc<Verified>>, Reject> {
+        let Some(record) = self.load(&stale.id).await? else {
+            self.cache.evict(&stale.id);
+            return Ok(None);
+        };
+        if *record.hash != *stale.hash || record.status(unix_now()) != Status::Active {
+            self.cache.evict(&stale.id);
+            return Ok(None);
+        }
+        let Ok(fresh) = self.verified(&record) else {
+            return Ok(None);
+        };
+        self.cache.insert(secret, fresh.clone(), Instant::now());
+        Ok(Some(fresh))
+    }
+
+    /// [`Self::verify`], at most once at a time per presented secret: when
+    /// many connections present the same uncached password at once (a CI
+    /// fan-out, a cold start), one runs argon2 and the others reuse its result
+    /// instead of each burning ~20 MiB and tens of milliseconds.
+    async fn verify_once(
+        &self,
+        user: &str,
+        id: &str,
+        secret: &str,
+        client: IpAddr,
+    ) -> Result<Arc<Verified>, Reject> {
+        let key = self.cache.digest(secret);
+        let gate = self.flights.entry(key).or_default().clone();
+        let result = {
+            let _turn = gate.lock().await;
+            match self.cache.lookup(id, secret, Instant::now()) {
+                Lookup::Fresh(v) => Ok(v),
+                Lookup::Stale(_) | Lookup::Miss => self.verify(user, id, secret, client).await,
+            }
+        };
+        // The last one out removes the gate (the map holds one reference, we another).
+        self.flights
+            .remove_if(&key, |_, g| Arc::strong_count(g) <= 2);
+        result
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<AppPassword>, Reject> {
+        let store = self.store.clone();
+        let id = id.to_owned();
+        match tokio::task::spawn_blocking(move || store.get(&id)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "store lookup failed");
+                Err(Reject::StoreUnavailable)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store lookup task failed");
+                Err(Reject::StoreUnavailable)
+            }
+        }
+    }
+
     /// Store lookup and argon2id verification on a cache miss.
     async fn verify(
         &self,
@@ -167,21 +245,7 @@ impl Authenticator {
         secret: &str,
         client: IpAddr,
     ) -> Result<Arc<Verified>, Reject> {
-        let record = {
-            let store = self.store.clone();
-            let id = id.to_owned();
-            match tokio::task::spawn_blocking(move || store.get(&id)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "store lookup failed");
-                    return Err(Reject::StoreUnavailable);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "store lookup task failed");
-                    return Err(Reject::StoreUnavailable);
-                }
-            }
-        };
+        let record = self.load(id).await?;
         let matched = match self
             .verifier
             .verify(secret, record.as_ref().map(|r| r.hash.as_str()))
@@ -232,6 +296,7 @@ impl Authenticator {
         let header = |s: &str| HeaderValue::from_str(s).map_err(|_| ());
         Ok(Arc::new(Verified {
             id: r.id.as_str().into(),
+            hash: r.hash.as_str().into(),
             user: r.user.as_str().into(),
             granted,
             expires_at: r.expires_at,

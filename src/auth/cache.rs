@@ -8,6 +8,14 @@
 //! route, user name or expiry can ride on an earlier success (the bug class of
 //! CVE-2021-32701). A failure is never cached; revocation evicts at once.
 //!
+//! After `ttl` an entry is *stale*: it no longer proves anything by itself,
+//! but it remembers which PHC hash the secret verified against. The caller
+//! then re-reads the record (a cheap store read) and, if the record still
+//! holds that very hash and is active, renews the entry without running
+//! argon2 again: argon2 is deterministic, so the same secret against the same
+//! PHC string gives the same answer. Stale entries are dropped after
+//! `STALE_FOR` TTLs.
+//!
 //! DashMap shards the map, so concurrent requests never take a global lock.
 
 use std::sync::Arc;
@@ -19,10 +27,15 @@ use subtle::ConstantTimeEq;
 
 use crate::scopes::ScopeSet;
 
+/// How many TTLs a stale entry is kept for revalidation.
+const STALE_FOR: u32 = 10;
+
 /// What a successful verification established about an app password.
 #[derive(Debug)]
 pub struct Verified {
     pub id: Arc<str>,
+    /// The PHC string the secret verified against (a hash, not a secret).
+    pub hash: Box<str>,
     pub user: Arc<str>,
     pub granted: ScopeSet,
     pub expires_at: Option<u64>,
@@ -37,6 +50,16 @@ struct Entry {
     digest: [u8; 32],
     until: Instant,
     verified: Arc<Verified>,
+}
+
+/// The answer of [`Cache::lookup`].
+#[derive(Debug)]
+pub enum Lookup {
+    /// Verified within the TTL.
+    Fresh(Arc<Verified>),
+    /// The same secret verified once, longer ago than the TTL: revalidate.
+    Stale(Arc<Verified>),
+    Miss,
 }
 
 /// id → last successful verification, for `ttl`.
@@ -58,17 +81,27 @@ impl Cache {
         }
     }
 
-    /// The cached verification of `id`, if `secret` is the one that verified
-    /// and the entry is younger than the TTL.
-    pub fn get(&self, id: &str, secret: &str, now: Instant) -> Option<Arc<Verified>> {
-        let entry = self.map.get(id)?;
-        if now >= entry.until {
-            drop(entry);
-            self.map.remove_if(id, |_, e| now >= e.until);
-            return None;
-        }
+    /// The cached verification of `id` for exactly this `secret`.
+    pub fn lookup(&self, id: &str, secret: &str, now: Instant) -> Lookup {
+        let Some(entry) = self.map.get(id) else {
+            return Lookup::Miss;
+        };
         let digest = self.digest(secret);
-        bool::from(entry.digest.ct_eq(&digest)).then(|| entry.verified.clone())
+        if !bool::from(entry.digest.ct_eq(&digest)) {
+            return Lookup::Miss;
+        }
+        if now < entry.until {
+            Lookup::Fresh(entry.verified.clone())
+        } else if now < entry.until + self.ttl * STALE_FOR {
+            Lookup::Stale(entry.verified.clone())
+        } else {
+            Lookup::Miss
+        }
+    }
+
+    /// The keyed digest of a presented secret (also the single-flight key).
+    pub fn digest(&self, secret: &str) -> [u8; 32] {
+        *blake3::keyed_hash(&self.key, secret.as_bytes()).as_bytes()
     }
 
     /// Remembers a successful verification (skipped when the cache is full of
@@ -96,9 +129,10 @@ impl Cache {
         self.map.remove(id);
     }
 
-    /// Drops expired entries.
+    /// Drops entries too old even to revalidate.
     pub fn prune(&self, now: Instant) {
-        self.map.retain(|_, e| now < e.until);
+        let keep = self.ttl * STALE_FOR;
+        self.map.retain(|_, e| now < e.until + keep);
     }
 
     pub fn len(&self) -> usize {
@@ -107,10 +141,6 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
-    }
-
-    fn digest(&self, secret: &str) -> [u8; 32] {
-        *blake3::keyed_hash(&self.key, secret.as_bytes()).as_bytes()
     }
 }
 
@@ -121,6 +151,7 @@ mod tests {
     fn verified(id: &str) -> Arc<Verified> {
         Arc::new(Verified {
             id: id.into(),
+            hash: "$argon2id$test".into(),
             user: "alice".into(),
             granted: ScopeSet::EMPTY,
             expires_at: None,
@@ -135,18 +166,25 @@ mod tests {
         let c = Cache::new(Duration::from_secs(30), 10);
         let now = Instant::now();
         c.insert("secret-a", verified("id1"), now);
-        assert!(c.get("id1", "secret-a", now).is_some());
-        assert!(c.get("id1", "secret-b", now).is_none());
-        assert!(c.get("id2", "secret-a", now).is_none());
+        assert!(matches!(c.lookup("id1", "secret-a", now), Lookup::Fresh(_)));
+        assert!(matches!(c.lookup("id1", "secret-b", now), Lookup::Miss));
+        assert!(matches!(c.lookup("id2", "secret-a", now), Lookup::Miss));
     }
 
     #[test]
-    fn entries_expire_after_ttl() {
+    fn entries_go_stale_after_ttl_then_away() {
         let c = Cache::new(Duration::from_secs(30), 10);
         let now = Instant::now();
         c.insert("s", verified("id1"), now);
-        assert!(c.get("id1", "s", now + Duration::from_secs(29)).is_some());
-        assert!(c.get("id1", "s", now + Duration::from_secs(30)).is_none());
+        let at = |s: u64| now + Duration::from_secs(s);
+        assert!(matches!(c.lookup("id1", "s", at(29)), Lookup::Fresh(_)));
+        assert!(matches!(c.lookup("id1", "s", at(30)), Lookup::Stale(_)));
+        assert!(
+            matches!(c.lookup("id1", "x", at(30)), Lookup::Miss),
+            "stale needs the same secret"
+        );
+        assert!(matches!(c.lookup("id1", "s", at(30 * 11)), Lookup::Miss));
+        c.prune(at(30 * 11));
         assert!(c.is_empty());
     }
 
@@ -156,7 +194,7 @@ mod tests {
         let now = Instant::now();
         c.insert("s", verified("id1"), now);
         c.evict("id1");
-        assert!(c.get("id1", "s", now).is_none());
+        assert!(matches!(c.lookup("id1", "s", now), Lookup::Miss));
     }
 
     #[test]
@@ -167,9 +205,10 @@ mod tests {
             c.insert("s", verified(&format!("id{i}")), now);
         }
         assert_eq!(c.len(), 2);
-        // Expired entries make room.
-        c.insert("s", verified("late"), now + Duration::from_secs(31));
-        assert!(c.get("late", "s", now + Duration::from_secs(31)).is_some());
+        // Entries too old to revalidate make room.
+        let later = now + Duration::from_secs(30 * 11);
+        c.insert("s", verified("late"), later);
+        assert!(matches!(c.lookup("late", "s", later), Lookup::Fresh(_)));
     }
 
     #[test]

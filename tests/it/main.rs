@@ -13,6 +13,7 @@ mod support;
 
 mod attacks;
 mod auth;
+mod cache;
 mod cgi;
 mod cli;
 mod config;
