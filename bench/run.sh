@@ -1,0 +1,752 @@
+#!/usr/bin/env bash
+# passgate benchmark harness: one command, one machine, one table.
+#
+#   bench/run.sh [--quick] [--no-build] [scenario...]
+#
+# Scenarios (default: all, always run in this order):
+#   h1-cached  h2-cached  uncached  flood  stream  git-clone  idle
+#
+# Starts a loopback backend (examples/bench_backend.rs), passgate (release),
+# nginx and Caddy with generated configs in a temp dir, drives them with wrk /
+# h2load / curl / git, and prints one markdown table (also written to
+# bench/out/latest.md). Every process it starts is killed on exit.
+# See bench/README.md.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+PASSGATE=$TARGET_DIR/release/passgate
+BACKEND=$TARGET_DIR/release/examples/bench_backend
+OUT_DIR=$HERE/out
+
+ALL_SCENARIOS=(h1-cached h2-cached uncached flood stream git-clone idle)
+DUR=5            # seconds per load run
+REPS=3           # repetitions per measurement (median reported)
+CONNS=64         # HTTP/1.1 connections (wrk)
+H2_CONNS=16      # HTTP/2 connections (h2load)
+H2_STREAMS=8     # concurrent streams per HTTP/2 connection
+UNCACHED_CONNS=8
+UNCACHED_PASSWORDS=50
+VALID_CONNS=8    # the well-behaved client during a flood
+IDLE_CONNS=10000
+GIT_COMMITS=5
+GIT_MIB_PER_COMMIT=20
+BUILD=1
+
+usage() {
+    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+selected=()
+while (($#)); do
+    case $1 in
+        --quick)
+            DUR=2 REPS=1 IDLE_CONNS=1000 GIT_COMMITS=2 GIT_MIB_PER_COMMIT=5
+            QUICK=1
+            ;;
+        --no-build) BUILD=0 ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        -*)
+            echo "unknown option: $1" >&2
+            usage >&2
+            exit 2
+            ;;
+        *)
+            known=0
+            for s in "${ALL_SCENARIOS[@]}"; do [[ $s == "$1" ]] && known=1; done
+            if ((!known)); then
+                echo "unknown scenario: $1 (known: ${ALL_SCENARIOS[*]})" >&2
+                exit 2
+            fi
+            selected+=("$1")
+            ;;
+    esac
+    shift
+done
+QUICK=${QUICK:-0}
+((${#selected[@]})) || selected=("${ALL_SCENARIOS[@]}")
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/passgate-bench.XXXXXX")
+RESULTS=$WORK/results.jsonl
+NOTES=$WORK/notes.txt
+: >"$RESULTS"
+: >"$NOTES"
+PIDS=()
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        # Each server was started with setsid: its process group is its own.
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [[ -n ${BENCH_KEEP:-} ]]; then
+        echo "[bench] kept work dir $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "[bench] $*" >&2; }
+note() {
+    echo "- $*" >>"$NOTES"
+    log "note: $*"
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+lib() { python3 "$HERE/lib.py" "$@"; }
+record() { lib record "$RESULTS" "$@"; }
+
+# Starts a server in its own process group; sets LAST_PID.
+spawn() {
+    local name=$1
+    shift
+    setsid "$@" >"$WORK/$name.log" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+wait_port() {
+    local port=$1 pid=${2:-} deadline=$((SECONDS + 30))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            return 1
+        fi
+        ((SECONDS < deadline)) || return 1
+        sleep 0.05
+    done
+}
+
+port() { lib ports 1; }
+
+# HTTP status of one request (extra curl args after the URL).
+status_of() {
+    local url=$1
+    shift
+    curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@" "$url" || true
+}
+
+# ---------------------------------------------------------------------------
+# Servers
+
+BACKEND_PORT=
+ensure_backend() {
+    [[ -n $BACKEND_PORT ]] && return
+    BACKEND_PORT=$(port)
+    spawn backend "$BACKEND" "$BACKEND_PORT"
+    wait_port "$BACKEND_PORT" "$LAST_PID" || {
+        cat "$WORK/backend.log" >&2
+        echo "bench_backend did not start" >&2
+        exit 1
+    }
+}
+
+declare -A PG_PORT PG_PID PG_PW PG_AUTH PG_CFG
+
+# start_passgate NAME UPSTREAM_URL RUST_LOG [CACHE_TTL [extra [auth] lines]]
+start_passgate() {
+    local name=$1 upstream=$2 level=$3 ttl=${4:-30s} auth_extra=${5:-}
+    [[ -n ${PG_PORT[$name]:-} ]] && return
+    local dir=$WORK/pg-$name
+    mkdir -p "$dir/data"
+    local p
+    p=$(port)
+    cat >"$dir/proxy.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$p"]
+header_read_timeout = "120s"
+idle_timeout = "120s"
+
+[store]
+path = "data/passgate.redb"
+
+[admin]
+socket = "data/admin.sock"
+
+[auth]
+cache_ttl = "$ttl"
+$auth_extra
+
+[upstreams.backend]
+url = "$upstream"
+
+[[routes]]
+name = "all"
+path = "/**"
+access = "app-password"
+scopes = ["repository:read"]
+upstream = "backend"
+EOF
+    local pw
+    pw=$("$PASSGATE" app-password create --config "$dir/proxy.toml" --user alice --name bench \
+        --scope repository:read --json 2>"$dir/create.err" | lib json-field password) || {
+        cat "$dir/create.err" >&2
+        echo "passgate app-password create failed for instance $name" >&2
+        exit 1
+    }
+    RUST_LOG=$level spawn "pg-$name" "$PASSGATE" serve --config "$dir/proxy.toml"
+    PG_PID[$name]=$LAST_PID
+    wait_port "$p" "$LAST_PID" || {
+        cat "$WORK/pg-$name.log" >&2
+        echo "passgate instance $name did not start" >&2
+        exit 1
+    }
+    PG_PORT[$name]=$p
+    PG_PW[$name]=$pw
+    PG_AUTH[$name]="Basic $(lib b64 "alice:$pw")"
+    PG_CFG[$name]=$dir/proxy.toml
+    local code
+    code=$(status_of "http://127.0.0.1:$p${PG_CHECK_PATH:-/small}" -H "Authorization: ${PG_AUTH[$name]}")
+    [[ $code == 200 ]] || {
+        cat "$WORK/pg-$name.log" >&2
+        echo "passgate instance $name answers $code, not 200" >&2
+        exit 1
+    }
+}
+
+pg() {
+    ensure_backend
+    case $1 in
+        main) start_passgate main "http://127.0.0.1:$BACKEND_PORT" warn ;;
+        info) start_passgate info "http://127.0.0.1:$BACKEND_PORT" info ;;
+        uncached) start_passgate uncached "http://127.0.0.1:$BACKEND_PORT" warn 1ms ;;
+        norl | rl | stream | idle)
+            local extra=''
+            [[ $1 == norl ]] && extra='[auth.rate_limit]
+per_user_addr = { burst = 1000000000, per = "1s" }
+per_addr = { burst = 1000000000, per = "1s" }'
+            # `rl` keeps the default limits, on its own instance so that the
+            # exhausted buckets do not spill into other scenarios.
+            start_passgate "$1" "http://127.0.0.1:$BACKEND_PORT" warn 30s "$extra"
+            ;;
+        *)
+            echo "unknown passgate instance $1" >&2
+            exit 1
+            ;;
+    esac
+}
+
+# The same user and password as passgate's `main` instance, in htpasswd files.
+NGINX_PORTS=()
+ensure_nginx() {
+    [[ ${#NGINX_PORTS[@]} -gt 0 ]] && return 0
+    if ! have nginx; then
+        note "nginx not installed: nginx targets skipped"
+        return 1
+    fi
+    if ! have htpasswd; then
+        note "htpasswd (apache2-utils) not installed: nginx targets skipped"
+        return 1
+    fi
+    pg main
+    local dir=$WORK/nginx
+    mkdir -p "$dir/logs" "$dir/tmp"
+    htpasswd -c -b -s "$dir/htpasswd.sha" alice "${PG_PW[main]}" 2>/dev/null
+    htpasswd -c -b -m "$dir/htpasswd.apr1" alice "${PG_PW[main]}" 2>/dev/null
+    local ps
+    mapfile -t ps < <(lib ports 4)
+    local user_line=''
+    (($(id -u) == 0)) && user_line="user $(id -un) $(id -gn);"
+    cat >"$dir/nginx.conf" <<EOF
+$user_line
+worker_processes auto;
+worker_rlimit_nofile 65536;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 120s;
+    upstream backend {
+        server 127.0.0.1:$BACKEND_PORT;
+        keepalive 64;
+        keepalive_requests 100000000;
+    }
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    server {
+        listen 127.0.0.1:${ps[0]};
+        auth_basic "passgate-bench";
+        auth_basic_user_file $dir/htpasswd.sha;
+        location / { proxy_pass http://backend; }
+    }
+    server {
+        listen 127.0.0.1:${ps[1]};
+        auth_basic "passgate-bench";
+        auth_basic_user_file $dir/htpasswd.apr1;
+        location / { proxy_pass http://backend; }
+    }
+    server {
+        listen 127.0.0.1:${ps[2]};
+        location / { proxy_pass http://backend; }
+    }
+    server {
+        listen 127.0.0.1:${ps[3]} http2;
+        auth_basic "passgate-bench";
+        auth_basic_user_file $dir/htpasswd.sha;
+        location / { proxy_pass http://backend; }
+    }
+}
+EOF
+    spawn nginx nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+    local p
+    for p in "${ps[@]}"; do
+        wait_port "$p" "$LAST_PID" || {
+            cat "$WORK/nginx.log" "$dir/logs/error.log" >&2 || true
+            note "nginx did not start: nginx targets skipped"
+            return 1
+        }
+    done
+    NGINX_PORTS=("${ps[@]}")
+}
+
+CADDY_PORT=
+ensure_caddy() {
+    [[ -n $CADDY_PORT ]] && return 0
+    if ! have caddy; then
+        note "caddy not installed: Caddy targets skipped"
+        return 1
+    fi
+    pg main
+    local dir=$WORK/caddy hash
+    mkdir -p "$dir/home"
+    hash=$(caddy hash-password --plaintext "${PG_PW[main]}" 2>/dev/null | tail -1)
+    CADDY_PORT=$(port)
+    cat >"$dir/Caddyfile" <<EOF
+{
+    admin off
+    auto_https off
+    servers {
+        protocols h1 h2c
+    }
+}
+http://127.0.0.1:$CADDY_PORT {
+    basicauth {
+        alice $hash
+    }
+    reverse_proxy 127.0.0.1:$BACKEND_PORT {
+        transport http {
+            keepalive_idle_conns_per_host 64
+        }
+    }
+}
+EOF
+    HOME=$dir/home XDG_DATA_HOME=$dir/home XDG_CONFIG_HOME=$dir/home \
+        spawn caddy caddy run --config "$dir/Caddyfile" --adapter caddyfile
+    wait_port "$CADDY_PORT" "$LAST_PID" || {
+        cat "$WORK/caddy.log" >&2
+        note "caddy did not start: Caddy targets skipped"
+        CADDY_PORT=
+        return 1
+    }
+}
+
+# ---------------------------------------------------------------------------
+# Load drivers: each prints the median JSON of REPS runs.
+
+# run_wrk LABEL URL AUTH CONNS [extra wrk args...]
+run_wrk() {
+    local label=$1 url=$2 auth=$3 conns=$4
+    shift 4
+    local runs=() r f
+    for r in $(seq "$REPS"); do
+        f=$WORK/wrk-$label-$r.txt
+        local hdr=()
+        [[ -n $auth ]] && hdr=(-H "Authorization: $auth")
+        wrk -t2 -c"$conns" -d"${DUR}s" --latency "${hdr[@]}" "$@" "$url" >"$f" 2>&1 || true
+        runs+=("$(lib wrk "$f")")
+    done
+    lib median "${runs[@]}"
+}
+
+# run_h2load LABEL URL AUTH
+run_h2load() {
+    local label=$1 url=$2 auth=$3
+    local runs=() r f
+    for r in $(seq "$REPS"); do
+        f=$WORK/h2load-$label-$r
+        h2load -t2 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$DUR" -H "authorization: $auth" \
+            --log-file="$f.log" "$url" >"$f.txt" 2>&1 || true
+        runs+=("$(lib h2load "$f.txt" "$f.log")")
+    done
+    lib median "${runs[@]}"
+}
+
+# A note for a load result: failures and the status mix, when not all 2xx.
+load_note() { lib note "$1" "$2"; }
+
+# measure_h1 SCENARIO TARGET ROLE URL AUTH NOTE [CONNS] [extra wrk args]
+measure_h1() {
+    local scenario=$1 target=$2 role=$3 url=$4 auth=$5 nt=$6 conns=${7:-$CONNS}
+    shift 7 2>/dev/null || shift $#
+    local code hdr=()
+    [[ -n $auth ]] && hdr=(-H "Authorization: $auth")
+    code=$(status_of "$url" "${hdr[@]}")
+    if [[ $code != 200 ]]; then
+        note "$scenario/$target: sanity request answered $code, not 200: skipped"
+        return 0
+    fi
+    log "$scenario: $target (wrk -c$conns, ${REPS}x${DUR}s)"
+    local med
+    med=$(run_wrk "$scenario-$target" "$url" "$auth" "$conns" "$@")
+    record scenario="$scenario" target="$target" role="$role" unit=req/s \
+        note="$(load_note "$med" "$nt")" json="$med"
+}
+
+# ---------------------------------------------------------------------------
+# Scenarios
+
+scenario_h1-cached() {
+    local s=h1-cached
+    have wrk || { note "wrk not installed: $s skipped"; return; }
+    ensure_backend
+    measure_h1 $s "direct backend" direct "http://127.0.0.1:$BACKEND_PORT/small" "" "no proxy"
+    pg main
+    measure_h1 $s "passgate" "" "http://127.0.0.1:${PG_PORT[main]}/small" "${PG_AUTH[main]}" \
+        "argon2id m=19456 t=2 p=1, cache_ttl 30s, RUST_LOG=warn"
+    pg info
+    measure_h1 $s "passgate RUST_LOG=info" "" "http://127.0.0.1:${PG_PORT[info]}/small" \
+        "${PG_AUTH[info]}" "one access-log line per request, stderr to a file"
+    if ensure_nginx; then
+        measure_h1 $s "nginx auth_basic {SHA}" nginx "http://127.0.0.1:${NGINX_PORTS[0]}/small" \
+            "${PG_AUTH[main]}" "htpasswd -s (unsalted SHA-1, verified per request)"
+        measure_h1 $s "nginx auth_basic \$apr1\$" "" "http://127.0.0.1:${NGINX_PORTS[1]}/small" \
+            "${PG_AUTH[main]}" "htpasswd -m (MD5 x1000, verified per request)"
+        measure_h1 $s "nginx proxy_pass, no auth" "" "http://127.0.0.1:${NGINX_PORTS[2]}/small" \
+            "" "upstream keepalive 64"
+    fi
+    if ensure_caddy; then
+        measure_h1 $s "caddy basicauth" "" "http://127.0.0.1:$CADDY_PORT/small" \
+            "${PG_AUTH[main]}" "bcrypt (caddy hash-password default cost); at this rate Caddy must cache successful verifications"
+    fi
+}
+
+scenario_h2-cached() {
+    local s=h2-cached
+    have h2load || { note "h2load (nghttp2-client) not installed: $s skipped"; return; }
+    pg main
+    local targets=("passgate h2c|http://127.0.0.1:${PG_PORT[main]}/small|")
+    if ensure_nginx; then
+        targets+=("nginx h2c auth_basic {SHA}|http://127.0.0.1:${NGINX_PORTS[3]}/small|nginx")
+    fi
+    if ensure_caddy; then
+        targets+=("caddy h2c basicauth|http://127.0.0.1:$CADDY_PORT/small|")
+    fi
+    local t name url role code med
+    for t in "${targets[@]}"; do
+        IFS='|' read -r name url role <<<"$t"
+        code=$(status_of "$url" --http2-prior-knowledge -H "Authorization: ${PG_AUTH[main]}")
+        if [[ $code != 200 ]]; then
+            note "$s/$name: sanity h2c request answered $code: skipped"
+            continue
+        fi
+        log "$s: $name (h2load -c$H2_CONNS -m$H2_STREAMS, ${REPS}x${DUR}s)"
+        med=$(run_h2load "$s-${name// /_}" "$url" "${PG_AUTH[main]}")
+        record scenario=$s target="$name" role="$role" unit=req/s \
+            note="$(load_note "$med" "prior-knowledge h2c, $H2_CONNS conns x $H2_STREAMS streams")" json="$med"
+    done
+}
+
+scenario_uncached() {
+    local s=uncached
+    have wrk || { note "wrk not installed: $s skipped"; return; }
+    pg uncached
+    local cfg=${PG_CFG[uncached]} auths=$WORK/uncached-auths.txt i pw
+    log "$s: creating $UNCACHED_PASSWORDS app passwords through the admin socket"
+    : >"$auths"
+    for i in $(seq "$UNCACHED_PASSWORDS"); do
+        pw=$("$PASSGATE" app-password create --config "$cfg" --user alice --name "u$i" \
+            --scope repository:read 2>/dev/null | head -1)
+        echo "Basic $(lib b64 "alice:$pw")" >>"$auths"
+    done
+    local med
+    log "$s: first-time verifications (cache_ttl 1ms, wrk -c$UNCACHED_CONNS, ${REPS}x${DUR}s)"
+    med=$(BENCH_AUTH_FILE=$auths run_wrk $s "http://127.0.0.1:${PG_PORT[uncached]}/small" "" \
+        "$UNCACHED_CONNS" -s "$HERE/wrk.lua")
+    record scenario=$s target="passgate argon2id verifications" role="" unit=verif/s \
+        note="$(load_note "$med" "$UNCACHED_PASSWORDS passwords rotated, cache_ttl 1ms, m=19456 t=2 p=1, $(nproc) verify threads")" \
+        json="$med"
+}
+
+# flood_pair INSTANCE FLOOD_LABEL VALID_LABEL [flood auth file | flood header]
+flood_pair() {
+    local inst=$1 flabel=$2 vlabel=$3 fauth=$4 ffile=${5:-} group=$6
+    local s=flood url="http://127.0.0.1:${PG_PORT[$inst]}/small"
+    local fr=() vr=() r fout vout
+    log "$s: $flabel (64c) + valid client (${VALID_CONNS}c) on passgate/$inst, ${REPS}x${DUR}s"
+    for r in $(seq "$REPS"); do
+        fout=$WORK/flood-$group-$r.txt
+        vout=$WORK/valid-$group-$r.txt
+        local hdr=()
+        [[ -n $fauth ]] && hdr=(-H "Authorization: $fauth")
+        BENCH_AUTH_FILE=$ffile wrk -t1 -c"$CONNS" -d"$((DUR + 1))s" --latency "${hdr[@]}" \
+            -s "$HERE/wrk.lua" "$url" >"$fout" 2>&1 &
+        local fpid=$!
+        sleep 0.5
+        wrk -t1 -c"$VALID_CONNS" -d"${DUR}s" --latency -H "Authorization: ${PG_AUTH[$inst]}" \
+            -s "$HERE/wrk.lua" "$url" >"$vout" 2>&1 || true
+        wait "$fpid" || true
+        fr+=("$(lib wrk "$fout")")
+        vr+=("$(lib wrk "$vout")")
+    done
+    local fm vm
+    fm=$(lib median "${fr[@]}")
+    vm=$(lib median "${vr[@]}")
+    record scenario=$s group="$group-flood" target="$flabel" role="" unit=resp/s \
+        note="$(load_note "$fm" "64 conns, flood answered at this rate")" json="$fm"
+    record scenario=$s group=flood-valid target="$vlabel" role="" unit=req/s \
+        note="$(load_note "$vm" "${VALID_CONNS} conns, same address as the flood")" json="$vm"
+}
+
+scenario_flood() {
+    local s=flood
+    have wrk || { note "wrk not installed: $s skipped"; return; }
+    pg norl
+    local url="http://127.0.0.1:${PG_PORT[norl]}/small"
+    log "$s: calm valid client (${VALID_CONNS}c)"
+    local med
+    med=$(run_wrk flood-calm "$url" "${PG_AUTH[norl]}" "$VALID_CONNS" -s "$HERE/wrk.lua")
+    record scenario=$s group=flood-valid target="valid client, calm" role=direct unit=req/s \
+        note="$(load_note "$med" "baseline for the valid-client rows; rate limits disabled")" json="$med"
+    local garbage fakes=$WORK/fake-auths.txt t
+    garbage="Basic $(lib b64 alice:pgap_garbage)"
+    flood_pair norl "flood: malformed tokens, no rate limit" \
+        "valid client under malformed flood" "$garbage" "" malformed
+    : >"$fakes"
+    while read -r t; do echo "Basic $(lib b64 "alice:$t")" >>"$fakes"; done < <(lib fake-tokens 64)
+    flood_pair norl "flood: well-formed unknown ids, no rate limit" \
+        "valid client under well-formed flood" "" "$fakes" wellformed
+    pg rl
+    # Only shows what the limiter answers: one run is enough.
+    REPS=1 flood_pair rl "flood: malformed tokens, default rate limits" \
+        "valid client under malformed flood, default rate limits" "$garbage" "" ratelimited
+}
+
+scenario_stream() {
+    local s=stream
+    have curl || { note "curl not installed: $s skipped"; return; }
+    pg stream
+    local pid=${PG_PID[stream]} p=${PG_PORT[stream]} pw=${PG_PW[stream]}
+    local base_rss base_hwm
+    read -r base_rss base_hwm < <(lib rss "$pid")
+    local kind target url r speed res out=$WORK/stream-body
+    for kind in download upload; do
+        for target in direct passgate; do
+            if [[ $target == direct ]]; then
+                url=http://127.0.0.1:$BACKEND_PORT
+                auth=()
+            else
+                url=http://127.0.0.1:$p
+                auth=(-u "alice:$pw")
+            fi
+            local speeds=()
+            log "$s: 1 GiB $kind, $target (${REPS}x)"
+            for r in $(seq "$REPS"); do
+                if [[ $kind == download ]]; then
+                    res=$(curl -s "${auth[@]}" -o /dev/null -w '%{http_code} %{size_download} %{speed_download}' "$url/1g")
+                else
+                    res=$(head -c 1G /dev/zero | curl -s "${auth[@]}" -X POST -T - \
+                        -H 'Transfer-Encoding: chunked' -H 'Expect:' -o "$out" \
+                        -w '%{http_code} %{size_upload} %{speed_upload}' "$url/upload")
+                    [[ $(tr -d '\n' <"$out") == 1073741824 ]] ||
+                        note "$s: $kind via $target: backend counted $(tr -d '\n' <"$out") bytes"
+                fi
+                read -r code size speed <<<"$res"
+                if [[ $code != 200 || ($kind == download && $size != 1073741824) ]]; then
+                    note "$s: $kind via $target: status $code, $size bytes"
+                fi
+                speeds+=("{\"rps\": $(awk -v b="$speed" 'BEGIN{print b/1048576}')}")
+            done
+            local role=''
+            [[ $target == direct ]] && role=direct
+            record scenario=$s group="$kind" target="1 GiB $kind, $target" role="$role" unit=MiB/s \
+                note="curl, HTTP/1.1" json="$(lib median "${speeds[@]}")"
+        done
+    done
+    local rss hwm
+    read -r rss hwm < <(lib rss "$pid")
+    record scenario=$s group=rss target="passgate peak RSS (VmHWM)" role="" unit=MiB \
+        value="$(awk -v k="$hwm" 'BEGIN{print k/1024}')" \
+        note="before the transfers: VmHWM $(awk -v k="$base_hwm" 'BEGIN{printf "%.1f", k/1024}') MiB (includes one argon2 verification), VmRSS now $(awk -v k="$rss" 'BEGIN{printf "%.1f", k/1024}') MiB"
+}
+
+scenario_git-clone() {
+    local s=git-clone
+    local tool
+    for tool in git nginx fcgiwrap; do
+        have $tool || { note "$tool not installed: $s skipped (needs nginx + fcgiwrap + git http-backend)"; return; }
+    done
+    local backend_cgi
+    backend_cgi="$(git --exec-path)/git-http-backend"
+    [[ -x $backend_cgi ]] || { note "git-http-backend not found: $s skipped"; return; }
+    local dir=$WORK/git i
+    mkdir -p "$dir/src" "$dir/repos" "$dir/nginx/logs" "$dir/nginx/tmp"
+    log "$s: building a test repository ($GIT_COMMITS commits x $GIT_MIB_PER_COMMIT MiB of random data)"
+    git -C "$dir/src" init -q
+    for i in $(seq "$GIT_COMMITS"); do
+        head -c "$((GIT_MIB_PER_COMMIT * 1048576))" /dev/urandom >"$dir/src/blob$i.bin"
+        printf 'commit %s\n' "$i" >>"$dir/src/README"
+        git -C "$dir/src" add -A
+        git -C "$dir/src" -c user.name=bench -c user.email=bench@example.invalid commit -q -m "commit $i"
+    done
+    git clone -q --bare "$dir/src" "$dir/repos/big.git"
+    git -C "$dir/repos/big.git" repack -a -d -q
+    local pack_bytes
+    pack_bytes=$(du -sb "$dir/repos/big.git/objects/pack" | cut -f1)
+    spawn fcgiwrap fcgiwrap -c 4 -s "unix:$dir/fcgiwrap.sock"
+    local np
+    np=$(port)
+    local user_line=''
+    (($(id -u) == 0)) && user_line="user $(id -un) $(id -gn);"
+    cat >"$dir/nginx/nginx.conf" <<EOF
+$user_line
+worker_processes auto;
+pid $dir/nginx/nginx.pid;
+error_log $dir/nginx/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir/nginx/tmp/body;
+    proxy_temp_path $dir/nginx/tmp/proxy;
+    fastcgi_temp_path $dir/nginx/tmp/fastcgi;
+    uwsgi_temp_path $dir/nginx/tmp/uwsgi;
+    scgi_temp_path $dir/nginx/tmp/scgi;
+    server {
+        listen 127.0.0.1:$np;
+        client_max_body_size 0;
+        location / {
+            include /etc/nginx/fastcgi_params;
+            fastcgi_pass unix:$dir/fcgiwrap.sock;
+            fastcgi_buffering off;
+            fastcgi_param SCRIPT_FILENAME $backend_cgi;
+            fastcgi_param GIT_HTTP_EXPORT_ALL "";
+            fastcgi_param GIT_PROJECT_ROOT $dir/repos;
+            fastcgi_param PATH_INFO \$uri;
+        }
+    }
+}
+EOF
+    spawn nginx-git nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" -g 'daemon off;'
+    wait_port "$np" "$LAST_PID" || { cat "$WORK/nginx-git.log" >&2; note "nginx for git did not start: $s skipped"; return; }
+    PG_CHECK_PATH='/big.git/info/refs?service=git-upload-pack' start_passgate git "http://127.0.0.1:$np" warn
+    local target url r t0 t1 times
+    for target in direct passgate; do
+        if [[ $target == direct ]]; then
+            url=http://127.0.0.1:$np/big.git
+        else
+            url=http://alice:${PG_PW[git]}@127.0.0.1:${PG_PORT[git]}/big.git
+        fi
+        times=()
+        log "$s: git clone ($(awk -v b="$pack_bytes" 'BEGIN{printf "%.0f", b/1048576}') MiB pack), $target (${REPS}x)"
+        for r in $(seq "$REPS"); do
+            rm -rf "$dir/clone"
+            t0=$(date +%s.%N)
+            if ! GIT_TERMINAL_PROMPT=0 git -c credential.helper= clone -q --no-checkout "$url" "$dir/clone" \
+                2>"$dir/clone.err"; then
+                note "$s: clone via $target failed: $(head -c 300 "$dir/clone.err" | sed "s/${PG_PW[git]}/[redacted]/g")"
+                continue 2
+            fi
+            t1=$(date +%s.%N)
+            times+=("{\"rps\": $(awk -v b="$pack_bytes" -v a="$t0" -v z="$t1" 'BEGIN{print b/1048576/(z-a)}'), \"secs\": $(awk -v a="$t0" -v z="$t1" 'BEGIN{print z-a}')}")
+        done
+        local med secs role=''
+        med=$(lib median "${times[@]}")
+        secs=$(python3 -c 'import json,sys; print("%.2f" % json.loads(sys.argv[1])["secs"])' "$med")
+        [[ $target == direct ]] && role=direct
+        record scenario=$s target="git clone, $target" role="$role" unit=MiB/s \
+            note="median ${secs} s; nginx + fcgiwrap + git http-backend; --no-checkout" json="$med"
+    done
+    rm -rf "$dir/clone"
+}
+
+scenario_idle() {
+    local s=idle
+    pg idle
+    local pid=${PG_PID[idle]} p=${PG_PORT[idle]}
+    # start_passgate sent one request (argon2 verification) to check the instance.
+    local rss hwm
+    read -r rss hwm < <(lib rss "$pid")
+    record scenario=$s group=idle target="passgate RSS after start + 1 request" role="" unit=MiB \
+        value="$(awk -v k="$rss" 'BEGIN{print k/1024}')" note="VmHWM $(awk -v k="$hwm" 'BEGIN{printf "%.1f", k/1024}') MiB (one argon2 verification)"
+    log "$s: opening $IDLE_CONNS keep-alive connections"
+    local res
+    res=$(lib idle "$p" "$IDLE_CONNS" "${PG_AUTH[idle]}" "$pid")
+    local after per
+    after=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("rss_kib", 0))' "$res")
+    per=$(awk -v a="$after" -v b="$rss" -v n="$IDLE_CONNS" 'BEGIN{printf "%.1f", (a-b)/n}')
+    record scenario=$s group=idle target="passgate RSS with $IDLE_CONNS idle keep-alive conns" role="" unit=MiB \
+        value="$(awk -v k="$after" 'BEGIN{print k/1024}')" \
+        note="$per KiB per connection; $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(", ".join(f"{k} {v}" for k, v in r.items() if k in ("ok","failures","unanswered","open_s")))' "$res")"
+}
+
+# ---------------------------------------------------------------------------
+
+if ((BUILD)); then
+    log "building passgate and bench_backend (release)"
+    (cd "$ROOT" && cargo build --release -q && cargo build --release -q --example bench_backend)
+fi
+for bin in "$PASSGATE" "$BACKEND"; do
+    [[ -x $bin ]] || { echo "missing $bin (run without --no-build)" >&2; exit 1; }
+done
+have python3 || { echo "python3 is required" >&2; exit 1; }
+have curl || { echo "curl is required" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+started=$SECONDS
+for s in "${ALL_SCENARIOS[@]}"; do
+    for want in "${selected[@]}"; do
+        if [[ $want == "$s" ]]; then
+            "scenario_$s"
+            break
+        fi
+    done
+done
+
+mkdir -p "$OUT_DIR"
+{
+    echo "# passgate benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -sr), load average before the run: ${LOAD_BEFORE:-?}."
+    echo "Mode: ${DUR}s x ${REPS} run(s) per measurement$( ((QUICK)) && echo ' (--quick)'); scenarios: ${selected[*]}; took $((SECONDS - started)) s."
+    echo "Tools: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(h2load --version 2>/dev/null | head -1), $(nginx -v 2>&1 | cut -d' ' -f3), caddy $(caddy version 2>/dev/null | cut -d' ' -f1)."
+    echo
+    lib table "$RESULTS"
+    echo
+    cat <<'EOF'
+Columns: "value" is the median of the runs; p50/p99 come from wrk --latency
+(h2load: from its per-request log). "× direct" is value / the scenario's
+baseline row (the backend hit directly; for the flood rows, the valid client
+when calm); "× nginx" is value / nginx auth_basic {SHA} in the same scenario
+(HTTP/2: nginx h2c). Ratios only compare rows with the same unit.
+passgate runs with its default argon2id parameters; nginx's {SHA} and $apr1$
+and Caddy's bcrypt verify the password on every request, passgate verifies
+once per cache_ttl (30 s). The flood runs disable passgate's rate limits (the
+valid client shares 127.0.0.1 with the flood and would be limited with it),
+except the "default rate limits" rows, which show the 429 answer.
+EOF
+    if [[ -s $NOTES ]]; then
+        echo
+        echo "Notes:"
+        cat "$NOTES"
+    fi
+} >"$OUT_DIR/latest.md.tmp"
+mv "$OUT_DIR/latest.md.tmp" "$OUT_DIR/latest.md"
+cat "$OUT_DIR/latest.md"
