@@ -72,6 +72,10 @@ pub struct Verifier {
     admit: Arc<Semaphore>,
     /// Running verifications, at most one per configured thread.
     run: Arc<Semaphore>,
+    /// Dummy verifications (unknown ids) may hold at most half of the
+    /// admission slots, so a flood of made-up ids with valid checksums (cheap
+    /// to compute) cannot crowd out real users' first verifications.
+    admit_dummy: Arc<Semaphore>,
     /// Verified against when there is no real hash (unknown id), so that an
     /// unknown id costs the same time as a wrong secret.
     dummy: Arc<str>,
@@ -82,6 +86,7 @@ impl Verifier {
         let threads = threads.max(1);
         let dummy = hash_secret("passgate-timing-equaliser", params)?;
         Ok(Verifier {
+            admit_dummy: Arc::new(Semaphore::new(((threads + queue) / 2).max(1))),
             admit: Arc::new(Semaphore::new(threads + queue)),
             run: Arc::new(Semaphore::new(threads)),
             dummy: dummy.into(),
@@ -91,6 +96,13 @@ impl Verifier {
     /// Verifies `secret` against `phc`, or against the dummy hash when `phc` is
     /// `None` (then the answer is always `false`, after the same work).
     pub async fn verify(&self, secret: &str, phc: Option<&str>) -> Result<bool, VerifyError> {
+        let _dummy_slot = match phc {
+            Some(_) => None,
+            None => match self.admit_dummy.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => return Err(VerifyError::Overloaded),
+            },
+        };
         let Ok(_admitted) = self.admit.clone().try_acquire_owned() else {
             return Err(VerifyError::Overloaded);
         };
@@ -156,6 +168,36 @@ mod tests {
     async fn dummy_never_verifies() {
         let v = Verifier::new(1, 1, &fast()).unwrap();
         assert!(!v.verify("passgate-timing-equaliser", None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_cannot_take_every_admission_slot() {
+        let slow = Argon2Params {
+            memory_kib: 8192,
+            iterations: 8,
+            parallelism: 1,
+        };
+        let v = Arc::new(Verifier::new(1, 3, &slow).unwrap());
+        let phc = hash_secret("x", &fast()).unwrap();
+        // Two dummy verifications take the dummy share (4 / 2) and hold it.
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                let v = v.clone();
+                tokio::spawn(async move { v.verify("y", None).await })
+            })
+            .collect();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            v.verify("z", None).await,
+            Err(VerifyError::Overloaded)
+        ));
+        // A real verification still gets in.
+        assert!(v.verify("x", Some(&phc)).await.unwrap());
+        for h in held {
+            h.await.unwrap().unwrap();
+        }
     }
 
     #[tokio::test]
