@@ -8,38 +8,55 @@
 
 use std::io::{self, Write};
 
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
 /// Installs the global subscriber (`RUST_LOG` overrides the default `info`).
-pub fn init(format: LogFormat) {
+///
+/// Lines are handed to a background thread that writes stderr, so a request
+/// never waits on a `write(2)`; nothing is dropped (the channel applies
+/// back-pressure when full). Keep the guard alive: dropping it flushes.
+pub fn init(format: LogFormat) -> WorkerGuard {
+    let (out, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(64 * 1024)
+        .thread_name("passgate-log")
+        .finish(io::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(Redacting);
+        .with_writer(Redacting { out });
     let _ = match format {
         LogFormat::Human => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
 }
 
 /// A `MakeWriter` whose writers scrub each formatted event before writing it.
-#[derive(Debug, Clone, Copy)]
-pub struct Redacting;
+#[derive(Debug, Clone)]
+pub struct Redacting {
+    out: NonBlocking,
+}
 
 impl<'a> MakeWriter<'a> for Redacting {
     type Writer = LineWriter;
     fn make_writer(&'a self) -> Self::Writer {
-        LineWriter { buf: Vec::new() }
+        LineWriter {
+            buf: Vec::new(),
+            out: self.out.clone(),
+        }
     }
 }
 
-/// Buffers one event, redacts it and writes it to stderr in one call on drop.
+/// Buffers one event, redacts it and hands it on in one piece when dropped.
 #[derive(Debug)]
 pub struct LineWriter {
     buf: Vec<u8>,
+    out: NonBlocking,
 }
 
 impl Write for LineWriter {
@@ -54,14 +71,13 @@ impl Write for LineWriter {
 
 impl Drop for LineWriter {
     fn drop(&mut self) {
-        let mut err = io::stderr().lock();
-        // Fast path: nothing that could be a credential marker, write as is.
+        // Fast path: nothing that could be a credential marker, hand it on as is.
         if !has_marker(&self.buf) {
-            let _ = err.write_all(&self.buf);
+            let _ = self.out.write_all(&self.buf);
             return;
         }
         let text = String::from_utf8_lossy(&self.buf);
-        let _ = err.write_all(redact(&text).as_bytes());
+        let _ = self.out.write_all(redact(&text).as_bytes());
     }
 }
 

@@ -15,7 +15,7 @@ use crate::{admin, server, telemetry};
 
 pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
     let config = load(arg)?;
-    telemetry::init(config.server.log_format);
+    let _log_guard = telemetry::init(config.server.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
