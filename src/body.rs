@@ -24,8 +24,8 @@ pub struct AccessLog {
     pub method: Method,
     pub start: Instant,
     pub path: Option<String>,
-    pub route: Option<String>,
-    pub upstream: Option<String>,
+    pub route: Option<std::sync::Arc<str>>,
+    pub upstream: Option<std::sync::Arc<str>>,
     pub user: Option<std::sync::Arc<str>>,
     /// Keeps the connection counted as busy until the response is done.
     pub in_flight: Option<crate::server::InFlight>,

@@ -411,7 +411,7 @@ impl Build<'_> {
             if r.name.get_ref().is_empty() {
                 return self.err(r.name.span(), &key("name"), "must not be empty");
             }
-            if let Some(prev) = out.iter().find(|p| p.name == *r.name.get_ref()) {
+            if let Some(prev) = out.iter().find(|p| *p.name == **r.name.get_ref()) {
                 return self.err(
                     r.name.span(),
                     &key("name"),
@@ -520,7 +520,7 @@ impl Build<'_> {
                 }
             };
             out.push(Route {
-                name: r.name.into_inner(),
+                name: r.name.into_inner().into(),
                 line: line_of(self.text, span.start),
                 methods,
                 pattern,

@@ -80,7 +80,7 @@ async fn forward(
         .upstream
         .and_then(|i| gw.upstreams.get(i))
         .ok_or(Reject::Denied)?;
-    log.upstream = Some(upstream.config.name.clone());
+    log.upstream = Some(upstream.name.clone());
     let uri = upstream.target(path.as_str(), query)?;
     let upgrade = wants_upgrade(&req, route).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();

@@ -50,7 +50,8 @@ impl fmt::Display for Access {
 /// One compiled `[[routes]]` entry.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub name: String,
+    /// Shared so the access log can hold it without copying.
+    pub name: std::sync::Arc<str>,
     /// Line of the entry in the config file, for messages.
     pub line: usize,
     /// `None` = any method.
@@ -202,7 +203,7 @@ mod tests {
         access: Access,
     ) -> Route {
         Route {
-            name: name.to_owned(),
+            name: name.into(),
             line: 1,
             methods: methods.map(|m| {
                 m.iter()
@@ -257,7 +258,7 @@ mod tests {
             .map_or((target, None), |(p, q)| (p, Some(q)));
         let path = normalise(p).unwrap();
         r.find(&Method::from_bytes(m.as_bytes()).unwrap(), &path, q)
-            .map(|r| r.name.as_str())
+            .map(|r| &*r.name)
     }
 
     #[test]
@@ -337,8 +338,8 @@ mod tests {
         ]);
         let s = r.shadowed();
         assert_eq!(s.len(), 1);
-        assert_eq!(s[0].later.name, "api");
-        assert_eq!(s[0].earlier.name, "all");
+        assert_eq!(&*s[0].later.name, "api");
+        assert_eq!(&*s[0].earlier.name, "all");
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
 #[derive(Debug)]
 pub struct Upstream {
     pub config: config::Upstream,
+    /// The config name, shared with access-log lines.
+    pub name: std::sync::Arc<str>,
     client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
 }
 
@@ -89,6 +91,7 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .build(connector);
         Ok(Upstream {
+            name: config.name.as_str().into(),
             config: config.clone(),
             client,
         })
