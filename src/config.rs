@@ -50,6 +50,8 @@ pub struct Server {
     /// An idle keep-alive connection is closed after this time.
     pub idle_timeout: Duration,
     pub log_format: LogFormat,
+    /// Server worker threads, each with its own runtime (default: the cores).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +272,11 @@ impl Build<'_> {
             header_read_timeout: raw.header_read_timeout,
             idle_timeout: raw.idle_timeout,
             log_format: raw.log_format,
+            workers: match raw.workers {
+                Some(0) => return self.err(0..0, "server.workers", "must be at least 1"),
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            },
         })
     }
 
@@ -638,6 +645,7 @@ struct RawServer {
     idle_timeout: Duration,
     #[serde(default = "default_log_format")]
     log_format: LogFormat,
+    workers: Option<usize>,
 }
 
 #[derive(Deserialize)]

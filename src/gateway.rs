@@ -1,5 +1,6 @@
-//! [`Gateway`]: the shared state every request reads — config, upstream
-//! clients, the authenticator — built once at start-up and shared by `Arc`.
+//! [`Gateway`]: the shared state every request reads — config, the
+//! authenticator, the store — built once at start-up and shared by `Arc`.
+//! Upstream clients are per worker thread ([`upstreams`]).
 
 use std::sync::Arc;
 
@@ -14,7 +15,6 @@ use crate::upstream::{Upstream, UpstreamError};
 #[derive(Debug)]
 pub struct Gateway {
     pub config: Config,
-    pub upstreams: Vec<Upstream>,
     pub auth: Authenticator,
     pub store: Arc<Store>,
     /// `WWW-Authenticate` value, built once from the realm.
@@ -31,19 +31,21 @@ pub enum GatewayError {
 
 impl Gateway {
     pub fn new(config: Config, store: Arc<Store>) -> Result<Gateway, GatewayError> {
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(Upstream::new)
-            .collect::<Result<Vec<_>, _>>()?;
+        // Validates every upstream (CA files) once, at start-up.
+        upstreams(&config)?;
         let auth = Authenticator::new(store.clone(), config.scopes.clone(), &config.auth)?;
         let challenge = challenge(&config.auth.realm);
         Ok(Gateway {
             config,
-            upstreams,
             auth,
             store,
             challenge,
         })
     }
+}
+
+/// Fresh clients, with their own connection pools, for every configured
+/// upstream: each server worker thread has its own (see `server.rs`).
+pub fn upstreams(config: &Config) -> Result<Vec<Upstream>, UpstreamError> {
+    config.upstreams.iter().map(Upstream::new).collect()
 }

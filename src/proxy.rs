@@ -37,13 +37,14 @@ pub struct Conn {
 /// Serves one request; never fails (every failure is a response).
 pub async fn handle(
     gw: Arc<Gateway>,
+    upstreams: Arc<[Upstream]>,
     conn: Conn,
     req: Request<Incoming>,
     in_flight: InFlight,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let mut log = AccessLog::new(conn.peer, req.method().clone(), Instant::now());
     log.in_flight = Some(in_flight);
-    let resp = match forward(&gw, &conn, req, &mut log).await {
+    let resp = match forward(&gw, &upstreams, &conn, req, &mut log).await {
         Ok(resp) => resp.map(Either::Left),
         Err(reject) => {
             log.reject = Some(reject.kind());
@@ -56,6 +57,7 @@ pub async fn handle(
 
 async fn forward(
     gw: &Gateway,
+    upstreams: &[Upstream],
     conn: &Conn,
     mut req: Request<Incoming>,
     log: &mut AccessLog,
@@ -78,7 +80,7 @@ async fn forward(
     let grant = access::check(gw, route, req.headers(), query, client).await?;
     let upstream = route
         .upstream
-        .and_then(|i| gw.upstreams.get(i))
+        .and_then(|i| upstreams.get(i))
         .ok_or(Reject::Denied)?;
     log.upstream = Some(upstream.name.clone());
     let uri = upstream.target(path.as_str(), query)?;

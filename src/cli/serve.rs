@@ -17,7 +17,9 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
     pin_malloc_mmap_threshold();
     let config = load(arg)?;
     let _log_guard = telemetry::init(config.server.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The control runtime: admin socket, housekeeping, signals. Requests are
+    // served by the worker threads of `server::spawn_workers`.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start runtime: {e}")))?;
@@ -35,7 +37,10 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|e| Failure::Runtime(format!("cannot listen on {addr}: {e}")))?;
-            listeners.push(l);
+            listeners.push(
+                l.into_std()
+                    .map_err(|e| Failure::Runtime(format!("cannot listen on {addr}: {e}")))?,
+            );
         }
         let admin_path = config.admin_socket.clone();
         let admin_listener = admin::bind(&admin_path)
@@ -58,7 +63,20 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         let admin_task = tokio::spawn(admin::serve(gw.clone(), admin_listener, admin_path.clone()));
         let housekeeping = tokio::spawn(housekeeping(gw.clone()));
         let reloader = tokio::spawn(reload_on_hup(hup, tls.clone()));
-        server::run(gw.clone(), listeners, tls, stop).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let workers =
+            server::spawn_workers(&gw, &listeners, &tls, gw.config.server.workers, &stop_rx)
+                .map_err(|e| Failure::Runtime(format!("cannot start worker threads: {e}")))?;
+        drop(listeners);
+        stop.await;
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        let _ = stop_tx.send(true);
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
         admin_task.abort();
         housekeeping.abort();
         reloader.abort();
