@@ -104,6 +104,10 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
 /// Removes hop-by-hop headers, and every header named in `Connection`.
 /// With `keep_upgrade`, a WebSocket-style `Upgrade` survives with `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Usual case (keep-alive clients send none of them): one pass, no lookups.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
     let upgrade = if keep_upgrade {
         headers.get(UPGRADE).cloned()
     } else {
