@@ -24,3 +24,4 @@ mod paths;
 mod proxy;
 mod smoke;
 mod tls;
+mod upstream_tls;

@@ -29,3 +29,30 @@ fn sighup_without_tls_does_not_stop_the_gateway() {
     assert!(pg.wait_log("nothing to reload", std::time::Duration::from_secs(5)));
     assert_eq!(get(pg.addr, "/public/x", None).status, 200);
 }
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = "log_format = \"json\"\n".to_owned();
+    let pg = Passgate::start(&b);
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    assert_eq!(get(pg.addr, "/api/x", Some(("alice", &pw))).status, 200);
+    assert!(pg.wait_log("passgate::access", std::time::Duration::from_secs(5)));
+    let logs = pg.log_text();
+    let access: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"))
+        })
+        .filter(|v| v["target"] == "passgate::access")
+        .collect();
+    let line = access
+        .iter()
+        .find(|v| v["path"] == "/api/x")
+        .expect("access line");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["user"], "alice");
+    assert_eq!(line["route"], "api");
+    assert!(!logs.contains(&pw));
+}

@@ -418,13 +418,16 @@ impl Passgate {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent {
                     if let Some(rest) = line.split("listening on ").nth(1) {
-                        let addr = rest
+                        // Human lines end the address with a space, JSON lines with a quote.
+                        let addr: String = rest
                             .split("://")
                             .nth(1)
                             .unwrap_or("")
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or("");
+                            .chars()
+                            .take_while(|c| {
+                                c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')
+                            })
+                            .collect();
                         if let Ok(a) = addr.parse() {
                             let _ = tx.send(a);
                             sent = true;
@@ -835,5 +838,45 @@ impl Passgate {
         };
         pg.spawn();
         pg
+    }
+}
+
+// ------------------------------------------------------ TLS backend --
+
+impl Backend {
+    /// The echo backend behind TLS (certificate from `certs`, HTTP/1.1 only).
+    pub fn start_tls(certs: &Certs) -> Backend {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = passgate::tls::server_config(&certs.cert_path, &certs.key_path).unwrap();
+        let mut config = config;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let svc = service_fn(backend_handle);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            _runtime: runtime,
+        }
     }
 }
