@@ -5,9 +5,11 @@
 //! on the same listeners, each with its own upstream pools: a connection and
 //! everything it proxies stay on one thread (measured: CPU per proxied request
 //! 30-37 µs with tokio's work-stealing runtime, 22 µs this way). [`run`] is one
-//! worker: bound listeners and a shutdown future. Each connection is served by hyper's HTTP/1.1
-//! or HTTP/2 connection driver: over TLS the protocol is the one ALPN chose;
-//! in clear text the first bytes are peeked for the HTTP/2 preface. Timeouts:
+//! worker: bound listeners and a shutdown future.
+//!
+//! Each connection is served by hyper's HTTP/1.1 or HTTP/2 connection driver:
+//! over TLS the protocol is the one ALPN chose; in clear text the first bytes
+//! are peeked for the HTTP/2 preface. Timeouts:
 //! - TLS handshake and protocol sniffing must finish within `header_read_timeout`;
 //! - an HTTP/1.1 request head must arrive within `header_read_timeout` (hyper's
 //!   timer, which also runs while a keep-alive connection waits for its next request);
