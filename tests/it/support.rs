@@ -599,29 +599,7 @@ pub fn http1(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = Request::builder().method(method).uri(target);
-        let mut has_host = false;
-        for (k, v) in headers {
-            has_host |= k.eq_ignore_ascii_case("host");
-            req = req.header(*k, *v);
-        }
-        if !has_host {
-            req = req.header("host", addr.to_string());
-        }
-        let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
-        let resp = send.send_request(req).await.unwrap();
-        collect(resp).await
-    })
+    block_on(http1_async_from(None, addr, method, target, headers, body))
 }
 
 /// GET `target` over HTTP/1.1 with optional Basic credentials.
