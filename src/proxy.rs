@@ -23,7 +23,7 @@ use crate::headers::{self, Hop};
 use crate::path;
 use crate::routes::{Access, Route};
 use crate::server::InFlight;
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::{Affinity, Upstream, UpstreamBody};
 
 /// What the server knows about the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -38,13 +38,14 @@ pub struct Conn {
 pub async fn handle(
     gw: Arc<Gateway>,
     upstreams: Arc<[Upstream]>,
+    affinity: Option<Arc<Affinity>>,
     conn: Conn,
     req: Request<Incoming>,
     in_flight: InFlight,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let mut log = AccessLog::new(conn.peer, req.method().clone(), Instant::now());
     log.in_flight = Some(in_flight);
-    let resp = match forward(&gw, &upstreams, &conn, req, &mut log).await {
+    let resp = match forward(&gw, &upstreams, affinity.as_deref(), &conn, req, &mut log).await {
         Ok(resp) => resp.map(Either::Left),
         Err(reject) => {
             log.reject = Some(reject.kind());
@@ -58,6 +59,7 @@ pub async fn handle(
 async fn forward(
     gw: &Gateway,
     upstreams: &[Upstream],
+    affinity: Option<&Affinity>,
     conn: &Conn,
     mut req: Request<Incoming>,
     log: &mut AccessLog,
@@ -93,7 +95,9 @@ async fn forward(
         log.user = Some(id.user.clone());
     }
     let body = inspected_body(gw, route, &grant, body).await?;
-    let mut resp = upstream.send(Request::from_parts(parts, body)).await?;
+    let mut resp = upstream
+        .send(Request::from_parts(parts, body), affinity)
+        .await?;
     let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     headers::strip_hop_by_hop(resp.headers_mut(), upgraded && upgrade.is_some());
     if let (true, Some(client_side)) = (upgraded, upgrade) {

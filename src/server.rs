@@ -40,7 +40,7 @@ use crate::gateway::Gateway;
 use crate::headers;
 use crate::proxy::{self, Conn};
 use crate::tls::Tls;
-use crate::upstream::Upstream;
+use crate::upstream::{Affinity, Upstream};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -230,12 +230,14 @@ where
 {
     let cfg = &gw.config.server;
     let (header_timeout, idle) = (cfg.header_read_timeout, cfg.idle_timeout);
+    // HTTP/1.1 requests are sequential: the connection can own its upstream connection.
+    let affinity = (!h2).then(|| Arc::new(Affinity::default()));
     let svc = {
         let (gw, activity) = (gw.clone(), activity.clone());
         service_fn(move |req| {
             let guard = InFlight::enter(activity.clone());
-            let (gw, ups) = (gw.clone(), ups.clone());
-            async move { proxy::handle(gw, ups, conn, req, guard).await }
+            let (gw, ups, aff) = (gw.clone(), ups.clone(), affinity.clone());
+            async move { proxy::handle(gw, ups, aff, conn, req, guard).await }
         })
     };
     macro_rules! drive {

@@ -13,17 +13,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::UPGRADE;
+use http::uri::Scheme;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use tokio::net::TcpStream;
 
 use crate::config;
 use crate::error::Reject;
@@ -120,21 +124,101 @@ impl Upstream {
 
     /// Sends the request; 502 when the backend cannot be reached, 504 when it
     /// does not answer with a response head within `response_timeout`.
-    pub async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, Reject> {
-        match tokio::time::timeout(self.config.response_timeout, self.client.request(req)).await {
+    ///
+    /// With an [`Affinity`] (a downstream HTTP/1.1 connection) a plain-HTTP,
+    /// non-upgrade request goes over that connection's own upstream
+    /// connection; otherwise through the shared pool.
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+        affinity: Option<&Affinity>,
+    ) -> Result<Response<Incoming>, Reject> {
+        let direct = affinity
+            .filter(|_| self.config.scheme == Scheme::HTTP && !req.headers().contains_key(UPGRADE));
+        let sent = async {
+            match direct {
+                Some(a) => self.send_direct(a, req).await,
+                None => self.client.request(req).await.map_err(|e| self.failed(&e)),
+            }
+        };
+        match tokio::time::timeout(self.config.response_timeout, sent).await {
             Err(_) => {
                 tracing::warn!(upstream = %self.config.name, "upstream response timed out");
                 Err(Reject::UpstreamTimeout)
             }
-            Ok(Err(e)) => {
-                let cause = std::error::Error::source(&e)
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                tracing::warn!(upstream = %self.config.name, error = %e, cause, "upstream request failed");
-                Err(Reject::UpstreamUnavailable)
-            }
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(result) => result,
         }
+    }
+
+    /// Over the downstream connection's own upstream connection: reused while
+    /// it is open and was idle less than [`REUSE_IDLE`]; a request the old
+    /// connection did not take (closed meanwhile) is sent on a fresh one.
+    async fn send_direct(
+        &self,
+        affinity: &Affinity,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, Reject> {
+        let origin = req.uri().path_and_query().cloned();
+        *req.uri_mut() = origin.map_or_else(|| Uri::from_static("/"), Uri::from);
+        if let Some(mut sender) = affinity.take(&self.name) {
+            if sender.ready().await.is_ok() {
+                match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        affinity.put(&self.name, sender);
+                        return Ok(resp);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(self.failed(&e.into_error())),
+                    },
+                }
+            }
+        }
+        let mut sender = self.connect().await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.failed(&e))?;
+        affinity.put(&self.name, sender);
+        Ok(resp)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, Reject> {
+        let addr = format!(
+            "{}:{}",
+            self.config.authority.host(),
+            self.config.authority.port_u16().unwrap_or(80)
+        );
+        let stream = match tokio::time::timeout(
+            self.config.connect_timeout,
+            TcpStream::connect(&addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(self.failed(&e)),
+            Err(_) => {
+                tracing::warn!(upstream = %self.config.name, "upstream connect timed out");
+                return Err(Reject::UpstreamUnavailable);
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(upstream = %name, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn failed(&self, e: &dyn std::error::Error) -> Reject {
+        let cause = e.source().map(ToString::to_string).unwrap_or_default();
+        tracing::warn!(upstream = %self.config.name, error = %e, cause, "upstream request failed");
+        Reject::UpstreamUnavailable
     }
 }
 
@@ -161,4 +245,57 @@ fn roots_from(name: &str, path: &Path) -> Result<RootCertStore, UpstreamError> {
         });
     }
     Ok(roots)
+}
+
+/// How long an idle per-connection upstream connection is trusted to still
+/// be open (below the keep-alive timeouts of common servers: Apache 5 s).
+pub const REUSE_IDLE: Duration = Duration::from_secs(4);
+
+/// The upstream connection owned by one downstream HTTP/1.1 connection.
+///
+/// HTTP/1.1 requests on a connection are strictly sequential, so the proxy
+/// can keep one upstream connection per downstream connection and skip the
+/// shared pool's bookkeeping on every request. The lock is never contended:
+/// only the one request in flight on that connection touches it.
+#[derive(Default)]
+pub struct Affinity {
+    held: std::sync::Mutex<Option<Held>>,
+}
+
+struct Held {
+    upstream: Arc<str>,
+    sender: SendRequest<UpstreamBody>,
+    since: std::time::Instant,
+}
+
+impl std::fmt::Debug for Affinity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Affinity").finish_non_exhaustive()
+    }
+}
+
+impl Affinity {
+    fn take(&self, upstream: &Arc<str>) -> Option<SendRequest<UpstreamBody>> {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let h = held.take()?;
+        let fresh = Arc::ptr_eq(&h.upstream, upstream)
+            && h.since.elapsed() < REUSE_IDLE
+            && !h.sender.is_closed();
+        fresh.then_some(h.sender)
+    }
+
+    fn put(&self, upstream: &Arc<str>, sender: SendRequest<UpstreamBody>) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *held = Some(Held {
+            upstream: upstream.clone(),
+            sender,
+            since: std::time::Instant::now(),
+        });
+    }
 }

@@ -24,4 +24,5 @@ mod paths;
 mod proxy;
 mod smoke;
 mod tls;
+mod upstream_reuse;
 mod upstream_tls;
