@@ -45,7 +45,7 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let mut log = AccessLog::new(conn.peer, req.method().clone(), Instant::now());
     log.in_flight = Some(in_flight);
-    let resp = match forward(&gw, &upstreams, affinity.as_deref(), &conn, req, &mut log).await {
+    let resp = match forward(&gw, &upstreams, affinity.as_ref(), &conn, req, &mut log).await {
         Ok(resp) => resp.map(Either::Left),
         Err(reject) => {
             log.reject = Some(reject.kind());
@@ -59,7 +59,7 @@ pub async fn handle(
 async fn forward(
     gw: &Gateway,
     upstreams: &[Upstream],
-    affinity: Option<&Affinity>,
+    affinity: Option<&Arc<Affinity>>,
     conn: &Conn,
     mut req: Request<Incoming>,
     log: &mut AccessLog,

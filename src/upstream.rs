@@ -131,7 +131,7 @@ impl Upstream {
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
-        affinity: Option<&Affinity>,
+        affinity: Option<&Arc<Affinity>>,
     ) -> Result<Response<Incoming>, Reject> {
         let direct = affinity
             .filter(|_| self.config.scheme == Scheme::HTTP && !req.headers().contains_key(UPGRADE));
@@ -155,7 +155,7 @@ impl Upstream {
     /// connection did not take (closed meanwhile) is sent on a fresh one.
     async fn send_direct(
         &self,
-        affinity: &Affinity,
+        affinity: &Arc<Affinity>,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, Reject> {
         let origin = req.uri().path_and_query().cloned();
@@ -260,6 +260,11 @@ pub const REUSE_IDLE: Duration = Duration::from_secs(4);
 #[derive(Default)]
 pub struct Affinity {
     held: std::sync::Mutex<Option<Held>>,
+    /// A reaper task is pending: it closes the held connection once it has
+    /// been idle for `REUSE_IDLE`, so idle clients do not pin upstream
+    /// connections (10,000 idle keep-alive clients would otherwise hold
+    /// 10,000 upstream connections).
+    reaper: std::sync::atomic::AtomicBool,
 }
 
 struct Held {
@@ -287,15 +292,41 @@ impl Affinity {
         fresh.then_some(h.sender)
     }
 
-    fn put(&self, upstream: &Arc<str>, sender: SendRequest<UpstreamBody>) {
-        let mut held = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *held = Some(Held {
+    fn put(self: &Arc<Self>, upstream: &Arc<str>, sender: SendRequest<UpstreamBody>) {
+        *self.lock() = Some(Held {
             upstream: upstream.clone(),
             sender,
             since: std::time::Instant::now(),
         });
+        if !self.reaper.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tokio::spawn(reap(Arc::downgrade(self)));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Closes the held upstream connection once idle for `REUSE_IDLE`; ends with
+/// the downstream connection.
+async fn reap(affinity: std::sync::Weak<Affinity>) {
+    loop {
+        tokio::time::sleep(REUSE_IDLE).await;
+        let Some(a) = affinity.upgrade() else {
+            return;
+        };
+        let mut held = a.lock();
+        if held
+            .as_ref()
+            .is_some_and(|h| h.since.elapsed() < REUSE_IDLE)
+        {
+            continue;
+        }
+        *held = None;
+        a.reaper.store(false, std::sync::atomic::Ordering::Relaxed);
+        return;
     }
 }

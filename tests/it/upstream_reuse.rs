@@ -16,10 +16,12 @@ use crate::support::*;
 /// A raw backend: answers each request on a connection with a keep-alive
 /// response naming the connection's number, and closes every connection
 /// `close_after` after its first answer (an upstream idle timeout).
+/// Returns (address, connections accepted, connections still open, runtime).
 fn closing_backend(
     close_after: Option<Duration>,
 ) -> (
     std::net::SocketAddr,
+    Arc<AtomicUsize>,
     Arc<AtomicUsize>,
     tokio::runtime::Runtime,
 ) {
@@ -33,12 +35,16 @@ fn closing_backend(
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let conns = Arc::new(AtomicUsize::new(0));
-    let counter = conns.clone();
+    let open = Arc::new(AtomicUsize::new(0));
+    let (counter, open_counter) = (conns.clone(), open.clone());
     rt.spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else { continue };
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            let open = open_counter.clone();
+            open.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
+                let _closed = Decrement(open);
                 let mut buf = vec![0u8; 16384];
                 let mut pending = Vec::new();
                 loop {
@@ -66,7 +72,15 @@ fn closing_backend(
             });
         }
     });
-    (addr, conns, rt)
+    (addr, conns, open, rt)
+}
+
+struct Decrement(Arc<AtomicUsize>);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Sends `n` requests on ONE downstream keep-alive connection, `gap` apart.
@@ -94,7 +108,7 @@ fn sequential(pg: &Passgate, n: usize, gap: Duration) -> Vec<(u16, String)> {
 
 #[test]
 fn one_downstream_connection_keeps_one_upstream_connection() {
-    let (addr, conns, _rt) = closing_backend(None);
+    let (addr, conns, _open, _rt) = closing_backend(None);
     let pg = Passgate::start(&ConfigBuilder::new(&format!("http://{addr}")));
     let replies = sequential(&pg, 5, Duration::from_millis(10));
     assert!(
@@ -106,7 +120,7 @@ fn one_downstream_connection_keeps_one_upstream_connection() {
 
 #[test]
 fn an_upstream_closing_the_idle_connection_costs_no_request() {
-    let (addr, conns, _rt) = closing_backend(Some(Duration::from_millis(50)));
+    let (addr, conns, _open, _rt) = closing_backend(Some(Duration::from_millis(50)));
     let pg = Passgate::start(&ConfigBuilder::new(&format!("http://{addr}")));
     let replies = sequential(&pg, 4, Duration::from_millis(300));
     assert!(replies.iter().all(|(s, _)| *s == 200), "{replies:?}");
@@ -115,4 +129,50 @@ fn an_upstream_closing_the_idle_connection_costs_no_request() {
         4,
         "a fresh upstream connection per request: {replies:?}"
     );
+}
+
+#[test]
+fn an_idle_client_does_not_pin_an_upstream_connection() {
+    let (addr, _conns, open, _rt) = closing_backend(None);
+    let pg = Passgate::start(&ConfigBuilder::new(&format!("http://{addr}")));
+    block_on(async {
+        let stream = tokio::net::TcpStream::connect(pg.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/public/x")
+            .header("host", "gw")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(
+            collect(send.send_request(req).await.unwrap()).await.status,
+            200
+        );
+        assert_eq!(open.load(Ordering::SeqCst), 1);
+        // The downstream connection stays open (idle_timeout 60 s); the
+        // upstream one is released after REUSE_IDLE (4 s).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            open.load(Ordering::SeqCst),
+            0,
+            "upstream connection still held"
+        );
+        assert!(
+            !send.is_closed(),
+            "the client connection itself must stay open"
+        );
+        send.ready().await.unwrap();
+        let req = Request::get("/public/x")
+            .header("host", "gw")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(
+            collect(send.send_request(req).await.unwrap()).await.status,
+            200
+        );
+    });
 }
