@@ -32,6 +32,8 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
     "proxy-authorization",
     "te",
+    // Without `Trailer`, hyper sends no request trailers upstream: identity
+    // headers cannot be smuggled in a trailer section.
     "trailer",
     "transfer-encoding",
     "upgrade",

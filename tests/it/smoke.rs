@@ -56,3 +56,23 @@ fn json_log_format_writes_one_json_object_per_line() {
     assert_eq!(line["route"], "api");
     assert!(!logs.contains(&pw));
 }
+
+#[test]
+fn request_trailers_never_reach_the_backend() {
+    // A trailer can carry any header name, identity headers included; some
+    // backends merge trailers into headers.
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let req = "POST /public/upload HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\nTrailer: X-Forwarded-User, X-Evil\r\nTE: trailers\r\n\r\n5\r\nhello\r\n0\r\nX-Forwarded-User: admin\r\nX-Evil: 1\r\n\r\n";
+    let resp = raw(pg.addr, req.as_bytes(), std::time::Duration::from_secs(5));
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    let echo: Echo = serde_json::from_str(body).unwrap();
+    assert_eq!(echo.body_len, 5);
+    assert!(
+        echo.trailers.is_empty(),
+        "trailers forwarded: {:?}",
+        echo.trailers
+    );
+    assert!(!echo.has("x-forwarded-user") && !echo.has("x-evil"));
+}

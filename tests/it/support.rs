@@ -45,6 +45,9 @@ pub struct Echo {
     /// Header name (lower case) → every value, in order.
     pub headers: BTreeMap<String, Vec<String>>,
     pub body_len: u64,
+    /// Names of the request trailers the backend received.
+    #[serde(default)]
+    pub trailers: Vec<String>,
 }
 
 impl Echo {
@@ -186,15 +189,21 @@ async fn backend_handle(mut req: Request<Incoming>) -> Result<Response<TestBody>
     }
     let mut body = req.into_body();
     let mut body_len = 0u64;
+    let mut trailers: Vec<String> = Vec::new();
     while let Some(frame) = body.frame().await {
         match frame {
-            Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len() as u64),
+            Ok(f) => {
+                body_len += f.data_ref().map_or(0, |d| d.len() as u64);
+                if let Some(t) = f.trailers_ref() {
+                    trailers.extend(t.keys().map(|k| k.as_str().to_owned()));
+                }
+            }
             Err(_) => break,
         }
     }
     let echo = serde_json::json!({
         "method": method, "path": path, "query": query, "version": version,
-        "headers": headers, "body_len": body_len,
+        "headers": headers, "body_len": body_len, "trailers": trailers,
     });
     let resp = Response::builder()
         .header("content-type", "application/json")
