@@ -67,6 +67,8 @@ const SPOOFABLE: &[&str] = &[
 #[derive(Debug, Clone, Copy)]
 pub struct Hop<'a> {
     pub peer: IpAddr,
+    /// `peer` rendered for `X-Forwarded-For` (see [`peer_value`]).
+    pub peer_value: &'a HeaderValue,
     pub trusted: bool,
     pub tls: bool,
     /// The host the client addressed (Host header or HTTP/2 `:authority`).
@@ -157,24 +159,37 @@ pub fn strip_spoofed(headers: &mut HeaderMap, identity: &Identity, trusted: bool
 
 /// Sets `X-Forwarded-For/Proto/Host` for the upstream.
 pub fn add_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
-    let peer = canonical(hop.peer).to_string();
-    let xff = match (hop.trusted, joined(headers, "x-forwarded-for")) {
-        (true, Some(prev)) => format!("{prev}, {peer}"),
-        _ => peer,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    match (hop.trusted, joined(headers, X_FORWARDED_FOR.as_str())) {
+        (true, Some(prev)) => {
+            let peer = canonical(hop.peer);
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {peer}")) {
+                headers.insert(X_FORWARDED_FOR, v);
+            }
+        }
+        _ => {
+            headers.insert(X_FORWARDED_FOR, hop.peer_value.clone());
+        }
     }
-    if !(hop.trusted && headers.contains_key("x-forwarded-proto")) {
+    if !(hop.trusted && headers.contains_key(X_FORWARDED_PROTO)) {
         let proto = if hop.tls { "https" } else { "http" };
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    if !(hop.trusted && headers.contains_key("x-forwarded-host")) {
+    if !(hop.trusted && headers.contains_key(X_FORWARDED_HOST)) {
         if let Some(host) = hop.host {
-            headers.insert("x-forwarded-host", host.clone());
+            headers.insert(X_FORWARDED_HOST, host.clone());
         }
     }
 }
+
+/// The peer address as an `X-Forwarded-For` value, built once per connection.
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&canonical(peer).to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Sets the identity headers of an authenticated app password.
 pub fn set_identity(headers: &mut HeaderMap, identity: &Identity, verified: &Verified) {
@@ -332,6 +347,7 @@ mod tests {
             &mut h,
             &Hop {
                 peer,
+                peer_value: &peer_value(peer),
                 trusted: false,
                 tls: true,
                 host: Some(&host),
@@ -349,6 +365,7 @@ mod tests {
             &mut h,
             &Hop {
                 peer,
+                peer_value: &peer_value(peer),
                 trusted: true,
                 tls: false,
                 host: Some(&host),

@@ -26,9 +26,11 @@ use crate::server::InFlight;
 use crate::upstream::{Affinity, Upstream, UpstreamBody};
 
 /// What the server knows about the connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Conn {
     pub peer: SocketAddr,
+    /// The peer address as an `X-Forwarded-For` value, rendered once.
+    pub peer_value: http::HeaderValue,
     pub tls: bool,
     /// The peer is one of `server.trusted_proxies`.
     pub trusted: bool,
@@ -126,6 +128,7 @@ fn prepare_upstream(
     headers::strip_spoofed(h, &gw.config.identity, conn.trusted);
     let hop = Hop {
         peer: conn.peer.ip(),
+        peer_value: &conn.peer_value,
         trusted: conn.trusted,
         tls: conn.tls,
         host: client_host.as_ref(),

@@ -179,6 +179,7 @@ async fn connection(
     let deadline = gw.config.server.header_read_timeout;
     let conn = Conn {
         peer,
+        peer_value: headers::peer_value(peer.ip()),
         tls: tls.is_some(),
         trusted: headers::is_trusted(peer.ip(), &gw.config.server.trusted_proxies),
     };
@@ -236,7 +237,7 @@ where
         let (gw, activity) = (gw.clone(), activity.clone());
         service_fn(move |req| {
             let guard = InFlight::enter(activity.clone());
-            let (gw, ups, aff) = (gw.clone(), ups.clone(), affinity.clone());
+            let (gw, ups, aff, conn) = (gw.clone(), ups.clone(), affinity.clone(), conn.clone());
             async move { proxy::handle(gw, ups, aff, conn, req, guard).await }
         })
     };
