@@ -102,6 +102,8 @@ impl Upstream {
     }
 
     /// The URI on the backend for a normalised path and the raw query.
+    /// Origin-form (path and query only): what a direct connection sends;
+    /// [`Upstream::send`] adds scheme and authority for the shared pool.
     pub fn target(&self, path: &str, query: Option<&str>) -> Result<Uri, Reject> {
         let base = &self.config.base_path;
         let mut pq =
@@ -112,14 +114,22 @@ impl Upstream {
             pq.push('?');
             pq.push_str(q);
         }
-        let pq = PathAndQuery::try_from(pq)
-            .map_err(|_| Reject::BadTarget("request target cannot be forwarded"))?;
-        Uri::builder()
-            .scheme(self.config.scheme.clone())
-            .authority(self.config.authority.clone())
-            .path_and_query(pq)
-            .build()
+        PathAndQuery::try_from(pq)
+            .map(Uri::from)
             .map_err(|_| Reject::BadTarget("request target cannot be forwarded"))
+    }
+
+    /// Through the shared pool, which needs the absolute URI to pick a host.
+    async fn send_pooled(
+        &self,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, Reject> {
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(self.config.scheme.clone());
+        parts.authority = Some(self.config.authority.clone());
+        *req.uri_mut() = Uri::from_parts(parts)
+            .map_err(|_| Reject::BadTarget("request target cannot be forwarded"))?;
+        self.client.request(req).await.map_err(|e| self.failed(&e))
     }
 
     /// Sends the request; 502 when the backend cannot be reached, 504 when it
@@ -138,7 +148,7 @@ impl Upstream {
         let sent = async {
             match direct {
                 Some(a) => self.send_direct(a, req).await,
-                None => self.client.request(req).await.map_err(|e| self.failed(&e)),
+                None => self.send_pooled(req).await,
             }
         };
         match tokio::time::timeout(self.config.response_timeout, sent).await {
@@ -158,8 +168,6 @@ impl Upstream {
         affinity: &Arc<Affinity>,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, Reject> {
-        let origin = req.uri().path_and_query().cloned();
-        *req.uri_mut() = origin.map_or_else(|| Uri::from_static("/"), Uri::from);
         if let Some(mut sender) = affinity.take(&self.name) {
             if sender.ready().await.is_ok() {
                 match sender.try_send_request(req).await {
