@@ -257,26 +257,7 @@ fn malformed_tokens_are_refused_without_running_argon2() {
 #[test]
 fn every_wrong_credential_gets_the_same_401() {
     let (_b, pg) = start(GENEROUS);
-    let out = pg.cli(&[
-        "app-password",
-        "create",
-        "--user",
-        "alice",
-        "--name",
-        "short",
-        "--scope",
-        "repository:read",
-        "--expires-in",
-        "1s",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let expiring = v["password"].as_str().unwrap().to_owned();
+    let (_, expiring) = pg.create_expiring("alice", "short", &["repository:read"], "1s");
     let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let (rid, revoked) = pg.create("alice", "old", &["repository:read"]);
     assert!(pg.cli(&["app-password", "revoke", &rid]).status.success());
@@ -594,26 +575,8 @@ fn revocation_takes_effect_at_once_although_cached() {
 #[test]
 fn expiry_takes_effect_although_cached() {
     let (_b, pg) = start("");
-    let out = pg.cli(&[
-        "app-password",
-        "create",
-        "--user",
-        "alice",
-        "--name",
-        "short",
-        "--scope",
-        "repository:read",
-        "--expires-in",
-        "2s",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let auth = basic("alice", v["password"].as_str().unwrap());
+    let (_, short) = pg.create_expiring("alice", "short", &["repository:read"], "2s");
+    let auth = basic("alice", &short);
     let created = Instant::now();
     assert_eq!(status_with(&pg, READ, &auth).status, 200);
     // cache_ttl is the default 30s; the password must stop at its expiry.

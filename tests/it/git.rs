@@ -190,26 +190,9 @@ impl Site {
 
     /// Creates a password for alice that expires after `expires_in`; returns it.
     fn create_expiring(&self, scope: &str, expires_in: &str) -> String {
-        let out = self.pg.cli(&[
-            "app-password",
-            "create",
-            "--user",
-            "alice",
-            "--name",
-            "short-lived",
-            "--scope",
-            scope,
-            "--expires-in",
-            expires_in,
-            "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["password"].as_str().unwrap().to_owned()
+        self.pg
+            .create_expiring("alice", "short-lived", &[scope], expires_in)
+            .1
     }
 
     /// One request over TLS (ALPN h2 or HTTP/1.1), with optional Basic creds.

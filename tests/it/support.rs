@@ -478,6 +478,27 @@ impl Passgate {
 
     /// Creates an app password through the CLI; returns (id, password).
     pub fn create(&self, user: &str, name: &str, scopes: &[&str]) -> (String, String) {
+        self.create_with(user, name, scopes, &[])
+    }
+
+    /// Like [`Passgate::create`], expiring after `expires_in` (e.g. "2s").
+    pub fn create_expiring(
+        &self,
+        user: &str,
+        name: &str,
+        scopes: &[&str],
+        expires_in: &str,
+    ) -> (String, String) {
+        self.create_with(user, name, scopes, &["--expires-in", expires_in])
+    }
+
+    fn create_with(
+        &self,
+        user: &str,
+        name: &str,
+        scopes: &[&str],
+        extra: &[&str],
+    ) -> (String, String) {
         let mut args = vec![
             "app-password",
             "create",
@@ -491,6 +512,7 @@ impl Passgate {
             args.push("--scope");
             args.push(s);
         }
+        args.extend_from_slice(extra);
         let out = self.cli(&args);
         assert!(
             out.status.success(),

@@ -94,12 +94,7 @@ fn sequential(pg: &Passgate, n: usize, gap: Duration) -> Vec<(u16, String)> {
         let mut out = Vec::new();
         for _ in 0..n {
             send.ready().await.unwrap();
-            let req = Request::get("/public/x")
-                .header("host", "gw")
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            let r = collect(send.send_request(req).await.unwrap()).await;
-            out.push((r.status, r.text()));
+            out.push(get_public(&mut send).await);
             tokio::time::sleep(gap).await;
         }
         out
@@ -141,14 +136,7 @@ fn an_idle_client_does_not_pin_an_upstream_connection() {
             .await
             .unwrap();
         tokio::spawn(conn);
-        let req = Request::get("/public/x")
-            .header("host", "gw")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        assert_eq!(
-            collect(send.send_request(req).await.unwrap()).await.status,
-            200
-        );
+        assert_eq!(get_public(&mut send).await.0, 200);
         assert_eq!(open.load(Ordering::SeqCst), 1);
         // The downstream connection stays open (idle_timeout 60 s); the
         // upstream one is released after REUSE_IDLE (4 s).
@@ -166,13 +154,18 @@ fn an_idle_client_does_not_pin_an_upstream_connection() {
             "the client connection itself must stay open"
         );
         send.ready().await.unwrap();
-        let req = Request::get("/public/x")
-            .header("host", "gw")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        assert_eq!(
-            collect(send.send_request(req).await.unwrap()).await.status,
-            200
-        );
+        assert_eq!(get_public(&mut send).await.0, 200);
     });
+}
+
+/// `GET /public/x` on an open downstream connection: (status, body).
+async fn get_public(
+    send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+) -> (u16, String) {
+    let req = Request::get("/public/x")
+        .header("host", "gw")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = collect(send.send_request(req).await.unwrap()).await;
+    (r.status, r.text())
 }
