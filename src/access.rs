@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
+use crate::audit;
 use crate::auth::cache::Verified;
 use crate::auth::token;
 use crate::error::Reject;
@@ -38,7 +39,9 @@ pub async fn check(
         Access::Public => Ok(Grant::Anonymous),
         Access::Web => {
             if presents_app_password(headers, query) {
-                tracing::warn!(target: "passgate::audit", event = "web_refused", route = %route.name, peer = %client);
+                if audit::admit(audit::Event::WebRefused, client) {
+                    tracing::warn!(target: "passgate::audit", event = "web_refused", route = %route.name, peer = %client);
+                }
                 return Err(Reject::WebAppPassword);
             }
             Ok(Grant::Anonymous)

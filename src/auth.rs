@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue};
 
+use crate::audit;
 use crate::config::{self, UsernameMode};
 use crate::error::Reject;
 use crate::scopes::{ScopeSet, Scopes};
@@ -109,7 +110,9 @@ impl Authenticator {
         let (user, password) = (creds.user(), creds.password());
         let now = Instant::now();
         if let Err(retry_after) = self.throttle.check(user, client, now) {
-            tracing::warn!(target: "passgate::audit", event = "rate_limited", user = ?user, peer = %client, retry_after_s = retry_after.as_secs());
+            if audit::admit(audit::Event::RateLimited, client) {
+                tracing::warn!(target: "passgate::audit", event = "rate_limited", user = ?user, peer = %client, retry_after_s = retry_after.as_secs());
+            }
             return Err(Reject::RateLimited { retry_after });
         }
         let Ok(token) = token::parse(password) else {
@@ -144,7 +147,9 @@ impl Authenticator {
         if !verified.granted.contains_all(required) {
             let missing = self.scopes.join(required.missing_from(verified.granted));
             let accepted = self.scopes.join(required);
-            tracing::warn!(target: "passgate::audit", event = "scope_denied", user = ?user, id = %token.id(), peer = %client, missing = %missing);
+            if audit::admit(audit::Event::ScopeDenied, client) {
+                tracing::warn!(target: "passgate::audit", event = "scope_denied", user = ?user, id = %token.id(), peer = %client, missing = %missing);
+            }
             return Err(Reject::MissingScope { missing, accepted });
         }
         Ok(verified)
@@ -314,6 +319,9 @@ impl Authenticator {
 }
 
 fn audit_failure(reason: &'static str, user: &str, id: &str, client: IpAddr) {
+    if !audit::admit(audit::Event::AuthFailed, client) {
+        return;
+    }
     tracing::warn!(target: "passgate::audit", event = "auth_failed", reason, user = ?user, id = %id, peer = %client);
 }
 

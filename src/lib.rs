@@ -12,6 +12,7 @@
 //!   - [`headers`]: hop-by-hop, spoof stripping, `X-Forwarded-*`, identity headers;
 //!   - [`upstream`]: pooled clients to the backends, streaming both ways;
 //!   - [`body`]: the streamed response body and the access-log line.
+//! - [`audit`]: per-second bounds on the audit lines a client can cause.
 //! - [`error`]: every rejection and its HTTP status, in one place.
 //!
 //! Around it: [`config`] (`proxy.toml`), [`scopes`] (vocabulary and implications),
@@ -20,6 +21,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod cli;

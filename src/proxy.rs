@@ -4,7 +4,7 @@
 //! is finished (or abandoned), so it carries the real byte count.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::access::{self, Grant};
+use crate::audit;
 use crate::body::{AccessLog, ResponseBody};
 use crate::error::Reject;
 use crate::gateway::Gateway;
@@ -96,7 +97,7 @@ async fn forward(
     if let Grant::AppPassword(id) = &grant {
         log.user = Some(id.user.clone());
     }
-    let body = inspected_body(gw, route, &grant, body).await?;
+    let body = inspected_body(gw, route, &grant, body, client).await?;
     let mut resp = upstream
         .send(Request::from_parts(parts, body), affinity)
         .await?;
@@ -156,6 +157,7 @@ async fn inspected_body(
     route: &Route,
     grant: &Grant,
     body: Incoming,
+    client: IpAddr,
 ) -> Result<UpstreamBody, Reject> {
     let (Some(rule), Grant::AppPassword(id)) = (&route.body, grant) else {
         return Ok(Either::Left(body));
@@ -168,7 +170,9 @@ async fn inspected_body(
     };
     if !id.granted.contains_all(required) {
         let missing = gw.config.scopes.join(required.missing_from(id.granted));
-        tracing::warn!(target: "passgate::audit", event = "scope_denied", user = ?&*id.user, id = %id.id, missing = %missing);
+        if audit::admit(audit::Event::ScopeDenied, client) {
+            tracing::warn!(target: "passgate::audit", event = "scope_denied", user = ?&*id.user, id = %id.id, peer = %client, missing = %missing);
+        }
         return Err(Reject::MissingScope {
             missing,
             accepted: gw.config.scopes.join(required),

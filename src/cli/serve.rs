@@ -11,7 +11,7 @@ use super::{load, ConfigArg, Failure};
 use crate::gateway::Gateway;
 use crate::store::Store;
 use crate::tls::Tls;
-use crate::{admin, server, telemetry};
+use crate::{admin, audit, server, telemetry};
 
 pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
     pin_malloc_mmap_threshold();
@@ -62,6 +62,7 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         tracing::info!(socket = %admin_path.display(), "admin socket ready");
         let admin_task = tokio::spawn(admin::serve(gw.clone(), admin_listener, admin_path.clone()));
         let housekeeping = tokio::spawn(housekeeping(gw.clone()));
+        let audit_summaries = tokio::spawn(audit_summaries());
         let reloader = tokio::spawn(reload_on_hup(hup, tls.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let workers =
@@ -79,6 +80,8 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         .await;
         admin_task.abort();
         housekeeping.abort();
+        audit_summaries.abort();
+        audit::flush();
         reloader.abort();
         let flush = gw.clone();
         let _ = tokio::task::spawn_blocking(move || flush.auth.flush_usage()).await;
@@ -165,5 +168,15 @@ async fn housekeeping(gw: Arc<Gateway>) {
             g.auth.prune();
         })
         .await;
+    }
+}
+
+/// Writes the count of audit lines held back by [`audit::admit`], once a second.
+async fn audit_summaries() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        audit::flush();
     }
 }

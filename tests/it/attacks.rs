@@ -648,3 +648,65 @@ fn checksum_valid_forgeries_still_need_the_secret() {
     }
     assert_eq!(from(LO1, &pg, READ, "alice", &pw).status, 200);
 }
+
+#[test]
+fn a_failure_flood_writes_bounded_audit_lines_and_counts_the_rest() {
+    use std::io::{Read, Write};
+    let (_b, pg) = start(GENEROUS);
+    const N: usize = 300;
+    let auth = basic("mallory", "pgap_garbage");
+    let mut burst = String::new();
+    for i in 0..N {
+        let close = if i + 1 == N {
+            "connection: close\r\n"
+        } else {
+            ""
+        };
+        burst.push_str(&format!(
+            "GET {READ} HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\n{close}\r\n"
+        ));
+    }
+    let started = Instant::now();
+    let mut s = std::net::TcpStream::connect(pg.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(burst.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(
+        text.matches("HTTP/1.1 401").count(),
+        N,
+        "every request answered 401"
+    );
+
+    assert!(
+        pg.wait_log("event=\"suppressed\"", Duration::from_secs(5)),
+        "no summary of the held-back lines"
+    );
+    // Let the summary of the last second arrive too.
+    std::thread::sleep(Duration::from_millis(1500));
+    let logs = pg.log_text();
+    let written = logs
+        .lines()
+        .filter(|l| l.contains("event=\"auth_failed\"") && l.contains("user=\"mallory\""))
+        .count();
+    let suppressed: usize = logs
+        .lines()
+        .filter(|l| l.contains("event=\"suppressed\""))
+        .filter_map(|l| l.split("auth_failed=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(
+        written + suppressed,
+        N,
+        "every failure is written or counted ({written} written, {suppressed} counted)"
+    );
+    // 10 lines per second per address: the burst spans at most a few seconds.
+    let seconds = took.as_secs() as usize + 2;
+    assert!(
+        written <= 10 * seconds,
+        "{written} lines written for a {took:?} burst"
+    );
+    assert!(written >= 1, "the first failures are written in full");
+}
