@@ -646,3 +646,50 @@ fn last_used_time_and_address_are_recorded() {
     assert!(!text.contains(secret_of(&pw)), "list shows the secret");
     assert!(!text.contains("argon2"), "list shows the hash");
 }
+
+/// (thread name, nice value) of every thread of `pid`, from /proc.
+fn thread_nices(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue;
+        };
+        // "tid (comm) state ppid ..." — the comm may hold spaces; fields after ')'.
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_owned();
+        let nice: i64 = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+        out.push((name, nice));
+    }
+    out
+}
+
+#[test]
+fn verifications_run_on_lower_priority_threads_than_the_workers() {
+    let (_b, pg) = start("");
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    assert_eq!(get(pg.addr, READ, Some(("alice", &pw))).status, 200);
+    let threads = thread_nices(pg.pid());
+    let nice_of = |prefix: &str| -> Vec<i64> {
+        threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    let workers = nice_of("passgate-worker");
+    let verifiers = nice_of("passgate-verif");
+    assert!(!workers.is_empty(), "no worker threads in {threads:?}");
+    assert!(
+        !verifiers.is_empty(),
+        "no verification thread in {threads:?}"
+    );
+    let worker = workers[0];
+    assert!(workers.iter().all(|&n| n == worker), "{threads:?}");
+    for v in verifiers {
+        assert_eq!(
+            v,
+            (worker + 10).min(19),
+            "verification thread nice: {threads:?}"
+        );
+    }
+}
