@@ -28,7 +28,9 @@ H2_CONNS=16      # HTTP/2 connections (h2load)
 H2_STREAMS=8     # concurrent streams per HTTP/2 connection
 UNCACHED_CONNS=8
 UNCACHED_PASSWORDS=50
-VALID_CONNS=8    # the well-behaved client during a flood
+VALID_CONNS=4    # the well-behaved client during a flood: connections...
+VALID_RPS=500    # ...each at this many requests per second
+VALID_DESC="h2load --h1, $VALID_CONNS conns x $VALID_RPS req/s"
 IDLE_CONNS=10000
 GIT_COMMITS=5
 GIT_MIB_PER_COMMIT=20
@@ -267,6 +269,7 @@ error_log $dir/logs/error.log warn;
 events { worker_connections 16384; }
 http {
     access_log off;
+    client_max_body_size 0;
     client_body_temp_path $dir/tmp/body;
     proxy_temp_path $dir/tmp/proxy;
     fastcgi_temp_path $dir/tmp/fastcgi;
@@ -485,58 +488,97 @@ scenario_uncached() {
         json="$med"
 }
 
-# flood_pair INSTANCE FLOOD_LABEL VALID_LABEL [flood auth file | flood header]
+# paced_once LABEL URL AUTH: one run of the well-behaved client at a fixed
+# rate (h2load --rps, HTTP/1.1, one request in flight per connection), so its
+# latency is measured instead of its share of a saturated machine.
+paced_once() {
+    local f=$WORK/paced-$1-$RANDOM
+    h2load --h1 -c"$VALID_CONNS" -m1 --rps "$VALID_RPS" -D "$DUR" -H "authorization: $3" \
+        --log-file="$f.log" "$2" >"$f.txt" 2>&1 || true
+    lib h2load "$f.txt" "$f.log"
+}
+
+# record_valid GROUP TARGET ROLE MEDIAN_JSON NOTE: a valid-client row whose
+# value is its p99, so "× direct" is the ratio to the calm p99.
+record_valid() {
+    local p99
+    p99=$(lib json-field p99 <<<"$4")
+    record scenario=flood group="$1" target="$2" role="$3" unit="ms p99" value="$p99" \
+        note="$(load_note "$4" "$5")" json="$4"
+}
+
+# flood_pair GROUP URL VALID_AUTH FLOOD_LABEL VALID_LABEL [flood auth header | flood auth file]
 flood_pair() {
-    local inst=$1 flabel=$2 vlabel=$3 fauth=$4 ffile=${5:-} group=$6
-    local s=flood url="http://127.0.0.1:${PG_PORT[$inst]}/small"
-    local fr=() vr=() r fout vout
-    log "$s: $flabel (64c) + valid client (${VALID_CONNS}c) on passgate/$inst, ${REPS}x${DUR}s"
+    local group=$1 url=$2 vauth=$3 flabel=$4 vlabel=$5 fauth=$6 ffile=${7:-}
+    local fr=() vr=() r fout
+    log "flood: $flabel (wrk -c$CONNS) + valid client, ${REPS}x${DUR}s"
     for r in $(seq "$REPS"); do
-        fout=$WORK/flood-$group-$r.txt
-        vout=$WORK/valid-$group-$r.txt
+        fout=$WORK/flood-${flabel//[^a-z]/_}-$r.txt
         local hdr=()
         [[ -n $fauth ]] && hdr=(-H "Authorization: $fauth")
         BENCH_AUTH_FILE=$ffile wrk -t1 -c"$CONNS" -d"$((DUR + 1))s" --latency "${hdr[@]}" \
             -s "$HERE/wrk.lua" "$url" >"$fout" 2>&1 &
         local fpid=$!
         sleep 0.5
-        wrk -t1 -c"$VALID_CONNS" -d"${DUR}s" --latency -H "Authorization: ${PG_AUTH[$inst]}" \
-            -s "$HERE/wrk.lua" "$url" >"$vout" 2>&1 || true
+        vr+=("$(paced_once "$group" "$url" "$vauth")")
         wait "$fpid" || true
         fr+=("$(lib wrk "$fout")")
-        vr+=("$(lib wrk "$vout")")
     done
-    local fm vm
+    local fm
     fm=$(lib median "${fr[@]}")
-    vm=$(lib median "${vr[@]}")
-    record scenario=$s group="$group-flood" target="$flabel" role="" unit=resp/s \
-        note="$(load_note "$fm" "64 conns, flood answered at this rate")" json="$fm"
-    record scenario=$s group=flood-valid target="$vlabel" role="" unit=req/s \
-        note="$(load_note "$vm" "${VALID_CONNS} conns, same address as the flood")" json="$vm"
+    record scenario=flood group="$group-flood-rate" target="$flabel" role="" unit=resp/s \
+        note="$(load_note "$fm" "$CONNS conns, answered at this rate")" json="$fm"
+    record_valid "$group" "$vlabel" "" "$(lib median "${vr[@]}")" "$VALID_DESC, same address as the flood"
+}
+
+# calm_valid GROUP URL AUTH TARGET NOTE [busy]: the valid client alone, or
+# beside two CPU-bound busy loops (no traffic to the proxy: the p99 this
+# machine gives any latency-sensitive process once both cores are saturated).
+calm_valid() {
+    local group=$1 url=$2 auth=$3 target=$4 nt=$5 busy=${6:-} runs=() r hogs
+    log "flood: $target, ${REPS}x${DUR}s"
+    for r in $(seq "$REPS"); do
+        hogs=()
+        if [[ -n $busy ]]; then
+            yes >/dev/null & hogs+=($!)
+            yes >/dev/null & hogs+=($!)
+        fi
+        runs+=("$(paced_once "$group" "$url" "$auth")")
+        ((${#hogs[@]})) && { kill "${hogs[@]}" 2>/dev/null; wait "${hogs[@]}" 2>/dev/null || true; }
+    done
+    local role=''
+    [[ -z $busy ]] && role=direct
+    record_valid "$group" "$target" "$role" "$(lib median "${runs[@]}")" "$nt"
 }
 
 scenario_flood() {
     local s=flood
     have wrk || { note "wrk not installed: $s skipped"; return; }
+    have h2load || { note "h2load (nghttp2-client) not installed: $s skipped"; return; }
     pg norl
-    local url="http://127.0.0.1:${PG_PORT[norl]}/small"
-    log "$s: calm valid client (${VALID_CONNS}c)"
-    local med
-    med=$(run_wrk flood-calm "$url" "${PG_AUTH[norl]}" "$VALID_CONNS" -s "$HERE/wrk.lua")
-    record scenario=$s group=flood-valid target="valid client, calm" role=direct unit=req/s \
-        note="$(load_note "$med" "baseline for the valid-client rows; rate limits disabled")" json="$med"
+    local url="http://127.0.0.1:${PG_PORT[norl]}/small" auth=${PG_AUTH[norl]}
+    calm_valid valid "$url" "$auth" "passgate: valid client, calm" "$VALID_DESC; rate limits disabled"
+    calm_valid valid "$url" "$auth" "passgate: valid client beside two busy loops" \
+        "no flood: 2 x yes(1) saturate both cores (this machine's floor for any loaded run)" busy
     local garbage fakes=$WORK/fake-auths.txt t
     garbage="Basic $(lib b64 alice:pgap_garbage)"
-    flood_pair norl "flood: malformed tokens, no rate limit" \
-        "valid client under malformed flood" "$garbage" "" malformed
+    flood_pair valid "$url" "$auth" "passgate: malformed-token flood, no rate limit" \
+        "passgate: valid client under malformed flood" "$garbage"
     : >"$fakes"
     while read -r t; do echo "Basic $(lib b64 "alice:$t")" >>"$fakes"; done < <(lib fake-tokens 64)
-    flood_pair norl "flood: well-formed unknown ids, no rate limit" \
-        "valid client under well-formed flood" "" "$fakes" wellformed
+    flood_pair valid "$url" "$auth" "passgate: well-formed unknown-id flood, no rate limit" \
+        "passgate: valid client under well-formed flood" "" "$fakes"
     pg rl
     # Only shows what the limiter answers: one run is enough.
-    REPS=1 flood_pair rl "flood: malformed tokens, default rate limits" \
-        "valid client under malformed flood, default rate limits" "$garbage" "" ratelimited
+    REPS=1 flood_pair valid-rl "http://127.0.0.1:${PG_PORT[rl]}/small" "${PG_AUTH[rl]}" \
+        "passgate: malformed-token flood, default rate limits" \
+        "passgate: valid client under malformed flood, default rate limits" "$garbage"
+    if ensure_nginx; then
+        local nurl="http://127.0.0.1:${NGINX_PORTS[0]}/small"
+        calm_valid nginx "$nurl" "${PG_AUTH[main]}" "nginx {SHA}: valid client, calm" "$VALID_DESC"
+        flood_pair nginx "$nurl" "${PG_AUTH[main]}" "nginx {SHA}: wrong-password flood" \
+            "nginx {SHA}: valid client under wrong-password flood" "Basic $(lib b64 alice:wrong)"
+    fi
 }
 
 scenario_stream() {
@@ -548,14 +590,15 @@ scenario_stream() {
     read -r base_rss base_hwm < <(lib rss "$pid")
     local kind target url r speed res out=$WORK/stream-body
     for kind in download upload; do
-        for target in direct passgate; do
-            if [[ $target == direct ]]; then
-                url=http://127.0.0.1:$BACKEND_PORT
-                auth=()
-            else
-                url=http://127.0.0.1:$p
-                auth=(-u "alice:$pw")
-            fi
+        for target in direct passgate nginx; do
+            case $target in
+                direct) url=http://127.0.0.1:$BACKEND_PORT auth=() ;;
+                passgate) url=http://127.0.0.1:$p auth=(-u "alice:$pw") ;;
+                nginx)
+                    ensure_nginx || continue
+                    url=http://127.0.0.1:${NGINX_PORTS[2]} auth=()
+                    ;;
+            esac
             local speeds=()
             log "$s: 1 GiB $kind, $target (${REPS}x)"
             for r in $(seq "$REPS"); do
@@ -576,8 +619,10 @@ scenario_stream() {
             done
             local role=''
             [[ $target == direct ]] && role=direct
+            local nt="curl, HTTP/1.1"
+            [[ $target == nginx ]] && nt="curl, HTTP/1.1; nginx proxy_pass with its default buffering (proxy_buffering, proxy_request_buffering on)"
             record scenario=$s group="$kind" target="1 GiB $kind, $target" role="$role" unit=MiB/s \
-                note="curl, HTTP/1.1" json="$(lib median "${speeds[@]}")"
+                note="$nt" json="$(lib median "${speeds[@]}")"
         done
     done
     local rss hwm
@@ -623,6 +668,7 @@ error_log $dir/nginx/logs/error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
+    client_max_body_size 0;
     client_body_temp_path $dir/nginx/tmp/body;
     proxy_temp_path $dir/nginx/tmp/proxy;
     fastcgi_temp_path $dir/nginx/tmp/fastcgi;
