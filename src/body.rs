@@ -17,6 +17,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use crate::telemetry::access::AccessLine;
+
 /// Fields of one access-log line, filled in as the request moves along.
 #[derive(Debug)]
 pub struct AccessLog {
@@ -49,22 +51,34 @@ impl AccessLog {
         }
     }
 
-    fn emit(&self, bytes: u64, complete: bool) {
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(
-            target: "passgate::access",
-            peer = %self.peer,
-            method = %self.method,
-            path = self.path.as_deref().unwrap_or("-"),
-            route = self.route.as_deref().unwrap_or("-"),
-            upstream = self.upstream.as_deref().unwrap_or("-"),
-            user = self.user.as_deref().unwrap_or("-"),
-            status = self.status,
-            reject = self.reject.unwrap_or("-"),
+    fn emit(self, bytes: u64, complete: bool) {
+        let AccessLog {
+            peer,
+            method,
+            start,
+            path,
+            route,
+            upstream,
+            user,
+            in_flight,
+            status,
+            reject,
+        } = self;
+        drop(in_flight);
+        crate::telemetry::access::write(AccessLine {
+            at: std::time::SystemTime::now(),
+            peer,
+            method,
+            path,
+            route,
+            upstream,
+            user,
+            status,
+            reject,
             bytes,
             complete,
-            duration_ms = format_args!("{ms:.3}"),
-        );
+            duration: start.elapsed(),
+        });
     }
 }
 

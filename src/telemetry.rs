@@ -5,6 +5,8 @@
 //! through, every line is scrubbed before it is written: anything after
 //! `pgap_` that looks like a token, and the credentials after an
 //! `Authorization:` / `Basic ` / `Bearer ` marker, become `[redacted]`.
+//!
+//! Access-log lines are formatted by their own thread ([`access`]).
 
 use std::io::{self, Write};
 
@@ -14,12 +16,22 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+pub mod access;
+
+/// Keeps logging alive: dropping it drains the access-log queue, then
+/// flushes the writer (in that order: fields drop in declaration order).
+#[derive(Debug)]
+pub struct LogGuard {
+    _access: Option<access::AccessThread>,
+    _writer: WorkerGuard,
+}
+
 /// Installs the global subscriber (`RUST_LOG` overrides the default `info`).
 ///
 /// Lines are handed to a background thread that writes stderr, so a request
 /// never waits on a `write(2)`; nothing is dropped (the channel applies
 /// back-pressure when full). Keep the guard alive: dropping it flushes.
-pub fn init(format: LogFormat) -> WorkerGuard {
+pub fn init(format: LogFormat) -> LogGuard {
     let (out, guard) = NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(64 * 1024)
@@ -28,12 +40,24 @@ pub fn init(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(Redacting { out });
+        .with_writer(Redacting { out: out.clone() });
     let _ = match format {
         LogFormat::Human => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    guard
+    LogGuard {
+        _access: access::start(format, out),
+        _writer: guard,
+    }
+}
+
+/// Appends `line` to `batch`, scrubbed as [`Redacting`] scrubs every line.
+fn push_scrubbed(batch: &mut String, line: &str) {
+    if has_marker(line.as_bytes()) {
+        batch.push_str(&redact(line));
+    } else {
+        batch.push_str(line);
+    }
 }
 
 /// A `MakeWriter` whose writers scrub each formatted event before writing it.
