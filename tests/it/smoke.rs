@@ -76,3 +76,24 @@ fn request_trailers_never_reach_the_backend() {
     );
     assert!(!echo.has("x-forwarded-user") && !echo.has("x-evil"));
 }
+
+#[test]
+fn access_lines_are_scrubbed_and_counted_one_per_request() {
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    // A token pasted into a path reaches the access line only redacted.
+    let r = get(pg.addr, &format!("/public/{pw}"), None);
+    assert_eq!(r.status, 200);
+    for i in 0..50 {
+        assert_eq!(get(pg.addr, &format!("/public/n{i}"), None).status, 200);
+    }
+    assert!(pg.wait_log("path=\"/public/n49\"", std::time::Duration::from_secs(5)));
+    let logs = pg.log_text();
+    assert!(!logs.contains(&pw[5..]), "token in the log: {logs}");
+    assert!(logs.contains("path=\"/public/pgap_[redacted]\""), "{logs}");
+    for i in 0..50 {
+        let needle = format!("path=\"/public/n{i}\"");
+        assert_eq!(logs.matches(&needle).count(), 1, "{needle}");
+    }
+}
