@@ -257,7 +257,7 @@ ensure_nginx() {
     htpasswd -c -b -s "$dir/htpasswd.sha" alice "${PG_PW[main]}" 2>/dev/null
     htpasswd -c -b -m "$dir/htpasswd.apr1" alice "${PG_PW[main]}" 2>/dev/null
     local ps
-    mapfile -t ps < <(lib ports 4)
+    mapfile -t ps < <(lib ports 5)
     local user_line=''
     (($(id -u) == 0)) && user_line="user $(id -un) $(id -gn);"
     cat >"$dir/nginx.conf" <<EOF
@@ -298,6 +298,13 @@ http {
     }
     server {
         listen 127.0.0.1:${ps[2]};
+        location / { proxy_pass http://backend; }
+    }
+    server {
+        listen 127.0.0.1:${ps[4]};
+        access_log $dir/logs/access.log;
+        auth_basic "passgate-bench";
+        auth_basic_user_file $dir/htpasswd.sha;
         location / { proxy_pass http://backend; }
     }
     server {
@@ -430,6 +437,8 @@ scenario_h1-cached() {
     if ensure_nginx; then
         measure_h1 $s "nginx auth_basic {SHA}" nginx "http://127.0.0.1:${NGINX_PORTS[0]}/small" \
             "${PG_AUTH[main]}" "htpasswd -s (unsalted SHA-1, verified per request)"
+        measure_h1 $s "nginx auth_basic {SHA}, access_log on" "" "http://127.0.0.1:${NGINX_PORTS[4]}/small" \
+            "${PG_AUTH[main]}" "combined format to a file: compare with passgate RUST_LOG=info"
         measure_h1 $s "nginx auth_basic \$apr1\$" "" "http://127.0.0.1:${NGINX_PORTS[1]}/small" \
             "${PG_AUTH[main]}" "htpasswd -m (MD5 x1000, verified per request)"
         measure_h1 $s "nginx proxy_pass, no auth" "" "http://127.0.0.1:${NGINX_PORTS[2]}/small" \
