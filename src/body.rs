@@ -25,7 +25,7 @@ pub struct AccessLog {
     pub peer: SocketAddr,
     pub method: Method,
     pub start: Instant,
-    pub path: Option<String>,
+    pub path: Option<crate::path::NormalPath>,
     pub route: Option<std::sync::Arc<str>>,
     pub upstream: Option<std::sync::Arc<str>>,
     pub user: Option<std::sync::Arc<str>>,

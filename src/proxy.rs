@@ -68,13 +68,13 @@ async fn forward(
     log: &mut AccessLog,
 ) -> Result<Response<Incoming>, Reject> {
     check_target(&req)?;
-    let path = path::normalise(req.uri().path())?;
-    log.path = Some(path.as_str().to_owned());
+    // Moved into the log line, not copied: the path is borrowed from there.
+    let path = &*log.path.insert(path::normalise(req.uri().path())?);
     let query = req.uri().query();
     let route = gw
         .config
         .routes
-        .find(req.method(), &path, query)
+        .find(req.method(), path, query)
         .map_err(route_reject)?;
     log.route = Some(route.name.clone());
     let client = headers::client_addr(

@@ -26,6 +26,7 @@ use http::Method;
 use tracing_appender::non_blocking::NonBlocking;
 
 use crate::config::LogFormat;
+use crate::path::NormalPath;
 
 /// Lines queued before a sender waits (back-pressure, never loss).
 const QUEUE: usize = 4096;
@@ -38,7 +39,7 @@ pub struct AccessLine {
     pub at: SystemTime,
     pub peer: SocketAddr,
     pub method: Method,
-    pub path: Option<String>,
+    pub path: Option<NormalPath>,
     pub route: Option<Arc<str>>,
     pub upstream: Option<Arc<str>>,
     pub user: Option<Arc<str>>,
@@ -49,6 +50,10 @@ pub struct AccessLine {
     pub duration: Duration,
 }
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "boxing would cost an allocation per request; Stop is sent once"
+)]
 enum Msg {
     Line(AccessLine),
     Stop,
@@ -83,7 +88,7 @@ fn through_tracing(l: &AccessLine) {
         target: "passgate::access",
         peer = %l.peer,
         method = %l.method,
-        path = l.path.as_deref().unwrap_or("-"),
+        path = l.path.as_ref().map_or("-", NormalPath::as_str),
         route = l.route.as_deref().unwrap_or("-"),
         upstream = l.upstream.as_deref().unwrap_or("-"),
         user = l.user.as_deref().unwrap_or("-"),
@@ -189,7 +194,7 @@ pub fn render(out: &mut String, l: &AccessLine, format: LogFormat) {
     let at = humantime::format_rfc3339_micros(l.at);
     let ms = l.duration.as_secs_f64() * 1000.0;
     let (path, route, upstream, user, reject) = (
-        l.path.as_deref().unwrap_or("-"),
+        l.path.as_ref().map_or("-", NormalPath::as_str),
         l.route.as_deref().unwrap_or("-"),
         l.upstream.as_deref().unwrap_or("-"),
         l.user.as_deref().unwrap_or("-"),
@@ -235,7 +240,7 @@ mod tests {
             at: SystemTime::UNIX_EPOCH + Duration::from_micros(1_796_189_927_205_083),
             peer: "127.0.0.1:4242".parse().unwrap(),
             method: Method::GET,
-            path: Some("/a\"b/ü".to_owned()),
+            path: Some(crate::path::normalise("/a%22b/%C3%BC").unwrap()),
             route: Some("all".into()),
             upstream: None,
             user: Some("alice".into()),
@@ -254,7 +259,7 @@ mod tests {
         assert_eq!(
             s,
             "2026-12-02T05:38:47.205083Z  INFO passgate::access: peer=127.0.0.1:4242 method=GET \
-             path=\"/a\\\"b/ü\" route=\"all\" upstream=\"-\" user=\"alice\" status=200 reject=\"-\" \
+             path=\"/a%22b/%C3%BC\" route=\"all\" upstream=\"-\" user=\"alice\" status=200 reject=\"-\" \
              bytes=100 complete=true duration_ms=1.308\n"
         );
     }
@@ -269,7 +274,7 @@ mod tests {
         assert_eq!(v["target"], "passgate::access");
         assert_eq!(v["peer"], "127.0.0.1:4242");
         assert_eq!(v["method"], "GET");
-        assert_eq!(v["path"], "/a\"b/ü");
+        assert_eq!(v["path"], "/a%22b/%C3%BC");
         assert_eq!(v["upstream"], "-");
         assert_eq!(v["status"], 200);
         assert_eq!(v["bytes"], 100);
