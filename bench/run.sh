@@ -34,6 +34,7 @@ VALID_DESC="h2load --h1, $VALID_CONNS conns x $VALID_RPS req/s"
 IDLE_CONNS=10000
 GIT_COMMITS=5
 GIT_MIB_PER_COMMIT=20
+GIT_REPS=5       # clones per side (alternating)
 BUILD=1
 
 usage() {
@@ -44,7 +45,7 @@ selected=()
 while (($#)); do
     case $1 in
         --quick)
-            DUR=2 REPS=1 IDLE_CONNS=1000 GIT_COMMITS=2 GIT_MIB_PER_COMMIT=5
+            DUR=2 REPS=1 IDLE_CONNS=1000 GIT_COMMITS=2 GIT_MIB_PER_COMMIT=5 GIT_REPS=1
             QUICK=1
             ;;
         --no-build) BUILD=0 ;;
@@ -701,32 +702,39 @@ EOF
     spawn nginx-git nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" -g 'daemon off;'
     wait_port "$np" "$LAST_PID" || { cat "$WORK/nginx-git.log" >&2; note "nginx for git did not start: $s skipped"; return; }
     PG_CHECK_PATH='/big.git/info/refs?service=git-upload-pack' start_passgate git "http://127.0.0.1:$np" warn
-    local target url r t0 t1 times
-    for target in direct passgate; do
-        if [[ $target == direct ]]; then
-            url=http://127.0.0.1:$np/big.git
-        else
-            url=http://alice:${PG_PW[git]}@127.0.0.1:${PG_PORT[git]}/big.git
-        fi
-        times=()
-        log "$s: git clone ($(awk -v b="$pack_bytes" 'BEGIN{printf "%.0f", b/1048576}') MiB pack), $target (${REPS}x)"
-        for r in $(seq "$REPS"); do
+    # Direct and passgate clones alternate, so that drift on a shared machine
+    # (page cache, neighbours) falls on both sides alike.
+    local target url r t0 t1 direct_t=() passgate_t=()
+    log "$s: git clone ($(awk -v b="$pack_bytes" 'BEGIN{printf "%.0f", b/1048576}') MiB pack), direct and passgate alternating (${GIT_REPS}x each)"
+    for r in $(seq "$GIT_REPS"); do
+        for target in direct passgate; do
+            if [[ $target == direct ]]; then
+                url=http://127.0.0.1:$np/big.git
+            else
+                url=http://alice:${PG_PW[git]}@127.0.0.1:${PG_PORT[git]}/big.git
+            fi
             rm -rf "$dir/clone"
             t0=$(date +%s.%N)
             if ! GIT_TERMINAL_PROMPT=0 git -c credential.helper= clone -q --no-checkout "$url" "$dir/clone" \
                 2>"$dir/clone.err"; then
                 note "$s: clone via $target failed: $(head -c 300 "$dir/clone.err" | sed "s/${PG_PW[git]}/[redacted]/g")"
-                continue 2
+                return
             fi
             t1=$(date +%s.%N)
-            times+=("{\"rps\": $(awk -v b="$pack_bytes" -v a="$t0" -v z="$t1" 'BEGIN{print b/1048576/(z-a)}'), \"secs\": $(awk -v a="$t0" -v z="$t1" 'BEGIN{print z-a}')}")
+            local one="{\"rps\": $(awk -v b="$pack_bytes" -v a="$t0" -v z="$t1" 'BEGIN{print b/1048576/(z-a)}'), \"secs\": $(awk -v a="$t0" -v z="$t1" 'BEGIN{print z-a}')}"
+            if [[ $target == direct ]]; then direct_t+=("$one"); else passgate_t+=("$one"); fi
         done
-        local med secs role=''
-        med=$(lib median "${times[@]}")
+    done
+    local med secs role
+    for target in direct passgate; do
+        if [[ $target == direct ]]; then
+            med=$(lib median "${direct_t[@]}") role=direct
+        else
+            med=$(lib median "${passgate_t[@]}") role=''
+        fi
         secs=$(python3 -c 'import json,sys; print("%.2f" % json.loads(sys.argv[1])["secs"])' "$med")
-        [[ $target == direct ]] && role=direct
         record scenario=$s target="git clone, $target" role="$role" unit=MiB/s \
-            note="median ${secs} s; nginx + fcgiwrap + git http-backend; --no-checkout" json="$med"
+            note="median ${secs} s of $GIT_REPS, alternating; nginx + fcgiwrap + git http-backend; --no-checkout" json="$med"
     done
     rm -rf "$dir/clone"
 }
