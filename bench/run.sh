@@ -403,24 +403,6 @@ run_h2load() {
 # A note for a load result: failures and the status mix, when not all 2xx.
 load_note() { lib note "$1" "$2"; }
 
-# measure_h1 SCENARIO TARGET ROLE URL AUTH NOTE [CONNS] [extra wrk args]
-measure_h1() {
-    local scenario=$1 target=$2 role=$3 url=$4 auth=$5 nt=$6 conns=${7:-$CONNS}
-    shift 7 2>/dev/null || shift $#
-    local code hdr=()
-    [[ -n $auth ]] && hdr=(-H "Authorization: $auth")
-    code=$(status_of "$url" "${hdr[@]}")
-    if [[ $code != 200 ]]; then
-        note "$scenario/$target: sanity request answered $code, not 200: skipped"
-        return 0
-    fi
-    log "$scenario: $target (wrk -c$conns, ${REPS}x${DUR}s)"
-    local med
-    med=$(run_wrk "$scenario-$target" "$url" "$auth" "$conns" "$@")
-    record scenario="$scenario" target="$target" role="$role" unit=req/s \
-        note="$(load_note "$med" "$nt")" json="$med"
-}
-
 # ---------------------------------------------------------------------------
 # Scenarios
 
@@ -428,27 +410,68 @@ scenario_h1-cached() {
     local s=h1-cached
     have wrk || { note "wrk not installed: $s skipped"; return; }
     ensure_backend
-    measure_h1 $s "direct backend" direct "http://127.0.0.1:$BACKEND_PORT/small" "" "no proxy"
     pg main
-    measure_h1 $s "passgate" "" "http://127.0.0.1:${PG_PORT[main]}/small" "${PG_AUTH[main]}" \
-        "argon2id m=19456 t=2 p=1, cache_ttl 30s, RUST_LOG=warn"
     pg info
-    measure_h1 $s "passgate RUST_LOG=info" "" "http://127.0.0.1:${PG_PORT[info]}/small" \
-        "${PG_AUTH[info]}" "one access-log line per request, stderr to a file"
+    # label|role|url|auth|note
+    local targets=(
+        "direct backend|direct|http://127.0.0.1:$BACKEND_PORT/small||no proxy"
+        "passgate||http://127.0.0.1:${PG_PORT[main]}/small|${PG_AUTH[main]}|argon2id m=19456 t=2 p=1, cache_ttl 30s, RUST_LOG=warn"
+        "passgate RUST_LOG=info||http://127.0.0.1:${PG_PORT[info]}/small|${PG_AUTH[info]}|one access-log line per request, stderr to a file"
+    )
     if ensure_nginx; then
-        measure_h1 $s "nginx auth_basic {SHA}" nginx "http://127.0.0.1:${NGINX_PORTS[0]}/small" \
-            "${PG_AUTH[main]}" "htpasswd -s (unsalted SHA-1, verified per request)"
-        measure_h1 $s "nginx auth_basic {SHA}, access_log on" "" "http://127.0.0.1:${NGINX_PORTS[4]}/small" \
-            "${PG_AUTH[main]}" "combined format to a file: compare with passgate RUST_LOG=info"
-        measure_h1 $s "nginx auth_basic \$apr1\$" "" "http://127.0.0.1:${NGINX_PORTS[1]}/small" \
-            "${PG_AUTH[main]}" "htpasswd -m (MD5 x1000, verified per request)"
-        measure_h1 $s "nginx proxy_pass, no auth" "" "http://127.0.0.1:${NGINX_PORTS[2]}/small" \
-            "" "upstream keepalive 64"
+        targets+=(
+            "nginx auth_basic {SHA}|nginx|http://127.0.0.1:${NGINX_PORTS[0]}/small|${PG_AUTH[main]}|htpasswd -s (unsalted SHA-1, verified per request)"
+            "nginx auth_basic {SHA}, access_log on||http://127.0.0.1:${NGINX_PORTS[4]}/small|${PG_AUTH[main]}|combined format to a file: compare with passgate RUST_LOG=info"
+            "nginx auth_basic \$apr1\$||http://127.0.0.1:${NGINX_PORTS[1]}/small|${PG_AUTH[main]}|htpasswd -m (MD5 x1000, verified per request)"
+            "nginx proxy_pass, no auth||http://127.0.0.1:${NGINX_PORTS[2]}/small||upstream keepalive 64"
+        )
     fi
     if ensure_caddy; then
-        measure_h1 $s "caddy basicauth" "" "http://127.0.0.1:$CADDY_PORT/small" \
-            "${PG_AUTH[main]}" "bcrypt (caddy hash-password default cost); at this rate Caddy must cache successful verifications"
+        targets+=("caddy basicauth||http://127.0.0.1:$CADDY_PORT/small|${PG_AUTH[main]}|bcrypt (caddy hash-password default cost); at this rate Caddy must cache successful verifications")
     fi
+    interleaved_h1 $s "${targets[@]}"
+}
+
+# interleaved_h1 SCENARIO "label|role|url|auth|note"...: REPS rounds of one
+# wrk run per target, so drift on a shared machine falls on every target alike;
+# each target's row is the median of its runs.
+interleaved_h1() {
+    local scenario=$1
+    shift
+    local t label role url auth nt code r f live=()
+    declare -A runs=()
+    for t in "$@"; do
+        IFS='|' read -r label role url auth nt <<<"$t"
+        local hdr=()
+        [[ -n $auth ]] && hdr=(-H "Authorization: $auth")
+        code=$(status_of "$url" "${hdr[@]}")
+        if [[ $code != 200 ]]; then
+            note "$scenario/$label: sanity request answered $code, not 200: skipped"
+            continue
+        fi
+        live+=("$t")
+    done
+    for r in $(seq "$REPS"); do
+        for t in "${live[@]}"; do
+            IFS='|' read -r label role url auth nt <<<"$t"
+            local hdr=()
+            [[ -n $auth ]] && hdr=(-H "Authorization: $auth")
+            log "$scenario: $label (wrk -c$CONNS, ${DUR}s, round $r/$REPS)"
+            f=$WORK/wrk-$scenario-${label//[^A-Za-z0-9]/_}-$r.txt
+            wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "${hdr[@]}" "$url" >"$f" 2>&1 || true
+            runs[$label]+="$(lib wrk "$f")"$'\n'
+        done
+    done
+    for t in "${live[@]}"; do
+        IFS='|' read -r label role url auth nt <<<"$t"
+        local each=() med line
+        while IFS= read -r line; do
+            [[ -n $line ]] && each+=("$line")
+        done <<<"${runs[$label]}"
+        med=$(lib median "${each[@]}")
+        record scenario="$scenario" target="$label" role="$role" unit=req/s \
+            note="$(load_note "$med" "$nt")" json="$med"
+    done
 }
 
 scenario_h2-cached() {
