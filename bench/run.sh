@@ -4,7 +4,7 @@
 #   bench/run.sh [--quick] [--no-build] [scenario...]
 #
 # Scenarios (default: all, always run in this order):
-#   h1-cached  h2-cached  uncached  flood  stream  git-clone  idle
+#   h1-cached  h1-1m  h2-cached  uncached  flood  stream  git-clone  idle
 #
 # Starts a loopback backend (examples/bench_backend.rs), passgate (release),
 # nginx and Caddy with generated configs in a temp dir, drives them with wrk /
@@ -20,10 +20,11 @@ PASSGATE=$TARGET_DIR/release/passgate
 BACKEND=$TARGET_DIR/release/examples/bench_backend
 OUT_DIR=$HERE/out
 
-ALL_SCENARIOS=(h1-cached h2-cached uncached flood stream git-clone idle)
+ALL_SCENARIOS=(h1-cached h1-1m h2-cached uncached flood stream git-clone idle)
 DUR=5            # seconds per load run
 REPS=3           # repetitions per measurement (median reported)
 CONNS=64         # HTTP/1.1 connections (wrk)
+MIB_CONNS=16     # connections for the 1 MiB responses
 H2_CONNS=16      # HTTP/2 connections (h2load)
 H2_STREAMS=8     # concurrent streams per HTTP/2 connection
 UNCACHED_CONNS=8
@@ -472,6 +473,24 @@ interleaved_h1() {
         record scenario="$scenario" target="$label" role="$role" unit=req/s \
             note="$(load_note "$med" "$nt")" json="$med"
     done
+}
+
+scenario_h1-1m() {
+    local s=h1-1m
+    have wrk || { note "wrk not installed: $s skipped"; return; }
+    ensure_backend
+    pg main
+    local targets=(
+        "direct backend, 1 MiB|direct|http://127.0.0.1:$BACKEND_PORT/1m||no proxy"
+        "passgate, 1 MiB||http://127.0.0.1:${PG_PORT[main]}/1m|${PG_AUTH[main]}|cached auth, RUST_LOG=warn"
+    )
+    if ensure_nginx; then
+        targets+=(
+            "nginx auth_basic {SHA}, 1 MiB|nginx|http://127.0.0.1:${NGINX_PORTS[0]}/1m|${PG_AUTH[main]}|default proxy buffering"
+            "nginx proxy_pass, no auth, 1 MiB||http://127.0.0.1:${NGINX_PORTS[2]}/1m||default proxy buffering"
+        )
+    fi
+    CONNS=$MIB_CONNS interleaved_h1 $s "${targets[@]}"
 }
 
 scenario_h2-cached() {
