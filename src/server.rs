@@ -68,6 +68,7 @@ pub fn spawn_workers(
             .enable_all()
             .thread_name("passgate-verify")
             .on_thread_start(lower_this_thread)
+            .max_blocking_threads(gw.config.auth.verify_threads + STORE_READ_THREADS)
             .build()?;
         let worker = move || {
             runtime.block_on(async move {
@@ -108,6 +109,12 @@ pub fn spawn_workers(
 /// valid client: median valid req/s 28.0k at the same priority, 29.6k at +10,
 /// with less spread across runs).
 pub const VERIFY_NICE_INCREMENT: i32 = 10;
+
+/// Blocking threads per worker beyond the verification threads, for the
+/// store reads before a verification (microseconds each). Without a bound a
+/// burst of made-up tokens started a thread per request (47 threads seen
+/// under a 64-connection flood); beyond it, reads wait their turn.
+pub const STORE_READ_THREADS: usize = 8;
 
 /// Lowers the calling thread's CPU priority by [`VERIFY_NICE_INCREMENT`]
 /// (Linux: `setpriority` on a thread id affects that thread only).

@@ -693,3 +693,42 @@ fn verifications_run_on_lower_priority_threads_than_the_workers() {
         );
     }
 }
+
+#[test]
+fn a_burst_of_made_up_tokens_does_not_start_a_thread_per_request() {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = "workers = 2\n".to_owned();
+    b.auth_extra = format!("verify_threads = 2\nverify_queue = 200\n{GENEROUS}");
+    let pg = Passgate::start(&b);
+    let addr = pg.addr;
+    let burst: Vec<_> = (0..96)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let auth = basic("mallory", &unknown_token());
+                http1_from(
+                    std::net::IpAddr::from([127, 0, 0, 1]),
+                    addr,
+                    "GET",
+                    READ,
+                    &[("authorization", &auth)],
+                    b"",
+                )
+                .status
+            })
+        })
+        .collect();
+    for t in burst {
+        let status = t.join().unwrap();
+        assert!(status == 401 || status == 503, "status {status}");
+    }
+    let verify_threads = thread_nices(pg.pid())
+        .iter()
+        .filter(|(n, _)| n.starts_with("passgate-verif"))
+        .count();
+    // Two workers, each at most 2 verification + 8 store-read threads.
+    assert!(
+        (1..=20).contains(&verify_threads),
+        "{verify_threads} blocking threads"
+    );
+}
