@@ -202,6 +202,59 @@ def table(path):
     return "\n".join(out)
 
 
+def targets(path):
+    """The performance targets of the issue that asked for this harness, each
+    as met or not from this run's rows (only those the run measured)."""
+    rows = []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    by = {(r["scenario"], r["target"]): r for r in rows}
+
+    def val(scenario, target, key="value"):
+        r = by.get((scenario, target))
+        return None if r is None else r.get(key)
+
+    out = []
+
+    def check(what, measured, ok, shown):
+        if measured is None:
+            return
+        out.append(f"- {what}: {shown} — {'met' if ok else 'NOT met'}")
+
+    pg, sha = val("h1-cached", "passgate"), val("h1-cached", "nginx auth_basic {SHA}")
+    plain = val("h1-cached", "nginx proxy_pass, no auth")
+    if pg and sha:
+        check("cached h1 req/s >= 1.0x nginx auth_basic", pg, pg / sha >= 1.0, f"{pg / sha:.2f}x")
+    if pg and plain:
+        check("cached h1 req/s >= 0.9x nginx proxy_pass", pg, pg / plain >= 0.9, f"{pg / plain:.2f}x")
+    p99, d99 = val("h1-cached", "passgate", "p99"), val("h1-cached", "direct backend", "p99")
+    if p99 is not None and d99 is not None:
+        check("p99 added over direct <= 1 ms", p99, p99 - d99 <= 1.0, f"{p99 - d99:+.2f} ms")
+    calm = val("flood", "passgate: valid client, calm")
+    flooded = val("flood", "passgate: valid client under malformed flood")
+    floor = val("flood", "passgate: valid client beside two busy loops")
+    if calm and flooded:
+        extra = f" (this machine's floor, busy loops only: {floor / calm:.1f}x)" if floor else ""
+        check("valid p99 under malformed flood <= 2x calm", flooded, flooded / calm <= 2.0,
+              f"{flooded / calm:.1f}x{extra}")
+    rate = val("flood", "passgate: malformed-token flood, no rate limit")
+    check("malformed tokens rejected >= 50,000/s", rate, rate is not None and rate >= 50000,
+          f"{rate:,.0f}/s" if rate else "")
+    gd, gp = val("git-clone", "git clone, direct"), val("git-clone", "git clone, passgate")
+    if gd and gp:
+        check("git clone time <= 1.05x direct", gp, gd / gp <= 1.05, f"{gd / gp:.2f}x")
+    for kind in ("download", "upload"):
+        d, p = val("stream", f"1 GiB {kind}, direct"), val("stream", f"1 GiB {kind}, passgate")
+        if d and p:
+            check(f"1 GiB {kind} >= 0.9x direct", p, p / d >= 0.9, f"{p / d:.2f}x")
+    hwm = val("stream", "passgate peak RSS (VmHWM)")
+    check("peak RSS during streams < 40 MiB", hwm, hwm is not None and hwm < 40, f"{hwm:.1f} MiB" if hwm else "")
+    idle = val("idle", "passgate RSS after start + 1 request")
+    check("idle RSS < 20 MiB", idle, idle is not None and idle < 20, f"{idle:.1f} MiB" if idle else "")
+    return "\n".join(out)
+
+
 def rss(pid):
     vals = {}
     with open(f"/proc/{pid}/status", encoding="utf-8") as f:
@@ -359,6 +412,8 @@ def main():
         print(load_note(json.loads(args[0]), args[1] if len(args) > 1 else ""))
     elif cmd == "table":
         print(table(args[0]))
+    elif cmd == "targets":
+        print(targets(args[0]))
     elif cmd == "idle":
         idle(int(args[0]), int(args[1]), args[2], int(args[3]))
     elif cmd == "rss":

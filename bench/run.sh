@@ -847,6 +847,12 @@ once per cache_ttl (30 s). The flood runs disable passgate's rate limits (the
 valid client shares 127.0.0.1 with the flood and would be limited with it),
 except the "default rate limits" rows, which show the 429 answer.
 EOF
+    tg=$(lib targets "$RESULTS")
+    if [[ -n $tg ]]; then
+        echo
+        echo "Targets (issue 6), from this run:"
+        echo "$tg"
+    fi
     if [[ -s $NOTES ]]; then
         echo
         echo "Notes:"
