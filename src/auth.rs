@@ -4,6 +4,8 @@
 //! The order of checks on an `app-password` route:
 //! 1. `Authorization: Basic` decoded (`basic.rs`); none → 401, two → 400;
 //! 2. brute-force limits for (user, address) and address (`throttle.rs`) → 429;
+//!    a guess about to be verified takes its token first (given back if it
+//!    was right), so concurrent guesses cannot outrun the limit;
 //! 3. token shape and checksum, no I/O (`token.rs`) → 401, counted as a failure;
 //! 4. cache hit (`cache.rs`); a stale entry is renewed by one store read when
 //!    the record still holds the same hash; else store lookup + argon2id
@@ -110,10 +112,7 @@ impl Authenticator {
         let (user, password) = (creds.user(), creds.password());
         let now = Instant::now();
         if let Err(retry_after) = self.throttle.check(user, client, now) {
-            if audit::admit(audit::Event::RateLimited, client) {
-                tracing::warn!(target: "passgate::audit", event = "rate_limited", user = ?user, peer = %client, retry_after_s = retry_after.as_secs());
-            }
-            return Err(Reject::RateLimited { retry_after });
+            return Err(rate_limited(user, client, retry_after));
         }
         let Ok(token) = token::parse(password) else {
             self.throttle.record_failure(user, client, now);
@@ -217,7 +216,20 @@ impl Authenticator {
             let _turn = gate.lock().await;
             match self.cache.lookup(id, secret, Instant::now()) {
                 Lookup::Fresh(v) => Ok(v),
-                Lookup::Stale(_) | Lookup::Miss => self.verify(user, id, secret, client).await,
+                Lookup::Stale(_) | Lookup::Miss => {
+                    // One token per verified guess, taken before the
+                    // verification so concurrent guesses cannot all pass.
+                    match self.throttle.reserve(user, client, Instant::now()) {
+                        Err(retry_after) => Err(rate_limited(user, client, retry_after)),
+                        Ok(()) => {
+                            let verified = self.verify(user, id, secret, client).await;
+                            if !matches!(verified, Err(Reject::Unauthorized(_))) {
+                                self.throttle.refund(user, client);
+                            }
+                            verified
+                        }
+                    }
+                }
             }
         };
         // The last one out removes the gate (the map holds one reference, we another).
@@ -242,7 +254,8 @@ impl Authenticator {
         }
     }
 
-    /// Store lookup and argon2id verification on a cache miss.
+    /// Store lookup and argon2id verification on a cache miss; the caller
+    /// has already charged the attempt to the throttle ([`Throttle::reserve`]).
     async fn verify(
         &self,
         user: &str,
@@ -268,18 +281,18 @@ impl Authenticator {
             }
         };
         let Some(record) = record else {
-            return Err(self.fail("unknown-id", user, id, client));
+            return Err(self.refused("unknown-id", user, id, client));
         };
         if !matched {
-            return Err(self.fail("wrong-secret", user, id, client));
+            return Err(self.refused("wrong-secret", user, id, client));
         }
         if self.username == UsernameMode::MustMatch && record.user != user {
-            return Err(self.fail("wrong-user", user, id, client));
+            return Err(self.refused("wrong-user", user, id, client));
         }
         match record.status(unix_now()) {
             Status::Active => {}
-            Status::Revoked => return Err(self.fail("revoked", user, id, client)),
-            Status::Expired => return Err(self.fail("expired", user, id, client)),
+            Status::Revoked => return Err(self.refused("revoked", user, id, client)),
+            Status::Expired => return Err(self.refused("expired", user, id, client)),
         }
         let verified = self.verified(&record).map_err(|()| {
             tracing::error!(id, "stored record has scopes or a user that cannot be used");
@@ -311,11 +324,24 @@ impl Authenticator {
         }))
     }
 
+    /// A credential failure: charged to the throttle, audited, one 401 body.
     fn fail(&self, reason: &'static str, user: &str, id: &str, client: IpAddr) -> Reject {
         self.throttle.record_failure(user, client, Instant::now());
+        self.refused(reason, user, id, client)
+    }
+
+    /// A credential failure whose attempt was already charged.
+    fn refused(&self, reason: &'static str, user: &str, id: &str, client: IpAddr) -> Reject {
         audit_failure(reason, user, id, client);
         Reject::Unauthorized(INVALID)
     }
+}
+
+fn rate_limited(user: &str, client: IpAddr, retry_after: Duration) -> Reject {
+    if audit::admit(audit::Event::RateLimited, client) {
+        tracing::warn!(target: "passgate::audit", event = "rate_limited", user = ?user, peer = %client, retry_after_s = retry_after.as_secs());
+    }
+    Reject::RateLimited { retry_after }
 }
 
 fn audit_failure(reason: &'static str, user: &str, id: &str, client: IpAddr) {

@@ -24,10 +24,16 @@
 //! per-address limit keeps working, failing closed, under a flood of
 //! addresses.
 //!
+//! A verification takes tens of milliseconds, so [`Throttle::check`] now and
+//! [`Throttle::record_failure`] after it would let concurrent guesses all pass
+//! the check before any failure is recorded. [`Throttle::reserve`] instead
+//! takes the token before the verification (check and charge with no await
+//! between them) and [`Throttle::refund`] gives it back when the attempt did
+//! not fail; only threads running at the same instant (at most one per
+//! worker) can still race past a bucket's last token.
+//!
 //! This module never sleeps, reads the clock (time is passed in), checks
-//! passwords, logs, or sees secrets. [`Throttle::check`] followed later by
-//! [`Throttle::record_failure`] is not atomic: concurrent attempts that all
-//! pass `check` before any failure is recorded can exceed the burst.
+//! passwords, logs, or sees secrets.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -212,6 +218,29 @@ impl Throttle {
         }
     }
 
+    /// [`Self::check`], then at once a token from both buckets as if the
+    /// attempt had failed: for attempts about to be verified. Give the token
+    /// back with [`Self::refund`] unless the attempt fails.
+    pub fn reserve(&self, user: &str, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.check(user, addr, now)?;
+        self.record_failure(user, addr, now);
+        Ok(())
+    }
+
+    /// Returns the token [`Self::reserve`] took from both buckets of the key.
+    pub fn refund(&self, user: &str, addr: IpAddr) {
+        let addr_key = AddrKey::from(addr);
+        if let Some(rate) = self.per_addr {
+            let refunded = refund_existing(&self.addrs, &addr_key, rate);
+            if !refunded {
+                refund_existing(&self.addrs, &AddrKey::Overflow, rate);
+            }
+        }
+        if let Some(rate) = self.per_user {
+            refund_existing(&self.users, &(addr_key, self.user_hash(user)), rate);
+        }
+    }
+
     /// Drops every bucket that has refilled completely by `now`.
     pub fn prune(&self, now: Instant) {
         self.addrs.retain(|_, tat| *tat > now);
@@ -290,6 +319,16 @@ fn charge_existing<K: Eq + Hash>(
     }
 }
 
+fn refund_existing<K: Eq + Hash>(map: &DashMap<K, Instant>, key: &K, rate: Rate) -> bool {
+    match map.get_mut(key) {
+        Some(mut tat) => {
+            *tat = tat.checked_sub(rate.interval).unwrap_or(*tat);
+            true
+        }
+        None => false,
+    }
+}
+
 fn charge<K: Eq + Hash>(map: &DashMap<K, Instant>, key: K, rate: Rate, now: Instant) {
     map.entry(key)
         .and_modify(|tat| *tat = rate.charge(Some(*tat), now))
@@ -332,6 +371,29 @@ mod tests {
             assert!(allowed <= 10_000, "never limited");
         }
         allowed
+    }
+
+    #[test]
+    fn reservations_take_tokens_up_front_and_refunds_give_them_back() {
+        let t = throttle(2, 10, 100);
+        let (a, now) = (ip("192.0.2.1"), Instant::now());
+        // Successful attempts: reserved and refunded, any number of times.
+        for _ in 0..20 {
+            assert!(t.reserve("alice", a, now).is_ok());
+            t.refund("alice", a);
+        }
+        // Two guesses in flight at once use the whole burst; a third is refused
+        // before its verification starts.
+        assert!(t.reserve("alice", a, now).is_ok());
+        assert!(t.reserve("alice", a, now).is_ok());
+        assert!(t.reserve("alice", a, now).is_err());
+        assert!(
+            t.check("alice", a, now).is_err(),
+            "reserved tokens count as failures"
+        );
+        // One of them turns out right: its token comes back.
+        t.refund("alice", a);
+        assert!(t.reserve("alice", a, now).is_ok());
     }
 
     #[test]

@@ -259,6 +259,78 @@ fn brute_force_is_throttled_per_user_and_address_but_not_for_other_addresses() {
 }
 
 #[test]
+fn concurrent_guesses_cannot_outrun_the_burst() {
+    // One worker: a reservation is then atomic, so the bound is exact.
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = "workers = 1\n".to_owned();
+    b.auth_extra = format!("verify_queue = 64\n{TIGHT}");
+    let pg = Passgate::start(&b);
+    let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let addr = pg.addr;
+    // Sixteen different wrong secrets for a known id, all at once: each waits
+    // for an argon2id verification on a blocking thread, so without
+    // reservations all passed the limit check before the first failure was
+    // recorded (measured: 16 of 16 verified).
+    let guesses: Vec<_> = (0..16)
+        .map(|_| {
+            let guess = wrong_secret_token(&id);
+            std::thread::spawn(move || {
+                http1_from(
+                    LO1,
+                    addr,
+                    "GET",
+                    READ,
+                    &[("authorization", &basic("alice", &guess))],
+                    b"",
+                )
+                .status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = guesses.into_iter().map(|g| g.join().unwrap()).collect();
+    let verified = statuses.iter().filter(|&&s| s == 401).count();
+    let limited = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(verified + limited, 16, "{statuses:?}");
+    assert!(
+        verified <= 3,
+        "{verified} guesses verified past a burst of 3: {statuses:?}"
+    );
+    // A CI fan-out of the right password from another address: one
+    // verification, nothing charged, all pass.
+    let fan_out: Vec<_> = (0..8)
+        .map(|_| {
+            let pw = pw.clone();
+            std::thread::spawn(move || {
+                http1_from(
+                    LO2,
+                    addr,
+                    "GET",
+                    READ,
+                    &[("authorization", &basic("alice", &pw))],
+                    b"",
+                )
+                .status
+            })
+        })
+        .collect();
+    for f in fan_out {
+        assert_eq!(f.join().unwrap(), 200);
+    }
+    // Those successes gave their reservations back: LO2 still has its burst.
+    for _ in 0..3 {
+        assert_eq!(
+            from(LO2, &pg, READ, "alice", &wrong_secret_token(&id)).status,
+            401
+        );
+    }
+    assert_eq!(
+        from(LO2, &pg, READ, "alice", &wrong_secret_token(&id)).status,
+        429
+    );
+}
+
+#[test]
 fn malformed_tokens_and_bad_basic_headers_count_as_failures() {
     let (_b, pg) = start(TIGHT);
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
