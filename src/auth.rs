@@ -221,10 +221,12 @@ impl Authenticator {
                     // verification so concurrent guesses cannot all pass.
                     match self.throttle.reserve(user, client, Instant::now()) {
                         Err(retry_after) => Err(rate_limited(user, client, retry_after)),
-                        Ok(()) => {
+                        Ok(reservation) => {
+                            // Dropped with this future if the client goes
+                            // away: an abandoned attempt costs no token.
                             let verified = self.verify(user, id, secret, client).await;
-                            if !matches!(verified, Err(Reject::Unauthorized(_))) {
-                                self.throttle.refund(user, client);
+                            if matches!(verified, Err(Reject::Unauthorized(_))) {
+                                reservation.keep();
                             }
                             verified
                         }

@@ -28,9 +28,10 @@
 //! [`Throttle::record_failure`] after it would let concurrent guesses all pass
 //! the check before any failure is recorded. [`Throttle::reserve`] instead
 //! takes the token before the verification (check and charge with no await
-//! between them) and [`Throttle::refund`] gives it back when the attempt did
-//! not fail; only threads running at the same instant (at most one per
-//! worker) can still race past a bucket's last token.
+//! between them); its [`Reservation`] gives it back when dropped unless the
+//! attempt failed, so a right password or an abandoned attempt costs nothing.
+//! Only threads running at the same instant (at most one per worker) can
+//! still race past a bucket's last token.
 //!
 //! This module never sleeps, reads the clock (time is passed in), checks
 //! passwords, logs, or sees secrets.
@@ -114,6 +115,31 @@ struct Rate {
     interval: Duration,
     /// Time for the whole bucket to come back: `interval * burst`.
     window: Duration,
+}
+
+/// A token taken by [`Throttle::reserve`], given back on drop unless kept.
+#[derive(Debug)]
+#[must_use = "dropping a reservation gives its token back at once"]
+pub struct Reservation<'a> {
+    throttle: &'a Throttle,
+    user: &'a str,
+    addr: IpAddr,
+    kept: bool,
+}
+
+impl Reservation<'_> {
+    /// The attempt failed: the token stays taken.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.throttle.refund(self.user, self.addr);
+        }
+    }
 }
 
 impl Rate {
@@ -219,16 +245,28 @@ impl Throttle {
     }
 
     /// [`Self::check`], then at once a token from both buckets as if the
-    /// attempt had failed: for attempts about to be verified. Give the token
-    /// back with [`Self::refund`] unless the attempt fails.
-    pub fn reserve(&self, user: &str, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// attempt had failed: for attempts about to be verified. The token comes
+    /// back when the [`Reservation`] is dropped, unless it was kept (the
+    /// attempt failed): an attempt abandoned half-way (client gone) costs
+    /// nothing, as before reservations.
+    pub fn reserve<'a>(
+        &'a self,
+        user: &'a str,
+        addr: IpAddr,
+        now: Instant,
+    ) -> Result<Reservation<'a>, Duration> {
         self.check(user, addr, now)?;
         self.record_failure(user, addr, now);
-        Ok(())
+        Ok(Reservation {
+            throttle: self,
+            user,
+            addr,
+            kept: false,
+        })
     }
 
     /// Returns the token [`Self::reserve`] took from both buckets of the key.
-    pub fn refund(&self, user: &str, addr: IpAddr) {
+    fn refund(&self, user: &str, addr: IpAddr) {
         let addr_key = AddrKey::from(addr);
         if let Some(rate) = self.per_addr {
             let refunded = refund_existing(&self.addrs, &addr_key, rate);
@@ -377,23 +415,21 @@ mod tests {
     fn reservations_take_tokens_up_front_and_refunds_give_them_back() {
         let t = throttle(2, 10, 100);
         let (a, now) = (ip("192.0.2.1"), Instant::now());
-        // Successful attempts: reserved and refunded, any number of times.
+        // Successful or abandoned attempts: taken and given back, any number of times.
         for _ in 0..20 {
-            assert!(t.reserve("alice", a, now).is_ok());
-            t.refund("alice", a);
+            drop(t.reserve("alice", a, now).unwrap());
         }
         // Two guesses in flight at once use the whole burst; a third is refused
         // before its verification starts.
-        assert!(t.reserve("alice", a, now).is_ok());
-        assert!(t.reserve("alice", a, now).is_ok());
+        let first = t.reserve("alice", a, now).unwrap();
+        let second = t.reserve("alice", a, now).unwrap();
         assert!(t.reserve("alice", a, now).is_err());
-        assert!(
-            t.check("alice", a, now).is_err(),
-            "reserved tokens count as failures"
-        );
-        // One of them turns out right: its token comes back.
-        t.refund("alice", a);
-        assert!(t.reserve("alice", a, now).is_ok());
+        assert!(t.check("alice", a, now).is_err(), "reserved tokens count");
+        // The first was wrong (kept), the second right (dropped): one token back.
+        first.keep();
+        drop(second);
+        t.reserve("alice", a, now).unwrap().keep();
+        assert!(t.reserve("alice", a, now).is_err());
     }
 
     #[test]

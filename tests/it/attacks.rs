@@ -782,3 +782,33 @@ fn a_failure_flood_writes_bounded_audit_lines_and_counts_the_rest() {
     );
     assert!(written >= 1, "the first failures are written in full");
 }
+
+#[test]
+fn abandoned_verifications_do_not_use_up_the_limits() {
+    use std::io::Write;
+    // Real argon2id cost and one verification thread, so the abandoned
+    // attempts are still queued when their clients go away.
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.extra = String::new();
+    b.auth_extra = format!("verify_threads = 1\nverify_queue = 64\n{TIGHT}");
+    let pg = Passgate::start(&b);
+    let (id, _) = pg.create("alice", "laptop", &["repository:read"]);
+    // Twelve guesses from twelve user names (past the per-address burst of
+    // 5), each client hanging up right after sending.
+    for i in 0..12 {
+        let guess = wrong_secret_token(&id);
+        let auth = basic(&format!("user{i}"), &guess);
+        let mut s = std::net::TcpStream::connect(pg.addr).unwrap();
+        s.write_all(
+            format!("GET {READ} HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        drop(s);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // Had the abandoned attempts kept their tokens, 127.0.0.1 would be
+    // limited now; a few may have finished before their client left.
+    let r = from(LO1, &pg, READ, "alice", &wrong_secret_token(&id));
+    assert_eq!(r.status, 401, "{}", r.text());
+}
