@@ -60,7 +60,7 @@ pub struct Authenticator {
     usage: UsageLog,
     /// Single-flight gates for in-progress verifications, keyed by the keyed
     /// digest of the presented secret; entries live only while verifying.
-    flights: DashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>,
+    flights: Gates,
 }
 
 impl Authenticator {
@@ -211,9 +211,13 @@ impl Authenticator {
         client: IpAddr,
     ) -> Result<Arc<Verified>, Reject> {
         let key = self.cache.digest(secret);
-        let gate = self.flights.entry(key).or_default().clone();
+        let flight = Flight {
+            gate: self.flights.entry(key).or_default().clone(),
+            flights: &self.flights,
+            key,
+        };
         let result = {
-            let _turn = gate.lock().await;
+            let _turn = flight.gate.lock().await;
             match self.cache.lookup(id, secret, Instant::now()) {
                 Lookup::Fresh(v) => Ok(v),
                 Lookup::Stale(_) | Lookup::Miss => {
@@ -234,9 +238,7 @@ impl Authenticator {
                 }
             }
         };
-        // The last one out removes the gate (the map holds one reference, we another).
-        self.flights
-            .remove_if(&key, |_, g| Arc::strong_count(g) <= 2);
+        drop(flight);
         result
     }
 
@@ -339,6 +341,25 @@ impl Authenticator {
     }
 }
 
+type Gates = DashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>;
+
+/// A request's place at the single-flight gate of the secret it presents.
+/// The last one out removes the gate, also when its request is abandoned
+/// half-way (client gone): otherwise every abandoned guess left an entry.
+struct Flight<'a> {
+    gate: Arc<tokio::sync::Mutex<()>>,
+    flights: &'a Gates,
+    key: [u8; 32],
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        // The map holds one reference, this guard another.
+        self.flights
+            .remove_if(&self.key, |_, g| Arc::strong_count(g) <= 2);
+    }
+}
+
 fn rate_limited(user: &str, client: IpAddr, retry_after: Duration) -> Reject {
     if audit::admit(audit::Event::RateLimited, client) {
         tracing::warn!(target: "passgate::audit", event = "rate_limited", user = ?user, peer = %client, retry_after_s = retry_after.as_secs());
@@ -370,4 +391,46 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator(dir: &std::path::Path) -> Authenticator {
+        let text =
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[upstreams.app]\nurl = \"http://127.0.0.1:1\"\n\
+                    [[routes]]\nname = \"all\"\npath = \"/**\"\naccess = \"app-password\"\n\
+                    scopes = [\"repository:read\"]\nupstream = \"app\"\n";
+        let config = config::Config::parse(std::path::Path::new("test.toml"), text).unwrap();
+        let store = Arc::new(Store::open(&dir.join("store.redb")).unwrap());
+        Authenticator::new(store, config.scopes.clone(), &config.auth).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_verification_leaves_no_gate_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(dir.path());
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..5 {
+            let token = token::NewToken::generate();
+            let creds = format!("mallory:{}", token.token().expose());
+            let mut headers = HeaderMap::new();
+            let value = format!(
+                "Basic {}",
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, creds)
+            );
+            headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+            let attempt = auth.authenticate(&headers, client, ScopeSet::default());
+            // Default argon2id takes tens of ms: the attempt is dropped mid-way.
+            let abandoned = tokio::time::timeout(Duration::from_millis(2), attempt).await;
+            assert!(abandoned.is_err(), "the verification finished within 2 ms");
+        }
+        assert!(auth.flights.is_empty(), "{} gates left", auth.flights.len());
+        // And the abandoned guesses cost no rate-limit tokens.
+        assert!(auth
+            .throttle
+            .check("mallory", client, Instant::now())
+            .is_ok());
+    }
 }
