@@ -40,7 +40,7 @@ use crate::scopes::{ScopeSet, Scopes};
 use crate::store::{AppPassword, Status, Store};
 use basic::BasicError;
 use cache::{Cache, Lookup, Verified};
-use throttle::{Limit, Throttle, ThrottleConfig};
+use throttle::{Limit, Reservation, Throttle, ThrottleConfig};
 use usage::UsageLog;
 use verify::{Verifier, VerifyError};
 
@@ -225,12 +225,15 @@ impl Authenticator {
                     // verification so concurrent guesses cannot all pass.
                     match self.throttle.reserve(user, client, Instant::now()) {
                         Err(retry_after) => Err(rate_limited(user, client, retry_after)),
-                        Ok(reservation) => {
-                            // Dropped with this future if the client goes
-                            // away: an abandoned attempt costs no token.
-                            let verified = self.verify(user, id, secret, client).await;
-                            if matches!(verified, Err(Reject::Unauthorized(_))) {
-                                reservation.keep();
+                        Ok(mut reservation) => {
+                            // Committed when argon2id starts: a client that
+                            // hangs up after that still pays; one that hangs
+                            // up while queued does not.
+                            let verified = self
+                                .verify(user, id, secret, client, &mut reservation)
+                                .await;
+                            if !matches!(verified, Err(Reject::Unauthorized(_))) {
+                                reservation.release();
                             }
                             verified
                         }
@@ -266,11 +269,13 @@ impl Authenticator {
         id: &str,
         secret: &str,
         client: IpAddr,
+        reservation: &mut Reservation<'_>,
     ) -> Result<Arc<Verified>, Reject> {
         let record = self.load(id).await?;
+        let phc = record.as_ref().map(|r| r.hash.as_str());
         let matched = match self
             .verifier
-            .verify(secret, record.as_ref().map(|r| r.hash.as_str()))
+            .verify_and(secret, phc, || reservation.commit())
             .await
         {
             Ok(m) => m,
@@ -397,40 +402,71 @@ pub fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
-    fn authenticator(dir: &std::path::Path) -> Authenticator {
-        let text =
-            "[server]\nlisten = [\"127.0.0.1:0\"]\n[upstreams.app]\nurl = \"http://127.0.0.1:1\"\n\
-                    [[routes]]\nname = \"all\"\npath = \"/**\"\naccess = \"app-password\"\n\
-                    scopes = [\"repository:read\"]\nupstream = \"app\"\n";
-        let config = config::Config::parse(std::path::Path::new("test.toml"), text).unwrap();
+    fn authenticator(dir: &std::path::Path, auth_extra: &str) -> Authenticator {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[auth]\n{auth_extra}\n\
+             [upstreams.app]\nurl = \"http://127.0.0.1:1\"\n\
+             [[routes]]\nname = \"all\"\npath = \"/**\"\naccess = \"app-password\"\n\
+             scopes = [\"repository:read\"]\nupstream = \"app\"\n"
+        );
+        let config = config::Config::parse(std::path::Path::new("test.toml"), &text).unwrap();
         let store = Arc::new(Store::open(&dir.join("store.redb")).unwrap());
         Authenticator::new(store, config.scopes.clone(), &config.auth).unwrap()
+    }
+
+    /// Basic credentials for `user` with a made-up, well-formed token.
+    fn guess(user: &str) -> HeaderMap {
+        let token = token::NewToken::generate();
+        let creds = format!("{user}:{}", token.token().expose());
+        let value = format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, creds)
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        headers
     }
 
     #[tokio::test]
     async fn an_abandoned_verification_leaves_no_gate_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let auth = authenticator(dir.path());
+        let auth = authenticator(dir.path(), "");
         let client: IpAddr = "192.0.2.7".parse().unwrap();
         for _ in 0..5 {
-            let token = token::NewToken::generate();
-            let creds = format!("mallory:{}", token.token().expose());
-            let mut headers = HeaderMap::new();
-            let value = format!(
-                "Basic {}",
-                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, creds)
-            );
-            headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+            let headers = guess("mallory");
             let attempt = auth.authenticate(&headers, client, ScopeSet::default());
             // Default argon2id takes tens of ms: the attempt is dropped mid-way.
             let abandoned = tokio::time::timeout(Duration::from_millis(2), attempt).await;
             assert!(abandoned.is_err(), "the verification finished within 2 ms");
         }
         assert!(auth.flights.is_empty(), "{} gates left", auth.flights.len());
-        // And the abandoned guesses cost no rate-limit tokens.
-        assert!(auth
-            .throttle
-            .check("mallory", client, Instant::now())
-            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_guess_pays_only_once_its_argon2_run_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(
+            dir.path(),
+            "verify_threads = 1\n[auth.rate_limit]\nper_user_addr = { burst = 3, per = \"1m\" }\n",
+        );
+        let client: IpAddr = "192.0.2.8".parse().unwrap();
+        // Two guesses at once with one verification thread: one runs argon2id,
+        // the other waits for the thread; both clients leave after 5 ms.
+        let (a, b) = (guess("mallory"), guess("mallory"));
+        let wait = Duration::from_millis(5);
+        let (ra, rb) = tokio::join!(
+            tokio::time::timeout(wait, auth.authenticate(&a, client, ScopeSet::default())),
+            tokio::time::timeout(wait, auth.authenticate(&b, client, ScopeSet::default())),
+        );
+        assert!(
+            ra.is_err() && rb.is_err(),
+            "a verification finished within 5 ms"
+        );
+        // Exactly one token of three is gone: the started run's.
+        let now = Instant::now();
+        let first = auth.throttle.reserve("mallory", client, now).unwrap();
+        let second = auth.throttle.reserve("mallory", client, now).unwrap();
+        assert!(auth.throttle.reserve("mallory", client, now).is_err());
+        drop((first, second));
     }
 }

@@ -28,8 +28,8 @@
 //! [`Throttle::record_failure`] after it would let concurrent guesses all pass
 //! the check before any failure is recorded. [`Throttle::reserve`] instead
 //! takes the token before the verification (check and charge with no await
-//! between them); its [`Reservation`] gives it back when dropped unless the
-//! attempt failed, so a right password or an abandoned attempt costs nothing.
+//! between them); its [`Reservation`] gives it back when the password proves
+//! right, or when the attempt is abandoned before its argon2id work began.
 //! Only threads running at the same instant (at most one per worker) can
 //! still race past a bucket's last token.
 //!
@@ -117,26 +117,33 @@ struct Rate {
     window: Duration,
 }
 
-/// A token taken by [`Throttle::reserve`], given back on drop unless kept.
+/// A token taken by [`Throttle::reserve`]: given back by [`Reservation::release`],
+/// or on drop unless [`Reservation::commit`]ted.
 #[derive(Debug)]
 #[must_use = "dropping a reservation gives its token back at once"]
 pub struct Reservation<'a> {
     throttle: &'a Throttle,
     user: &'a str,
     addr: IpAddr,
-    kept: bool,
+    committed: bool,
 }
 
 impl Reservation<'_> {
-    /// The attempt failed: the token stays taken.
-    pub fn keep(mut self) {
-        self.kept = true;
+    /// The attempt has cost real work (its argon2id run began): the token
+    /// stays taken even if the attempt is then abandoned.
+    pub fn commit(&mut self) {
+        self.committed = true;
+    }
+
+    /// The attempt proved right or could not be judged: the token comes back.
+    pub fn release(mut self) {
+        self.committed = false;
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        if !self.kept {
+        if !self.committed {
             self.throttle.refund(self.user, self.addr);
         }
     }
@@ -246,9 +253,9 @@ impl Throttle {
 
     /// [`Self::check`], then at once a token from both buckets as if the
     /// attempt had failed: for attempts about to be verified. The token comes
-    /// back when the [`Reservation`] is dropped, unless it was kept (the
-    /// attempt failed): an attempt abandoned half-way (client gone) costs
-    /// nothing, as before reservations.
+    /// back when the [`Reservation`] is released (the attempt proved right,
+    /// or could not be judged) or dropped before it was committed (abandoned
+    /// before any argon2id work).
     pub fn reserve<'a>(
         &'a self,
         user: &'a str,
@@ -261,7 +268,7 @@ impl Throttle {
             throttle: self,
             user,
             addr,
-            kept: false,
+            committed: false,
         })
     }
 
@@ -415,20 +422,28 @@ mod tests {
     fn reservations_take_tokens_up_front_and_refunds_give_them_back() {
         let t = throttle(2, 10, 100);
         let (a, now) = (ip("192.0.2.1"), Instant::now());
-        // Successful or abandoned attempts: taken and given back, any number of times.
-        for _ in 0..20 {
+        // Right passwords (released) and attempts abandoned before any work
+        // (dropped): taken and given back, any number of times.
+        for _ in 0..10 {
+            t.reserve("alice", a, now).unwrap().release();
             drop(t.reserve("alice", a, now).unwrap());
         }
+        // A right password released after its work began: given back too.
+        let mut right = t.reserve("alice", a, now).unwrap();
+        right.commit();
+        right.release();
         // Two guesses in flight at once use the whole burst; a third is refused
         // before its verification starts.
-        let first = t.reserve("alice", a, now).unwrap();
-        let second = t.reserve("alice", a, now).unwrap();
+        let mut first = t.reserve("alice", a, now).unwrap();
+        let mut second = t.reserve("alice", a, now).unwrap();
         assert!(t.reserve("alice", a, now).is_err());
         assert!(t.check("alice", a, now).is_err(), "reserved tokens count");
-        // The first was wrong (kept), the second right (dropped): one token back.
-        first.keep();
+        // Both began their work; the first was wrong, the second's client
+        // left: both tokens stay taken.
+        first.commit();
+        second.commit();
+        drop(first);
         drop(second);
-        t.reserve("alice", a, now).unwrap().keep();
         assert!(t.reserve("alice", a, now).is_err());
     }
 

@@ -96,6 +96,18 @@ impl Verifier {
     /// Verifies `secret` against `phc`, or against the dummy hash when `phc` is
     /// `None` (then the answer is always `false`, after the same work).
     pub async fn verify(&self, secret: &str, phc: Option<&str>) -> Result<bool, VerifyError> {
+        self.verify_and(secret, phc, || ()).await
+    }
+
+    /// [`Self::verify`], calling `started` when the argon2id work begins
+    /// (after waiting for a thread): from then on the cost is spent even if
+    /// the caller goes away.
+    pub async fn verify_and(
+        &self,
+        secret: &str,
+        phc: Option<&str>,
+        started: impl FnOnce(),
+    ) -> Result<bool, VerifyError> {
         let _dummy_slot = match phc {
             Some(_) => None,
             None => match self.admit_dummy.clone().try_acquire_owned() {
@@ -112,6 +124,7 @@ impl Verifier {
         let real = phc.is_some();
         let phc: Arc<str> = phc.map_or_else(|| self.dummy.clone(), Arc::from);
         let secret = secret.to_owned();
+        started();
         let ok = tokio::task::spawn_blocking(move || {
             let _running = running;
             verify_secret(&secret, &phc)

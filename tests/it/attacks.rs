@@ -808,7 +808,8 @@ fn abandoned_verifications_do_not_use_up_the_limits() {
     }
     std::thread::sleep(Duration::from_millis(1500));
     // Had the abandoned attempts kept their tokens, 127.0.0.1 would be
-    // limited now; a few may have finished before their client left.
+    // limited now. Only those whose argon2id run began before their client
+    // left (one thread: one or two) are charged.
     let r = from(LO1, &pg, READ, "alice", &wrong_secret_token(&id));
     assert_eq!(r.status, 401, "{}", r.text());
 }
