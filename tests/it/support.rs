@@ -805,6 +805,34 @@ pub async fn http1_async_from(
     collect(resp).await
 }
 
+/// One GET of `target` per `Authorization` value, all at once (a thread and
+/// a connection each, from `local`); the statuses in the same order.
+pub fn concurrent_gets(
+    local: std::net::IpAddr,
+    addr: SocketAddr,
+    target: &str,
+    authorizations: Vec<String>,
+) -> Vec<u16> {
+    let threads: Vec<_> = authorizations
+        .into_iter()
+        .map(|auth| {
+            let target = target.to_owned();
+            std::thread::spawn(move || {
+                http1_from(
+                    local,
+                    addr,
+                    "GET",
+                    &target,
+                    &[("authorization", &auth)],
+                    b"",
+                )
+                .status
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 /// [`http1`] from a chosen local address (see [`http1_async_from`]).
 pub fn http1_from(
     local: std::net::IpAddr,
