@@ -65,6 +65,9 @@ impl AccessLog {
             reject,
         } = self;
         drop(in_flight);
+        if !crate::telemetry::access::enabled() {
+            return;
+        }
         crate::telemetry::access::write(AccessLine {
             at: std::time::SystemTime::now(),
             peer,

@@ -66,11 +66,13 @@ struct Sink {
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
-/// Logs one access line if `RUST_LOG` enables `passgate::access` at info.
+/// Whether `RUST_LOG` enables access lines: ask before building one.
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "passgate::access", tracing::Level::INFO)
+}
+
+/// Logs one access line (the caller has checked [`enabled`]).
 pub fn write(line: AccessLine) {
-    if !tracing::enabled!(target: "passgate::access", tracing::Level::INFO) {
-        return;
-    }
     match SINK.get() {
         Some(sink) if sink.running.load(Ordering::Acquire) => {
             if let Err(std::sync::mpsc::SendError(Msg::Line(line))) = sink.tx.send(Msg::Line(line))
