@@ -90,64 +90,120 @@ impl Authenticator {
     }
 
     /// Authenticates the request's Basic credentials and checks `required` scopes.
+    ///
+    /// A cache hit is answered without an await, so the decoded credentials
+    /// (a stack buffer) never live in the request's future; a miss or a stale
+    /// entry takes the boxed slow path, which decodes the header again.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         client: IpAddr,
         required: ScopeSet,
     ) -> Result<Arc<Verified>, Reject> {
-        let creds = match basic::decode(headers) {
-            Ok(Some(c)) => c,
-            Ok(None) => return Err(Reject::Unauthorized(MISSING)),
-            Err(BasicError::Multiple) => {
-                audit_failure("multiple-authorization", "-", "-", client);
-                return Err(Reject::BadRequest("more than one Authorization header"));
-            }
-            Err(e) => {
-                self.throttle.record_failure("", client, Instant::now());
-                audit_failure(basic_reason(&e), "-", "-", client);
-                return Err(Reject::Unauthorized(INVALID));
+        let stale = {
+            let creds = self.credentials(headers, client)?;
+            let (user, now) = (creds.user(), Instant::now());
+            let token = self.admit(user, creds.password(), client, now)?;
+            match self.cache.lookup(token.id(), token.secret(), now) {
+                Lookup::Fresh(v) => return self.finish(v, user, token.id(), client, required),
+                Lookup::Stale(v) => Some(v),
+                Lookup::Miss => None,
             }
         };
-        let (user, password) = (creds.user(), creds.password());
-        let now = Instant::now();
-        if let Err(retry_after) = self.throttle.check(user, client, now) {
-            return Err(rate_limited(user, client, retry_after));
-        }
-        let Ok(token) = token::parse(password) else {
-            self.throttle.record_failure(user, client, now);
-            audit_failure("malformed-token", user, "-", client);
-            return Err(Reject::Unauthorized(INVALID));
+        Box::pin(self.authenticate_slow(headers, client, required, stale)).await
+    }
+
+    /// A cache miss, or a stale entry: renewed by one store read when the
+    /// record still holds the same hash, else verified with argon2id.
+    async fn authenticate_slow(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+        required: ScopeSet,
+        stale: Option<Arc<Verified>>,
+    ) -> Result<Arc<Verified>, Reject> {
+        // The same header as a moment ago: decoding and admission succeed again.
+        let creds = self.credentials(headers, client)?;
+        let user = creds.user();
+        let token = self.admit(user, creds.password(), client, Instant::now())?;
+        let renewed = match stale {
+            Some(v) => self.revalidate(&v, token.secret()).await?,
+            None => None,
         };
-        let verified = match self.cache.lookup(token.id(), token.secret(), now) {
-            Lookup::Fresh(v) => v,
-            Lookup::Stale(v) => match self.revalidate(&v, token.secret()).await? {
-                Some(v) => v,
-                None => {
-                    self.verify_once(user, token.id(), token.secret(), client)
-                        .await?
-                }
-            },
-            Lookup::Miss => {
+        let verified = match renewed {
+            Some(v) => v,
+            None => {
                 self.verify_once(user, token.id(), token.secret(), client)
                     .await?
             }
         };
+        self.finish(verified, user, token.id(), client, required)
+    }
+
+    /// The request's Basic credentials: none → 401, two headers → 400,
+    /// undecodable → 401 counted as a failure.
+    fn credentials(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+    ) -> Result<basic::BasicCredentials, Reject> {
+        match basic::decode(headers) {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => Err(Reject::Unauthorized(MISSING)),
+            Err(BasicError::Multiple) => {
+                audit_failure("multiple-authorization", "-", "-", client);
+                Err(Reject::BadRequest("more than one Authorization header"))
+            }
+            Err(e) => {
+                self.throttle.record_failure("", client, Instant::now());
+                audit_failure(basic_reason(&e), "-", "-", client);
+                Err(Reject::Unauthorized(INVALID))
+            }
+        }
+    }
+
+    /// The brute-force limits, then the token's shape and checksum (no I/O).
+    fn admit<'p>(
+        &self,
+        user: &str,
+        password: &'p str,
+        client: IpAddr,
+        now: Instant,
+    ) -> Result<token::TokenRef<'p>, Reject> {
+        if let Err(retry_after) = self.throttle.check(user, client, now) {
+            return Err(rate_limited(user, client, retry_after));
+        }
+        token::parse(password).map_err(|_| {
+            self.throttle.record_failure(user, client, now);
+            audit_failure("malformed-token", user, "-", client);
+            Reject::Unauthorized(INVALID)
+        })
+    }
+
+    /// The checks made on every request, cached or not: user, expiry, then scopes.
+    fn finish(
+        &self,
+        verified: Arc<Verified>,
+        user: &str,
+        id: &str,
+        client: IpAddr,
+        required: ScopeSet,
+    ) -> Result<Arc<Verified>, Reject> {
         let unix = unix_now();
         if self.username == UsernameMode::MustMatch && *verified.user != *user {
             // Only reachable from the cache; `verify` refuses a wrong user itself.
-            return Err(self.fail("wrong-user", user, token.id(), client));
+            return Err(self.fail("wrong-user", user, id, client));
         }
         if verified.expires_at.is_some_and(|e| unix >= e) {
-            self.cache.evict(token.id());
-            return Err(self.fail("expired", user, token.id(), client));
+            self.cache.evict(id);
+            return Err(self.fail("expired", user, id, client));
         }
         self.usage.record(&verified.id, unix, client);
         if !verified.granted.contains_all(required) {
             let missing = self.scopes.join(required.missing_from(verified.granted));
             let accepted = self.scopes.join(required);
             if audit::admit(audit::Event::ScopeDenied, client) {
-                tracing::warn!(target: "passgate::audit", event = "scope_denied", user = ?user, id = %token.id(), peer = %client, missing = %missing);
+                tracing::warn!(target: "passgate::audit", event = "scope_denied", user = ?user, id = %id, peer = %client, missing = %missing);
             }
             return Err(Reject::MissingScope { missing, accepted });
         }

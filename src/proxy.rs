@@ -17,12 +17,13 @@ use hyper_util::rt::TokioIo;
 
 use crate::access::{self, Grant};
 use crate::audit;
+use crate::auth::cache::Verified;
 use crate::body::{AccessLog, ResponseBody};
 use crate::error::Reject;
 use crate::gateway::Gateway;
 use crate::headers::{self, Hop};
 use crate::path;
-use crate::routes::{Access, Route};
+use crate::routes::{Access, BodyScopes, Route};
 use crate::server::InFlight;
 use crate::upstream::{Affinity, Upstream, UpstreamBody};
 
@@ -97,7 +98,12 @@ async fn forward(
     if let Grant::AppPassword(id) = &grant {
         log.user = Some(id.user.clone());
     }
-    let body = inspected_body(gw, route, &grant, body, client).await?;
+    let body = match (&route.body, &grant) {
+        (Some(rule), Grant::AppPassword(id)) => {
+            Box::pin(inspected_body(gw, rule, id, body, client)).await?
+        }
+        _ => Either::Left(body),
+    };
     let mut resp = upstream
         .send(Request::from_parts(parts, body), affinity)
         .await?;
@@ -150,18 +156,17 @@ fn prepare_upstream(
     );
 }
 
-/// The request body as forwarded: streamed untouched, or — on a route whose
-/// scopes depend on the body — read (bounded), checked and replayed unchanged.
+/// The request body on a route whose scopes depend on it: read (bounded),
+/// checked and replayed unchanged. Every other body streams untouched.
+/// Boxed by the caller: its state would otherwise be carried, and moved, in
+/// every request's future.
 async fn inspected_body(
     gw: &Gateway,
-    route: &Route,
-    grant: &Grant,
+    rule: &BodyScopes,
+    id: &Verified,
     body: Incoming,
     client: IpAddr,
 ) -> Result<UpstreamBody, Reject> {
-    let (Some(rule), Grant::AppPassword(id)) = (&route.body, grant) else {
-        return Ok(Either::Left(body));
-    };
     let bytes = read_bounded(body, rule.max_bytes, gw.config.server.header_read_timeout).await?;
     let Some(required) = rule.required(&bytes) else {
         return Err(Reject::BadRequest(
