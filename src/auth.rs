@@ -101,7 +101,8 @@ impl Authenticator {
         required: ScopeSet,
     ) -> Result<Arc<Verified>, Reject> {
         let stale = {
-            let creds = self.credentials(headers, client)?;
+            let mut creds = basic::BasicCredentials::new();
+            self.credentials(headers, client, &mut creds)?;
             let (user, now) = (creds.user(), Instant::now());
             let token = self.admit(user, creds.password(), client, now)?;
             match self.cache.lookup(token.id(), token.secret(), now) {
@@ -123,7 +124,8 @@ impl Authenticator {
         stale: Option<Arc<Verified>>,
     ) -> Result<Arc<Verified>, Reject> {
         // The same header as a moment ago: decoding and admission succeed again.
-        let creds = self.credentials(headers, client)?;
+        let mut creds = basic::BasicCredentials::new();
+        self.credentials(headers, client, &mut creds)?;
         let user = creds.user();
         let token = self.admit(user, creds.password(), client, Instant::now())?;
         let renewed = match stale {
@@ -146,10 +148,11 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
         client: IpAddr,
-    ) -> Result<basic::BasicCredentials, Reject> {
-        match basic::decode(headers) {
-            Ok(Some(c)) => Ok(c),
-            Ok(None) => Err(Reject::Unauthorized(MISSING)),
+        creds: &mut basic::BasicCredentials,
+    ) -> Result<(), Reject> {
+        match basic::decode(headers, creds) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Reject::Unauthorized(MISSING)),
             Err(BasicError::Multiple) => {
                 audit_failure("multiple-authorization", "-", "-", client);
                 Err(Reject::BadRequest("more than one Authorization header"))
