@@ -1,5 +1,6 @@
 //! Header rules between client and upstream: hop-by-hop removal (RFC 9110
-//! §7.6.1), spoof stripping, `X-Forwarded-*`, identity headers.
+//! §7.6.1), `Content-Length` dropped beside `Transfer-Encoding` (RFC 9112
+//! §6.3), spoof stripping, `X-Forwarded-*`, identity headers.
 //!
 //! The rule is that the backend must never see a method, address, URL or user
 //! that the gateway did not check. So, on every route:
@@ -17,7 +18,9 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE,
+};
 use http::HeaderMap;
 use ipnet::IpNet;
 
@@ -111,6 +114,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Usual case (keep-alive clients send none of them): one pass, no lookups.
     if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
         return;
+    }
+    // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and an
+    // intermediary must drop the latter. hyper read the body by its transfer
+    // coding; a length that came with it would mis-frame the next hop.
+    if headers.contains_key(TRANSFER_ENCODING) {
+        headers.remove(CONTENT_LENGTH);
     }
     let upgrade = if keep_upgrade {
         headers.get(UPGRADE).cloned()
@@ -290,6 +299,16 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert_eq!(h["git-protocol"], "version=2");
         assert_eq!(h["content-encoding"], "gzip");
+    }
+
+    #[test]
+    fn a_length_beside_a_transfer_coding_goes_with_it() {
+        let mut h = map(&[("transfer-encoding", "chunked"), ("content-length", "40")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = map(&[("content-length", "40")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["content-length"], "40");
     }
 
     #[test]

@@ -223,11 +223,34 @@ impl Upstream {
         Ok(sender)
     }
 
-    fn failed(&self, e: &dyn std::error::Error) -> Reject {
+    fn failed(&self, e: &(dyn std::error::Error + 'static)) -> Reject {
         let cause = e.source().map(ToString::to_string).unwrap_or_default();
+        if client_body_failed(e) {
+            // Malformed chunked framing, or a client gone mid-upload: the
+            // client's doing, so a 400 and no warning it could repeat at will.
+            tracing::debug!(upstream = %self.config.name, error = %e, cause, "request body failed");
+            return Reject::BadRequest("request body is malformed or was cut short");
+        }
         tracing::warn!(upstream = %self.config.name, error = %e, cause, "upstream request failed");
         Reject::UpstreamUnavailable
     }
+}
+
+/// True when sending failed because the request body, read from the client's
+/// connection, failed: hyper reports that as a user error whose cause is the
+/// hyper error of the client side.
+fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            let cause = std::error::Error::source(h);
+            if h.is_user() && cause.is_some_and(|s| s.is::<hyper::Error>()) {
+                return true;
+            }
+        }
+        next = err.source();
+    }
+    false
 }
 
 fn roots_from(name: &str, path: &Path) -> Result<RootCertStore, UpstreamError> {

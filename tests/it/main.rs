@@ -23,6 +23,7 @@ mod lfs;
 mod paths;
 mod proxy;
 mod smoke;
+mod smuggling;
 mod tls;
 mod upstream_reuse;
 mod upstream_tls;
