@@ -201,10 +201,23 @@ async fn read_bounded(
     }
 }
 
-/// Refuses targets that name another host or are not origin-form paths.
+/// Refuses targets that name another host or are not origin-form paths, and
+/// `Host` headers that are missing in HTTP/1.1, repeated or not a host[:port]
+/// (RFC 9112 §3.2: the backend must see one host, the one the client named).
 fn check_target<B>(req: &Request<B>) -> Result<(), Reject> {
     if req.method() == Method::CONNECT {
         return Err(Reject::BadTarget("CONNECT is not supported"));
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(Reject::BadTarget("more than one Host header")),
+        (None, None) if req.version() == Version::HTTP_11 => {
+            return Err(Reject::BadTarget("HTTP/1.1 request without a Host header"))
+        }
+        (Some(host), None) if !valid_host(host.as_bytes()) => {
+            return Err(Reject::BadTarget("Host header is not a host name and port"))
+        }
+        _ => {}
     }
     let Some(authority) = req.uri().authority() else {
         return Ok(());
@@ -226,6 +239,14 @@ fn check_target<B>(req: &Request<B>) -> Result<(), Reject> {
             "absolute-form target names another host than Host",
         )),
     }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2): an authority without user
+/// information.
+fn valid_host(host: &[u8]) -> bool {
+    !host.is_empty()
+        && !host.contains(&b'@')
+        && http::uri::Authority::try_from(host).is_ok_and(|a| a.as_str().len() == host.len())
 }
 
 fn route_reject(e: crate::routes::RouteError) -> Reject {

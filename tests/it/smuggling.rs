@@ -176,7 +176,7 @@ fn attempt(addr: SocketAddr, request: &str) -> String {
 
 /// Status codes of every response in `text`, in order.
 fn statuses(text: &str) -> Vec<u16> {
-    text.match_indices("HTTP/1.1 ")
+    text.match_indices("HTTP/1.")
         .filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok())
         .collect()
 }
@@ -321,4 +321,63 @@ fn ambiguous_responses_are_refused_or_framed_once_for_the_client() {
         .map(|r| r.split_once("\r\n\r\n").map_or("", |(_, b)| b))
         .collect();
     assert!(bodies[0].contains("ok") && bodies[1] == "ok", "{bodies:?}");
+}
+
+#[test]
+fn the_backend_sees_exactly_the_one_host_the_client_named() {
+    let (backend, pg) = gateway();
+    let req = |version: &str, hosts: &[&str]| {
+        let lines: String = hosts.iter().map(|h| format!("Host: {h}\r\n")).collect();
+        format!("GET /public/h {version}\r\n{lines}Connection: close\r\n\r\n")
+    };
+    // RFC 9112 §3.2: none in HTTP/1.1, more than one, or not host[:port] → 400.
+    for (what, request) in [
+        ("no Host in HTTP/1.1", req("HTTP/1.1", &[])),
+        (
+            "two Hosts",
+            req("HTTP/1.1", &["gw.example", "evil.example"]),
+        ),
+        (
+            "the same Host twice",
+            req("HTTP/1.1", &["gw.example", "gw.example"]),
+        ),
+        (
+            "user information",
+            req("HTTP/1.1", &["evil.example@gw.example"]),
+        ),
+        ("a path in Host", req("HTTP/1.1", &["gw.example/evil"])),
+        (
+            "a space in Host",
+            req("HTTP/1.1", &["gw.example evil.example"]),
+        ),
+        ("an empty Host", req("HTTP/1.1", &[""])),
+    ] {
+        let text = attempt(pg.addr, &request);
+        assert_eq!(statuses(&text), [400], "{what}: {text}");
+    }
+    assert!(backend.seen().is_empty(), "{:?}", backend.seen());
+
+    for (request, want) in [
+        (req("HTTP/1.1", &["gw.example:8443"]), "gw.example:8443"),
+        (req("HTTP/1.1", &["[::1]:8080"]), "[::1]:8080"),
+    ] {
+        let text = attempt(pg.addr, &request);
+        assert_eq!(statuses(&text), [200], "{want}: {text}");
+        let seen = backend.seen().pop().unwrap();
+        assert_eq!(seen.count("host"), 1, "{seen:?}");
+        assert!(
+            seen.head.contains(&format!("\r\nhost: {want}\r\n")),
+            "{seen:?}"
+        );
+        assert!(
+            seen.head.contains(&format!("x-forwarded-host: {want}\r\n")),
+            "{seen:?}"
+        );
+    }
+    // HTTP/1.0 may leave Host out; the upstream's own authority is sent.
+    let text = attempt(pg.addr, &req("HTTP/1.0", &[]));
+    assert_eq!(statuses(&text), [200], "{text}");
+    let seen = backend.seen().pop().unwrap();
+    assert_eq!(seen.count("host"), 1, "{seen:?}");
+    assert_eq!(seen.count("x-forwarded-host"), 0, "{seen:?}");
 }
