@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Wall-clock A/B of two passgate builds: cached-auth HTTP/1.1 requests per
+# second, both servers side by side behind one bench backend, wrk rounds
+# alternating A B B A ... so drift on a shared machine falls on both.
+#
+# usage: bench/ab.sh REV_A [REV_B] [rounds]
+#   REV_A, REV_B: git revisions, or "." for the working tree (REV_B's default)
+#   rounds: pairs of 5 s wrk runs (default 6)
+# e.g.:  bench/ab.sh HEAD~1          # the last commit against the working tree
+#
+# Why this exists: a change can cut callgrind's instructions per request
+# (bench/instructions.sh) and still serve fewer requests per second; fat LTO
+# did (-2.5% instructions, -15% req/s). Keep a change for speed only when
+# this says so. Prints each round's ratio B/A and the median.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+REV_A=${1:?usage: bench/ab.sh REV_A [REV_B] [rounds]}
+REV_B=${2:-.}
+ROUNDS=${3:-6}
+for tool in wrk curl python3 git; do
+    command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
+done
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/passgate-ab.XXXXXX")
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+    git -C "$ROOT" worktree prune 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# The release binary of a revision: the working tree builds in place; a
+# commit builds in a scratch worktree with its own target dir, kept in
+# target/ab/ so that a second run of the same commit does not rebuild.
+binary() {
+    local rev=$1
+    if [[ $rev == . ]]; then
+        (cd "$ROOT" && cargo build --release -q) >&2
+        echo "${CARGO_TARGET_DIR:-$ROOT/target}/release/passgate"
+        return
+    fi
+    local sha
+    sha=$(git -C "$ROOT" rev-parse --verify "$rev^{commit}")
+    local target=$ROOT/target/ab/$sha
+    if [[ ! -x $target/release/passgate ]]; then
+        local tree=$WORK/tree-$sha
+        git -C "$ROOT" worktree add -q --detach "$tree" "$sha" >&2
+        (cd "$tree" && CARGO_TARGET_DIR=$target cargo build --release -q) >&2
+        git -C "$ROOT" worktree remove --force "$tree" >&2
+    fi
+    echo "$target/release/passgate"
+}
+BIN_A=$(binary "$REV_A")
+BIN_B=$(binary "$REV_B")
+(cd "$ROOT" && cargo build --release -q --example bench_backend)
+BACKEND=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bench_backend
+
+mapfile -t ports < <(python3 "$HERE/lib.py" ports 3)
+setsid "$BACKEND" "${ports[0]}" >"$WORK/backend.log" 2>&1 &
+PIDS+=($!)
+declare -A AUTH
+for side in a b; do
+    port=${ports[1]}
+    bin=$BIN_A
+    if [[ $side == b ]]; then port=${ports[2]} bin=$BIN_B; fi
+    mkdir -p "$WORK/$side"
+    cat >"$WORK/$side/proxy.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$port"]
+[store]
+path = "$WORK/$side/passgate.redb"
+[admin]
+socket = "$WORK/$side/admin.sock"
+[upstreams.backend]
+url = "http://127.0.0.1:${ports[0]}"
+[[routes]]
+name = "all"
+path = "/**"
+access = "app-password"
+scopes = ["repository:read"]
+upstream = "backend"
+EOF
+    pw=$("$bin" app-password create --config "$WORK/$side/proxy.toml" \
+        --user alice --name ab --scope repository:read 2>/dev/null | head -1)
+    AUTH[$side]="Authorization: Basic $(python3 "$HERE/lib.py" b64 "alice:$pw")"
+    RUST_LOG=warn setsid "$bin" serve --config "$WORK/$side/proxy.toml" >"$WORK/$side/serve.log" 2>&1 &
+    PIDS+=($!)
+done
+url() { [[ $1 == a ]] && echo "http://127.0.0.1:${ports[1]}/small" || echo "http://127.0.0.1:${ports[2]}/small"; }
+for side in a b; do
+    for _ in $(seq 100); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' -H "${AUTH[$side]}" "$(url $side)") == 200 ]] && break
+        sleep 0.2
+    done
+    wrk -t2 -c64 -d2s -H "${AUTH[$side]}" "$(url $side)" >/dev/null # warm up
+done
+rps() { wrk -t2 -c64 -d5s -H "${AUTH[$1]}" "$(url "$1")" | awk '/Requests\/sec/ {print $2}'; }
+echo "A = $REV_A ($BIN_A)"
+echo "B = $REV_B ($BIN_B)"
+ratios=()
+for r in $(seq "$ROUNDS"); do
+    if ((r % 2)); then a=$(rps a); b=$(rps b); else b=$(rps b); a=$(rps a); fi
+    ratio=$(python3 -c "print(f'{$b / $a:.3f}')")
+    ratios+=("$ratio")
+    printf 'round %d: A %9.0f  B %9.0f req/s  B/A %s\n' "$r" "$a" "$b" "$ratio"
+done
+python3 -c "import statistics, sys; r = sorted(map(float, sys.argv[1:])); print(f'median B/A {statistics.median(r):.3f} (min {r[0]:.3f}, max {r[-1]:.3f}, {len(r)} rounds)')" "${ratios[@]}"
