@@ -67,6 +67,9 @@ pub enum Reject {
     /// 502: the upstream refused the connection, reset it or sent garbage.
     #[error("bad gateway: upstream unavailable")]
     UpstreamUnavailable,
+    /// 408: the request body stopped arriving for `response_timeout`.
+    #[error("request timeout: the request body stopped arriving")]
+    RequestTimeout,
     /// 504: the upstream did not answer within `response_timeout`.
     #[error("gateway timeout: upstream did not answer in time")]
     UpstreamTimeout,
@@ -92,6 +95,7 @@ impl Reject {
             Reject::Overloaded { .. } | Reject::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reject::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -114,6 +118,7 @@ impl Reject {
             Reject::StoreUnavailable => "store-unavailable",
             Reject::UpstreamUnavailable => "upstream-unavailable",
             Reject::UpstreamTimeout => "upstream-timeout",
+            Reject::RequestTimeout => "request-timeout",
         }
     }
 
@@ -196,6 +201,7 @@ mod tests {
             (Reject::StoreUnavailable, 503),
             (Reject::UpstreamUnavailable, 502),
             (Reject::UpstreamTimeout, 504),
+            (Reject::RequestTimeout, 408),
         ];
         for (reject, status) in table {
             assert_eq!(reject.status().as_u16(), status, "{reject:?}");

@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
@@ -98,14 +98,19 @@ async fn forward(
     if let Grant::AppPassword(id) = &grant {
         log.user = Some(id.user.clone());
     }
-    let body = match (&route.body, &grant) {
-        (Some(rule), Grant::AppPassword(id)) => {
-            Box::pin(inspected_body(gw, rule, id, body, client)).await?
-        }
-        _ => Either::Left(body),
+    let (body, progress) = match (&route.body, &grant) {
+        (Some(rule), Grant::AppPassword(id)) => (
+            Box::pin(inspected_body(gw, rule, id, body, client)).await?,
+            None,
+        ),
+        _ => UpstreamBody::streamed(body),
     };
     let mut resp = upstream
-        .send(Request::from_parts(parts, body), affinity)
+        .send(
+            Request::from_parts(parts, body),
+            affinity,
+            progress.as_deref(),
+        )
         .await?;
     let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     headers::strip_hop_by_hop(resp.headers_mut(), upgraded && upgrade.is_some());
@@ -183,7 +188,7 @@ async fn inspected_body(
             accepted: gw.config.scopes.join(required),
         });
     }
-    Ok(Either::Right(Full::new(bytes)))
+    Ok(UpstreamBody::replayed(bytes))
 }
 
 /// Reads a body the gateway must inspect, up to `max` bytes and within `limit`.

@@ -10,14 +10,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::UPGRADE;
 use http::uri::Scheme;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response};
-use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
@@ -32,9 +30,10 @@ use tokio::net::TcpStream;
 use crate::config;
 use crate::error::Reject;
 
-/// A request body on its way upstream: streamed from the client, or replayed
-/// after the gateway had to read it (LFS batch).
-pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+mod body;
+
+use body::Expiry;
+pub use body::{Progress, UpstreamBody};
 
 /// One backend and its connection pool.
 #[derive(Debug)]
@@ -138,10 +137,15 @@ impl Upstream {
     /// With an [`Affinity`] (a downstream HTTP/1.1 connection) a plain-HTTP,
     /// non-upgrade request goes over that connection's own upstream
     /// connection; otherwise through the shared pool.
+    ///
+    /// The timeout counts from the last [`Progress`] of a streamed request
+    /// body (see `upstream/body.rs`): an upload may take as long as it keeps
+    /// moving; a client that stops sending mid-body gets 408.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
         affinity: Option<&Arc<Affinity>>,
+        progress: Option<&Progress>,
     ) -> Result<Response<Incoming>, Reject> {
         let direct = affinity
             .filter(|_| self.config.scheme == Scheme::HTTP && !req.headers().contains_key(UPGRADE));
@@ -151,12 +155,28 @@ impl Upstream {
                 None => self.send_pooled(req).await,
             }
         };
-        match tokio::time::timeout(self.config.response_timeout, sent).await {
-            Err(_) => {
-                tracing::warn!(upstream = %self.config.name, "upstream response timed out");
-                Err(Reject::UpstreamTimeout)
+        let timeout = self.config.response_timeout;
+        let timer = tokio::time::sleep(timeout);
+        tokio::pin!(sent, timer);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut sent => return result,
+                () = &mut timer => {
+                    let expiry = progress.map(|p| p.expired(timeout, Instant::now()));
+                    match expiry {
+                        Some(Expiry::Extend(until)) => timer.as_mut().reset(until.into()),
+                        Some(Expiry::ClientStalled) => {
+                            tracing::debug!(upstream = %self.config.name, "request body stalled");
+                            return Err(Reject::RequestTimeout);
+                        }
+                        Some(Expiry::UpstreamStalled) | None => {
+                            tracing::warn!(upstream = %self.config.name, "upstream response timed out");
+                            return Err(Reject::UpstreamTimeout);
+                        }
+                    }
+                }
             }
-            Ok(result) => result,
         }
     }
 

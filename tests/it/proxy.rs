@@ -450,6 +450,65 @@ fn slow_upstream_is_504_while_other_requests_keep_flowing() {
     }
 }
 
+/// An upload whose chunks arrive every `gap`, `chunks` of them, to `/public/upload`.
+async fn trickle_upload(addr: SocketAddr, chunks: usize, gap: Duration) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let frames = futures_util::stream::unfold(0usize, move |i| async move {
+        if i == chunks {
+            return None;
+        }
+        tokio::time::sleep(gap).await;
+        Some((
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"0123456789"))),
+            i + 1,
+        ))
+    });
+    let req = Request::post("/public/upload")
+        .header("host", addr.to_string())
+        .body(StreamBody::new(frames))
+        .unwrap();
+    collect(send.send_request(req).await.unwrap()).await
+}
+
+#[test]
+fn response_timeout_starts_when_the_upload_ends_and_a_stalled_upload_is_408() {
+    // A `git push` of a big pack over a slow link: the backend answers only
+    // after the whole body, long after `response_timeout` from the start.
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.routes = format!("response_timeout = \"1s\"\n{}", default_routes());
+    let pg = Passgate::start(&b);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let start = Instant::now();
+    let r = rt.block_on(trickle_upload(pg.addr, 12, Duration::from_millis(250)));
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.echo().body_len, 120);
+
+    // A client that stops sending mid-body is cut off after the same time
+    // without progress, and told it was its own doing.
+    let start = Instant::now();
+    let r = rt.block_on(trickle_upload(pg.addr, 2, Duration::from_millis(2500)));
+    assert_eq!(r.status, 408, "{}", r.text());
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
 // ---------------------------------------------------------------- clients --
 
 #[test]
