@@ -6,10 +6,11 @@
 //! Only the normalised path is logged, never the query (it may carry tokens)
 //! and never a header.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
@@ -91,14 +92,64 @@ pub struct ResponseBody {
     inner: Either<Incoming, Full<Bytes>>,
     log: Option<AccessLog>,
     bytes: u64,
+    stall: Option<Stall>,
+}
+
+/// How long an upstream body may pause (`response_timeout`, like nginx's
+/// `proxy_read_timeout`): a hung backend must not hold the client, and the
+/// connections on both sides, for ever.
+///
+/// The timer is armed the first time the body has to wait and re-armed,
+/// rather than reset, when it runs out after data moved meanwhile: no clock
+/// read per frame, at the price of cutting off after one to two timeouts.
+#[derive(Debug)]
+struct Stall {
+    timeout: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    moved: bool,
+}
+
+/// The error that aborts a response whose upstream body stalled.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response body stalled")]
+struct Stalled;
+
+impl Stall {
+    /// Whether the upstream has now been silent for a whole timeout (after
+    /// the inner body answered `Pending`).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        while timer.as_mut().poll(cx).is_ready() {
+            if !std::mem::take(&mut self.moved) {
+                return true;
+            }
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.timeout);
+        }
+        false
+    }
 }
 
 impl ResponseBody {
-    pub fn new(inner: Either<Incoming, Full<Bytes>>, log: AccessLog) -> ResponseBody {
+    /// `stall`: how long the upstream's body may pause (none for local bodies).
+    pub fn new(
+        inner: Either<Incoming, Full<Bytes>>,
+        log: AccessLog,
+        stall: Option<Duration>,
+    ) -> ResponseBody {
         ResponseBody {
             inner,
             log: Some(log),
             bytes: 0,
+            stall: stall.map(|timeout| Stall {
+                timeout,
+                timer: None,
+                moved: false,
+            }),
         }
     }
 
@@ -109,17 +160,19 @@ impl ResponseBody {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
-            Either::Left(incoming) => Pin::new(incoming).poll_frame(cx),
+            Either::Left(incoming) => Pin::new(incoming).poll_frame(cx).map_err(BoxError::from),
             Either::Right(full) => match Pin::new(full).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
                 Poll::Ready(Some(Err(never))) => match never {},
@@ -132,10 +185,22 @@ impl Body for ResponseBody {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
                 }
+                if let Some(stall) = &mut this.stall {
+                    stall.moved = true;
+                }
             }
             Poll::Ready(None) => this.finish(true),
             Poll::Ready(Some(Err(_))) => this.finish(false),
-            Poll::Pending => {}
+            Poll::Pending => {
+                if this.stall.as_mut().is_some_and(|s| s.expired(cx)) {
+                    tracing::warn!(
+                        bytes = this.bytes,
+                        "upstream response body stalled; aborting the response"
+                    );
+                    this.finish(false);
+                    return Poll::Ready(Some(Err(Box::new(Stalled))));
+                }
+            }
         }
         polled
     }

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
@@ -49,15 +49,16 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let mut log = AccessLog::new(conn.peer, req.method().clone(), Instant::now());
     log.in_flight = Some(in_flight);
-    let resp = match forward(&gw, &upstreams, affinity.as_ref(), &conn, req, &mut log).await {
-        Ok(resp) => resp.map(Either::Left),
-        Err(reject) => {
-            log.reject = Some(reject.kind());
-            reject.into_response(&gw.challenge).map(Either::Right)
-        }
-    };
+    let (resp, stall) =
+        match forward(&gw, &upstreams, affinity.as_ref(), &conn, req, &mut log).await {
+            Ok((resp, stall)) => (resp.map(Either::Left), Some(stall)),
+            Err(reject) => {
+                log.reject = Some(reject.kind());
+                (reject.into_response(&gw.challenge).map(Either::Right), None)
+            }
+        };
     log.status = resp.status().as_u16();
-    Ok(resp.map(|body| ResponseBody::new(body, log)))
+    Ok(resp.map(|body| ResponseBody::new(body, log, stall)))
 }
 
 async fn forward(
@@ -67,7 +68,7 @@ async fn forward(
     conn: &Conn,
     mut req: Request<Incoming>,
     log: &mut AccessLog,
-) -> Result<Response<Incoming>, Reject> {
+) -> Result<(Response<Incoming>, Duration), Reject> {
     check_target(&req)?;
     // Moved into the log line, not copied: the path is borrowed from there.
     let path = &*log.path.insert(path::normalise(req.uri().path())?);
@@ -118,7 +119,8 @@ async fn forward(
         let upstream_side = hyper::upgrade::on(&mut resp);
         tokio::spawn(tunnel(client_side, upstream_side));
     }
-    Ok(resp)
+    // The response body may pause for as long as the head could take.
+    Ok((resp, upstream.config.response_timeout))
 }
 
 /// The header rules of `headers.rs`, applied in order for this request.

@@ -509,6 +509,35 @@ fn response_timeout_starts_when_the_upload_ends_and_a_stalled_upload_is_408() {
     );
 }
 
+#[test]
+fn an_upstream_body_that_stops_is_cut_off_and_frees_the_client() {
+    // A hung backend: the head and 3 of 10 bytes, then silence.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+                std::thread::sleep(Duration::from_secs(30));
+            });
+        }
+    });
+    let mut b = ConfigBuilder::new(&format!("http://{upstream}"));
+    b.routes = format!("response_timeout = \"1s\"\n{}", default_routes());
+    let pg = Passgate::start(&b);
+    let mut s = TcpStream::connect(pg.addr).unwrap();
+    s.write_all(b"GET /public/hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // Closed after one to two timeouts of silence, the partial body delivered.
+    let took = closed_within(&mut s, Duration::from_secs(5));
+    let took = took.expect("the gateway kept the client waiting on a hung upstream");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(pg.wait_log("upstream response body stalled", Duration::from_secs(2)));
+    assert!(pg.wait_log("complete=false", Duration::from_secs(2)));
+}
+
 // ---------------------------------------------------------------- clients --
 
 #[test]
