@@ -718,3 +718,60 @@ fn a_burst_of_made_up_tokens_does_not_start_a_thread_per_request() {
         "{verify_threads} blocking threads"
     );
 }
+
+/// The head of a `POST /api/upload` announcing a 10 MB body it will only send
+/// after `100 Continue`, as curl (and so git) does for large pushes.
+fn expecting_head(auth: Option<&str>) -> String {
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    format!(
+        "POST /api/upload HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 10000000\r\nExpect: 100-continue\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_refused_upload_is_answered_before_its_body_is_sent() {
+    use std::io::{Read, Write};
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let (_, pw) = pg.create("alice", "ci", &["repository:read"]);
+
+    // No body is ever sent: the refusal must come on the head alone.
+    for (auth, want) in [
+        (None, "HTTP/1.1 401"),
+        (Some(basic("alice", &unknown_token())), "HTTP/1.1 401"),
+        (Some(basic("bob", &pw)), "HTTP/1.1 401"),
+    ] {
+        let mut s = std::net::TcpStream::connect(pg.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(expecting_head(auth.as_deref()).as_bytes())
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).expect("no answer without the body");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with(want), "{auth:?}: {text}");
+    }
+
+    // Accepted: 100 Continue first, then the body goes through whole.
+    let mut s = std::net::TcpStream::connect(pg.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(expecting_head(Some(&basic("alice", &pw))).as_bytes())
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 100 Continue\r\n"), "{text}");
+    let chunk = vec![b'p'; 1_000_000];
+    for _ in 0..10 {
+        s.write_all(&chunk).unwrap();
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !String::from_utf8_lossy(&out).contains("\"body_len\"") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"body_len\":10000000"), "{text}");
+}
