@@ -71,14 +71,7 @@ listen = ["127.0.0.1:$port"]
 path = "$WORK/$side/passgate.redb"
 [admin]
 socket = "$WORK/$side/admin.sock"
-[upstreams.backend]
-url = "http://127.0.0.1:${ports[0]}"
-[[routes]]
-name = "all"
-path = "/**"
-access = "app-password"
-scopes = ["repository:read"]
-upstream = "backend"
+$(python3 "$HERE/lib.py" bench-routes "http://127.0.0.1:${ports[0]}")
 EOF
     pw=$("$bin" app-password create --config "$WORK/$side/proxy.toml" \
         --user alice --name ab --scope repository:read 2>/dev/null | head -1)

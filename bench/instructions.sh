@@ -34,14 +34,7 @@ workers = 1
 path = "$WORK/data/passgate.redb"
 [admin]
 socket = "$WORK/data/admin.sock"
-[upstreams.backend]
-url = "http://127.0.0.1:$BP"
-[[routes]]
-name = "all"
-path = "/**"
-access = "app-password"
-scopes = ["repository:read"]
-upstream = "backend"
+$(python3 "$HERE/lib.py" bench-routes "http://127.0.0.1:$BP")
 EOF
 PW=$("$TARGET_DIR/release/passgate" app-password create --config "$WORK/proxy.toml" \
     --user alice --name bench --scope repository:read | head -1)

@@ -375,9 +375,24 @@ def load_note(r, extra):
     return "; ".join(parts)
 
 
+BENCH_ROUTES = """[upstreams.backend]
+url = "{url}"
+
+[[routes]]
+name = "all"
+path = "/**"
+access = "app-password"
+scopes = ["repository:read"]
+upstream = "backend"
+"""
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "ports":
+    if cmd == "bench-routes":
+        # The one upstream and route every bench passgate serves.
+        print(BENCH_ROUTES.format(url=args[0]), end="")
+    elif cmd == "ports":
         print("\n".join(str(p) for p in free_ports(int(args[0]))))
     elif cmd == "b64":
         print(base64.b64encode(args[0].encode()).decode())

@@ -182,15 +182,7 @@ socket = "data/admin.sock"
 cache_ttl = "$ttl"
 $auth_extra
 
-[upstreams.backend]
-url = "$upstream"
-
-[[routes]]
-name = "all"
-path = "/**"
-access = "app-password"
-scopes = ["repository:read"]
-upstream = "backend"
+$(lib bench-routes "$upstream")
 EOF
     local pw
     pw=$("$PASSGATE" app-password create --config "$dir/proxy.toml" --user alice --name bench \
