@@ -171,6 +171,9 @@ start_passgate() {
 listen = ["127.0.0.1:$p"]
 header_read_timeout = "120s"
 idle_timeout = "120s"
+# Every load comes from 127.0.0.1, and the idle scenario holds 10,000.
+max_connections = 20000
+max_connections_per_addr = 20000
 
 [store]
 path = "data/passgate.redb"

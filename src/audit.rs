@@ -34,14 +34,16 @@ pub enum Event {
     RateLimited,
     WebRefused,
     ScopeDenied,
+    ConnLimited,
 }
 
 impl Event {
-    const ALL: [Event; 4] = [
+    const ALL: [Event; 5] = [
         Event::AuthFailed,
         Event::RateLimited,
         Event::WebRefused,
         Event::ScopeDenied,
+        Event::ConnLimited,
     ];
 
     fn index(self) -> usize {
@@ -56,7 +58,7 @@ pub struct Gate {
     global: u32,
     slots: [AtomicU64; SLOTS],
     total: AtomicU64,
-    suppressed: [AtomicU64; 4],
+    suppressed: [AtomicU64; 5],
 }
 
 /// What [`Gate::take_suppressed`] found since the last call.
@@ -66,11 +68,16 @@ pub struct Suppressed {
     pub rate_limited: u64,
     pub web_refused: u64,
     pub scope_denied: u64,
+    pub conn_limited: u64,
 }
 
 impl Suppressed {
     pub fn total(&self) -> u64 {
-        self.auth_failed + self.rate_limited + self.web_refused + self.scope_denied
+        self.auth_failed
+            + self.rate_limited
+            + self.web_refused
+            + self.scope_denied
+            + self.conn_limited
     }
 }
 
@@ -94,6 +101,7 @@ pub fn flush() {
             rate_limited = s.rate_limited,
             web_refused = s.web_refused,
             scope_denied = s.scope_denied,
+            conn_limited = s.conn_limited,
             "audit lines over {PER_PEER}/s per address or {GLOBAL}/s in all were counted, not written"
         );
     }
@@ -106,7 +114,7 @@ impl Gate {
             global,
             slots: [const { AtomicU64::new(0) }; SLOTS],
             total: AtomicU64::new(0),
-            suppressed: [const { AtomicU64::new(0) }; 4],
+            suppressed: [const { AtomicU64::new(0) }; 5],
         }
     }
 
@@ -121,13 +129,14 @@ impl Gate {
     }
 
     pub fn take_suppressed(&self) -> Suppressed {
-        let [a, r, w, s] =
+        let [a, r, w, s, c] =
             Event::ALL.map(|e| self.suppressed[e.index()].swap(0, Ordering::Relaxed));
         Suppressed {
             auth_failed: a,
             rate_limited: r,
             web_refused: w,
             scope_denied: s,
+            conn_limited: c,
         }
     }
 }

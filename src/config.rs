@@ -52,6 +52,10 @@ pub struct Server {
     pub log_format: LogFormat,
     /// Server worker threads, each with its own runtime (default: the cores).
     pub workers: usize,
+    /// Open client connections, in all; more are closed at once.
+    pub max_connections: usize,
+    /// Open client connections from one address (IPv6: one /64).
+    pub max_connections_per_addr: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +280,20 @@ impl Build<'_> {
                 Some(0) => return self.err(0..0, "server.workers", "must be at least 1"),
                 Some(n) => n,
                 None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            },
+            max_connections: match raw.max_connections {
+                0 => return self.err(0..0, "server.max_connections", "must be at least 1"),
+                n => n,
+            },
+            max_connections_per_addr: match raw.max_connections_per_addr {
+                0 => {
+                    return self.err(
+                        0..0,
+                        "server.max_connections_per_addr",
+                        "must be at least 1",
+                    )
+                }
+                n => n,
             },
         })
     }
@@ -646,6 +664,18 @@ struct RawServer {
     #[serde(default = "default_log_format")]
     log_format: LogFormat,
     workers: Option<usize>,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_max_connections_per_addr")]
+    max_connections_per_addr: usize,
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_max_connections_per_addr() -> usize {
+    256
 }
 
 #[derive(Deserialize)]

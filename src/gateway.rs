@@ -9,6 +9,7 @@ use http::HeaderValue;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::error::challenge;
+use crate::server::ConnLimits;
 use crate::store::Store;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -19,6 +20,8 @@ pub struct Gateway {
     pub store: Arc<Store>,
     /// `WWW-Authenticate` value, built once from the realm.
     pub challenge: HeaderValue,
+    /// Open client connections, shared by every worker.
+    pub conn_limits: Arc<ConnLimits>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +38,16 @@ impl Gateway {
         upstreams(&config)?;
         let auth = Authenticator::new(store.clone(), config.scopes.clone(), &config.auth)?;
         let challenge = challenge(&config.auth.realm);
+        let conn_limits = Arc::new(ConnLimits::new(
+            config.server.max_connections,
+            config.server.max_connections_per_addr,
+        ));
         Ok(Gateway {
             config,
             auth,
             store,
             challenge,
+            conn_limits,
         })
     }
 }

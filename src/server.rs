@@ -16,8 +16,15 @@
 //! - a connection with no request in flight and no bytes moving for
 //!   `idle_timeout` is closed gracefully (HTTP/2 included).
 //!
+//! A connection over `max_connections` in all or `max_connections_per_addr`
+//! from its address is closed as soon as it is accepted (`limits.rs`).
+//!
 //! On shutdown: stop accepting, ask every connection to finish its in-flight
 //! requests, wait up to `shutdown_grace`, then return.
+
+mod limits;
+
+pub use limits::ConnLimits;
 
 use std::future::Future;
 use std::io;
@@ -36,6 +43,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::audit;
 use crate::gateway::Gateway;
 use crate::headers;
 use crate::proxy::{self, Conn};
@@ -188,8 +196,20 @@ async fn accept_loop(
                 continue;
             }
         };
+        let slot = match gw.conn_limits.open(peer.ip()) {
+            Ok(slot) => slot,
+            Err(over) => {
+                // Closed before a byte is read: nothing to answer with.
+                if audit::admit(audit::Event::ConnLimited, peer.ip()) {
+                    tracing::warn!(target: "passgate::audit", event = "conn_limited", peer = %peer.ip(), limit = over.as_str(), open = gw.conn_limits.open_now());
+                }
+                drop(stream);
+                continue;
+            }
+        };
         let (gw, ups, tls, stop) = (gw.clone(), ups.clone(), tls.clone(), stop.clone());
         tracker.spawn(async move {
+            let _slot = slot;
             if let Err(e) = connection(gw, ups, stream, peer, tls, stop).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -86,8 +86,10 @@ pub struct Throttle {
     last_forced_prune: AtomicU64,
 }
 
+/// An address as the limits see it: IPv4 (IPv4-mapped IPv6 included) as is,
+/// IPv6 by its /64, which one host typically owns whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum AddrKey {
+pub(crate) enum AddrKey {
     V4(u32),
     V6Net64(u64),
     /// Shared by every address that found the map full.

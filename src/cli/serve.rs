@@ -13,10 +13,39 @@ use crate::store::Store;
 use crate::tls::Tls;
 use crate::{admin, audit, server, telemetry};
 
+/// File descriptors beyond two per connection (its own and its upstream's):
+/// listeners, the store, the admin socket, logs, argon2 and store threads.
+const SPARE_FDS: u64 = 128;
+
+/// Raises the soft open-files limit towards what `max_connections` needs
+/// (systemd's default soft limit is 1024), up to the hard limit; warns when
+/// even that is short, since accept would then fail for everyone.
+fn ensure_fd_limit(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let want = (max_connections as u64).saturating_mul(2) + SPARE_FDS;
+    let mut limit = getrlimit(Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX);
+    if soft >= want {
+        return;
+    }
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    limit.current = Some(want.min(hard));
+    let raised = setrlimit(Resource::Nofile, limit).is_ok();
+    let now = if raised { want.min(hard) } else { soft };
+    if now < want {
+        tracing::warn!(
+            open_files = now,
+            needed = want,
+            "server.max_connections needs about 2 file descriptors per connection; raise the open-files limit (LimitNOFILE=, ulimit -n) or lower max_connections"
+        );
+    }
+}
+
 pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
     pin_malloc_mmap_threshold();
     let config = load(arg)?;
     let _log_guard = telemetry::init(config.server.log_format);
+    ensure_fd_limit(config.server.max_connections);
     // The control runtime: admin socket, housekeeping, signals. Requests are
     // served by the worker threads of `server::spawn_workers`.
     let runtime = tokio::runtime::Builder::new_current_thread()

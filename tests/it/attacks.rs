@@ -4,7 +4,7 @@
 //! reaching app-password management or the web UI with an app password in
 //! the shipped `proxy.toml`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::auth::{
@@ -781,4 +781,119 @@ fn abandoned_verifications_do_not_use_up_the_limits() {
     // left (one thread: one or two) are charged.
     let r = from(LO1, &pg, READ, "alice", &wrong_secret_token(&id));
     assert_eq!(r.status, 401, "{}", r.text());
+}
+
+/// A connection from `local` (a 127.0.0.x address) to `addr`.
+fn connect_from(local: &str, addr: SocketAddr) -> std::net::TcpStream {
+    block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new(local.parse().unwrap(), 0))
+            .unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+    })
+}
+
+/// True when the gateway closes `s` within a second without a byte.
+fn closed_at_once(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(0))
+        || matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+/// The status of a GET sent on an open connection.
+fn get_on(s: &mut std::net::TcpStream) -> u16 {
+    use std::io::{Read, Write};
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    raw_status(&String::from_utf8_lossy(&buf[..n]))
+}
+
+#[test]
+fn connection_caps_close_the_excess_and_free_places_on_close() {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = "max_connections = 4\nmax_connections_per_addr = 2\n".to_owned();
+    let pg = Passgate::start(&b);
+
+    // Two from one address are served; a third from it is closed unread.
+    let mut a1 = connect_from("127.0.0.1", pg.addr);
+    let a2 = connect_from("127.0.0.1", pg.addr);
+    let mut a3 = connect_from("127.0.0.1", pg.addr);
+    assert!(
+        closed_at_once(&mut a3),
+        "a third connection from one address stayed open"
+    );
+    // Two more from another address fill the total; a fifth is closed.
+    let _b1 = connect_from("127.0.0.2", pg.addr);
+    let _b2 = connect_from("127.0.0.2", pg.addr);
+    let mut c1 = connect_from("127.0.0.3", pg.addr);
+    assert!(
+        closed_at_once(&mut c1),
+        "a fifth connection in all stayed open"
+    );
+    // The connections that got in are served as usual.
+    assert_eq!(get_on(&mut a1), 200);
+
+    // A closed connection gives its place back.
+    drop(a2);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut s = connect_from("127.0.0.3", pg.addr);
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if get_on(&mut s) == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the place of a closed connection never came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        pg.wait_log("limit=\"per-address\"", Duration::from_secs(2)),
+        "{}",
+        pg.log_text()
+    );
+    assert!(
+        pg.wait_log("limit=\"total\"", Duration::from_secs(2)),
+        "{}",
+        pg.log_text()
+    );
+    assert!(
+        pg.log_text().contains("event=\"conn_limited\""),
+        "{}",
+        pg.log_text()
+    );
+}
+
+#[test]
+fn the_open_files_limit_is_raised_to_what_max_connections_needs() {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = "max_connections = 30000\n".to_owned();
+    let pg = Passgate::start(&b);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", pg.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let parse = |v: &str| v.parse::<u64>().unwrap_or(u64::MAX); // "unlimited"
+    let (soft, hard) = (parse(fields[3]), parse(fields[4]));
+    // Two per connection, and some to spare.
+    let wanted = 2 * 30_000 + 128;
+    assert!(soft >= wanted.min(hard), "{line}");
+    if hard < wanted {
+        assert!(pg.wait_log("raise the open-files limit", Duration::from_secs(2)));
+    }
 }

@@ -1,0 +1,136 @@
+//! Caps on open client connections: `server.max_connections` in all and
+//! `server.max_connections_per_addr` per address (IPv6: per /64).
+//!
+//! Every open connection costs memory (about 30 KiB once it has served a
+//! request) and two file descriptors (its own and its upstream's). Without a
+//! cap, one client holding tens of thousands of keep-alive connections could
+//! exhaust either, and then nobody could connect. A connection over a cap is
+//! closed as soon as it is accepted, before any byte is read.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::auth::throttle::AddrKey;
+
+/// The open-connection counts, shared by every worker.
+#[derive(Debug)]
+pub struct ConnLimits {
+    max_total: usize,
+    max_per_addr: usize,
+    total: AtomicUsize,
+    per_addr: DashMap<AddrKey, usize>,
+}
+
+/// Which cap refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    Total,
+    PerAddr,
+}
+
+impl Over {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Over::Total => "total",
+            Over::PerAddr => "per-address",
+        }
+    }
+}
+
+/// One open connection's place under the caps; given back on drop.
+#[derive(Debug)]
+pub struct Slot {
+    limits: Arc<ConnLimits>,
+    key: AddrKey,
+}
+
+impl ConnLimits {
+    pub fn new(max_total: usize, max_per_addr: usize) -> ConnLimits {
+        ConnLimits {
+            max_total,
+            max_per_addr,
+            total: AtomicUsize::new(0),
+            per_addr: DashMap::new(),
+        }
+    }
+
+    /// A place for a new connection from `peer`, unless a cap is reached.
+    pub fn open(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Over> {
+        let taken = self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_total).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return Err(Over::Total);
+        }
+        let key = AddrKey::from(peer);
+        let mut count = self.per_addr.entry(key).or_insert(0);
+        if *count >= self.max_per_addr {
+            drop(count);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Over::PerAddr);
+        }
+        *count += 1;
+        Ok(Slot {
+            limits: self.clone(),
+            key,
+        })
+    }
+
+    /// Open connections now, in all.
+    pub fn open_now(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The entry goes with the address's last connection: the map holds
+        // only addresses with connections open.
+        self.limits.per_addr.remove_if_mut(&self.key, |_, count| {
+            *count = count.saturating_sub(1);
+            *count == 0
+        });
+        self.limits.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn both_caps_hold_and_closing_gives_the_place_back() {
+        let limits = Arc::new(ConnLimits::new(3, 2));
+        let a1 = limits.open(ip("10.0.0.1")).unwrap();
+        let _a2 = limits.open(ip("10.0.0.1")).unwrap();
+        assert_eq!(limits.open(ip("10.0.0.1")).unwrap_err(), Over::PerAddr);
+        let _b1 = limits.open(ip("10.0.0.2")).unwrap();
+        assert_eq!(limits.open(ip("10.0.0.3")).unwrap_err(), Over::Total);
+        assert_eq!(limits.open_now(), 3);
+        drop(a1);
+        assert_eq!(limits.open_now(), 2);
+        let _c1 = limits.open(ip("10.0.0.3")).unwrap();
+        assert_eq!(limits.open(ip("10.0.0.1")).unwrap_err(), Over::Total);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_counts_as_one_address_and_entries_do_not_linger() {
+        let limits = Arc::new(ConnLimits::new(100, 2));
+        let x = limits.open(ip("2001:db8::1")).unwrap();
+        let y = limits.open(ip("2001:db8::ffff:2")).unwrap();
+        assert_eq!(limits.open(ip("2001:db8::3")).unwrap_err(), Over::PerAddr);
+        assert!(limits.open(ip("2001:db8:0:1::1")).is_ok());
+        drop((x, y));
+        assert!(limits.per_addr.is_empty(), "{:?}", limits.per_addr);
+        assert_eq!(limits.open_now(), 0);
+    }
+}
