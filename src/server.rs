@@ -14,7 +14,10 @@
 //! - an HTTP/1.1 request head must arrive within `header_read_timeout` (hyper's
 //!   timer, which also runs while a keep-alive connection waits for its next request);
 //! - a connection with no request in flight and no bytes moving for
-//!   `idle_timeout` is closed gracefully (HTTP/2 included).
+//!   `idle_timeout` is closed gracefully (HTTP/2 included);
+//! - a connection whose client has read nothing of a response for
+//!   `idle_timeout`, its writes blocked, is closed at once (slow-read attacks
+//!   would otherwise hold it, and its upstream connection, for ever).
 //!
 //! A connection over `max_connections` in all or `max_connections_per_addr`
 //! from its address is closed as soon as it is accepted (`limits.rs`).
@@ -30,7 +33,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -300,7 +303,12 @@ where
                 tokio::select! {
                     res = conn.as_mut() => return res.map_err(io::Error::other),
                     _ = stop.changed(), if !stopping => { stopping = true; conn.as_mut().graceful_shutdown(); }
-                    _ = activity.idle(idle), if !stopping => { stopping = true; conn.as_mut().graceful_shutdown(); }
+                    quiet = activity.idle(idle), if !stopping => match quiet {
+                        Quiet::Idle => { stopping = true; conn.as_mut().graceful_shutdown(); }
+                        Quiet::WriteStalled => {
+                            return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading its response"));
+                        }
+                    },
                 }
             }
         }};
@@ -345,12 +353,24 @@ async fn sniff_h2(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
-/// Per-connection activity: last time bytes moved, requests in flight.
+/// Per-connection activity: last time bytes moved, requests in flight, and
+/// whether the last write to the client is still waiting for it to read.
 #[derive(Debug)]
 pub struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    write_blocked: AtomicBool,
+}
+
+/// Why a connection's quiet watch ended.
+enum Quiet {
+    /// Nothing in flight and no bytes moved: close gracefully.
+    Idle,
+    /// A response is in flight but the client has read nothing of it for the
+    /// whole timeout (a slow-read attack, or a client gone without a FIN):
+    /// close at once, which also frees the upstream connection.
+    WriteStalled,
 }
 
 impl Activity {
@@ -359,6 +379,20 @@ impl Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            write_blocked: AtomicBool::new(false),
+        }
+    }
+
+    /// Records the outcome of a write to the client.
+    fn wrote<T>(&self, res: &Poll<io::Result<T>>, moved: bool) {
+        match res {
+            Poll::Pending => self.write_blocked.store(true, Ordering::Relaxed),
+            Poll::Ready(_) => {
+                if moved {
+                    self.touch();
+                }
+                self.write_blocked.store(false, Ordering::Relaxed);
+            }
         }
     }
 
@@ -367,13 +401,19 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Resolves once nothing is in flight and no byte moved for `idle`.
-    async fn idle(&self, idle: Duration) {
+    /// Resolves once no byte moved for `idle` and either nothing is in
+    /// flight or the client stopped reading what is.
+    async fn idle(&self, idle: Duration) -> Quiet {
         loop {
             let last = self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             let due = last + idle;
-            if Instant::now() >= due && self.in_flight.load(Ordering::Relaxed) == 0 {
-                return;
+            if Instant::now() >= due {
+                if self.in_flight.load(Ordering::Relaxed) == 0 {
+                    return Quiet::Idle;
+                }
+                if self.write_blocked.load(Ordering::Relaxed) {
+                    return Quiet::WriteStalled;
+                }
             }
             let wake = if Instant::now() >= due {
                 Instant::now() + idle
@@ -431,9 +471,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
+        let moved = matches!(res, Poll::Ready(Ok(n)) if n > 0);
+        self.activity.wrote(&res, moved);
         res
     }
 
@@ -443,9 +482,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
+        let moved = matches!(res, Poll::Ready(Ok(n)) if n > 0);
+        self.activity.wrote(&res, moved);
         res
     }
 
@@ -454,7 +492,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        // TLS flushes buffered records: that can wait on the client too.
+        let res = Pin::new(&mut self.inner).poll_flush(cx);
+        self.activity.wrote(&res, false);
+        res
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -541,6 +541,32 @@ fn an_upstream_body_that_stops_is_cut_off_and_frees_the_client() {
 // ---------------------------------------------------------------- clients --
 
 #[test]
+fn a_client_that_stops_reading_is_cut_off_after_idle_timeout() {
+    // Slow-read denial of service: ask for a big body, never read it, and
+    // hold the connection (and its upstream connection) for ever.
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = "idle_timeout = \"1s\"\n".to_owned();
+    let pg = Passgate::start(&b);
+    let mut s = TcpStream::connect(pg.addr).unwrap();
+    s.write_all(b"GET /bytes?n=500000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let start = Instant::now();
+    assert!(
+        pg.wait_log("complete=false", Duration::from_secs(6)),
+        "a client reading nothing still held its download: {}",
+        pg.log_text()
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+    // Once the buffered bytes are read, the connection turns out closed.
+    assert!(closed_within(&mut s, Duration::from_secs(5)).is_some());
+}
+
+#[test]
 fn slowloris_and_silent_clients_are_cut_off_after_header_read_timeout() {
     let backend = Backend::start();
     let mut b = ConfigBuilder::new(&backend.url());
