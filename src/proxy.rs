@@ -248,12 +248,43 @@ fn check_target<B>(req: &Request<B>) -> Result<(), Reject> {
     }
 }
 
-/// `uri-host [ ":" port ]` (RFC 9110 §7.2): an authority without user
-/// information.
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal
+/// in brackets or a reg-name, then at most five port digits; no user
+/// information, path or whitespace. Checked in place: `http::uri::Authority`
+/// would copy the value on every request.
 fn valid_host(host: &[u8]) -> bool {
-    !host.is_empty()
-        && !host.contains(&b'@')
-        && http::uri::Authority::try_from(host).is_ok_and(|a| a.as_str().len() == host.len())
+    let (name_ok, port) = match host.strip_prefix(b"[") {
+        Some(rest) => match rest.iter().position(|&c| c == b']') {
+            Some(end) => {
+                let literal = rest.get(..end).unwrap_or_default();
+                let ok = !literal.is_empty()
+                    && literal
+                        .iter()
+                        .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.');
+                (ok, rest.get(end + 1..).unwrap_or_default())
+            }
+            None => (false, &[][..]),
+        },
+        None => {
+            let end = host.iter().position(|&c| c == b':').unwrap_or(host.len());
+            let (name, port) = host.split_at(end);
+            (
+                !name.is_empty() && name.iter().all(|&c| reg_name_byte(c)),
+                port,
+            )
+        }
+    };
+    name_ok
+        && match port {
+            [] => true,
+            [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+            _ => false,
+        }
+}
+
+/// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2 reg-name).
+fn reg_name_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&c)
 }
 
 fn route_reject(e: crate::routes::RouteError) -> Reject {
@@ -294,5 +325,44 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_values() {
+        for ok in [
+            "gw.example",
+            "gw.example:8443",
+            "GW.Example:",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::ffff:1.2.3.4]:443",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "evil.example@gw.example",
+            "gw.example/evil",
+            "gw.example evil.example",
+            "gw.example:80:80",
+            "gw.example:123456",
+            "gw.example:8o",
+            "[::1",
+            "[]:80",
+            "[::1]x",
+            "[::1]:80]",
+            "gw\\example",
+            "gw.example\t",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?}");
+        }
     }
 }
