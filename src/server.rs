@@ -199,7 +199,8 @@ async fn accept_loop(
                 continue;
             }
         };
-        let slot = match gw.conn_limits.open(peer.ip()) {
+        let trusted = headers::is_trusted(peer.ip(), &gw.config.server.trusted_proxies);
+        let slot = match gw.conn_limits.open(peer.ip(), trusted) {
             Ok(slot) => slot,
             Err(over) => {
                 // Closed before a byte is read: nothing to answer with.

@@ -6,6 +6,10 @@
 //! cap, one client holding tens of thousands of keep-alive connections could
 //! exhaust either, and then nobody could connect. A connection over a cap is
 //! closed as soon as it is accepted, before any byte is read.
+//!
+//! A configured trusted proxy (a load balancer in front of the gateway)
+//! carries many clients' connections from one address: it counts towards the
+//! total only.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,7 +48,8 @@ impl Over {
 #[derive(Debug)]
 pub struct Slot {
     limits: Arc<ConnLimits>,
-    key: AddrKey,
+    /// None for a trusted proxy, which has no per-address count.
+    key: Option<AddrKey>,
 }
 
 impl ConnLimits {
@@ -57,8 +62,9 @@ impl ConnLimits {
         }
     }
 
-    /// A place for a new connection from `peer`, unless a cap is reached.
-    pub fn open(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Over> {
+    /// A place for a new connection from `peer`, unless a cap is reached;
+    /// a `trusted` peer (a configured proxy) is held to the total only.
+    pub fn open(self: &Arc<Self>, peer: IpAddr, trusted: bool) -> Result<Slot, Over> {
         let taken = self
             .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -66,6 +72,12 @@ impl ConnLimits {
             });
         if taken.is_err() {
             return Err(Over::Total);
+        }
+        if trusted {
+            return Ok(Slot {
+                limits: self.clone(),
+                key: None,
+            });
         }
         let key = AddrKey::from(peer);
         let mut count = self.per_addr.entry(key).or_insert(0);
@@ -77,7 +89,7 @@ impl ConnLimits {
         *count += 1;
         Ok(Slot {
             limits: self.clone(),
-            key,
+            key: Some(key),
         })
     }
 
@@ -91,10 +103,12 @@ impl Drop for Slot {
     fn drop(&mut self) {
         // The entry goes with the address's last connection: the map holds
         // only addresses with connections open.
-        self.limits.per_addr.remove_if_mut(&self.key, |_, count| {
-            *count = count.saturating_sub(1);
-            *count == 0
-        });
+        if let Some(key) = &self.key {
+            self.limits.per_addr.remove_if_mut(key, |_, count| {
+                *count = count.saturating_sub(1);
+                *count == 0
+            });
+        }
         self.limits.total.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -110,27 +124,44 @@ mod tests {
     #[test]
     fn both_caps_hold_and_closing_gives_the_place_back() {
         let limits = Arc::new(ConnLimits::new(3, 2));
-        let a1 = limits.open(ip("10.0.0.1")).unwrap();
-        let _a2 = limits.open(ip("10.0.0.1")).unwrap();
-        assert_eq!(limits.open(ip("10.0.0.1")).unwrap_err(), Over::PerAddr);
-        let _b1 = limits.open(ip("10.0.0.2")).unwrap();
-        assert_eq!(limits.open(ip("10.0.0.3")).unwrap_err(), Over::Total);
+        let a1 = limits.open(ip("10.0.0.1"), false).unwrap();
+        let _a2 = limits.open(ip("10.0.0.1"), false).unwrap();
+        assert_eq!(
+            limits.open(ip("10.0.0.1"), false).unwrap_err(),
+            Over::PerAddr
+        );
+        let _b1 = limits.open(ip("10.0.0.2"), false).unwrap();
+        assert_eq!(limits.open(ip("10.0.0.3"), false).unwrap_err(), Over::Total);
         assert_eq!(limits.open_now(), 3);
         drop(a1);
         assert_eq!(limits.open_now(), 2);
-        let _c1 = limits.open(ip("10.0.0.3")).unwrap();
-        assert_eq!(limits.open(ip("10.0.0.1")).unwrap_err(), Over::Total);
+        let _c1 = limits.open(ip("10.0.0.3"), false).unwrap();
+        assert_eq!(limits.open(ip("10.0.0.1"), false).unwrap_err(), Over::Total);
     }
 
     #[test]
     fn an_ipv6_slash_64_counts_as_one_address_and_entries_do_not_linger() {
         let limits = Arc::new(ConnLimits::new(100, 2));
-        let x = limits.open(ip("2001:db8::1")).unwrap();
-        let y = limits.open(ip("2001:db8::ffff:2")).unwrap();
-        assert_eq!(limits.open(ip("2001:db8::3")).unwrap_err(), Over::PerAddr);
-        assert!(limits.open(ip("2001:db8:0:1::1")).is_ok());
+        let x = limits.open(ip("2001:db8::1"), false).unwrap();
+        let y = limits.open(ip("2001:db8::ffff:2"), false).unwrap();
+        assert_eq!(
+            limits.open(ip("2001:db8::3"), false).unwrap_err(),
+            Over::PerAddr
+        );
+        assert!(limits.open(ip("2001:db8:0:1::1"), false).is_ok());
         drop((x, y));
         assert!(limits.per_addr.is_empty(), "{:?}", limits.per_addr);
+        assert_eq!(limits.open_now(), 0);
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_held_to_the_total_only() {
+        let limits = Arc::new(ConnLimits::new(3, 1));
+        let lb = ip("10.0.0.5");
+        let held: Vec<Slot> = (0..3).map(|_| limits.open(lb, true).unwrap()).collect();
+        assert!(limits.per_addr.is_empty());
+        assert_eq!(limits.open(lb, true).unwrap_err(), Over::Total);
+        drop(held);
         assert_eq!(limits.open_now(), 0);
     }
 }

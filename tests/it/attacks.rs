@@ -897,3 +897,23 @@ fn the_open_files_limit_is_raised_to_what_max_connections_needs() {
         assert!(pg.wait_log("raise the open-files limit", Duration::from_secs(2)));
     }
 }
+
+#[test]
+fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
+    // A load balancer carries many clients' connections from one address.
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra =
+        "max_connections_per_addr = 1\ntrusted_proxies = [\"127.0.0.4/32\"]\n".to_owned();
+    let pg = Passgate::start(&b);
+    let mut conns: Vec<_> = (0..3).map(|_| connect_from("127.0.0.4", pg.addr)).collect();
+    for s in &mut conns {
+        assert_eq!(get_on(s), 200);
+    }
+    let _one = connect_from("127.0.0.5", pg.addr);
+    let mut two = connect_from("127.0.0.5", pg.addr);
+    assert!(
+        closed_at_once(&mut two),
+        "an untrusted address got a second connection"
+    );
+}
