@@ -55,7 +55,7 @@ pub struct Authenticator {
     scopes: Scopes,
     username: UsernameMode,
     cache: Cache,
-    throttle: Throttle,
+    throttle: Arc<Throttle>,
     verifier: Verifier,
     usage: UsageLog,
     /// Single-flight gates for in-progress verifications, keyed by the keyed
@@ -78,11 +78,11 @@ impl Authenticator {
             scopes,
             username: cfg.username,
             cache: Cache::new(cfg.cache_ttl, cfg.cache_capacity),
-            throttle: Throttle::new(ThrottleConfig {
+            throttle: Arc::new(Throttle::new(ThrottleConfig {
                 per_user_addr: limit(cfg.rate_limit.per_user_addr),
                 per_addr: limit(cfg.rate_limit.per_addr),
                 max_entries: cfg.rate_limit.max_entries,
-            }),
+            })),
             verifier: Verifier::new(cfg.verify_threads, cfg.verify_queue, &cfg.argon2)?,
             usage: UsageLog::default(),
             flights: DashMap::new(),
@@ -284,18 +284,10 @@ impl Authenticator {
                     // verification so concurrent guesses cannot all pass.
                     match self.throttle.reserve(user, client, Instant::now()) {
                         Err(retry_after) => Err(rate_limited(user, client, retry_after)),
-                        Ok(mut reservation) => {
-                            // Committed when argon2id starts: a client that
-                            // hangs up after that still pays; one that hangs
-                            // up while queued does not.
-                            let verified = self
-                                .verify(user, id, secret, client, &mut reservation)
-                                .await;
-                            if !matches!(verified, Err(Reject::Unauthorized(_))) {
-                                reservation.release();
-                            }
-                            verified
-                        }
+                        // Settled by the argon2id run's outcome, even if the
+                        // client hangs up meanwhile; given back if the
+                        // attempt ends before the run (queued, 503, 500).
+                        Ok(reservation) => self.verify(user, id, secret, client, reservation).await,
                     }
                 }
             }
@@ -328,13 +320,21 @@ impl Authenticator {
         id: &str,
         secret: &str,
         client: IpAddr,
-        reservation: &mut Reservation<'_>,
+        reservation: Reservation,
     ) -> Result<Arc<Verified>, Reject> {
         let record = self.load(id).await?;
         let phc = record.as_ref().map(|r| r.hash.as_str());
+        // Whether a matching secret makes this attempt a success (the token
+        // comes back) or still a refusal below (wrong user, revoked, expired).
+        let admissible = record.as_ref().is_some_and(|r| {
+            (self.username != UsernameMode::MustMatch || r.user == user)
+                && r.status(unix_now()) == Status::Active
+        });
         let matched = match self
             .verifier
-            .verify_and(secret, phc, || reservation.commit())
+            .verify_and(secret, phc, move |matched| {
+                reservation.settle(matched && admissible);
+            })
             .await
         {
             Ok(m) => m,
@@ -461,29 +461,38 @@ pub fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
-    fn authenticator(dir: &std::path::Path, auth_extra: &str) -> Authenticator {
+    fn test_config(auth_extra: &str) -> config::Config {
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\n[auth]\n{auth_extra}\n\
              [upstreams.app]\nurl = \"http://127.0.0.1:1\"\n\
              [[routes]]\nname = \"all\"\npath = \"/**\"\naccess = \"app-password\"\n\
              scopes = [\"repository:read\"]\nupstream = \"app\"\n"
         );
-        let config = config::Config::parse(std::path::Path::new("test.toml"), &text).unwrap();
+        config::Config::parse(std::path::Path::new("test.toml"), &text).unwrap()
+    }
+
+    fn authenticator(dir: &std::path::Path, auth_extra: &str) -> Authenticator {
+        let config = test_config(auth_extra);
         let store = Arc::new(Store::open(&dir.join("store.redb")).unwrap());
         Authenticator::new(store, config.scopes.clone(), &config.auth).unwrap()
     }
 
-    /// Basic credentials for `user` with a made-up, well-formed token.
-    fn guess(user: &str) -> HeaderMap {
-        let token = token::NewToken::generate();
-        let creds = format!("{user}:{}", token.token().expose());
+    fn basic_header(user: &str, password: &str) -> HeaderMap {
         let value = format!(
             "Basic {}",
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, creds)
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{user}:{password}")
+            )
         );
         let mut headers = HeaderMap::new();
         headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
         headers
+    }
+
+    /// Basic credentials for `user` with a made-up, well-formed token.
+    fn guess(user: &str) -> HeaderMap {
+        basic_header(user, token::NewToken::generate().token().expose())
     }
 
     #[tokio::test]
@@ -527,5 +536,45 @@ mod tests {
         let second = auth.throttle.reserve("mallory", client, now).unwrap();
         assert!(auth.throttle.reserve("mallory", client, now).is_err());
         drop((first, second));
+    }
+
+    #[tokio::test]
+    async fn a_right_password_abandoned_mid_verification_gets_its_token_back() {
+        // A cancelled clone must not cost its user a try: the argon2id run
+        // settles the token by its outcome, whether or not the client waits.
+        let dir = tempfile::tempdir().unwrap();
+        let extra =
+            "verify_threads = 1\n[auth.rate_limit]\nper_user_addr = { burst = 1, per = \"1h\" }\n";
+        let auth = authenticator(dir.path(), extra);
+        let request = crate::manage::CreateRequest {
+            user: "alice".into(),
+            name: "ci".into(),
+            scopes: vec!["repository:read".into()],
+            expires_in: None,
+        };
+        let created = crate::manage::create(&auth.store, &test_config(extra), &request).unwrap();
+        let client: IpAddr = "192.0.2.9".parse().unwrap();
+        let headers = basic_header("alice", &created.password);
+        let attempt = auth.authenticate(&headers, client, ScopeSet::default());
+        let abandoned = tokio::time::timeout(Duration::from_millis(5), attempt).await;
+        assert!(abandoned.is_err(), "the verification finished within 5 ms");
+        assert!(
+            auth.throttle
+                .check("alice", client, Instant::now())
+                .is_err(),
+            "no token taken"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while auth
+            .throttle
+            .check("alice", client, Instant::now())
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the right password's token never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

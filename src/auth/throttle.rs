@@ -29,7 +29,8 @@
 //! the check before any failure is recorded. [`Throttle::reserve`] instead
 //! takes the token before the verification (check and charge with no await
 //! between them); its [`Reservation`] gives it back when the password proves
-//! right, or when the attempt is abandoned before its argon2id work began.
+//! right (decided by the argon2id run itself, so also when the client has
+//! hung up meanwhile), or when the attempt ends before that work began.
 //! Only threads running at the same instant (at most one per worker) can
 //! still race past a bucket's last token.
 //!
@@ -40,6 +41,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -119,34 +121,41 @@ struct Rate {
     window: Duration,
 }
 
-/// A token taken by [`Throttle::reserve`]: given back by [`Reservation::release`],
-/// or on drop unless [`Reservation::commit`]ted.
+/// A token taken by [`Throttle::reserve`]: given back by
+/// [`Reservation::release`] or when dropped unsettled, kept by
+/// [`Reservation::keep`]. It owns what it needs, so the argon2id run itself
+/// can settle it: a verification whose client left still decides, by its
+/// outcome, whether the attempt costs a token.
 #[derive(Debug)]
 #[must_use = "dropping a reservation gives its token back at once"]
-pub struct Reservation<'a> {
-    throttle: &'a Throttle,
-    user: &'a str,
+pub struct Reservation {
+    throttle: Arc<Throttle>,
+    user: Box<str>,
     addr: IpAddr,
-    committed: bool,
+    kept: bool,
 }
 
-impl Reservation<'_> {
-    /// The attempt has cost real work (its argon2id run began): the token
-    /// stays taken even if the attempt is then abandoned.
-    pub fn commit(&mut self) {
-        self.committed = true;
+impl Reservation {
+    /// The attempt failed: the token stays taken.
+    pub fn keep(mut self) {
+        self.kept = true;
     }
 
     /// The attempt proved right or could not be judged: the token comes back.
-    pub fn release(mut self) {
-        self.committed = false;
+    pub fn release(self) {}
+
+    /// [`Self::release`] when `refund`, else [`Self::keep`].
+    pub fn settle(self, refund: bool) {
+        if !refund {
+            self.keep();
+        }
     }
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
-        if !self.committed {
-            self.throttle.refund(self.user, self.addr);
+        if !self.kept {
+            self.throttle.refund(&self.user, self.addr);
         }
     }
 }
@@ -258,19 +267,19 @@ impl Throttle {
     /// back when the [`Reservation`] is released (the attempt proved right,
     /// or could not be judged) or dropped before it was committed (abandoned
     /// before any argon2id work).
-    pub fn reserve<'a>(
-        &'a self,
-        user: &'a str,
+    pub fn reserve(
+        self: &Arc<Self>,
+        user: &str,
         addr: IpAddr,
         now: Instant,
-    ) -> Result<Reservation<'a>, Duration> {
+    ) -> Result<Reservation, Duration> {
         self.check(user, addr, now)?;
         self.record_failure(user, addr, now);
         Ok(Reservation {
-            throttle: self,
-            user,
+            throttle: self.clone(),
+            user: user.into(),
             addr,
-            committed: false,
+            kept: false,
         })
     }
 
@@ -422,7 +431,7 @@ mod tests {
 
     #[test]
     fn reservations_take_tokens_up_front_and_refunds_give_them_back() {
-        let t = throttle(2, 10, 100);
+        let t = Arc::new(throttle(2, 10, 100));
         let (a, now) = (ip("192.0.2.1"), Instant::now());
         // Right passwords (released) and attempts abandoned before any work
         // (dropped): taken and given back, any number of times.
@@ -430,22 +439,17 @@ mod tests {
             t.reserve("alice", a, now).unwrap().release();
             drop(t.reserve("alice", a, now).unwrap());
         }
-        // A right password released after its work began: given back too.
-        let mut right = t.reserve("alice", a, now).unwrap();
-        right.commit();
-        right.release();
+        // Settled by outcome: right gives back, wrong keeps.
+        t.reserve("alice", a, now).unwrap().settle(true);
         // Two guesses in flight at once use the whole burst; a third is refused
         // before its verification starts.
-        let mut first = t.reserve("alice", a, now).unwrap();
-        let mut second = t.reserve("alice", a, now).unwrap();
+        let first = t.reserve("alice", a, now).unwrap();
+        let second = t.reserve("alice", a, now).unwrap();
         assert!(t.reserve("alice", a, now).is_err());
         assert!(t.check("alice", a, now).is_err(), "reserved tokens count");
-        // Both began their work; the first was wrong, the second's client
-        // left: both tokens stay taken.
-        first.commit();
-        second.commit();
-        drop(first);
-        drop(second);
+        // Both were wrong: both tokens stay taken.
+        first.settle(false);
+        second.keep();
         assert!(t.reserve("alice", a, now).is_err());
     }
 

@@ -96,17 +96,17 @@ impl Verifier {
     /// Verifies `secret` against `phc`, or against the dummy hash when `phc` is
     /// `None` (then the answer is always `false`, after the same work).
     pub async fn verify(&self, secret: &str, phc: Option<&str>) -> Result<bool, VerifyError> {
-        self.verify_and(secret, phc, || ()).await
+        self.verify_and(secret, phc, |_| ()).await
     }
 
-    /// [`Self::verify`], calling `started` when the argon2id work begins
-    /// (after waiting for a thread): from then on the cost is spent even if
-    /// the caller goes away.
+    /// [`Self::verify`], then `settle(matched)` on the verification thread
+    /// once the argon2id run has ended, whether or not the caller is still
+    /// waiting. A caller gone before the run began drops `settle` unrun.
     pub async fn verify_and(
         &self,
         secret: &str,
         phc: Option<&str>,
-        started: impl FnOnce(),
+        settle: impl FnOnce(bool) + Send + 'static,
     ) -> Result<bool, VerifyError> {
         let _dummy_slot = match phc {
             Some(_) => None,
@@ -124,10 +124,11 @@ impl Verifier {
         let real = phc.is_some();
         let phc: Arc<str> = phc.map_or_else(|| self.dummy.clone(), Arc::from);
         let secret = secret.to_owned();
-        started();
         let ok = tokio::task::spawn_blocking(move || {
             let _running = running;
-            verify_secret(&secret, &phc)
+            let ok = verify_secret(&secret, &phc);
+            settle(matches!(ok, Ok(true)) && real);
+            ok
         })
         .await??;
         Ok(ok && real)
