@@ -37,8 +37,11 @@ pub enum Event {
     ConnLimited,
 }
 
+/// How many kinds of [`Event`] there are.
+const EVENTS: usize = 5;
+
 impl Event {
-    const ALL: [Event; 5] = [
+    const ALL: [Event; EVENTS] = [
         Event::AuthFailed,
         Event::RateLimited,
         Event::WebRefused,
@@ -58,7 +61,7 @@ pub struct Gate {
     global: u32,
     slots: [AtomicU64; SLOTS],
     total: AtomicU64,
-    suppressed: [AtomicU64; 5],
+    suppressed: [AtomicU64; EVENTS],
 }
 
 /// What [`Gate::take_suppressed`] found since the last call.
@@ -114,7 +117,7 @@ impl Gate {
             global,
             slots: [const { AtomicU64::new(0) }; SLOTS],
             total: AtomicU64::new(0),
-            suppressed: [const { AtomicU64::new(0) }; 5],
+            suppressed: [const { AtomicU64::new(0) }; EVENTS],
         }
     }
 

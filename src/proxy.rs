@@ -216,12 +216,15 @@ fn check_target<B>(req: &Request<B>) -> Result<(), Reject> {
         return Err(Reject::BadTarget("CONNECT is not supported"));
     }
     let mut hosts = req.headers().get_all(HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (_, Some(_)) => return Err(Reject::BadTarget("more than one Host header")),
-        (None, None) if req.version() == Version::HTTP_11 => {
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Reject::BadTarget("more than one Host header"));
+    }
+    match host {
+        None if req.version() == Version::HTTP_11 => {
             return Err(Reject::BadTarget("HTTP/1.1 request without a Host header"))
         }
-        (Some(host), None) if !valid_host(host.as_bytes()) => {
+        Some(h) if !valid_host(h.as_bytes()) => {
             return Err(Reject::BadTarget("Host header is not a host name and port"))
         }
         _ => {}
@@ -232,7 +235,7 @@ fn check_target<B>(req: &Request<B>) -> Result<(), Reject> {
     if authority.as_str().contains('@') {
         return Err(Reject::BadTarget("user information in the request target"));
     }
-    match req.headers().get(HOST) {
+    match host {
         // HTTP/2 without Host: `:authority` is the host.
         None if req.version() == Version::HTTP_2 => Ok(()),
         Some(host)

@@ -214,7 +214,7 @@ async fn accept_loop(
         let (gw, ups, tls, stop) = (gw.clone(), ups.clone(), tls.clone(), stop.clone());
         tracker.spawn(async move {
             let _slot = slot;
-            if let Err(e) = connection(gw, ups, stream, peer, tls, stop).await {
+            if let Err(e) = connection(gw, ups, stream, peer, trusted, tls, stop).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -226,6 +226,7 @@ async fn connection(
     ups: Arc<[Upstream]>,
     stream: TcpStream,
     peer: SocketAddr,
+    trusted: bool,
     tls: Option<Arc<Tls>>,
     stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
@@ -235,7 +236,7 @@ async fn connection(
         peer,
         peer_value: headers::peer_value(peer.ip()),
         tls: tls.is_some(),
-        trusted: headers::is_trusted(peer.ip(), &gw.config.server.trusted_proxies),
+        trusted,
     };
     let activity = Arc::new(Activity::new());
     match tls {
