@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use crate::server::{HandOver, InFlight};
 use crate::telemetry::access::AccessLine;
 
 /// Fields of one access-log line, filled in as the request moves along.
@@ -31,7 +32,7 @@ pub struct AccessLog {
     pub upstream: Option<std::sync::Arc<str>>,
     pub user: Option<std::sync::Arc<str>>,
     /// Keeps the connection counted as busy until the response is done.
-    pub in_flight: Option<crate::server::InFlight>,
+    pub in_flight: Option<InFlight>,
     pub status: u16,
     pub reject: Option<&'static str>,
 }
@@ -93,6 +94,8 @@ pub struct ResponseBody {
     log: Option<AccessLog>,
     bytes: u64,
     stall: Option<Stall>,
+    /// HTTP/2: tells the connection's watch when a frame waits for the client.
+    hand_over: Option<HandOver>,
 }
 
 /// How long an upstream body may pause (`response_timeout`, like nginx's
@@ -141,8 +144,10 @@ impl ResponseBody {
         log: AccessLog,
         stall: Option<Duration>,
     ) -> ResponseBody {
+        let hand_over = log.in_flight.as_ref().and_then(InFlight::hand_over);
         ResponseBody {
             inner,
+            hand_over,
             log: Some(log),
             bytes: 0,
             stall: stall.map(|timeout| Stall {
@@ -171,6 +176,9 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(h) = &this.hand_over {
+            h.taken();
+        }
         let polled = match &mut this.inner {
             Either::Left(incoming) => Pin::new(incoming).poll_frame(cx).map_err(BoxError::from),
             Either::Right(full) => match Pin::new(full).poll_frame(cx) {
@@ -184,6 +192,9 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
+                    if let Some(h) = &this.hand_over {
+                        h.waiting();
+                    }
                 }
                 if let Some(stall) = &mut this.stall {
                     stall.moved = true;

@@ -17,7 +17,13 @@
 //!   `idle_timeout` is closed gracefully (HTTP/2 included);
 //! - a connection whose client has read nothing of a response for
 //!   `idle_timeout`, its writes blocked, is closed at once (slow-read attacks
-//!   would otherwise hold it, and its upstream connection, for ever).
+//!   would otherwise hold it, and its upstream connection, for ever); on
+//!   HTTP/2, where a client stops a response by granting no flow-control
+//!   window, the same holds for any one response whose body has waited that
+//!   long for the client to take its next frame ([`HandOver`]);
+//! - a connection asked to close (idle or shutdown) that then stays silent for
+//!   another `idle_timeout` is closed at once: an HTTP/2 graceful close would
+//!   otherwise wait for ever on a stream whose client grants no window.
 //!
 //! A connection over `max_connections` in all or `max_connections_per_addr`
 //! from its address is closed as soon as it is accepted (`limits.rs`).
@@ -34,7 +40,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -291,7 +297,7 @@ where
     let svc = {
         let (gw, activity) = (gw.clone(), activity.clone());
         service_fn(move |req| {
-            let guard = InFlight::enter(activity.clone());
+            let guard = InFlight::enter(activity.clone(), h2);
             let (gw, ups, aff, conn) = (gw.clone(), ups.clone(), affinity.clone(), conn.clone());
             async move { proxy::handle(gw, ups, aff, conn, req, guard).await }
         })
@@ -304,9 +310,25 @@ where
             loop {
                 tokio::select! {
                     res = conn.as_mut() => return res.map_err(io::Error::other),
-                    _ = stop.changed(), if !stopping => { stopping = true; conn.as_mut().graceful_shutdown(); }
-                    quiet = activity.idle(idle), if !stopping => match quiet {
-                        Quiet::Idle => { stopping = true; conn.as_mut().graceful_shutdown(); }
+                    _ = stop.changed(), if !stopping => {
+                        stopping = true;
+                        activity.touch();
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    quiet = activity.idle(idle) => match quiet {
+                        Quiet::Idle if !stopping => {
+                            // Closing starts the clock again: a client gets
+                            // one more `idle_timeout` to take what is queued.
+                            stopping = true;
+                            activity.touch();
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        Quiet::Idle => {
+                            // Still silent: an HTTP/2 stream whose last frame
+                            // waits for window the client never grants would
+                            // keep a graceful close waiting for ever.
+                            return Err(io::Error::new(io::ErrorKind::TimedOut, "connection stayed silent while closing"));
+                        }
                         Quiet::WriteStalled => {
                             return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading its response"));
                         }
@@ -355,14 +377,47 @@ async fn sniff_h2(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
-/// Per-connection activity: last time bytes moved, requests in flight, and
-/// whether the last write to the client is still waiting for it to read.
+/// Per-connection activity: last time bytes moved, requests in flight,
+/// whether the last write to the client is still waiting for it to read,
+/// and (HTTP/2) each response's [`HandOver`] clock.
 #[derive(Debug)]
 pub struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
     write_blocked: AtomicBool,
+    /// HTTP/2 only: the hand-over clocks of the responses in flight (dead
+    /// ones are pruned as new ones register and at every watch).
+    hand_overs: Mutex<Vec<Weak<AtomicU64>>>,
+}
+
+/// One HTTP/2 response's hand-over clock: since when its body has waited
+/// for the client to take the frame it produced last.
+///
+/// An HTTP/2 client can stop a response without ever blocking the socket:
+/// it grants no flow-control window, and hyper simply stops polling the
+/// body. Nothing moves and no write blocks, yet the stream holds its
+/// upstream connection and a frame in memory. The body sets the clock when
+/// it hands a frame over and clears it when polled again; the connection's
+/// watch closes the connection once any clock has run for `idle_timeout`.
+#[derive(Debug, Clone)]
+pub struct HandOver {
+    /// Milliseconds after the connection's epoch, plus one; 0: not waiting.
+    since: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl HandOver {
+    /// The body handed a frame over: the client now has to take it.
+    pub fn waiting(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.since.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// The body was polled again: the client took what it had.
+    pub fn taken(&self) {
+        self.since.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Why a connection's quiet watch ended.
@@ -382,7 +437,45 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             write_blocked: AtomicBool::new(false),
+            hand_overs: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A new HTTP/2 response's hand-over clock, watched until it is dropped.
+    fn hand_over(&self) -> HandOver {
+        let since = Arc::new(AtomicU64::new(0));
+        let mut clocks = self.clocks();
+        if clocks.len() == clocks.capacity() {
+            // Amortised: the list stays within twice the live responses.
+            clocks.retain(|c| c.strong_count() > 0);
+        }
+        clocks.push(Arc::downgrade(&since));
+        HandOver {
+            since,
+            epoch: self.epoch,
+        }
+    }
+
+    fn clocks(&self) -> std::sync::MutexGuard<'_, Vec<Weak<AtomicU64>>> {
+        // A panic while holding the lock cannot leave the list inconsistent.
+        self.hand_overs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the longest-waiting HTTP/2 response began to wait, if any does.
+    fn oldest_hand_over(&self) -> Option<Instant> {
+        let mut clocks = self.clocks();
+        let mut oldest = u64::MAX;
+        clocks.retain(|c| match c.upgrade() {
+            Some(since) => {
+                let since = since.load(Ordering::Relaxed);
+                if since != 0 {
+                    oldest = oldest.min(since - 1);
+                }
+                true
+            }
+            None => false,
+        });
+        (oldest != u64::MAX).then(|| self.epoch + Duration::from_millis(oldest))
     }
 
     /// Records the outcome of a write to the client.
@@ -404,44 +497,61 @@ impl Activity {
     }
 
     /// Resolves once no byte moved for `idle` and either nothing is in
-    /// flight or the client stopped reading what is.
+    /// flight or the client stopped reading what is; or once an HTTP/2
+    /// response has waited `idle` for the client to take its next frame.
     async fn idle(&self, idle: Duration) -> Quiet {
         loop {
+            let now = Instant::now();
             let last = self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let due = last + idle;
-            if Instant::now() >= due {
+            let mut due = last + idle;
+            if now >= due {
                 if self.in_flight.load(Ordering::Relaxed) == 0 {
                     return Quiet::Idle;
                 }
                 if self.write_blocked.load(Ordering::Relaxed) {
                     return Quiet::WriteStalled;
                 }
+                due = now + idle;
             }
-            let wake = if Instant::now() >= due {
-                Instant::now() + idle
-            } else {
-                due
-            };
-            tokio::time::sleep_until(wake.into()).await;
+            if let Some(since) = self.oldest_hand_over() {
+                if now >= since + idle {
+                    return Quiet::WriteStalled;
+                }
+                due = due.min(since + idle);
+            }
+            tokio::time::sleep_until(due.into()).await;
         }
     }
 }
 
-/// Counts a request as in flight until dropped (with its response body).
+/// Counts a request as in flight until dropped (with its response body);
+/// on HTTP/2 it also carries the response's [`HandOver`] clock.
 #[derive(Debug)]
-pub struct InFlight(Arc<Activity>);
+pub struct InFlight {
+    activity: Arc<Activity>,
+    hand_over: Option<HandOver>,
+}
 
 impl InFlight {
-    fn enter(activity: Arc<Activity>) -> InFlight {
+    fn enter(activity: Arc<Activity>, h2: bool) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(activity)
+        let hand_over = h2.then(|| activity.hand_over());
+        InFlight {
+            activity,
+            hand_over,
+        }
+    }
+
+    /// The response's hand-over clock (HTTP/2 only).
+    pub fn hand_over(&self) -> Option<HandOver> {
+        self.hand_over.clone()
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.activity.touch();
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -502,5 +612,40 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a plain test thread, no reactor
+    fn hand_over_clocks_report_the_oldest_waiter_and_are_pruned_when_dropped() {
+        let activity = Activity::new();
+        let (a, b) = (activity.hand_over(), activity.hand_over());
+        assert_eq!(activity.oldest_hand_over(), None, "nothing waits yet");
+        a.waiting();
+        let first = activity.oldest_hand_over().expect("a waits");
+        std::thread::sleep(Duration::from_millis(5));
+        b.waiting();
+        assert_eq!(activity.oldest_hand_over(), Some(first), "a waits longest");
+        a.taken();
+        assert!(
+            activity.oldest_hand_over() > Some(first),
+            "now only b waits"
+        );
+        drop(b);
+        assert_eq!(activity.oldest_hand_over(), None, "a dropped clock stops");
+
+        // Many short-lived responses: the list stays near the live count.
+        for _ in 0..10_000 {
+            let h = activity.hand_over();
+            h.waiting();
+        }
+        assert!(activity.clocks().len() <= 64, "{}", activity.clocks().len());
+        drop(a);
+        activity.oldest_hand_over();
+        assert!(activity.clocks().is_empty());
     }
 }

@@ -566,6 +566,93 @@ fn a_client_that_stops_reading_is_cut_off_after_idle_timeout() {
     assert!(closed_within(&mut s, Duration::from_secs(5)).is_some());
 }
 
+/// Opens an HTTP/2 connection whose client grants each stream `window`
+/// bytes of flow-control window and never more (it never reads the body),
+/// asks for `target`, and returns the response head and the connection's
+/// driver: it ends when the gateway closes the connection.
+async fn h2_withholding_window(
+    addr: SocketAddr,
+    window: u32,
+    target: &str,
+) -> (
+    http::StatusCode,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    Instant,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(window)
+            .handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+    let driver = tokio::spawn(conn);
+    let req = Request::get(format!("http://{addr}{target}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status();
+    // Hold the body unread, and the sender, so the client stays open.
+    std::mem::forget(resp);
+    std::mem::forget(send);
+    (status, driver, Instant::now())
+}
+
+#[test]
+fn an_http2_client_that_grants_no_window_is_cut_off_after_idle_timeout() {
+    // The HTTP/2 form of the slow read: the socket never blocks, the client
+    // just grants no flow-control window, and the stream would hold its
+    // upstream connection for ever.
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = "idle_timeout = \"1s\"\n".to_owned();
+    let pg = Passgate::start(&b);
+    let addr = pg.addr;
+    block_on(async move {
+        let (status, driver, start) = h2_withholding_window(addr, 0, "/bytes?n=500000000").await;
+        assert_eq!(status, 200);
+        let ended = tokio::time::timeout(Duration::from_secs(6), driver).await;
+        assert!(ended.is_ok(), "the connection was still open after 6 s");
+        assert!(
+            start.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            start.elapsed()
+        );
+    });
+    assert!(
+        pg.wait_log("complete=false", Duration::from_secs(2)),
+        "{}",
+        pg.log_text()
+    );
+    // Other clients are served as before.
+    assert_eq!(get(addr, "/repo/after", None).status, 200);
+}
+
+#[test]
+fn an_http2_response_left_queued_in_the_window_does_not_hold_its_connection() {
+    // One byte of window: the whole (small) body is handed to HTTP/2's send
+    // queue and the request counts as done, but the client never takes it.
+    // The connection goes quiet, is asked to close (GOAWAY), and is then
+    // closed once it stays quiet: a graceful close must not wait for ever.
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = "idle_timeout = \"1s\"\n".to_owned();
+    let pg = Passgate::start(&b);
+    let addr = pg.addr;
+    block_on(async move {
+        let (status, driver, start) = h2_withholding_window(addr, 1, "/repo/queued").await;
+        assert_eq!(status, 200);
+        let ended = tokio::time::timeout(Duration::from_secs(8), driver).await;
+        assert!(ended.is_ok(), "the connection was still open after 8 s");
+        assert!(
+            start.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            start.elapsed()
+        );
+    });
+    assert_eq!(get(addr, "/repo/after", None).status, 200);
+}
+
 #[test]
 fn slowloris_and_silent_clients_are_cut_off_after_header_read_timeout() {
     let backend = Backend::start();
