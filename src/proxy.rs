@@ -215,6 +215,16 @@ fn check_target<B>(req: &Request<B>) -> Result<(), Reject> {
     if req.method() == Method::CONNECT {
         return Err(Reject::BadTarget("CONNECT is not supported"));
     }
+    // An HTTP/2 `:path` is not parsed as a request line is: `?x=/admin`
+    // arrives as a query on an empty path, which the `http` crate reads as
+    // `/`. Refuse it as HTTP/1.1 refuses that target (RFC 9113 §8.3.1).
+    if let Some(pq) = req.uri().path_and_query() {
+        let pq = pq.as_str();
+        let asterisk = pq == "*" && req.method() == Method::OPTIONS;
+        if !pq.starts_with('/') && !asterisk {
+            return Err(Reject::BadTarget("request target is not an absolute path"));
+        }
+    }
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {

@@ -19,6 +19,7 @@ mod cli;
 mod config;
 mod durability;
 mod git;
+mod h2;
 mod lfs;
 mod paths;
 mod proxy;
