@@ -4,6 +4,7 @@
 //! is finished (or abandoned), so it carries the real byte count.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,7 +118,11 @@ async fn forward(
     headers::strip_hop_by_hop(resp.headers_mut(), upgraded && upgrade.is_some());
     if let (true, Some(client_side)) = (upgraded, upgrade) {
         let upstream_side = hyper::upgrade::on(&mut resp);
-        tokio::spawn(tunnel(client_side, upstream_side));
+        let idle = log
+            .in_flight
+            .as_ref()
+            .map(|f| f.tunnel_idle(gw.config.server.idle_timeout));
+        tokio::spawn(tunnel(client_side, upstream_side, idle));
     }
     // The response body may pause for as long as the head could take.
     Ok((resp, upstream.config.response_timeout))
@@ -326,7 +331,13 @@ fn wants_upgrade<B>(req: &Request<B>, route: &Route) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// Copies bytes both ways until either side closes, or until nothing has
+/// moved for `idle_timeout` (`idle`): hyper no longer watches the connection.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    idle: Option<impl Future<Output = ()>>,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -336,8 +347,18 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let idle = async {
+        match idle {
+            Some(idle) => idle.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        res = copy => if let Err(e) = res {
+            tracing::debug!(error = %e, "upgraded connection ended with an error");
+        },
+        () = idle => tracing::debug!("upgraded connection idle for idle_timeout; closed"),
     }
 }
 

@@ -34,6 +34,7 @@
 mod limits;
 
 pub use limits::ConnLimits;
+use limits::Slot;
 
 use std::future::Future;
 use std::io;
@@ -218,24 +219,42 @@ async fn accept_loop(
             }
         };
         let (gw, ups, tls, stop) = (gw.clone(), ups.clone(), tls.clone(), stop.clone());
+        let accepted = Accepted {
+            stream,
+            peer,
+            trusted,
+            slot,
+        };
         tracker.spawn(async move {
-            let _slot = slot;
-            if let Err(e) = connection(gw, ups, stream, peer, trusted, tls, stop).await {
+            if let Err(e) = connection(gw, ups, accepted, tls, stop).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
 }
 
+/// A connection as accepted, with its place under the connection caps.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// The peer is one of `server.trusted_proxies`.
+    trusted: bool,
+    slot: Slot,
+}
+
 async fn connection(
     gw: Arc<Gateway>,
     ups: Arc<[Upstream]>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    trusted: bool,
+    accepted: Accepted,
     tls: Option<Arc<Tls>>,
     stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    let Accepted {
+        stream,
+        peer,
+        trusted,
+        slot,
+    } = accepted;
     let _ = stream.set_nodelay(true);
     let deadline = gw.config.server.header_read_timeout;
     let conn = Conn {
@@ -244,7 +263,7 @@ async fn connection(
         tls: tls.is_some(),
         trusted,
     };
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(slot));
     match tls {
         Some(tls) => {
             let accept = tls.acceptor().accept(stream);
@@ -380,6 +399,11 @@ async fn sniff_h2(stream: &TcpStream) -> io::Result<bool> {
 /// Per-connection activity: last time bytes moved, requests in flight,
 /// whether the last write to the client is still waiting for it to read,
 /// and (HTTP/2) each response's [`HandOver`] clock.
+///
+/// It also holds the connection's place under the connection caps. The
+/// socket's [`Tracked`] wrapper holds the activity, so the place is given
+/// back only when the socket closes, also after an upgrade has taken the
+/// socket out of hyper's hands.
 #[derive(Debug)]
 pub struct Activity {
     epoch: Instant,
@@ -389,6 +413,7 @@ pub struct Activity {
     /// HTTP/2 only: the hand-over clocks of the responses in flight (dead
     /// ones are pruned as new ones register and at every watch).
     hand_overs: Mutex<Vec<Weak<AtomicU64>>>,
+    _slot: Slot,
 }
 
 /// One HTTP/2 response's hand-over clock: since when its body has waited
@@ -431,13 +456,14 @@ enum Quiet {
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(slot: Slot) -> Activity {
         Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             write_blocked: AtomicBool::new(false),
             hand_overs: Mutex::new(Vec::new()),
+            _slot: slot,
         }
     }
 
@@ -546,6 +572,15 @@ impl InFlight {
     pub fn hand_over(&self) -> Option<HandOver> {
         self.hand_over.clone()
     }
+
+    /// For a connection upgraded to a tunnel, which hyper no longer watches:
+    /// resolves once nothing has moved through it for `idle`.
+    pub fn tunnel_idle(&self, idle: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let activity = self.activity.clone();
+        async move {
+            activity.idle(idle).await;
+        }
+    }
 }
 
 impl Drop for InFlight {
@@ -622,7 +657,9 @@ mod tests {
     #[test]
     #[allow(clippy::disallowed_methods)] // a plain test thread, no reactor
     fn hand_over_clocks_report_the_oldest_waiter_and_are_pruned_when_dropped() {
-        let activity = Activity::new();
+        let limits = Arc::new(ConnLimits::new(1, 1));
+        let slot = limits.open("192.0.2.1".parse().unwrap(), false).unwrap();
+        let activity = Activity::new(slot);
         let (a, b) = (activity.hand_over(), activity.hand_over());
         assert_eq!(activity.oldest_hand_over(), None, "nothing waits yet");
         a.waiting();

@@ -740,6 +740,71 @@ fn websocket_upgrade_tunnels_bytes_both_ways() {
     }
 }
 
+/// Opens a WebSocket tunnel through the gateway at `addr`; the socket after
+/// the `101` head, or the status of the refusal.
+fn open_tunnel(addr: SocketAddr) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => {
+                return Err(format!(
+                    "{other:?} after {:?}",
+                    String::from_utf8_lossy(&head)
+                ))
+            }
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    if raw_status(&head) != 101 {
+        return Err(head);
+    }
+    Ok(s)
+}
+
+#[test]
+fn websocket_tunnels_count_under_the_connection_caps_and_idle_timeout() {
+    // An upgraded connection leaves hyper: it must still hold its place under
+    // the connection caps (or any client could open tunnels without limit,
+    // two descriptors and an upstream connection each) and still be closed
+    // when nothing moves for idle_timeout.
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = "idle_timeout = \"1s\"\nmax_connections_per_addr = 2\n".to_owned();
+    let pg = Passgate::start(&b);
+    let mut first = open_tunnel(pg.addr).expect("first tunnel");
+    let _second = open_tunnel(pg.addr).expect("second tunnel");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        open_tunnel(pg.addr).is_err(),
+        "a third tunnel got past max_connections_per_addr = 2"
+    );
+    // The first keeps working while bytes move...
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(500));
+        first.write_all(b"still here").unwrap();
+        let mut got = [0u8; 10];
+        first.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"still here");
+    }
+    // ...and both are closed once silent, which frees their places.
+    let took = closed_within(&mut first, Duration::from_secs(5)).expect("tunnel still open");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut again = open_tunnel(pg.addr).expect("a tunnel after the others closed");
+    again.write_all(b"x").unwrap();
+    let mut got = [0u8; 1];
+    again.read_exact(&mut got).unwrap();
+}
+
 // ------------------------------------------------------------ big streams --
 
 const GIB: u64 = 1 << 30;
