@@ -64,6 +64,10 @@ pub enum Reject {
     /// 503: the app-password store failed (logged where it happened).
     #[error("authentication store unavailable")]
     StoreUnavailable,
+    /// 503: an HTTP/2 request over `max_connections(_per_addr)`, where each
+    /// request in flight counts as a connection (it holds an upstream one).
+    #[error("too many requests in flight from this address; retry shortly")]
+    TooManyInFlight,
     /// 502: the upstream refused the connection, reset it or sent garbage.
     #[error("bad gateway: upstream unavailable")]
     UpstreamUnavailable,
@@ -92,7 +96,9 @@ impl Reject {
             Reject::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Reject::Overloaded { .. } | Reject::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::Overloaded { .. } | Reject::StoreUnavailable | Reject::TooManyInFlight => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -116,6 +122,7 @@ impl Reject {
             Reject::RateLimited { .. } => "rate-limited",
             Reject::Overloaded { .. } => "overloaded",
             Reject::StoreUnavailable => "store-unavailable",
+            Reject::TooManyInFlight => "too-many-in-flight",
             Reject::UpstreamUnavailable => "upstream-unavailable",
             Reject::UpstreamTimeout => "upstream-timeout",
             Reject::RequestTimeout => "request-timeout",
@@ -144,6 +151,9 @@ impl Reject {
             Reject::RateLimited { retry_after } | Reject::Overloaded { retry_after } => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            Reject::TooManyInFlight => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(1u64));
             }
             _ => {}
         }
@@ -199,6 +209,7 @@ mod tests {
             (Reject::RateLimited { retry_after: d }, 429),
             (Reject::Overloaded { retry_after: d }, 503),
             (Reject::StoreUnavailable, 503),
+            (Reject::TooManyInFlight, 503),
             (Reject::UpstreamUnavailable, 502),
             (Reject::UpstreamTimeout, 504),
             (Reject::RequestTimeout, 408),

@@ -49,15 +49,22 @@ pub async fn handle(
     in_flight: InFlight,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let mut log = AccessLog::new(conn.peer, req.method().clone(), Instant::now());
+    let over = in_flight.over_cap();
     log.in_flight = Some(in_flight);
-    let (resp, stall) =
-        match forward(&gw, &upstreams, affinity.as_ref(), &conn, req, &mut log).await {
-            Ok((resp, stall)) => (resp.map(Either::Left), Some(stall)),
-            Err(reject) => {
-                log.reject = Some(reject.kind());
-                (reject.into_response(&gw.challenge).map(Either::Right), None)
-            }
-        };
+    let forwarded = match over {
+        Some(over) => {
+            crate::server::audit_conn_limited(&gw, conn.peer.ip(), over);
+            Err(Reject::TooManyInFlight)
+        }
+        None => forward(&gw, &upstreams, affinity.as_ref(), &conn, req, &mut log).await,
+    };
+    let (resp, stall) = match forwarded {
+        Ok((resp, stall)) => (resp.map(Either::Left), Some(stall)),
+        Err(reject) => {
+            log.reject = Some(reject.kind());
+            (reject.into_response(&gw.challenge).map(Either::Right), None)
+        }
+    };
     log.status = resp.status().as_u16();
     Ok(resp.map(|body| ResponseBody::new(body, log, stall)))
 }

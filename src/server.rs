@@ -33,12 +33,12 @@
 
 mod limits;
 
-pub use limits::ConnLimits;
 use limits::Slot;
+pub use limits::{ConnLimits, Over};
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -211,9 +211,7 @@ async fn accept_loop(
             Ok(slot) => slot,
             Err(over) => {
                 // Closed before a byte is read: nothing to answer with.
-                if audit::admit(audit::Event::ConnLimited, peer.ip()) {
-                    tracing::warn!(target: "passgate::audit", event = "conn_limited", peer = %peer.ip(), limit = over.as_str(), open = gw.conn_limits.open_now());
-                }
+                audit_conn_limited(&gw, peer.ip(), over);
                 drop(stream);
                 continue;
             }
@@ -230,6 +228,13 @@ async fn accept_loop(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// The audit line for a connection, or an HTTP/2 request, refused by a cap.
+pub fn audit_conn_limited(gw: &Gateway, peer: IpAddr, over: Over) {
+    if audit::admit(audit::Event::ConnLimited, peer) {
+        tracing::warn!(target: "passgate::audit", event = "conn_limited", peer = %peer, limit = over.as_str(), open = gw.conn_limits.open_now());
     }
 }
 
@@ -316,7 +321,10 @@ where
     let svc = {
         let (gw, activity) = (gw.clone(), activity.clone());
         service_fn(move |req| {
-            let guard = InFlight::enter(activity.clone(), h2);
+            // HTTP/2: each request in flight holds an upstream connection,
+            // so it takes a place under the connection caps of its own.
+            let place = h2.then(|| gw.conn_limits.open(conn.peer.ip(), conn.trusted));
+            let guard = InFlight::enter(activity.clone(), place);
             let (gw, ups, aff, conn) = (gw.clone(), ups.clone(), affinity.clone(), conn.clone());
             async move { proxy::handle(gw, ups, aff, conn, req, guard).await }
         })
@@ -551,20 +559,34 @@ impl Activity {
 }
 
 /// Counts a request as in flight until dropped (with its response body);
-/// on HTTP/2 it also carries the response's [`HandOver`] clock.
+/// on HTTP/2 it also carries the response's [`HandOver`] clock and its own
+/// place under the connection caps.
 #[derive(Debug)]
 pub struct InFlight {
     activity: Arc<Activity>,
     hand_over: Option<HandOver>,
+    /// HTTP/2 only: the request's place, or which cap left it none.
+    place: Option<Result<Slot, Over>>,
 }
 
 impl InFlight {
-    fn enter(activity: Arc<Activity>, h2: bool) -> InFlight {
+    /// `place`: none on HTTP/1.1, where the connection's place covers its
+    /// one request in flight.
+    fn enter(activity: Arc<Activity>, place: Option<Result<Slot, Over>>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        let hand_over = h2.then(|| activity.hand_over());
+        let hand_over = place.is_some().then(|| activity.hand_over());
         InFlight {
             activity,
             hand_over,
+            place,
+        }
+    }
+
+    /// The cap an HTTP/2 request found full, if it found one.
+    pub fn over_cap(&self) -> Option<Over> {
+        match &self.place {
+            Some(Err(over)) => Some(*over),
+            _ => None,
         }
     }
 

@@ -146,6 +146,37 @@ fn forged_identity_headers_are_stripped_on_every_route_in_every_spelling() {
 }
 
 #[test]
+fn a_client_cannot_name_the_gateways_own_headers_hop_by_hop() {
+    // Naming a header in `Connection` makes a proxy drop it. A proxy that
+    // applies the client's list after adding its own headers lets the client
+    // delete them (Traefik, CVE-2024-45410): the backend would see no user,
+    // no client address and no scheme, or the client's own copies.
+    let (_b, pg) = start("");
+    let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let req = format!(
+        "GET {READ} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\
+         Connection: X-Forwarded-User, X-Forwarded-Scopes, X-Forwarded-App-Password\r\n\
+         Connection: X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, Host\r\n\r\n",
+        pg.addr,
+        basic("alice", &pw)
+    );
+    let (status, body) = raw_exchange(pg.addr, &req);
+    assert_eq!(status, 200, "{body}");
+    let echo: Echo = serde_json::from_str(&body).unwrap();
+    let one = |n: &str| echo.headers.get(n).cloned().unwrap_or_default();
+    assert_eq!(one("x-forwarded-user"), ["alice"]);
+    assert_eq!(one("x-forwarded-scopes"), ["repository:read"]);
+    assert_eq!(one("x-forwarded-app-password"), std::slice::from_ref(&id));
+    assert_eq!(one("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(one("x-forwarded-proto"), ["http"]);
+    assert_eq!(one("x-forwarded-host"), [pg.addr.to_string()]);
+    assert_eq!(one("host").len(), 1, "{:?}", echo.headers);
+    for v in one("connection") {
+        assert!(!v.to_ascii_lowercase().contains("forwarded"), "{v}");
+    }
+}
+
+#[test]
 fn forged_copies_of_custom_identity_headers_are_stripped() {
     let backend = Backend::start();
     let mut b = ConfigBuilder::new(&backend.url());
@@ -915,5 +946,80 @@ fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
     assert!(
         closed_at_once(&mut two),
         "an untrusted address got a second connection"
+    );
+}
+
+/// An HTTP/2 connection to `addr` (prior knowledge).
+async fn h2_connect(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// `n` concurrent GETs of `target` on `send`'s connection: each status with
+/// its `Retry-After`, if any.
+async fn h2_concurrent(
+    send: &hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    addr: SocketAddr,
+    target: &str,
+    n: usize,
+) -> Vec<(u16, Option<String>)> {
+    let requests = (0..n).map(|_| {
+        let mut send = send.clone();
+        let req = http::Request::get(format!("http://{addr}{target}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        async move {
+            let resp = send.send_request(req).await.unwrap();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let status = collect(resp).await.status;
+            (status, retry)
+        }
+    });
+    futures_util::future::join_all(requests).await
+}
+
+#[test]
+fn http2_requests_in_flight_count_under_the_connection_caps() {
+    // Each HTTP/2 request in flight holds an upstream connection: without a
+    // cap, 256 connections x 256 streams from one address would be 65,536
+    // upstream connections, far past the open-files limit the connection
+    // caps are sized for.
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = "max_connections_per_addr = 4\n".to_owned();
+    let pg = Passgate::start(&b);
+    let addr = pg.addr;
+    block_on(async move {
+        let send = h2_connect(addr).await;
+        // The connection takes one place, so three requests fit beside it.
+        let got = h2_concurrent(&send, addr, "/slow?ms=1500", 10).await;
+        let served = got.iter().filter(|(s, _)| *s == 200).count();
+        let refused: Vec<_> = got.iter().filter(|(s, _)| *s == 503).collect();
+        assert_eq!(served, 3, "{got:?}");
+        assert_eq!(refused.len(), 7, "{got:?}");
+        assert!(
+            refused.iter().all(|(_, r)| r.as_deref() == Some("1")),
+            "{got:?}"
+        );
+        // Places come back when the responses end.
+        let got = h2_concurrent(&send, addr, "/slow?ms=10", 3).await;
+        assert!(got.iter().all(|(s, _)| *s == 200), "{got:?}");
+    });
+    assert!(
+        pg.wait_log("too-many-in-flight", Duration::from_secs(2)),
+        "{}",
+        pg.log_text()
     );
 }
