@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Wall-clock A/B of two passgate builds: cached-auth HTTP/1.1 requests per
-# second, both servers side by side behind one bench backend, wrk rounds
-# alternating A B B A ... so drift on a shared machine falls on both.
+# Wall-clock A/B of two passgate builds: cached-auth requests per second,
+# both servers side by side behind one bench backend, rounds alternating
+# A B B A ... so drift on a shared machine falls on both.
 #
-# usage: bench/ab.sh REV_A [REV_B] [rounds]
+# usage: [AB_LOAD=h2] bench/ab.sh REV_A [REV_B] [rounds]
 #   REV_A, REV_B: git revisions, or "." for the working tree (REV_B's default)
-#   rounds: pairs of 5 s wrk runs (default 6)
+#   rounds: pairs of 5 s runs (default 6)
+#   AB_LOAD: h1 (default: wrk -t2 -c64, HTTP/1.1 keep-alive) or h2
+#            (h2load -t2 -c16 -m8, cleartext HTTP/2 with prior knowledge)
 # e.g.:  bench/ab.sh HEAD~1          # the last commit against the working tree
 #
 # Why this exists: a change can cut callgrind's instructions per request
@@ -18,7 +20,13 @@ ROOT=$(dirname "$HERE")
 REV_A=${1:?usage: bench/ab.sh REV_A [REV_B] [rounds]}
 REV_B=${2:-.}
 ROUNDS=${3:-6}
-for tool in wrk curl python3 git; do
+LOAD=${AB_LOAD:-h1}
+case $LOAD in
+h1) TOOL=wrk ;;
+h2) TOOL=h2load ;;
+*) echo "AB_LOAD must be h1 or h2" >&2; exit 2 ;;
+esac
+for tool in $TOOL curl python3 git; do
     command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
 done
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/passgate-ab.XXXXXX")
@@ -80,14 +88,29 @@ EOF
     PIDS+=($!)
 done
 url() { [[ $1 == a ]] && echo "http://127.0.0.1:${ports[1]}/small" || echo "http://127.0.0.1:${ports[2]}/small"; }
+# One run against side $1 for $2 seconds; prints the tool's output.
+load() {
+    if [[ $LOAD == h2 ]]; then
+        h2load -t2 -c16 -m8 -D "$2" -H "${AUTH[$1]}" "$(url "$1")"
+    else
+        wrk -t2 -c64 -d"$2"s -H "${AUTH[$1]}" "$(url "$1")"
+    fi
+}
+rps() {
+    if [[ $LOAD == h2 ]]; then
+        load "$1" 5 | awk '/^finished in/ {print $4}'
+    else
+        load "$1" 5 | awk '/Requests\/sec/ {print $2}'
+    fi
+}
 for side in a b; do
     for _ in $(seq 100); do
         [[ $(curl -s -o /dev/null -w '%{http_code}' -H "${AUTH[$side]}" "$(url $side)") == 200 ]] && break
         sleep 0.2
     done
-    wrk -t2 -c64 -d2s -H "${AUTH[$side]}" "$(url $side)" >/dev/null # warm up
+    load "$side" 2 >/dev/null # warm up
 done
-rps() { wrk -t2 -c64 -d5s -H "${AUTH[$1]}" "$(url "$1")" | awk '/Requests\/sec/ {print $2}'; }
+echo "load: $LOAD"
 echo "A = $REV_A ($BIN_A)"
 echo "B = $REV_B ($BIN_B)"
 ratios=()
