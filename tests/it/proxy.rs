@@ -598,34 +598,43 @@ async fn h2_withholding_window(
     (status, driver, Instant::now())
 }
 
-#[test]
-fn an_http2_client_that_grants_no_window_is_cut_off_after_idle_timeout() {
-    // The HTTP/2 form of the slow read: the socket never blocks, the client
-    // just grants no flow-control window, and the stream would hold its
-    // upstream connection for ever.
+/// A gateway with `idle_timeout = 1s`, and an HTTP/2 client that asks for
+/// `target` granting `window` bytes of window and no more: asserts that
+/// the gateway closes that connection after at least the idle timeout and
+/// within `limit`, and that it still serves others. Returns the gateway.
+fn withheld_window_is_cut_off(window: u32, target: &str, limit: Duration) -> Passgate {
     let backend = Backend::start();
     let mut b = ConfigBuilder::new(&backend.url());
     b.server_extra = "idle_timeout = \"1s\"\n".to_owned();
     let pg = Passgate::start(&b);
     let addr = pg.addr;
+    let target = target.to_owned();
     block_on(async move {
-        let (status, driver, start) = h2_withholding_window(addr, 0, "/bytes?n=500000000").await;
+        let (status, driver, start) = h2_withholding_window(addr, window, &target).await;
         assert_eq!(status, 200);
-        let ended = tokio::time::timeout(Duration::from_secs(6), driver).await;
-        assert!(ended.is_ok(), "the connection was still open after 6 s");
+        let ended = tokio::time::timeout(limit, driver).await;
         assert!(
-            start.elapsed() >= Duration::from_millis(900),
-            "{:?}",
-            start.elapsed()
+            ended.is_ok(),
+            "the connection was still open after {limit:?}"
         );
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(900), "{took:?}");
     });
+    assert_eq!(get(addr, "/repo/after", None).status, 200);
+    pg
+}
+
+#[test]
+fn an_http2_client_that_grants_no_window_is_cut_off_after_idle_timeout() {
+    // The HTTP/2 form of the slow read: the socket never blocks, the client
+    // just grants no flow-control window, and the stream would hold its
+    // upstream connection for ever.
+    let pg = withheld_window_is_cut_off(0, "/bytes?n=500000000", Duration::from_secs(6));
     assert!(
         pg.wait_log("complete=false", Duration::from_secs(2)),
         "{}",
         pg.log_text()
     );
-    // Other clients are served as before.
-    assert_eq!(get(addr, "/repo/after", None).status, 200);
 }
 
 #[test]
@@ -634,23 +643,7 @@ fn an_http2_response_left_queued_in_the_window_does_not_hold_its_connection() {
     // queue and the request counts as done, but the client never takes it.
     // The connection goes quiet, is asked to close (GOAWAY), and is then
     // closed once it stays quiet: a graceful close must not wait for ever.
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.server_extra = "idle_timeout = \"1s\"\n".to_owned();
-    let pg = Passgate::start(&b);
-    let addr = pg.addr;
-    block_on(async move {
-        let (status, driver, start) = h2_withholding_window(addr, 1, "/repo/queued").await;
-        assert_eq!(status, 200);
-        let ended = tokio::time::timeout(Duration::from_secs(8), driver).await;
-        assert!(ended.is_ok(), "the connection was still open after 8 s");
-        assert!(
-            start.elapsed() >= Duration::from_millis(900),
-            "{:?}",
-            start.elapsed()
-        );
-    });
-    assert_eq!(get(addr, "/repo/after", None).status, 200);
+    withheld_window_is_cut_off(1, "/repo/queued", Duration::from_secs(8));
 }
 
 #[test]
