@@ -384,6 +384,8 @@ pub struct Passgate {
     child: Option<Child>,
     /// Every stderr line so far (logs).
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// A soft open-files limit to start the process under (`ulimit -Sn`).
+    soft_nofile: Option<u64>,
 }
 
 impl Passgate {
@@ -394,6 +396,19 @@ impl Passgate {
     }
 
     pub fn start_in(dir: tempfile::TempDir, builder: &ConfigBuilder) -> Passgate {
+        Passgate::start_under(dir, builder, None)
+    }
+
+    /// Starts `passgate serve` under a soft open-files limit of `soft`.
+    pub fn start_with_open_files(builder: &ConfigBuilder, soft: u64) -> Passgate {
+        Passgate::start_under(tempfile::tempdir().unwrap(), builder, Some(soft))
+    }
+
+    fn start_under(
+        dir: tempfile::TempDir,
+        builder: &ConfigBuilder,
+        soft_nofile: Option<u64>,
+    ) -> Passgate {
         let config = dir.path().join("proxy.toml");
         std::fs::write(&config, builder.render()).unwrap();
         let mut pg = Passgate {
@@ -403,6 +418,7 @@ impl Passgate {
             tls: builder.tls.is_some(),
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
+            soft_nofile,
         };
         pg.spawn();
         pg
@@ -410,7 +426,20 @@ impl Passgate {
 
     /// (Re)starts the process on the same config and store.
     pub fn spawn(&mut self) {
-        let mut child = Command::new(BIN)
+        let mut command = match self.soft_nofile {
+            // The shell execs passgate: same process, the lowered limit.
+            Some(soft) => {
+                let mut c = Command::new("sh");
+                c.args([
+                    "-c",
+                    &format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""),
+                    BIN,
+                ]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
@@ -762,6 +791,7 @@ impl Passgate {
             tls: false,
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
+            soft_nofile: None,
         };
         pg.spawn();
         pg
@@ -872,6 +902,7 @@ impl Passgate {
             tls,
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
+            soft_nofile: None,
         };
         pg.spawn();
         pg
