@@ -381,3 +381,67 @@ fn the_backend_sees_exactly_the_one_host_the_client_named() {
     assert_eq!(seen.count("host"), 1, "{seen:?}");
     assert_eq!(seen.count("x-forwarded-host"), 0, "{seen:?}");
 }
+
+#[test]
+fn oversized_chunk_extensions_and_trailers_are_refused_unbuffered() {
+    // Chunk extensions and trailers are read and dropped by the gateway's
+    // parser: without a bound, a client could stream megabytes of them into
+    // memory (hyper's chunk-extension and trailer limits), and a trailer
+    // must never reach the backend as a header.
+    let (backend, pg) = gateway();
+    let (_, before) = pg.rss_kib();
+    let ext = "a".repeat(16 << 20);
+    let trailers = format!(
+        "X-Forwarded-User: root\r\nX-Big: {}\r\n",
+        "b".repeat(16 << 20)
+    );
+    let cases = [
+        (
+            "16 MiB of chunk extensions",
+            format!(
+                "POST /public/ext HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 4;{ext}\r\nabcd\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "16 MiB of trailers",
+            format!(
+                "POST /public/trailers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 4\r\nabcd\r\n0\r\n{trailers}\r\n"
+            ),
+        ),
+    ];
+    for (what, request) in &cases {
+        // The gateway may answer and close before all of it is written.
+        let mut s = TcpStream::connect(pg.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(request.as_bytes());
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let reply = String::from_utf8_lossy(&out);
+        let status = statuses(&reply).first().copied();
+        assert!(
+            status.is_none() || status.is_some_and(|s| (400..500).contains(&s)),
+            "{what}: {reply:.200}"
+        );
+    }
+    for seen in backend.seen() {
+        // The head may have gone ahead of the body; the trailer never.
+        assert_eq!(seen.count("x-forwarded-user"), 0, "{seen:?}");
+        assert_eq!(seen.count("x-big"), 0, "{seen:?}");
+    }
+    let (_, after) = pg.rss_kib();
+    assert!(
+        after < before + 8 * 1024,
+        "peak RSS grew {} KiB",
+        after.saturating_sub(before)
+    );
+    // The gateway still serves.
+    assert_eq!(
+        statuses(&attempt(
+            pg.addr,
+            "GET /public/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )),
+        [200]
+    );
+}
