@@ -144,8 +144,15 @@ upstream = "app"
 "#;
 
 fn gateway() -> (Backend, Passgate) {
+    gateway_with_server("")
+}
+
+/// A gateway whose `[server]` section also holds `extra`.
+fn gateway_with_server(extra: &str) -> (Backend, Passgate) {
     let backend = Backend::start();
-    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = extra.to_owned();
+    let pg = Passgate::start(&b);
     (backend, pg)
 }
 
@@ -301,10 +308,7 @@ fn x_forwarded_headers_are_the_gateways_own_and_host_is_preserved() {
 
 #[test]
 fn a_trusted_proxy_keeps_its_forwarding_headers_and_the_peer_is_appended() {
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.server_extra = "trusted_proxies = [\"127.0.0.0/8\"]\n".to_owned();
-    let pg = Passgate::start(&b);
+    let (_backend, pg) = gateway_with_server("trusted_proxies = [\"127.0.0.0/8\"]\n");
     let r = http1(
         pg.addr,
         "GET",
@@ -544,10 +548,7 @@ fn an_upstream_body_that_stops_is_cut_off_and_frees_the_client() {
 fn a_client_that_stops_reading_is_cut_off_after_idle_timeout() {
     // Slow-read denial of service: ask for a big body, never read it, and
     // hold the connection (and its upstream connection) for ever.
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.server_extra = "idle_timeout = \"1s\"\n".to_owned();
-    let pg = Passgate::start(&b);
+    let (_backend, pg) = gateway_with_server("idle_timeout = \"1s\"\n");
     let mut s = TcpStream::connect(pg.addr).unwrap();
     s.write_all(b"GET /bytes?n=500000000 HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -603,10 +604,7 @@ async fn h2_withholding_window(
 /// the gateway closes that connection after at least the idle timeout and
 /// within `limit`, and that it still serves others. Returns the gateway.
 fn withheld_window_is_cut_off(window: u32, target: &str, limit: Duration) -> Passgate {
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.server_extra = "idle_timeout = \"1s\"\n".to_owned();
-    let pg = Passgate::start(&b);
+    let (_backend, pg) = gateway_with_server("idle_timeout = \"1s\"\n");
     let addr = pg.addr;
     let target = target.to_owned();
     block_on(async move {
@@ -648,10 +646,7 @@ fn an_http2_response_left_queued_in_the_window_does_not_hold_its_connection() {
 
 #[test]
 fn slowloris_and_silent_clients_are_cut_off_after_header_read_timeout() {
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.server_extra = "header_read_timeout = \"1s\"\n".to_owned();
-    let pg = Passgate::start(&b);
+    let (_backend, pg) = gateway_with_server("header_read_timeout = \"1s\"\n");
     let addr = pg.addr;
 
     let partial = std::thread::spawn(move || {
@@ -679,10 +674,8 @@ fn slowloris_and_silent_clients_are_cut_off_after_header_read_timeout() {
 
 #[test]
 fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.server_extra = "idle_timeout = \"1s\"\nheader_read_timeout = \"10s\"\n".to_owned();
-    let pg = Passgate::start(&b);
+    let (_backend, pg) =
+        gateway_with_server("idle_timeout = \"1s\"\nheader_read_timeout = \"10s\"\n");
 
     let mut s = TcpStream::connect(pg.addr).unwrap();
     s.write_all(b"GET /repo/one HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -769,10 +762,8 @@ fn websocket_tunnels_count_under_the_connection_caps_and_idle_timeout() {
     // the connection caps (or any client could open tunnels without limit,
     // two descriptors and an upstream connection each) and still be closed
     // when nothing moves for idle_timeout.
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.server_extra = "idle_timeout = \"1s\"\nmax_connections_per_addr = 2\n".to_owned();
-    let pg = Passgate::start(&b);
+    let (_backend, pg) =
+        gateway_with_server("idle_timeout = \"1s\"\nmax_connections_per_addr = 2\n");
     let mut first = open_tunnel(pg.addr).expect("first tunnel");
     let _second = open_tunnel(pg.addr).expect("second tunnel");
     std::thread::sleep(Duration::from_millis(200));
