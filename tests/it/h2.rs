@@ -1749,3 +1749,22 @@ fn settings_and_ping_floods_are_back_pressured() {
     drop(conn);
     assert_still_serves(&pg);
 }
+
+/// Slowloris over HTTP/2: a header block that never ends (HEADERS without
+/// END_HEADERS, then silence) holds no request in flight, so the connection
+/// is idle: asked to close after `idle_timeout`, closed after another.
+#[test]
+fn a_header_block_that_never_ends_is_closed_by_the_idle_watch() {
+    let backend = Recorder::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = "idle_timeout = \"1s\"\n".to_owned();
+    let pg = Passgate::start(&b);
+    let mut conn = H2Conn::open(pg.addr);
+    let start = Instant::now();
+    conn.send(&frame(HEADERS, 0, 1, &block(&req("GET", "/public/p", &[]))));
+    assert!(conn.closes_within(Duration::from_secs(6)), "still open");
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(backend.seen().is_empty(), "{:?}", backend.seen());
+    assert_still_serves(&pg);
+}
