@@ -697,21 +697,7 @@ fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
 #[test]
 fn websocket_upgrade_tunnels_bytes_both_ways() {
     let (_backend, pg) = gateway();
-    let mut s = TcpStream::connect(pg.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed: {head:?}");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    assert_eq!(raw_status(&head), 101, "{head}");
+    let (mut s, head) = open_tunnel(pg.addr).unwrap();
     assert!(head.contains("upgrade: websocket"), "{head}");
 
     for msg in [
@@ -726,9 +712,9 @@ fn websocket_upgrade_tunnels_bytes_both_ways() {
     }
 }
 
-/// Opens a WebSocket tunnel through the gateway at `addr`; the socket after
-/// the `101` head, or the status of the refusal.
-fn open_tunnel(addr: SocketAddr) -> Result<TcpStream, String> {
+/// Opens a WebSocket tunnel through the gateway at `addr`: the socket after
+/// the `101` head and that head (lower case), or what came instead.
+fn open_tunnel(addr: SocketAddr) -> Result<(TcpStream, String), String> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(
@@ -749,11 +735,11 @@ fn open_tunnel(addr: SocketAddr) -> Result<TcpStream, String> {
             }
         }
     }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     if raw_status(&head) != 101 {
         return Err(head);
     }
-    Ok(s)
+    Ok((s, head))
 }
 
 #[test]
@@ -764,7 +750,7 @@ fn websocket_tunnels_count_under_the_connection_caps_and_idle_timeout() {
     // when nothing moves for idle_timeout.
     let (_backend, pg) =
         gateway_with_server("idle_timeout = \"1s\"\nmax_connections_per_addr = 2\n");
-    let mut first = open_tunnel(pg.addr).expect("first tunnel");
+    let (mut first, _) = open_tunnel(pg.addr).expect("first tunnel");
     let _second = open_tunnel(pg.addr).expect("second tunnel");
     std::thread::sleep(Duration::from_millis(200));
     assert!(
@@ -783,7 +769,7 @@ fn websocket_tunnels_count_under_the_connection_caps_and_idle_timeout() {
     let took = closed_within(&mut first, Duration::from_secs(5)).expect("tunnel still open");
     assert!(took >= Duration::from_millis(900), "{took:?}");
     std::thread::sleep(Duration::from_millis(1500));
-    let mut again = open_tunnel(pg.addr).expect("a tunnel after the others closed");
+    let (mut again, _) = open_tunnel(pg.addr).expect("a tunnel after the others closed");
     again.write_all(b"x").unwrap();
     let mut got = [0u8; 1];
     again.read_exact(&mut got).unwrap();
