@@ -122,7 +122,13 @@ async fn forward(
         )
         .await?;
     let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    headers::strip_hop_by_hop(resp.headers_mut(), upgraded && upgrade.is_some());
+    if upgraded && upgrade.is_none() {
+        // A switch nobody asked for: nothing may be tunnelled, and the
+        // client must not think its connection changed protocol.
+        tracing::warn!(upstream = %upstream.name, "upstream switched protocols unasked");
+        return Err(Reject::UpstreamUnavailable);
+    }
+    headers::strip_hop_by_hop(resp.headers_mut(), upgraded);
     if let (true, Some(client_side)) = (upgraded, upgrade) {
         let upstream_side = hyper::upgrade::on(&mut resp);
         let idle = log
@@ -324,11 +330,22 @@ fn authority_header(uri: &http::Uri) -> Option<HeaderValue> {
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
 }
 
-/// An HTTP/1.1 upgrade (WebSocket) on a route that allows it.
+/// An HTTP/1.1 WebSocket upgrade on a route that allows it.
+///
+/// Only `Upgrade: websocket`, alone: a tunnel is raw bytes that no route
+/// checks, so any protocol in it must not carry HTTP requests. Passing on
+/// `h2c` would let a backend that accepts it take HTTP/2 requests for any
+/// path through the tunnel (h2c smuggling). Any other `Upgrade` is dropped
+/// as hop-by-hop and the request served as a plain one.
 fn wants_upgrade<B>(req: &Request<B>, route: &Route) -> bool {
+    let mut upgrades = req.headers().get_all(UPGRADE).iter();
+    let websocket = upgrades
+        .next()
+        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        && upgrades.next().is_none();
     matches!(route.access, Access::Web | Access::Public)
         && req.version() == Version::HTTP_11
-        && req.headers().contains_key(UPGRADE)
+        && websocket
         && req
             .headers()
             .get_all(CONNECTION)

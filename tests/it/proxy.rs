@@ -712,6 +712,52 @@ fn websocket_upgrade_tunnels_bytes_both_ways() {
     }
 }
 
+#[test]
+fn only_websocket_upgrades_tunnel_so_h2c_cannot_smuggle_requests() {
+    // h2c smuggling: a proxy that passes `Upgrade: h2c` on to a backend
+    // that accepts it ends up tunnelling raw HTTP/2, whose requests (for
+    // /admin/…, without an app password) no route of the gateway checks.
+    // Only a plain `Upgrade: websocket` is tunnelled; any other Upgrade is
+    // dropped as hop-by-hop and the request is served as a normal one.
+    let (_backend, pg) = gateway();
+    for upgrade in [
+        "h2c",
+        "websocket, h2c",
+        "h2c, websocket",
+        "websocket/13x",
+        "WebSocket2",
+    ] {
+        let mut s = TcpStream::connect(pg.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+             Upgrade: {upgrade}\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+        )
+        .unwrap();
+        let reply = RawReply::parse(&read_one_response(&mut s));
+        assert_eq!(reply.status, 200, "{upgrade}: {}", reply.head);
+        let echo: Echo = serde_json::from_slice(&reply.body).unwrap();
+        assert!(!echo.has("upgrade"), "{upgrade}: {:?}", echo.headers);
+        assert!(!echo.has("http2-settings"), "{upgrade}: {:?}", echo.headers);
+        // Still HTTP/1.1 through the gateway: the deny route still applies.
+        s.write_all(b"GET /admin/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(raw_status(&read_one_response(&mut s)), 403, "{upgrade}");
+    }
+    // `websocket` in any case is still a WebSocket upgrade.
+    let mut s = TcpStream::connect(pg.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: WebSocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+}
+
 /// Opens a WebSocket tunnel through the gateway at `addr`: the socket after
 /// the `101` head and that head (lower case), or what came instead.
 fn open_tunnel(addr: SocketAddr) -> Result<(TcpStream, String), String> {

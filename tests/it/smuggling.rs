@@ -53,6 +53,9 @@ fn canned(name: &str) -> &'static str {
             "HTTP/1.1 200 OK\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
         }
         "folded" => "HTTP/1.1 200 OK\r\nX-A: a\r\n folded\r\nContent-Length: 2\r\n\r\nok",
+        "unasked-101" => {
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"
+        }
         _ => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     }
 }
@@ -290,8 +293,9 @@ fn length_and_chunked_together_reach_the_backend_framed_once() {
 fn ambiguous_responses_are_refused_or_framed_once_for_the_client() {
     let (_backend, pg) = gateway();
     // Two lengths, or a folded header line: the upstream's response cannot be
-    // framed with certainty, so the client gets a 502 instead.
-    for name in ["two-lengths", "folded"] {
+    // framed with certainty, so the client gets a 502 instead. So does a 101
+    // to a request that asked for no upgrade: nothing may be tunnelled.
+    for name in ["two-lengths", "folded", "unasked-101"] {
         let text = attempt(
             pg.addr,
             &format!("GET /public/respond/{name} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
