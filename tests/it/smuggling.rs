@@ -53,6 +53,7 @@ fn canned(name: &str) -> &'static str {
             "HTTP/1.1 200 OK\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
         }
         "folded" => "HTTP/1.1 200 OK\r\nX-A: a\r\n folded\r\nContent-Length: 2\r\n\r\nok",
+        "refuse-upgrade" => "HTTP/1.1 426 Upgrade Required\r\nContent-Length: 2\r\n\r\nno",
         "unasked-101" => {
             "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"
         }
@@ -447,5 +448,31 @@ fn oversized_chunk_extensions_and_trailers_are_refused_unbuffered() {
             "GET /public/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )),
         [200]
+    );
+}
+
+#[test]
+fn a_refused_websocket_upgrade_leaves_no_tunnel_to_smuggle_through() {
+    // WebSocket smuggling: the backend refuses the upgrade (426, say, for a
+    // bad Sec-WebSocket-Version) but a proxy that saw the client's Upgrade
+    // tunnels anyway; the client's next "request" then reaches the backend
+    // raw, past every route. Here the next request is still read by the
+    // gateway: /admin is denied and never reaches the backend.
+    let (backend, pg) = gateway();
+    let text = attempt(
+        pg.addr,
+        &format!(
+            "GET /public/respond/refuse-upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 1337\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n{SMUGGLED}\
+             GET /public/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(statuses(&text), [426, 403, 200], "{text}");
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen.iter().all(|s| !s.path().starts_with("/admin")),
+        "{seen:?}"
     );
 }
