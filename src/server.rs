@@ -377,7 +377,11 @@ where
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .max_buf_size(64 * 1024);
+            .max_buf_size(64 * 1024)
+            // A strict bound on the request head (and on trailers): without
+            // it, max_buf_size only bounds a head still incomplete after a
+            // read, and one that arrives whole in larger reads gets through.
+            .max_header_size(64 * 1024);
         drive!(builder.serve_connection(io, svc).with_upgrades())
     }
 }

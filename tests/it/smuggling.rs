@@ -476,3 +476,27 @@ fn a_refused_websocket_upgrade_leaves_no_tunnel_to_smuggle_through() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn oversized_request_heads_get_431_and_never_reach_the_backend() {
+    let (backend, pg) = gateway();
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let long = format!("X-Long: {}\r\n", "a".repeat(80 * 1024));
+    for (what, extra) in [("150 headers", many), ("an 80 KiB header", long)] {
+        let mut s = TcpStream::connect(pg.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // The gateway may answer and close before all of it is written.
+        let _ =
+            s.write_all(format!("GET /public/big HTTP/1.1\r\nHost: x\r\n{extra}\r\n").as_bytes());
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(statuses(&text), [431], "{what}: {text:.300}");
+    }
+    assert!(backend.seen().is_empty(), "{:?}", backend.seen());
+    let text = attempt(
+        pg.addr,
+        "GET /public/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(statuses(&text), [200]);
+}
