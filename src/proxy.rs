@@ -338,14 +338,16 @@ fn authority_header(uri: &http::Uri) -> Option<HeaderValue> {
 /// path through the tunnel (h2c smuggling). Any other `Upgrade` is dropped
 /// as hop-by-hop and the request served as a plain one.
 fn wants_upgrade<B>(req: &Request<B>, route: &Route) -> bool {
-    let mut upgrades = req.headers().get_all(UPGRADE).iter();
-    let websocket = upgrades
-        .next()
-        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
-        && upgrades.next().is_none();
+    let websocket = || {
+        let mut upgrades = req.headers().get_all(UPGRADE).iter();
+        upgrades
+            .next()
+            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
+            && upgrades.next().is_none()
+    };
     matches!(route.access, Access::Web | Access::Public)
         && req.version() == Version::HTTP_11
-        && websocket
+        && websocket()
         && req
             .headers()
             .get_all(CONNECTION)
