@@ -18,7 +18,7 @@
 //! `/api/…`, never a head that is not one well-formed request, and never a
 //! body other than the one the client declared.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -576,14 +576,6 @@ impl Recorder {
     }
 }
 
-fn read_line(r: &mut impl BufRead) -> Option<String> {
-    let mut line = Vec::new();
-    match r.read_until(b'\n', &mut line) {
-        Ok(0) | Err(_) => None,
-        Ok(_) => Some(String::from_utf8_lossy(&line).into_owned()),
-    }
-}
-
 fn record(s: TcpStream, log: &Mutex<Vec<Seen>>, heads: &AtomicUsize) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut w = s.try_clone().unwrap();
@@ -636,35 +628,6 @@ fn record(s: TcpStream, log: &Mutex<Vec<Seen>>, heads: &AtomicUsize) {
         {
             return;
         }
-    }
-}
-
-/// Reads a chunked body onto `body` and its trailer lines onto `trailers`;
-/// false when the connection ended first.
-fn read_chunked(r: &mut impl BufRead, body: &mut Vec<u8>, trailers: &mut String) -> bool {
-    loop {
-        let Some(size) = read_line(r) else {
-            return false;
-        };
-        let hex = size.trim().split(';').next().unwrap_or("");
-        let Ok(n) = usize::from_str_radix(hex, 16) else {
-            return false;
-        };
-        if n == 0 {
-            loop {
-                match read_line(r) {
-                    None => return false,
-                    Some(line) if line == "\r\n" => return true,
-                    Some(line) => trailers.push_str(&line),
-                }
-            }
-        }
-        let mut chunk = vec![0; n + 2];
-        if r.read_exact(&mut chunk).is_err() {
-            return false;
-        }
-        chunk.truncate(n);
-        body.extend(chunk);
     }
 }
 

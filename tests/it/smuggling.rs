@@ -116,7 +116,7 @@ fn serve_raw(s: TcpStream, log: &Mutex<Vec<Seen>>) {
             .find_map(|l| l.strip_prefix("content-length:"))
             .and_then(|v| v.trim().parse::<usize>().ok());
         if chunked {
-            seen.body = read_chunked(&mut r);
+            read_chunked(&mut r, &mut seen.body, &mut String::new());
         } else if let Some(n) = length {
             seen.body = vec![0; n];
             if r.read_exact(&mut seen.body).is_err() {
@@ -129,35 +129,6 @@ fn serve_raw(s: TcpStream, log: &Mutex<Vec<Seen>>) {
         if w.write_all(resp.as_bytes()).is_err() {
             return;
         }
-    }
-}
-
-fn read_chunked(r: &mut impl BufRead) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let mut size = String::new();
-        if r.read_line(&mut size).unwrap_or(0) == 0 {
-            return body;
-        }
-        let hex = size.trim().split(';').next().unwrap_or("");
-        let Ok(n) = usize::from_str_radix(hex, 16) else {
-            return body;
-        };
-        if n == 0 {
-            // Trailers, then the blank line.
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    return body;
-                }
-            }
-        }
-        let mut chunk = vec![0; n + 2];
-        if r.read_exact(&mut chunk).is_err() {
-            return body;
-        }
-        chunk.truncate(n);
-        body.extend(chunk);
     }
 }
 

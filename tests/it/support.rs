@@ -948,3 +948,43 @@ impl Backend {
         }
     }
 }
+
+// ------------------------------------------------------- raw backends --
+
+/// One line, CRLF kept; `None` at end of stream or on a read error.
+pub fn read_line(r: &mut impl BufRead) -> Option<String> {
+    let mut line = Vec::new();
+    match r.read_until(b'\n', &mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(String::from_utf8_lossy(&line).into_owned()),
+    }
+}
+
+/// Reads a chunked body onto `body` and its trailer lines onto `trailers`;
+/// false when the connection ended first.
+pub fn read_chunked(r: &mut impl BufRead, body: &mut Vec<u8>, trailers: &mut String) -> bool {
+    loop {
+        let Some(size) = read_line(r) else {
+            return false;
+        };
+        let hex = size.trim().split(';').next().unwrap_or("");
+        let Ok(n) = usize::from_str_radix(hex, 16) else {
+            return false;
+        };
+        if n == 0 {
+            loop {
+                match read_line(r) {
+                    None => return false,
+                    Some(line) if line == "\r\n" => return true,
+                    Some(line) => trailers.push_str(&line),
+                }
+            }
+        }
+        let mut chunk = vec![0; n + 2];
+        if r.read_exact(&mut chunk).is_err() {
+            return false;
+        }
+        chunk.truncate(n);
+        body.extend(chunk);
+    }
+}
