@@ -16,7 +16,7 @@
 //! - [`error`]: every rejection and its HTTP status, in one place.
 //!
 //! Around it: [`config`] (`proxy.toml`), [`scopes`] (vocabulary and implications),
-//! [`store`] (redb), [`manage`] (creation rules), [`admin`] (the CLI's Unix socket),
+//! [`store`] (one type over redb or PostgreSQL), [`manage`] (creation rules), [`admin`] (the CLI's Unix socket),
 //! [`cli`] (the command line), [`gateway`] (shared state), [`telemetry`] (logging).
 
 pub mod access;

@@ -1,74 +1,51 @@
-//! Persistent storage of app passwords.
+//! Persistent storage of app passwords: the one [`Store`] type every other
+//! module uses, whatever engine sits behind it.
 //!
 //! # What this module owns
 //!
-//! - **The on-disk layout**, one [redb] file holding three tables:
-//!   - `app_passwords`: public id (`&str`) → serde_json of an [`AppPassword`] (`&[u8]`);
-//!   - `user_index`: a multimap user (`&str`) → ids (`&str`), updated in the same
-//!     write transaction as `app_passwords`, so the two are always consistent;
-//!   - `meta`: `"schema_version"` → `u64`.
-//! - **Schema versioning.** [`Store::open`] writes [`SCHEMA_VERSION`] into a new
-//!   store, runs the migration steps (see `MIGRATIONS`) on an older one, and
-//!   refuses a newer one with [`StoreError::UnknownSchema`].
-//! - **Durability.** Every mutating method is one write transaction committed
-//!   with redb's default `Durability::Immediate` (fsync) before it returns: a
-//!   password that was reported created or revoked stays so across a crash.
-//!   `record_usage` is batched by its caller but is never weakened either.
-//! - **File safety.** A missing parent directory is created with mode 0700 and a
-//!   missing store file with mode 0600. redb holds an exclusive lock on the file,
-//!   so a second process (or a second [`Store`] in this one) gets
-//!   [`StoreError::Locked`].
+//! - **The interface.** [`Store`] is the only store type outside this module;
+//!   its methods are the whole contract (insert, get, list, revoke, revoke a
+//!   user's, record usage). Engine types (redb's, later PostgreSQL's) never
+//!   appear in a signature outside `store/`.
+//! - **The backends**, one file each: `store/redb.rs` (the embedded default,
+//!   one file, one process). Each keeps the same guarantees:
+//!   - **Durability.** Every mutating method is committed durably before it
+//!     returns `Ok`: a password reported created or revoked stays so across a
+//!     crash. `record_usage` is batched by its caller but never weakened.
+//!   - **Uniqueness.** Ids are unique; a name is unique among a user's active
+//!     passwords. Both are checked inside the inserting transaction, because
+//!     only there is the check race-free.
+//!   - **Schema versioning.** Opening a store creates or migrates its schema
+//!     and refuses one written by a newer passgate ([`StoreError::UnknownSchema`]).
+//! - **The record** ([`AppPassword`], `store/record.rs`) and the store's errors
+//!   (`store/error.rs`).
 //!
 //! # What it never does
 //!
 //! - It never sees a plaintext secret: records carry only the argon2id PHC
 //!   string of the secret, and `Debug` redacts even that.
 //! - It never decides policy: name length, scope validity, expiry limits and who
-//!   may revoke what are the caller's business. The one rule enforced here is
-//!   uniqueness (ids; names among a user's active passwords), because only a check
-//!   inside the inserting transaction is race-free.
+//!   may revoke what are the caller's business (`manage.rs`).
 //!
 //! All methods block; async callers run them in `spawn_blocking`. [`Store`] is
-//! `Send + Sync` and meant to be shared through an `Arc`. redb types never appear
-//! in the public API, so another backend can later sit behind the same type.
+//! `Send + Sync` and meant to be shared through an `Arc`.
 //!
-//! [redb]: https://docs.rs/redb
+//! # Adding to the store
+//!
+//! A new record field: add it to [`AppPassword`] with `#[serde(default)]` (the
+//! redb backend stores serde_json). A new operation: a method on [`Store`]
+//! that matches on the backend and calls one method per backend file.
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-
-use redb::{
-    MultimapTableDefinition, ReadableMultimapTable, ReadableTable, TableDefinition,
-    WriteTransaction,
-};
+use std::path::Path;
 
 mod error;
 mod record;
+mod redb;
 #[cfg(test)]
 mod tests;
 
-use error::{open_error, OrBackend};
 pub use error::{BackendError, StoreError};
 pub use record::{AppPassword, Status};
-
-/// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u64 = 1;
-
-const RECORDS: TableDefinition<'static, &'static str, &'static [u8]> =
-    TableDefinition::new("app_passwords");
-const USER_INDEX: MultimapTableDefinition<'static, &'static str, &'static str> =
-    MultimapTableDefinition::new("user_index");
-const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
-const SCHEMA_KEY: &str = "schema_version";
-
-/// A schema migration step, run inside the opening write transaction.
-type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
-
-/// `MIGRATIONS[i]` upgrades a store from version `i + 1` to `i + 2`, so its
-/// length is always `SCHEMA_VERSION - 1`. To go to version 2: bump
-/// [`SCHEMA_VERSION`] and push a `migrate_v1_to_v2`.
-const MIGRATIONS: &[Migration] = &[];
 
 /// One observed successful use of an app password, for [`Store::record_usage`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,58 +73,24 @@ pub enum Revoked {
 }
 
 /// The app-password store. See the module documentation.
+#[derive(Debug)]
 pub struct Store {
-    db: redb::Database,
-    path: PathBuf,
+    backend: Backend,
 }
 
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
+/// The engine behind a [`Store`].
+#[derive(Debug)]
+enum Backend {
+    Redb(redb::Redb),
 }
 
 impl Store {
-    /// Opens the store at `path`, creating it (and its parent directory) if
-    /// missing, and brings its schema to [`SCHEMA_VERSION`].
+    /// Opens the redb store at `path`, creating it (and its parent directory)
+    /// if missing, and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            // No-op when it exists; the mode applies only to directories created here.
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(open_err)?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(open_err)?;
-        let db = redb::Builder::new()
-            .create_file(file)
-            .map_err(|e| open_error(path, e))?;
-        let store = Store {
-            db,
-            path: path.to_path_buf(),
-        };
-        store.init_schema()?;
-        Ok(store)
-    }
-
-    /// The path the store was opened at.
-    #[must_use]
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Store {
+            backend: Backend::Redb(redb::Redb::open(path)?),
+        })
     }
 
     /// Stores a new app password.
@@ -157,99 +100,40 @@ impl Store {
     /// name that is active at `now`; both checks run inside the inserting
     /// transaction. Durable when it returns `Ok`.
     pub fn insert(&self, rec: &AppPassword, now: u64) -> Result<(), StoreError> {
-        self.write(|txn| {
-            let mut records = txn.open_table(RECORDS).backend(&self.path)?;
-            let mut index = txn.open_multimap_table(USER_INDEX).backend(&self.path)?;
-            if records.get(rec.id.as_str()).backend(&self.path)?.is_some() {
-                return Err(StoreError::DuplicateId { id: rec.id.clone() });
-            }
-            for other in self.user_records(&index, &records, &rec.user)? {
-                if other.name == rec.name && other.status(now) == Status::Active {
-                    return Err(StoreError::DuplicateName {
-                        user: rec.user.clone(),
-                        name: rec.name.clone(),
-                    });
-                }
-            }
-            records
-                .insert(rec.id.as_str(), encode(rec)?.as_slice())
-                .backend(&self.path)?;
-            index
-                .insert(rec.user.as_str(), rec.id.as_str())
-                .backend(&self.path)?;
-            Ok(())
-        })
+        match &self.backend {
+            Backend::Redb(b) => b.insert(rec, now),
+        }
     }
 
     /// The app password with this id, if any.
     pub fn get(&self, id: &str) -> Result<Option<AppPassword>, StoreError> {
-        let txn = self.db.begin_read().backend(&self.path)?;
-        let records = txn.open_table(RECORDS).backend(&self.path)?;
-        load(&records, id, &self.path)
+        match &self.backend {
+            Backend::Redb(b) => b.get(id),
+        }
     }
 
-    /// All app passwords, or those of `user` (looked up through the user
-    /// index), ordered by user, then `created_at`, then id.
+    /// All app passwords, or those of `user`, ordered by user, then
+    /// `created_at`, then id.
     pub fn list(&self, user: Option<&str>) -> Result<Vec<AppPassword>, StoreError> {
-        let txn = self.db.begin_read().backend(&self.path)?;
-        let records = txn.open_table(RECORDS).backend(&self.path)?;
-        let mut out = match user {
-            Some(user) => {
-                let index = txn.open_multimap_table(USER_INDEX).backend(&self.path)?;
-                self.user_records(&index, &records, user)?
-            }
-            None => {
-                let mut out = Vec::new();
-                for entry in records.iter().backend(&self.path)? {
-                    let (key, value) = entry.backend(&self.path)?;
-                    out.push(decode(key.value(), value.value())?);
-                }
-                out
-            }
-        };
-        out.sort_by(|a, b| (&a.user, a.created_at, &a.id).cmp(&(&b.user, b.created_at, &b.id)));
-        Ok(out)
+        match &self.backend {
+            Backend::Redb(b) => b.list(user),
+        }
     }
 
     /// Revokes one app password at `now`. Revoking twice keeps the first time.
     pub fn revoke(&self, id: &str, now: u64) -> Result<Revoked, StoreError> {
-        self.write(|txn| {
-            let mut records = txn.open_table(RECORDS).backend(&self.path)?;
-            let Some(mut rec) = load(&records, id, &self.path)? else {
-                return Ok(Revoked::NotFound);
-            };
-            if let Some(revoked_at) = rec.revoked_at {
-                return Ok(Revoked::Already { revoked_at });
-            }
-            rec.revoked_at = Some(now);
-            records
-                .insert(id, encode(&rec)?.as_slice())
-                .backend(&self.path)?;
-            Ok(Revoked::Now(rec))
-        })
+        match &self.backend {
+            Backend::Redb(b) => b.revoke(id, now),
+        }
     }
 
     /// Revokes, at `now`, every not-yet-revoked app password of `user`
     /// (expired ones included) and returns the ids revoked by this call,
     /// ordered by `created_at`, then id.
     pub fn revoke_user(&self, user: &str, now: u64) -> Result<Vec<String>, StoreError> {
-        self.write(|txn| {
-            let mut records = txn.open_table(RECORDS).backend(&self.path)?;
-            let index = txn.open_multimap_table(USER_INDEX).backend(&self.path)?;
-            let mut recs = self.user_records(&index, &records, user)?;
-            recs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-            let mut revoked = Vec::new();
-            for mut rec in recs {
-                if rec.revoked_at.is_none() {
-                    rec.revoked_at = Some(now);
-                    records
-                        .insert(rec.id.as_str(), encode(&rec)?.as_slice())
-                        .backend(&self.path)?;
-                    revoked.push(rec.id);
-                }
-            }
-            Ok(revoked)
-        })
+        match &self.backend {
+            Backend::Redb(b) => b.revoke_user(user, now),
+        }
     }
 
     /// Records a batch of uses in one durable transaction. Unknown ids are
@@ -259,132 +143,8 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        self.write(|txn| {
-            let mut records = txn.open_table(RECORDS).backend(&self.path)?;
-            for usage in batch {
-                let Some(mut rec) = load(&records, &usage.id, &self.path)? else {
-                    continue;
-                };
-                if rec.last_used_at.is_some_and(|last| usage.at < last) {
-                    continue;
-                }
-                rec.last_used_at = Some(usage.at);
-                rec.last_used_addr = Some(usage.addr.clone());
-                records
-                    .insert(usage.id.as_str(), encode(&rec)?.as_slice())
-                    .backend(&self.path)?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Runs `f` in one write transaction: committed (durably) if `f` succeeds,
-    /// aborted otherwise.
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        // redb's default durability is `Immediate`: commit returns after fsync.
-        let txn = self.db.begin_write().backend(&self.path)?;
-        match f(&txn) {
-            Ok(value) => {
-                txn.commit().backend(&self.path)?;
-                Ok(value)
-            }
-            Err(e) => {
-                // The error of `f` is the one to report; a failed abort leaves
-                // nothing committed either.
-                let _ = txn.abort();
-                Err(e)
-            }
+        match &self.backend {
+            Backend::Redb(b) => b.record_usage(batch),
         }
     }
-
-    /// The records the user index lists for `user`, in index (id) order.
-    fn user_records(
-        &self,
-        index: &impl ReadableMultimapTable<&'static str, &'static str>,
-        records: &impl ReadableTable<&'static str, &'static [u8]>,
-        user: &str,
-    ) -> Result<Vec<AppPassword>, StoreError> {
-        let mut out = Vec::new();
-        for id in index.get(user).backend(&self.path)? {
-            let id = id.backend(&self.path)?;
-            let id = id.value();
-            let rec = load(records, id, &self.path)?.ok_or_else(|| StoreError::IndexMismatch {
-                user: user.to_owned(),
-                id: id.to_owned(),
-            })?;
-            out.push(rec);
-        }
-        Ok(out)
-    }
-
-    /// Creates the tables and brings the schema to [`SCHEMA_VERSION`].
-    fn init_schema(&self) -> Result<(), StoreError> {
-        self.write(|txn| {
-            let found = {
-                let meta = txn.open_table(META).backend(&self.path)?;
-                let found = meta.get(SCHEMA_KEY).backend(&self.path)?;
-                found.map(|v| v.value())
-            };
-            if let Some(found) = found {
-                migrate(txn, found)?;
-            }
-            txn.open_table(RECORDS).backend(&self.path)?;
-            txn.open_multimap_table(USER_INDEX).backend(&self.path)?;
-            if found != Some(SCHEMA_VERSION) {
-                let mut meta = txn.open_table(META).backend(&self.path)?;
-                meta.insert(SCHEMA_KEY, SCHEMA_VERSION)
-                    .backend(&self.path)?;
-            }
-            Ok(())
-        })
-    }
-}
-
-/// Runs the migration steps from `found` up to [`SCHEMA_VERSION`].
-fn migrate(txn: &WriteTransaction, found: u64) -> Result<(), StoreError> {
-    let unknown = StoreError::UnknownSchema {
-        found,
-        supported: SCHEMA_VERSION,
-    };
-    if found == 0 || found > SCHEMA_VERSION {
-        return Err(unknown);
-    }
-    for version in found..SCHEMA_VERSION {
-        let step = usize::try_from(version - 1)
-            .ok()
-            .and_then(|i| MIGRATIONS.get(i));
-        let Some(step) = step else {
-            return Err(unknown);
-        };
-        step(txn)?;
-    }
-    Ok(())
-}
-
-fn load(
-    records: &impl ReadableTable<&'static str, &'static [u8]>,
-    id: &str,
-    path: &Path,
-) -> Result<Option<AppPassword>, StoreError> {
-    match records.get(id).backend(path)? {
-        Some(bytes) => decode(id, bytes.value()).map(Some),
-        None => Ok(None),
-    }
-}
-
-fn decode(id: &str, bytes: &[u8]) -> Result<AppPassword, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
-        id: id.to_owned(),
-        source,
-    })
-}
-
-fn encode(rec: &AppPassword) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(rec).map_err(|source| StoreError::Encode {
-        id: rec.id.clone(),
-        source,
-    })
 }

@@ -1,4 +1,4 @@
-//! The store's error type. Engine (redb) errors are wrapped in the opaque
+//! The store's error type. Engine errors (redb's) are wrapped in the opaque
 //! [`BackendError`] so that they stay out of the public API.
 
 use std::io;
@@ -42,7 +42,7 @@ pub enum StoreError {
     UnknownSchema {
         /// Version found in the file.
         found: u64,
-        /// The version this build supports ([`super::SCHEMA_VERSION`]).
+        /// The version this build supports (the newest it knows).
         supported: u64,
     },
     /// An app password with this id already exists.

@@ -1,7 +1,13 @@
+//! The store's contract, one body per behaviour run against every backend
+//! (`backend_tests!` below), then what only the redb file has (locking,
+//! file modes, the raw file).
+
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
+use super::redb::{META, MIGRATIONS, SCHEMA_KEY, SCHEMA_VERSION, USER_INDEX};
 use super::*;
 
 const NOW: u64 = 1_700_000_000;
@@ -20,6 +26,71 @@ fn rec(id: &str, user: &str, name: &str, created_at: u64) -> AppPassword {
         last_used_addr: None,
     }
 }
+
+/// A store under test and what keeps it alive.
+struct Fixture {
+    store: Arc<Store>,
+    place: Place,
+}
+
+/// Where a fixture's data lives, so that it can be opened again.
+enum Place {
+    Redb {
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl Fixture {
+    fn redb() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        Fixture {
+            store: Arc::new(Store::open(&path).unwrap()),
+            place: Place::Redb { path, _dir: dir },
+        }
+    }
+
+    /// Closes the store and opens the same data again.
+    fn reopen(self) -> Fixture {
+        let Fixture { store, place } = self;
+        drop(Arc::into_inner(store).expect("the test holds no other handle"));
+        let store = match &place {
+            Place::Redb { path, .. } => Store::open(path).unwrap(),
+        };
+        Fixture {
+            store: Arc::new(store),
+            place,
+        }
+    }
+}
+
+/// Runs each named `fn(Fixture)` against every backend: `redb::name`, ….
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod redb {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Fixture::redb());
+                }
+            )*
+        }
+    };
+}
+
+backend_tests!(
+    round_trip_insert_get_list,
+    list_orders_by_user_created_at_id_and_filters_by_user,
+    duplicate_id_refused,
+    duplicate_active_name_refused_but_allowed_after_revoke_or_expiry,
+    revoke_now_already_not_found,
+    revoke_user_revokes_only_unrevoked_of_that_user,
+    record_usage_batch_is_monotonic_and_skips_unknown,
+    reopen_after_drop_keeps_everything,
+    concurrent_inserts_with_distinct_ids_all_land,
+    concurrent_inserts_with_same_name_exactly_one_wins,
+);
 
 fn open_tmp() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -58,9 +129,8 @@ fn status_and_display() {
     assert_eq!(Status::Revoked.to_string(), "revoked");
 }
 
-#[test]
-fn round_trip_insert_get_list() {
-    let (_dir, store) = open_tmp();
+fn round_trip_insert_get_list(fx: Fixture) {
+    let store = &*fx.store;
     let mut r = rec("aaaaaaaaaaaa", "alice", "laptop", NOW);
     r.expires_at = Some(NOW + 3600);
     store.insert(&r, NOW).unwrap();
@@ -71,9 +141,8 @@ fn round_trip_insert_get_list() {
     assert!(store.list(Some("bob")).unwrap().is_empty());
 }
 
-#[test]
-fn list_orders_by_user_created_at_id_and_filters_by_user() {
-    let (_dir, store) = open_tmp();
+fn list_orders_by_user_created_at_id_and_filters_by_user(fx: Fixture) {
+    let store = &*fx.store;
     // Inserted out of order on purpose.
     for r in [
         rec("id-c", "bob", "b1", 20),
@@ -90,27 +159,10 @@ fn list_orders_by_user_created_at_id_and_filters_by_user() {
     assert_eq!(ids(&alice), ["id-a", "id-z", "id-b"]);
     let bob = store.list(Some("bob")).unwrap();
     assert_eq!(ids(&bob), ["id-y", "id-c"]);
-
-    // The filtered list really goes through the index: an index entry with
-    // no record is reported, not silently skipped.
-    {
-        let txn = store.db.begin_write().unwrap();
-        {
-            let mut index = txn.open_multimap_table(USER_INDEX).unwrap();
-            index.insert("carol", "ghost").unwrap();
-        }
-        txn.commit().unwrap();
-    }
-    let err = store.list(Some("carol")).unwrap_err();
-    assert!(
-        matches!(&err, StoreError::IndexMismatch { user, id } if user == "carol" && id == "ghost"),
-        "{err:?}"
-    );
 }
 
-#[test]
-fn duplicate_id_refused() {
-    let (_dir, store) = open_tmp();
+fn duplicate_id_refused(fx: Fixture) {
+    let store = &*fx.store;
     store
         .insert(&rec("aaaaaaaaaaaa", "alice", "laptop", NOW), NOW)
         .unwrap();
@@ -125,9 +177,8 @@ fn duplicate_id_refused() {
     assert!(store.list(Some("bob")).unwrap().is_empty());
 }
 
-#[test]
-fn duplicate_active_name_refused_but_allowed_after_revoke_or_expiry() {
-    let (_dir, store) = open_tmp();
+fn duplicate_active_name_refused_but_allowed_after_revoke_or_expiry(fx: Fixture) {
+    let store = &*fx.store;
     store
         .insert(&rec("id-1", "alice", "laptop", NOW), NOW)
         .unwrap();
@@ -170,9 +221,8 @@ fn duplicate_active_name_refused_but_allowed_after_revoke_or_expiry() {
     assert_eq!(store.list(Some("alice")).unwrap().len(), 4);
 }
 
-#[test]
-fn revoke_now_already_not_found() {
-    let (_dir, store) = open_tmp();
+fn revoke_now_already_not_found(fx: Fixture) {
+    let store = &*fx.store;
     let r = rec("aaaaaaaaaaaa", "alice", "laptop", NOW);
     store.insert(&r, NOW).unwrap();
     let Revoked::Now(revoked) = store.revoke("aaaaaaaaaaaa", NOW + 5).unwrap() else {
@@ -194,9 +244,8 @@ fn revoke_now_already_not_found() {
     );
 }
 
-#[test]
-fn revoke_user_revokes_only_unrevoked_of_that_user() {
-    let (_dir, store) = open_tmp();
+fn revoke_user_revokes_only_unrevoked_of_that_user(fx: Fixture) {
+    let store = &*fx.store;
     store.insert(&rec("id-b", "alice", "one", 20), NOW).unwrap();
     store.insert(&rec("id-a", "alice", "two", 10), NOW).unwrap();
     let mut expired = rec("id-c", "alice", "three", 5);
@@ -221,9 +270,8 @@ fn revoke_user_revokes_only_unrevoked_of_that_user() {
     assert!(store.revoke_user("nobody", NOW + 2).unwrap().is_empty());
 }
 
-#[test]
-fn record_usage_batch_is_monotonic_and_skips_unknown() {
-    let (_dir, store) = open_tmp();
+fn record_usage_batch_is_monotonic_and_skips_unknown(fx: Fixture) {
+    let store = &*fx.store;
     store
         .insert(&rec("id-1", "alice", "one", NOW), NOW)
         .unwrap();
@@ -267,11 +315,8 @@ fn record_usage_batch_is_monotonic_and_skips_unknown() {
     store.record_usage(&[]).unwrap();
 }
 
-#[test]
-fn reopen_after_drop_keeps_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
-    let store = Store::open(&path).unwrap();
+fn reopen_after_drop_keeps_everything(fx: Fixture) {
+    let store = &*fx.store;
     store.insert(&rec("id-1", "alice", "one", 1), NOW).unwrap();
     store.insert(&rec("id-2", "bob", "two", 2), NOW).unwrap();
     store.revoke("id-2", NOW).unwrap();
@@ -283,9 +328,9 @@ fn reopen_after_drop_keeps_everything() {
         }])
         .unwrap();
     let before = store.list(None).unwrap();
-    drop(store);
 
-    let store = Store::open(&path).unwrap();
+    let fx = fx.reopen();
+    let store = &*fx.store;
     assert_eq!(store.list(None).unwrap(), before);
     assert_eq!(ids(&store.list(Some("bob")).unwrap()), ["id-2"]);
     // Uniqueness survives the reopen too.
@@ -301,7 +346,7 @@ fn schema_version_written_and_unknown_version_refused() {
     let path = dir.path().join("store.redb");
     drop(Store::open(&path).unwrap());
     {
-        let db = redb::Database::open(&path).unwrap();
+        let db = ::redb::Database::open(&path).unwrap();
         let txn = db.begin_read().unwrap();
         let meta = txn.open_table(META).unwrap();
         assert_eq!(
@@ -310,7 +355,7 @@ fn schema_version_written_and_unknown_version_refused() {
         );
     }
     {
-        let db = redb::Database::open(&path).unwrap();
+        let db = ::redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
         txn.open_table(META)
             .unwrap()
@@ -331,7 +376,7 @@ fn schema_version_written_and_unknown_version_refused() {
     );
     assert!(err.to_string().contains("schema version 99"), "{err}");
     // The refused open changed nothing.
-    let db = redb::Database::open(&path).unwrap();
+    let db = ::redb::Database::open(&path).unwrap();
     let txn = db.begin_read().unwrap();
     let meta = txn.open_table(META).unwrap();
     assert_eq!(meta.get(SCHEMA_KEY).unwrap().unwrap().value(), 99);
@@ -434,10 +479,8 @@ fn file_holds_the_hash_never_the_secret() {
     assert!(!contains(secret));
 }
 
-#[test]
-fn concurrent_inserts_with_distinct_ids_all_land() {
-    let (_dir, store) = open_tmp();
-    let store = Arc::new(store);
+fn concurrent_inserts_with_distinct_ids_all_land(fx: Fixture) {
+    let store = fx.store.clone();
     let handles: Vec<_> = (0..8)
         .map(|t| {
             let store = Arc::clone(&store);
@@ -463,10 +506,8 @@ fn concurrent_inserts_with_distinct_ids_all_land() {
     }
 }
 
-#[test]
-fn concurrent_inserts_with_same_name_exactly_one_wins() {
-    let (_dir, store) = open_tmp();
-    let store = Arc::new(store);
+fn concurrent_inserts_with_same_name_exactly_one_wins(fx: Fixture) {
+    let store = fx.store.clone();
     let barrier = Arc::new(Barrier::new(8));
     let handles: Vec<_> = (0..8)
         .map(|t| {
@@ -484,4 +525,24 @@ fn concurrent_inserts_with_same_name_exactly_one_wins() {
         assert!(matches!(r, StoreError::DuplicateName { .. }), "{r:?}");
     }
     assert_eq!(store.list(Some("alice")).unwrap().len(), 1);
+}
+
+#[test]
+fn redb_user_list_goes_through_the_index() {
+    let (_dir, store) = open_tmp();
+    let Backend::Redb(redb) = &store.backend;
+    // An index entry with no record is reported, not silently skipped.
+    {
+        let txn = redb.db.begin_write().unwrap();
+        {
+            let mut index = txn.open_multimap_table(USER_INDEX).unwrap();
+            index.insert("carol", "ghost").unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = store.list(Some("carol")).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::IndexMismatch { user, id } if user == "carol" && id == "ghost"),
+        "{err:?}"
+    );
 }

@@ -1,0 +1,340 @@
+//! The redb backend: one embedded file, one process.
+//!
+//! # Layout
+//!
+//! One [redb] file holding three tables:
+//! - `app_passwords`: public id (`&str`) → serde_json of an [`AppPassword`] (`&[u8]`);
+//! - `user_index`: a multimap user (`&str`) → ids (`&str`), updated in the same
+//!   write transaction as `app_passwords`, so the two are always consistent;
+//! - `meta`: `"schema_version"` → `u64`.
+//!
+//! # Guarantees
+//!
+//! - **Schema versioning.** [`Redb::open`] writes [`SCHEMA_VERSION`] into a new
+//!   store, runs the migration steps (see `MIGRATIONS`) on an older one, and
+//!   refuses a newer one with [`StoreError::UnknownSchema`].
+//! - **Durability.** Every mutating method is one write transaction committed
+//!   with redb's default `Durability::Immediate` (fsync) before it returns.
+//! - **File safety.** A missing parent directory is created with mode 0700 and a
+//!   missing store file with mode 0600. redb holds an exclusive lock on the file,
+//!   so a second process (or a second store in this one) gets
+//!   [`StoreError::Locked`].
+//!
+//! Every method blocks. redb types never leave this module (and `error.rs`).
+//!
+//! [redb]: https://docs.rs/redb
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use ::redb::{
+    MultimapTableDefinition, ReadableMultimapTable, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+
+use super::error::{open_error, OrBackend};
+use super::{AppPassword, Revoked, Status, StoreError, Usage};
+
+/// The schema version this build writes and understands.
+pub(super) const SCHEMA_VERSION: u64 = 1;
+
+const RECORDS: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("app_passwords");
+pub(super) const USER_INDEX: MultimapTableDefinition<'static, &'static str, &'static str> =
+    MultimapTableDefinition::new("user_index");
+pub(super) const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
+pub(super) const SCHEMA_KEY: &str = "schema_version";
+
+/// A schema migration step, run inside the opening write transaction.
+type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
+
+/// `MIGRATIONS[i]` upgrades a store from version `i + 1` to `i + 2`, so its
+/// length is always `SCHEMA_VERSION - 1`. To go to version 2: bump
+/// [`SCHEMA_VERSION`] and push a `migrate_v1_to_v2`.
+pub(super) const MIGRATIONS: &[Migration] = &[];
+
+/// The redb store. See the module documentation.
+pub(super) struct Redb {
+    pub(super) db: ::redb::Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Redb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redb")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redb {
+    /// Opens the store at `path`, creating it (and its parent directory) if
+    /// missing, and brings its schema to [`SCHEMA_VERSION`].
+    pub(super) fn open(path: &Path) -> Result<Redb, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // No-op when it exists; the mode applies only to directories created here.
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(open_err)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(open_err)?;
+        let db = ::redb::Builder::new()
+            .create_file(file)
+            .map_err(|e| open_error(path, e))?;
+        let store = Redb {
+            db,
+            path: path.to_path_buf(),
+        };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    /// Stores a new app password.
+    ///
+    /// Fails with [`StoreError::DuplicateId`] if the id exists and with
+    /// [`StoreError::DuplicateName`] if the user has a password with the same
+    /// name that is active at `now`; both checks run inside the inserting
+    /// transaction. Durable when it returns `Ok`.
+    pub(super) fn insert(&self, rec: &AppPassword, now: u64) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut records = txn.open_table(RECORDS).backend(&self.path)?;
+            let mut index = txn.open_multimap_table(USER_INDEX).backend(&self.path)?;
+            if records.get(rec.id.as_str()).backend(&self.path)?.is_some() {
+                return Err(StoreError::DuplicateId { id: rec.id.clone() });
+            }
+            for other in self.user_records(&index, &records, &rec.user)? {
+                if other.name == rec.name && other.status(now) == Status::Active {
+                    return Err(StoreError::DuplicateName {
+                        user: rec.user.clone(),
+                        name: rec.name.clone(),
+                    });
+                }
+            }
+            records
+                .insert(rec.id.as_str(), encode(rec)?.as_slice())
+                .backend(&self.path)?;
+            index
+                .insert(rec.user.as_str(), rec.id.as_str())
+                .backend(&self.path)?;
+            Ok(())
+        })
+    }
+
+    /// The app password with this id, if any.
+    pub(super) fn get(&self, id: &str) -> Result<Option<AppPassword>, StoreError> {
+        let txn = self.db.begin_read().backend(&self.path)?;
+        let records = txn.open_table(RECORDS).backend(&self.path)?;
+        load(&records, id, &self.path)
+    }
+
+    /// All app passwords, or those of `user` (looked up through the user
+    /// index), ordered by user, then `created_at`, then id.
+    pub(super) fn list(&self, user: Option<&str>) -> Result<Vec<AppPassword>, StoreError> {
+        let txn = self.db.begin_read().backend(&self.path)?;
+        let records = txn.open_table(RECORDS).backend(&self.path)?;
+        let mut out = match user {
+            Some(user) => {
+                let index = txn.open_multimap_table(USER_INDEX).backend(&self.path)?;
+                self.user_records(&index, &records, user)?
+            }
+            None => {
+                let mut out = Vec::new();
+                for entry in records.iter().backend(&self.path)? {
+                    let (key, value) = entry.backend(&self.path)?;
+                    out.push(decode(key.value(), value.value())?);
+                }
+                out
+            }
+        };
+        out.sort_by(|a, b| (&a.user, a.created_at, &a.id).cmp(&(&b.user, b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    /// Revokes one app password at `now`. Revoking twice keeps the first time.
+    pub(super) fn revoke(&self, id: &str, now: u64) -> Result<Revoked, StoreError> {
+        self.write(|txn| {
+            let mut records = txn.open_table(RECORDS).backend(&self.path)?;
+            let Some(mut rec) = load(&records, id, &self.path)? else {
+                return Ok(Revoked::NotFound);
+            };
+            if let Some(revoked_at) = rec.revoked_at {
+                return Ok(Revoked::Already { revoked_at });
+            }
+            rec.revoked_at = Some(now);
+            records
+                .insert(id, encode(&rec)?.as_slice())
+                .backend(&self.path)?;
+            Ok(Revoked::Now(rec))
+        })
+    }
+
+    /// Revokes, at `now`, every not-yet-revoked app password of `user`
+    /// (expired ones included) and returns the ids revoked by this call,
+    /// ordered by `created_at`, then id.
+    pub(super) fn revoke_user(&self, user: &str, now: u64) -> Result<Vec<String>, StoreError> {
+        self.write(|txn| {
+            let mut records = txn.open_table(RECORDS).backend(&self.path)?;
+            let index = txn.open_multimap_table(USER_INDEX).backend(&self.path)?;
+            let mut recs = self.user_records(&index, &records, user)?;
+            recs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            let mut revoked = Vec::new();
+            for mut rec in recs {
+                if rec.revoked_at.is_none() {
+                    rec.revoked_at = Some(now);
+                    records
+                        .insert(rec.id.as_str(), encode(&rec)?.as_slice())
+                        .backend(&self.path)?;
+                    revoked.push(rec.id);
+                }
+            }
+            Ok(revoked)
+        })
+    }
+
+    /// Records a batch of uses in one durable transaction. Unknown ids are
+    /// skipped; `last_used_at` never moves backwards (a use at the same second
+    /// updates the address).
+    pub(super) fn record_usage(&self, batch: &[Usage]) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut records = txn.open_table(RECORDS).backend(&self.path)?;
+            for usage in batch {
+                let Some(mut rec) = load(&records, &usage.id, &self.path)? else {
+                    continue;
+                };
+                if rec.last_used_at.is_some_and(|last| usage.at < last) {
+                    continue;
+                }
+                rec.last_used_at = Some(usage.at);
+                rec.last_used_addr = Some(usage.addr.clone());
+                records
+                    .insert(usage.id.as_str(), encode(&rec)?.as_slice())
+                    .backend(&self.path)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `f` in one write transaction: committed (durably) if `f` succeeds,
+    /// aborted otherwise.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // redb's default durability is `Immediate`: commit returns after fsync.
+        let txn = self.db.begin_write().backend(&self.path)?;
+        match f(&txn) {
+            Ok(value) => {
+                txn.commit().backend(&self.path)?;
+                Ok(value)
+            }
+            Err(e) => {
+                // The error of `f` is the one to report; a failed abort leaves
+                // nothing committed either.
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// The records the user index lists for `user`, in index (id) order.
+    fn user_records(
+        &self,
+        index: &impl ReadableMultimapTable<&'static str, &'static str>,
+        records: &impl ReadableTable<&'static str, &'static [u8]>,
+        user: &str,
+    ) -> Result<Vec<AppPassword>, StoreError> {
+        let mut out = Vec::new();
+        for id in index.get(user).backend(&self.path)? {
+            let id = id.backend(&self.path)?;
+            let id = id.value();
+            let rec = load(records, id, &self.path)?.ok_or_else(|| StoreError::IndexMismatch {
+                user: user.to_owned(),
+                id: id.to_owned(),
+            })?;
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    /// Creates the tables and brings the schema to [`SCHEMA_VERSION`].
+    fn init_schema(&self) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let found = {
+                let meta = txn.open_table(META).backend(&self.path)?;
+                let found = meta.get(SCHEMA_KEY).backend(&self.path)?;
+                found.map(|v| v.value())
+            };
+            if let Some(found) = found {
+                migrate(txn, found)?;
+            }
+            txn.open_table(RECORDS).backend(&self.path)?;
+            txn.open_multimap_table(USER_INDEX).backend(&self.path)?;
+            if found != Some(SCHEMA_VERSION) {
+                let mut meta = txn.open_table(META).backend(&self.path)?;
+                meta.insert(SCHEMA_KEY, SCHEMA_VERSION)
+                    .backend(&self.path)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Runs the migration steps from `found` up to [`SCHEMA_VERSION`].
+fn migrate(txn: &WriteTransaction, found: u64) -> Result<(), StoreError> {
+    let unknown = StoreError::UnknownSchema {
+        found,
+        supported: SCHEMA_VERSION,
+    };
+    if found == 0 || found > SCHEMA_VERSION {
+        return Err(unknown);
+    }
+    for version in found..SCHEMA_VERSION {
+        let step = usize::try_from(version - 1)
+            .ok()
+            .and_then(|i| MIGRATIONS.get(i));
+        let Some(step) = step else {
+            return Err(unknown);
+        };
+        step(txn)?;
+    }
+    Ok(())
+}
+
+fn load(
+    records: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+    path: &Path,
+) -> Result<Option<AppPassword>, StoreError> {
+    match records.get(id).backend(path)? {
+        Some(bytes) => decode(id, bytes.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<AppPassword, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        id: id.to_owned(),
+        source,
+    })
+}
+
+fn encode(rec: &AppPassword) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(rec).map_err(|source| StoreError::Encode {
+        id: rec.id.clone(),
+        source,
+    })
+}
