@@ -44,11 +44,12 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Validate the config; print the routes in match order; warn on shadowed rules.
+    /// Validate the config; print the routes in match order; warn on shadowed
+    /// rules and on rules whose trailing slash gets their requests refused.
     CheckConfig {
         #[command(flatten)]
         config: ConfigArg,
-        /// Treat a shadowed rule as an error.
+        /// Treat a warning (shadowed rule, refused trailing slash) as an error.
         #[arg(long)]
         strict: bool,
     },

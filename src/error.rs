@@ -33,6 +33,10 @@ pub enum Reject {
     /// 400: a malformed request we cannot classify safely (duplicate Authorization, bad body).
     #[error("{0}")]
     BadRequest(&'static str),
+    /// 400: the path ends in `/` and is routed differently without it; the
+    /// backend may read it either way, so neither reading is authorised.
+    #[error("path ends in '/' and is routed differently without it")]
+    TrailingSlash,
     /// 404: no `[[routes]]` entry matches.
     #[error("no route for this request")]
     NoRoute,
@@ -87,7 +91,8 @@ impl Reject {
             Reject::BadPath(_)
             | Reject::BadTarget(_)
             | Reject::BadQuery(_)
-            | Reject::BadRequest(_) => StatusCode::BAD_REQUEST,
+            | Reject::BadRequest(_)
+            | Reject::TrailingSlash => StatusCode::BAD_REQUEST,
             Reject::PathTooLong => StatusCode::URI_TOO_LONG,
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::Denied | Reject::MissingScope { .. } | Reject::WebAppPassword => {
@@ -113,6 +118,7 @@ impl Reject {
             Reject::BadTarget(_) => "bad-target",
             Reject::BadQuery(_) => "bad-query",
             Reject::BadRequest(_) => "bad-request",
+            Reject::TrailingSlash => "trailing-slash",
             Reject::NoRoute => "no-route",
             Reject::Denied => "denied",
             Reject::Unauthorized(_) => "unauthorized",
@@ -194,6 +200,7 @@ mod tests {
                 400,
             ),
             (Reject::BadRequest("x"), 400),
+            (Reject::TrailingSlash, 400),
             (Reject::NoRoute, 404),
             (Reject::Denied, 403),
             (Reject::Unauthorized("x"), 401),

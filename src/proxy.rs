@@ -322,6 +322,7 @@ fn route_reject(e: crate::routes::RouteError) -> Reject {
     match e {
         crate::routes::RouteError::NoMatch => Reject::NoRoute,
         crate::routes::RouteError::Query(q) => Reject::BadQuery(q),
+        crate::routes::RouteError::TrailingSlash => Reject::TrailingSlash,
     }
 }
 

@@ -3,9 +3,18 @@
 //! A [`Route`] pairs a method list, a path [`Pattern`] and a [`QueryRule`] with
 //! an [`Access`] kind, the scopes it requires and its upstream. [`Routes::find`]
 //! classifies a request by its *normalised* path (see `path.rs`), never by the
-//! raw target, so what is matched is what is forwarded. [`Routes::shadowed`]
-//! finds rules that can never match because an earlier rule takes all their
-//! requests (reported by `check-config`).
+//! raw target, so what is matched is what is forwarded.
+//!
+//! A path ending in `/` is matched twice, as it is and without the slash,
+//! because backends differ on whether `/admin/` is `/admin`: when the two
+//! matches lead to different [`Decision`]s the request is refused
+//! ([`RouteError::TrailingSlash`], 400), otherwise the route matched as it is
+//! applies and the path is forwarded as it is.
+//!
+//! [`Routes::shadowed`] finds rules that can never match because an earlier
+//! rule takes all their requests, and [`Routes::slash_conflicts`] rules whose
+//! pattern ends in `/` but whose requests are all refused for their slash
+//! (both reported by `check-config`).
 //!
 //! Pure: no I/O, no authentication (that is `access.rs`).
 
@@ -67,12 +76,24 @@ pub struct Route {
     pub body: Option<BodyScopes>,
 }
 
+/// Everything a route decides about the requests it matches, as opposed to
+/// what it matches them by (name, methods, pattern, query). Two routes with
+/// equal decisions treat a request the same way, so a path ending in `/` may
+/// be matched by either (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'a> {
+    pub access: Access,
+    pub required: ScopeSet,
+    pub upstream: Option<usize>,
+    pub body: Option<&'a BodyScopes>,
+}
+
 /// Scopes that depend on one top-level string field of a JSON request body,
 /// e.g. the LFS batch `operation`: `download` needs read, `upload` needs write.
 ///
 /// The body is read up to `max_bytes` (413 beyond), then forwarded unchanged.
 /// A body that is not JSON, lacks the field or names an unlisted value → 400.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyScopes {
     pub field: String,
     pub max_bytes: usize,
@@ -92,10 +113,49 @@ impl BodyScopes {
 }
 
 impl Route {
+    /// What this route decides about a request. The destructuring is
+    /// exhaustive on purpose: a new `Route` field does not compile until it is
+    /// listed here, either as part of the decision (what happens to the
+    /// request: access, scopes, upstream, resource…) or as matching criteria.
+    pub fn decision(&self) -> Decision<'_> {
+        let Route {
+            name: _,
+            line: _,
+            methods: _,
+            pattern: _,
+            query: _,
+            access,
+            required,
+            upstream,
+            body,
+        } = self;
+        Decision {
+            access: *access,
+            required: *required,
+            upstream: *upstream,
+            body: body.as_ref(),
+        }
+    }
+
+    /// One request this route matches on its own (earlier routes aside):
+    /// its first method (`GET` for any), a path from its pattern and a query
+    /// from its query rule, both percent-encoded.
+    pub fn example(&self) -> (Method, String, Option<String>) {
+        let method = self
+            .methods
+            .as_ref()
+            .and_then(|m| m.first())
+            .cloned()
+            .unwrap_or(Method::GET);
+        (method, self.pattern.example(), self.query.example())
+    }
+
+    /// Whether the route matches, the path taken to end in `/` when `slash`.
     fn matches(
         &self,
         method: &Method,
         path: &NormalPath,
+        slash: bool,
         query: Option<&str>,
     ) -> Result<bool, QueryError> {
         if let Some(methods) = &self.methods {
@@ -103,7 +163,7 @@ impl Route {
                 return Ok(false);
             }
         }
-        if !self.pattern.matches(path) {
+        if !self.pattern.matches_slash(path, slash) {
             return Ok(false);
         }
         self.query.check(query)
@@ -133,6 +193,20 @@ pub enum RouteError {
     NoMatch,
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// The path ends in `/`, and is routed differently without it.
+    #[error("path ends in '/' and is routed differently without it")]
+    TrailingSlash,
+}
+
+/// A route whose pattern ends in `/` but whose example request is refused
+/// for its slash: without the slash, `bare` (or no route) decides otherwise.
+#[derive(Debug, Clone)]
+pub struct SlashConflict<'a> {
+    pub route: &'a Route,
+    /// The request tried: method, path and query.
+    pub example: String,
+    /// The route the path matches without its slash, if any.
+    pub bare: Option<&'a Route>,
 }
 
 /// `later` can never match because `earlier` comes first and takes all its requests.
@@ -150,15 +224,38 @@ impl Routes {
     /// The first route matching the request, in file order.
     ///
     /// A repeated query key listed by a candidate route is an error (400) rather
-    /// than a non-match: a backend might read either copy.
+    /// than a non-match: a backend might read either copy. A path ending in `/`
+    /// is also matched without it; if that match decides differently (or only
+    /// one of the two matches), [`RouteError::TrailingSlash`].
     pub fn find(
         &self,
         method: &Method,
         path: &NormalPath,
         query: Option<&str>,
     ) -> Result<&Route, RouteError> {
+        let slash = path.has_trailing_slash();
+        let as_is = self.first(method, path, slash, query);
+        if !slash {
+            return as_is;
+        }
+        match (as_is, self.first(method, path, false, query)) {
+            (Ok(route), Ok(bare)) if route.decision() == bare.decision() => Ok(route),
+            (Err(RouteError::NoMatch), Err(RouteError::NoMatch)) => Err(RouteError::NoMatch),
+            (Err(e @ RouteError::Query(_)), _) | (_, Err(e @ RouteError::Query(_))) => Err(e),
+            _ => Err(RouteError::TrailingSlash),
+        }
+    }
+
+    /// The first route matching, the path taken to end in `/` when `slash`.
+    fn first(
+        &self,
+        method: &Method,
+        path: &NormalPath,
+        slash: bool,
+        query: Option<&str>,
+    ) -> Result<&Route, RouteError> {
         for route in &self.list {
-            if route.matches(method, path, query)? {
+            if route.matches(method, path, slash, query)? {
                 return Ok(route);
             }
         }
@@ -184,6 +281,30 @@ impl Routes {
         for (i, later) in self.list.iter().enumerate() {
             if let Some(earlier) = self.list[..i].iter().find(|e| later.shadowed_by(e)) {
                 out.push(Shadow { later, earlier });
+            }
+        }
+        out
+    }
+
+    /// Routes whose pattern ends in `/` and whose example request (see
+    /// [`Route::example`]) is refused for its trailing slash: such a route
+    /// most likely never applies. Heuristic, from one request per route.
+    pub fn slash_conflicts(&self) -> Vec<SlashConflict<'_>> {
+        let mut out = Vec::new();
+        for route in self.list.iter().filter(|r| r.pattern.has_trailing_slash()) {
+            let (method, path, query) = route.example();
+            let Ok(normal) = crate::path::normalise(&path) else {
+                continue;
+            };
+            let found = self.find(&method, &normal, query.as_deref());
+            if matches!(found, Err(RouteError::TrailingSlash)) {
+                let bare = self.first(&method, &normal, false, query.as_deref()).ok();
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                out.push(SlashConflict {
+                    route,
+                    example: format!("{method} {path}{query}"),
+                    bare,
+                });
             }
         }
         out
@@ -328,6 +449,135 @@ mod tests {
         let r = Routes::new(vec![route("api", None, "/api/**", &[], Access::Public)]);
         assert_eq!(find(&r, "GET", "/other"), Err(RouteError::NoMatch));
         assert_eq!(find(&r, "GET", "/api").unwrap(), "api");
+    }
+
+    /// Issue #16: a trailing slash must not let a request be authorised by
+    /// one route and read by the backend as another.
+    #[test]
+    fn trailing_slash_that_changes_the_decision_is_refused() {
+        let r = git_rules();
+        // Matched as refs-read without the slash, as web with it.
+        assert_eq!(
+            find(&r, "GET", "/a/b.git/info/refs/?service=git-upload-pack"),
+            Err(RouteError::TrailingSlash)
+        );
+        assert_eq!(
+            find(&r, "POST", "/a/b.git/git-upload-pack/"),
+            Err(RouteError::TrailingSlash)
+        );
+        // `/admin/**` takes the slash either way; so does the web catch-all.
+        assert_eq!(find(&r, "GET", "/admin/").unwrap(), "admin");
+        assert_eq!(find(&r, "GET", "/owner/repo/").unwrap(), "web");
+        assert_eq!(find(&r, "GET", "/a/b.git/info/").unwrap(), "web");
+
+        let r = Routes::new(vec![
+            route("admin", None, "/admin", &[], Access::Deny),
+            route("web", None, "/**", &[], Access::Web),
+        ]);
+        assert_eq!(find(&r, "GET", "/admin").unwrap(), "admin");
+        assert_eq!(find(&r, "GET", "/admin/"), Err(RouteError::TrailingSlash));
+        assert_eq!(find(&r, "GET", "//admin//"), Err(RouteError::TrailingSlash));
+        assert_eq!(find(&r, "GET", "/admin/x/").unwrap(), "web");
+        assert_eq!(find(&r, "GET", "/").unwrap(), "web");
+    }
+
+    #[test]
+    fn trailing_slash_with_one_match_missing() {
+        let r = Routes::new(vec![route("api", None, "/api", &[], Access::Public)]);
+        assert_eq!(find(&r, "GET", "/api").unwrap(), "api");
+        assert_eq!(find(&r, "GET", "/api/"), Err(RouteError::TrailingSlash));
+        assert_eq!(find(&r, "GET", "/other/"), Err(RouteError::NoMatch));
+        let r = Routes::new(vec![route("dir", None, "/dir/", &[], Access::Public)]);
+        assert_eq!(
+            find(&r, "GET", "/dir/").unwrap_err(),
+            RouteError::TrailingSlash
+        );
+        assert_eq!(find(&r, "GET", "/dir"), Err(RouteError::NoMatch));
+    }
+
+    #[test]
+    fn trailing_slash_with_the_same_decision_uses_the_route_as_is() {
+        let r = Routes::new(vec![
+            route("bare", None, "/x", &[], Access::Public),
+            route("slash", None, "/x/", &[], Access::Public),
+        ]);
+        assert_eq!(find(&r, "GET", "/x").unwrap(), "bare");
+        assert_eq!(find(&r, "GET", "/x/").unwrap(), "slash");
+
+        // Each part of the decision counts.
+        let mut scoped = route("slash", None, "/x/", &[], Access::Public);
+        let vocabulary =
+            crate::scopes::Scopes::new(&[("a".to_owned(), vec![])].into_iter().collect()).unwrap();
+        scoped.required = vocabulary.required(&["a".to_owned()]).unwrap();
+        let mut elsewhere = route("slash", None, "/x/", &[], Access::Public);
+        elsewhere.upstream = Some(1);
+        let mut inspected = route("slash", None, "/x/", &[], Access::Public);
+        inspected.body = Some(BodyScopes {
+            field: "operation".into(),
+            max_bytes: 64,
+            values: vec![],
+        });
+        let web = route("slash", None, "/x/", &[], Access::Web);
+        for other in [scoped, elsewhere, inspected, web] {
+            let r = Routes::new(vec![
+                route("bare", None, "/x", &[], Access::Public),
+                other.clone(),
+            ]);
+            assert_eq!(
+                find(&r, "GET", "/x/"),
+                Err(RouteError::TrailingSlash),
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn trailing_slash_query_errors_win() {
+        let r = git_rules();
+        assert!(matches!(
+            find(
+                &r,
+                "GET",
+                "/a/b.git/info/refs/?service=git-upload-pack&service=git-upload-pack"
+            ),
+            Err(RouteError::Query(QueryError::Repeated { .. }))
+        ));
+    }
+
+    #[test]
+    fn slash_conflicts_name_routes_that_never_apply() {
+        let r = Routes::new(vec![
+            route(
+                "user",
+                Some(&["GET"]),
+                "/api/user/",
+                &[],
+                Access::AppPassword,
+            ),
+            route("same-a", None, "/same/", &[], Access::Public),
+            route("same-b", None, "/same", &[], Access::Public),
+            route(
+                "refs",
+                None,
+                "/{o}/info/refs/",
+                &[("service", "a b&c")],
+                Access::Public,
+            ),
+            route("web", None, "/**", &[], Access::Web),
+        ]);
+        let c = r.slash_conflicts();
+        let got: Vec<(&str, &str, Option<&str>)> = c
+            .iter()
+            .map(|c| (&*c.route.name, c.example.as_str(), c.bare.map(|b| &*b.name)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("user", "GET /api/user/", Some("web")),
+                ("refs", "GET /x/info/refs/?service=a%20b%26c", Some("web")),
+            ]
+        );
+        assert!(git_rules().slash_conflicts().is_empty());
     }
 
     #[test]

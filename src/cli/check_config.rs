@@ -1,5 +1,6 @@
 //! `passgate check-config`: validate, print the compiled routes in match order,
-//! warn about rules an earlier rule makes unreachable.
+//! warn about rules an earlier rule makes unreachable or whose trailing slash
+//! gets their requests refused.
 
 use super::{load, ConfigArg, Failure};
 use crate::config::Config;
@@ -19,10 +20,26 @@ pub fn run(arg: &ConfigArg, strict: bool) -> Result<(), Failure> {
             s.earlier.line
         );
     }
-    if strict && !shadows.is_empty() {
+    let conflicts = config.routes.slash_conflicts();
+    for c in &conflicts {
+        let bare = c.bare.map_or_else(
+            || "no route".to_owned(),
+            |b| format!("route \"{}\" (line {})", b.name, b.line),
+        );
+        eprintln!(
+            "warning: {}:{}: route \"{}\" ends in '/' but likely never applies: `{}` is refused with 400, because without the slash {} decides differently",
+            config.file.display(),
+            c.route.line,
+            c.route.name,
+            c.example,
+            bare
+        );
+    }
+    if strict && !(shadows.is_empty() && conflicts.is_empty()) {
         return Err(Failure::Usage(format!(
-            "{} shadowed route(s) (--strict)",
-            shadows.len()
+            "{} shadowed route(s), {} route(s) refused for their trailing slash (--strict)",
+            shadows.len(),
+            conflicts.len()
         )));
     }
     Ok(())

@@ -12,8 +12,12 @@
 //! - `**`, only as the whole last segment, matches zero or more segments
 //!   (`/api/**` matches `/api`, `/api/` and `/api/x/y`).
 //!
-//! A trailing slash is not significant, in the pattern or in the path; the
-//! pattern `/` matches only `/`.
+//! A trailing slash is significant: `/a/b` matches `/a/b` but not `/a/b/`,
+//! `/a/b/` matches `/a/b/` but not `/a/b`, and the pattern `/` matches only
+//! `/`. A pattern ending in `**` takes a trailing slash like any other path
+//! below it (`/api/**/` is `/api/**`). Backends differ on whether `/a/` is
+//! `/a`, so `Routes::find` matches a path ending in `/` twice, with and
+//! without the slash (see `routes.rs`).
 //!
 //! Literal text must be something [`crate::path::normalise`] could produce
 //! as a decoded segment: no `.`/`..`, no `%` (patterns are written decoded),
@@ -123,6 +127,9 @@ pub struct Pattern {
     segments: Vec<Segment>,
     /// Ends in `**`.
     rest: bool,
+    /// Ends in `/` after at least one segment (and not in `**`): matches only
+    /// paths that end in `/`.
+    slash: bool,
 }
 
 impl Pattern {
@@ -133,11 +140,15 @@ impl Pattern {
             source: source.to_owned(),
             segments: Vec::new(),
             rest: false,
+            slash: false,
         };
         if body.is_empty() {
             return Ok(pattern);
         }
-        let body = body.strip_suffix('/').unwrap_or(body);
+        let (body, slash) = match body.strip_suffix('/') {
+            Some(body) => (body, true),
+            None => (body, false),
+        };
         let mut names: Vec<&str> = Vec::new();
         let mut parts = body.split('/').peekable();
         while let Some(part) = parts.next() {
@@ -149,7 +160,7 @@ impl Pattern {
                     return Err(PatternError::DoubleStarNotLast);
                 }
                 pattern.rest = true;
-                break;
+                return Ok(pattern);
             }
             let segment = parse_segment(part)?;
             if let Segment::Capture { name: Some(_), .. } = segment {
@@ -163,11 +174,19 @@ impl Pattern {
             }
             pattern.segments.push(segment);
         }
+        pattern.slash = slash;
         Ok(pattern)
     }
 
-    /// Whether the normalised path matches. Does not allocate.
+    /// Whether the normalised path, as it is, matches. Does not allocate.
     pub fn matches(&self, path: &NormalPath) -> bool {
+        self.matches_slash(path, path.has_trailing_slash())
+    }
+
+    /// Whether the path's segments match, the path taken to end in `/` when
+    /// `slash` is true (so a path ending in `/` can also be matched without
+    /// it). Does not allocate.
+    pub fn matches_slash(&self, path: &NormalPath, slash: bool) -> bool {
         let mut segments = path.segments();
         for wanted in &self.segments {
             match segments.next() {
@@ -175,7 +194,37 @@ impl Pattern {
                 _ => return false,
             }
         }
-        self.rest || segments.next().is_none()
+        if self.rest {
+            return true;
+        }
+        // `/` has no segment and no trailing slash.
+        segments.next().is_none() && (slash && !self.segments.is_empty()) == self.slash
+    }
+
+    /// A request path this pattern matches, percent-encoded: each capture is
+    /// `x` between its prefix and suffix, `**` is nothing.
+    pub fn example(&self) -> String {
+        let mut out = String::new();
+        for segment in &self.segments {
+            out.push('/');
+            match segment {
+                Segment::Literal(literal) => percent_encode(literal, &mut out),
+                Segment::Capture { prefix, suffix, .. } => {
+                    percent_encode(prefix, &mut out);
+                    out.push('x');
+                    percent_encode(suffix, &mut out);
+                }
+            }
+        }
+        if out.is_empty() || self.slash {
+            out.push('/');
+        }
+        out
+    }
+
+    /// Whether the pattern ends in `/` (and not in `**`).
+    pub fn has_trailing_slash(&self) -> bool {
+        self.slash
     }
 
     /// Sound, not complete: true only if every path `other` matches is
@@ -184,7 +233,7 @@ impl Pattern {
         let lengths_fit = if self.rest {
             other.segments.len() >= self.segments.len()
         } else {
-            !other.rest && other.segments.len() == self.segments.len()
+            !other.rest && other.segments.len() == self.segments.len() && other.slash == self.slash
         };
         lengths_fit
             && self
@@ -203,6 +252,21 @@ impl Pattern {
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)
+    }
+}
+
+/// Appends `text` percent-encoded: everything but ASCII letters, digits and
+/// `-._~` (RFC 3986 §2.3) as `%XX`.
+pub(crate) fn percent_encode(text: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0F)]));
+        }
     }
 }
 
@@ -334,15 +398,20 @@ mod tests {
         ("/api/**", "/", false),
         ("/api/**/", "/api/x", true),
         ("/a/b", "/a/b", true),
-        ("/a/b", "/a/b/", true),
+        ("/a/b", "/a/b/", false),
         ("/a/b", "//a//b", true),
         ("/a/b", "/a/b/c", false),
         ("/a/b", "/a", false),
         ("/a/b", "/A/b", false),
-        ("/a/b/", "/a/b", true),
+        ("/a/b/", "/a/b", false),
         ("/a/b/", "/a/b/", true),
+        ("/a/b/", "//a//b//", true),
+        ("/a/**", "/a/b/", true),
+        ("/a/*/**", "/a/b/", true),
         ("/{x}", "/foo", true),
-        ("/{x}", "/foo/", true),
+        ("/{x}", "/foo/", false),
+        ("/{x}/", "/foo/", true),
+        ("/{x}/", "/", false),
         ("/{x}", "/", false),
         ("/{x}", "/foo/bar", false),
         ("/*", "/foo", true),
@@ -576,7 +645,12 @@ mod tests {
         ("/a/{r}.git", "/a/.git", false),
         ("/a/{r}.git", "/a/*", false),
         ("/a/{r}.git", "/a/{s}", false),
-        ("/a", "/a/", true),
+        ("/a", "/a/", false),
+        ("/a/", "/a", false),
+        ("/a/", "/a/", true),
+        ("/**", "/a/", true),
+        ("/a/**", "/a/b/", true),
+        ("/{x}/", "/a/", true),
         ("/a", "/b", false),
         ("/a", "/{x}", false),
         ("/a/**", "/a/b/**", true),
@@ -629,11 +703,15 @@ mod tests {
                 .map(|(i, s)| format!("/{}", s.replace('}', &format!("{i}}}"))))
                 .collect();
             patterns.push(pat(if body.is_empty() { "/" } else { &body }));
+            patterns.push(pat(&format!("{body}/")));
             patterns.push(pat(&format!("{body}/**")));
         }
         let paths: Vec<NormalPath> = sequences(&["a", "a.git", ".git", "v1", "v", "11", "b"], 3)
             .iter()
-            .map(|segs| path(&format!("/{}", segs.join("/"))))
+            .flat_map(|segs| {
+                let p = format!("/{}", segs.join("/"));
+                [path(&p), path(&format!("{p}/"))]
+            })
             .collect();
         let matched: Vec<Vec<bool>> = patterns
             .iter()
@@ -654,18 +732,25 @@ mod tests {
         let segment = prop::sample::select(vec![
             "a", "b", "*", "{x}", "{y}.git", "a.git", "v{n}", "v1", "{z}1", ".{w}",
         ]);
-        (prop::collection::vec(segment, 0..4), any::<bool>()).prop_map(|(segs, rest)| {
-            // Rename captures to keep names unique.
-            let mut out = String::new();
-            for (i, s) in segs.iter().enumerate() {
-                out.push('/');
-                out.push_str(&s.replace('}', &format!("{i}}}")));
-            }
-            if rest || out.is_empty() {
-                out.push_str(if rest { "/**" } else { "/" });
-            }
-            out
-        })
+        (
+            prop::collection::vec(segment, 0..4),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(segs, rest, slash)| {
+                // Rename captures to keep names unique.
+                let mut out = String::new();
+                for (i, s) in segs.iter().enumerate() {
+                    out.push('/');
+                    out.push_str(&s.replace('}', &format!("{i}}}")));
+                }
+                if rest {
+                    out.push_str("/**");
+                } else if slash || out.is_empty() {
+                    out.push('/');
+                }
+                out
+            })
     }
 
     fn path_source() -> impl Strategy<Value = String> {

@@ -85,6 +85,21 @@ impl QueryRule {
         self.pairs.iter().all(|pair| other.pairs.contains(pair))
     }
 
+    /// A query this rule accepts (`None` when it lists no key), each key and
+    /// value percent-encoded.
+    pub fn example(&self) -> Option<String> {
+        let mut out = String::new();
+        for (key, value) in &self.pairs {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            super::pattern::percent_encode(key, &mut out);
+            out.push('=');
+            super::pattern::percent_encode(value, &mut out);
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
     /// The listed `(key, value)` constraints.
     pub fn pairs(&self) -> &[(String, String)] {
         &self.pairs

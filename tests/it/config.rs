@@ -304,3 +304,81 @@ fn shadowed_route_warns_and_fails_with_strict() {
     expect_code(&o, 0);
     assert!(!err(&o).contains("warning"), "{}", err(&o));
 }
+
+/// Issue #16: every shipped route, asked for with a trailing slash added,
+/// either gets the same decision as without it or is refused with 400; the
+/// refused ones are exactly those whose slashed path belongs to a broader
+/// route (a `deny`, the web UI) that decides otherwise.
+#[test]
+fn shipped_routes_under_the_trailing_slash_rule() {
+    use passgate::routes::RouteError;
+
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
+    let config = passgate::config::Config::load(&shipped).unwrap();
+    let routes = &config.routes;
+    let mut refused = Vec::new();
+    for route in routes.iter() {
+        let (method, path, query) = route.example();
+        if route.pattern.has_trailing_slash() || path == "/" {
+            continue;
+        }
+        let bare = passgate::path::normalise(&path).unwrap();
+        let slashed = passgate::path::normalise(&format!("{path}/")).unwrap();
+        let Ok(owner) = routes.find(&method, &bare, query.as_deref()) else {
+            panic!("{}: its own example {path} is not routed", route.name);
+        };
+        match routes.find(&method, &slashed, query.as_deref()) {
+            Ok(r) => assert_eq!(r.decision(), owner.decision(), "{} {path}/", r.name),
+            Err(RouteError::TrailingSlash) => refused.push(&*route.name),
+            Err(e) => panic!("{method} {path}/: {e}"),
+        }
+    }
+    assert_eq!(
+        refused,
+        [
+            "git-refs-fetch",
+            "git-refs-push",
+            "git-upload-pack",
+            "git-receive-pack",
+            "lfs-batch",
+            "lfs-object-download",
+            "lfs-object-upload",
+            "lfs-verify",
+            "lfs-locks-list",
+            "lfs-locks-verify",
+            "lfs-locks-create",
+            "lfs-locks-unlock",
+            "api-user",
+            "api-repository-delete",
+            "api-repository-admin",
+            // Its example `POST /api/2.0/repositories/x/x` is api-repository-admin's.
+            "api-repositories-write",
+            "health",
+        ]
+    );
+}
+
+/// Issue #16: a route whose pattern ends in `/` while the path without the
+/// slash is decided otherwise never applies (its requests get 400): warned.
+#[test]
+fn a_route_refused_for_its_trailing_slash_warns() {
+    let text = append(
+        "\n[[routes]]\nname = \"dir\"\npath = \"/dir/\"\naccess = \"public\"\nupstream = \"app\"\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let o = check(dir.path(), &text, &[]);
+    expect_code(&o, 0);
+    let e = err(&o);
+    assert!(e.contains("proxy.toml:20: route \"dir\""), "{e}");
+    assert!(e.contains("`GET /dir/`") && e.contains("no route"), "{e}");
+    let o = check(dir.path(), &text, &["--strict"]);
+    expect_code(&o, 2);
+
+    // With the same decision for `/dir`, no warning.
+    let text = format!(
+        "{text}\n[[routes]]\nname = \"dir-bare\"\npath = \"/dir\"\naccess = \"public\"\nupstream = \"app\"\n"
+    );
+    let o = check(dir.path(), &text, &["--strict"]);
+    expect_code(&o, 0);
+    assert!(!err(&o).contains("warning"), "{}", err(&o));
+}

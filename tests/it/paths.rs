@@ -240,3 +240,84 @@ fn no_path_or_query_spelling_lets_a_read_only_password_reach_receive_pack() {
         assert!(r.echo().is_none(), "{target} reached the backend");
     }
 }
+
+/// Issue #16: a path ending in `/` is matched with and without the slash;
+/// when the two disagree the request is refused, whoever sends it, because
+/// the backend may read it either way.
+#[test]
+fn a_trailing_slash_that_changes_the_route_is_refused() {
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let (_, pw) = pg.create("alice", "ro", &["repository:read"]);
+    let auth = basic("alice", &pw);
+    let send = |target: &str, creds: Option<&str>| {
+        let mut req = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        if let Some(a) = creds {
+            req.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        req.push_str("\r\n");
+        raw_reply(pg.addr, &req)
+    };
+
+    let r = send(
+        "/alice/demo.git/info/refs?service=git-upload-pack",
+        Some(&auth),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for target in [
+        "/alice/demo.git/info/refs/?service=git-upload-pack",
+        "/alice/demo.git/info/refs//?service=git-upload-pack",
+        "/alice/demo.git/info/%72efs/?service=git-upload-pack",
+    ] {
+        for creds in [Some(auth.as_str()), None] {
+            let r = send(target, creds);
+            assert_eq!(r.status, 400, "{target}: {}", r.text());
+            assert!(r.text().contains("'/'"), "{}", r.text());
+            assert!(r.echo().is_none(), "{target} reached the backend");
+        }
+    }
+
+    // Web either way: browsed, forwarded with its slash.
+    let r = send("/owner/repo/", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.echo().unwrap().path, "/owner/repo/");
+    // Denied either way by `/admin/**`.
+    assert_eq!(send("/admin/", None).status, 403);
+}
+
+#[test]
+fn a_trailing_slash_cannot_step_around_a_deny_route() {
+    let backend = Backend::start();
+    let mut config = ConfigBuilder::new(&backend.url());
+    config.routes = r#"
+[[routes]]
+name = "admin"
+path = "/admin"
+access = "deny"
+
+[[routes]]
+name = "web"
+path = "/**"
+access = "web"
+upstream = "app"
+"#
+    .to_owned();
+    let pg = Passgate::start(&config);
+    for (target, status, path) in [
+        ("/admin", 403, None),
+        ("/admin/", 400, None),
+        ("//admin//", 400, None),
+        ("/%61dmin/", 400, None),
+        ("/admin/x", 200, Some("/admin/x")),
+        ("/admin/x/", 200, Some("/admin/x/")),
+        ("/owner/repo/", 200, Some("/owner/repo/")),
+    ] {
+        let r = request(pg.addr, target);
+        assert_eq!(r.status, status, "{target}: {}", r.text());
+        assert_eq!(
+            r.echo().map(|e| e.path),
+            path.map(str::to_owned),
+            "{target}"
+        );
+    }
+}
