@@ -17,7 +17,7 @@
 //!
 //! Unknown id, wrong user, wrong secret, revoked and expired all answer the same
 //! 401 body. Audit events go to the tracing target `passgate::audit`, one line
-//! per event, never with a secret (format documented in README.md).
+//! per event, never with a secret (format documented in docs/logs.md).
 
 pub mod basic;
 pub mod cache;
