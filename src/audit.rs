@@ -2,10 +2,9 @@
 //!
 //! Every refused credential, rate-limited request, app password on a web
 //! route and missing scope is an audit line (target `passgate::audit`). A
-//! client can cause those as fast as it can send requests: measured before
-//! this gate, a flood of malformed tokens wrote 80,000 lines (10 MB) per
-//! second, spent a third of the gateway's CPU on logging and would fill a
-//! disk in hours. [`admit`] lets through at most [`PER_PEER`] lines per second
+//! client can cause those as fast as it can send requests, spending the
+//! gateway's CPU on logging and filling the disk (figures in
+//! docs/performance.md). [`admit`] lets through at most [`PER_PEER`] lines per second
 //! for one client address (IPv6: its /64) and [`GLOBAL`] lines per second in
 //! all; the rest are counted, and [`flush`] (called every second by `serve`)
 //! writes one `event="suppressed"` line with the counts. So a fail2ban-style

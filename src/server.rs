@@ -3,9 +3,9 @@
 //!
 //! [`spawn_workers`] runs one single-threaded runtime per core, all accepting
 //! on the same listeners, each with its own upstream pools: a connection and
-//! everything it proxies stay on one thread (measured: CPU per proxied request
-//! 30-37 µs with tokio's work-stealing runtime, 22 µs this way). [`run`] is one
-//! worker: bound listeners and a shutdown future.
+//! everything it proxies stay on one thread, with no cross-thread wake-ups or
+//! shared pool locks (figures in docs/performance.md). [`run`] is one worker:
+//! bound listeners and a shutdown future.
 //!
 //! Each connection is served by hyper's HTTP/1.1 or HTTP/2 connection driver:
 //! over TLS the protocol is the one ALPN chose; in clear text the first bytes
@@ -123,15 +123,13 @@ pub fn spawn_workers(
 /// do argon2id verifications (tens of ms of CPU each) and the store reads
 /// before them; at a lower priority a flood of first-time or made-up
 /// credentials weighs less against the workers that proxy authenticated
-/// traffic (measured with a flood of well-formed unknown ids beside an 8-connection
-/// valid client: median valid req/s 28.0k at the same priority, 29.6k at +10,
-/// with less spread across runs).
+/// traffic (docs/performance.md).
 pub const VERIFY_NICE_INCREMENT: i32 = 10;
 
 /// Blocking threads per worker beyond the verification threads, for the
 /// store reads before a verification (microseconds each). Without a bound a
-/// burst of made-up tokens started a thread per request (47 threads seen
-/// under a 64-connection flood); beyond it, reads wait their turn.
+/// burst of made-up tokens starts a thread per request; beyond it, reads wait
+/// their turn.
 pub const STORE_READ_THREADS: usize = 8;
 
 /// Lowers the calling thread's CPU priority by [`VERIFY_NICE_INCREMENT`]

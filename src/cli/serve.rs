@@ -122,7 +122,7 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
 
 /// glibc raises its mmap threshold each time a large mmapped block is freed,
 /// so after the first argon2id verification (19 MiB) that memory stays in the
-/// heap for good: idle RSS went from 12 to 31 MiB after one login. A fixed
+/// heap for good, more than doubling idle RSS after one login. A fixed
 /// threshold can only be set before malloc starts, through the environment,
 /// so `serve` re-executes itself once with it set (same pid; an explicit
 /// setting by the operator is respected). Nothing changes if exec fails.

@@ -1,8 +1,8 @@
 //! Caps on open client connections: `server.max_connections` in all and
 //! `server.max_connections_per_addr` per address (IPv6: per /64).
 //!
-//! Every open connection costs memory (about 30 KiB once it has served a
-//! request) and two file descriptors (its own and its upstream's). Without a
+//! Every open connection costs memory (tens of KiB once it has served a
+//! request; docs/performance.md) and two file descriptors (its own and its upstream's). Without a
 //! cap, one client holding tens of thousands of keep-alive connections could
 //! exhaust either, and then nobody could connect. A connection over a cap is
 //! closed as soon as it is accepted, before any byte is read.

@@ -3,10 +3,9 @@
 //! A worker hands an [`AccessLine`] (owned fields, no formatting) to a
 //! bounded channel; the `passgate-access` thread formats lines in batches,
 //! scrubs them like every other log line and passes each batch to the log
-//! writer in one piece. Formatting through `tracing` on the worker cost about
-//! 2.5 µs of CPU per request plus a futex wake-up of the writer per line
-//! (measured: 62.5k req/s with the access log off, 49.4k with it on). The
-//! thread sleeps a few milliseconds between batches while busy, so senders
+//! writer in one piece. Formatting through `tracing` on the worker cost CPU
+//! on the request path plus a futex wake-up of the writer per line (figures
+//! in docs/performance.md). The thread sleeps a few milliseconds between batches while busy, so senders
 //! find it awake rarely and wake it only when traffic is light.
 //!
 //! The lines are the ones `tracing-subscriber` writes for the event
