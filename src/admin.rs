@@ -7,6 +7,7 @@
 //! - `GET  /v1/app-passwords[?user=U]` → 200 `[Listed]`
 //! - `POST /v1/app-passwords/{id}/revoke` → 200 `Revocation`
 //! - `POST /v1/revoke-user` (`{"user": U}`) → 200 `{"revoked": [ids]}`
+//! - `GET  /v1/stats` → 200 `{"argon2_runs": N}` (argon2id runs started)
 //!
 //! Errors are `{"error": "..."}` with 400 (bad request), 404, 409 or 500.
 //! The socket accepts no app password and no Basic auth at all: access is the
@@ -123,6 +124,12 @@ pub struct RevokedList {
     pub revoked: Vec<String>,
 }
 
+/// Counters for tests and operators.
+#[derive(Serialize, Deserialize)]
+pub struct Stats {
+    pub argon2_runs: u64,
+}
+
 #[derive(Serialize, Deserialize)]
 struct ErrorBody {
     error: String,
@@ -169,6 +176,8 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>
         }
         (Method::POST, ["v1", "app-passwords", id, "revoke"]) => {
             let id = (*id).to_owned();
+            // Before the commit: no verification running now may cache it.
+            gw.auth.revoking(&id);
             let gw2 = gw.clone();
             let out = blocking(move || manage::revoke(&gw2.store, &id)).await;
             match out {
@@ -203,6 +212,12 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>
                 Err(e) => manage_error(&e),
             }
         }
+        (Method::GET, ["v1", "stats"]) => json(
+            StatusCode::OK,
+            &Stats {
+                argon2_runs: gw.auth.argon2_runs(),
+            },
+        ),
         _ => error(StatusCode::NOT_FOUND, "unknown admin endpoint", true),
     }
 }

@@ -213,9 +213,23 @@ impl Authenticator {
         Ok(verified)
     }
 
-    /// Forgets a revoked password at once.
+    /// Call before committing the revocation of `id`: from now on no
+    /// cached verification of it is answered, including one a verification
+    /// already running writes later ([`cache`] explains the generations).
+    pub fn revoking(&self, id: &str) {
+        self.cache.invalidate(id);
+    }
+
+    /// Call once the revocation of `id` is committed (also for ids revoked
+    /// elsewhere): forgets it at once, and makes a verification that read
+    /// the record before the commit unable to cache it.
     pub fn revoked(&self, id: &str) {
-        self.cache.evict(id);
+        self.cache.invalidate(id);
+    }
+
+    /// How many argon2id runs this gateway has started (tests and metrics).
+    pub fn argon2_runs(&self) -> u64 {
+        self.verifier.runs()
     }
 
     /// Writes pending "last used" facts to the store (blocking; call from a blocking task).
@@ -243,6 +257,7 @@ impl Authenticator {
         stale: &Arc<Verified>,
         secret: &str,
     ) -> Result<Option<Arc<Verified>>, Reject> {
+        let generation = self.cache.generation(&stale.id);
         let Some(record) = self.load(&stale.id).await? else {
             self.cache.evict(&stale.id);
             return Ok(None);
@@ -254,7 +269,8 @@ impl Authenticator {
         let Ok(fresh) = self.verified(&record) else {
             return Ok(None);
         };
-        self.cache.insert(secret, fresh.clone(), Instant::now());
+        self.cache
+            .insert(secret, fresh.clone(), Instant::now(), generation);
         Ok(Some(fresh))
     }
 
@@ -322,6 +338,8 @@ impl Authenticator {
         client: IpAddr,
         reservation: Reservation,
     ) -> Result<Arc<Verified>, Reject> {
+        // Before the record: a revocation committed after this read bumps it.
+        let generation = self.cache.generation(id);
         let record = self.load(id).await?;
         let phc = record.as_ref().map(|r| r.hash.as_str());
         // Whether a matching secret makes this attempt a success (the token
@@ -366,7 +384,8 @@ impl Authenticator {
             tracing::error!(id, "stored record has scopes or a user that cannot be used");
             Reject::StoreUnavailable
         })?;
-        self.cache.insert(secret, verified.clone(), Instant::now());
+        self.cache
+            .insert(secret, verified.clone(), Instant::now(), generation);
         Ok(verified)
     }
 
@@ -536,6 +555,80 @@ mod tests {
         let second = auth.throttle.reserve("mallory", client, now).unwrap();
         assert!(auth.throttle.reserve("mallory", client, now).is_err());
         drop((first, second));
+    }
+
+    fn create_alice(auth: &Authenticator, extra: &str) -> crate::manage::Created {
+        let request = crate::manage::CreateRequest {
+            user: "alice".into(),
+            name: "ci".into(),
+            scopes: vec!["repository:read".into()],
+            expires_in: None,
+        };
+        crate::manage::create(&auth.store, &test_config(extra), &request).unwrap()
+    }
+
+    /// Waits (with a deadline) until `n` argon2id runs have started.
+    async fn runs_started(auth: &Authenticator, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while auth.argon2_runs() < n {
+            assert!(Instant::now() < deadline, "no argon2 run started");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_verification_running_during_a_revocation_cannot_cache_it() {
+        // Issue #21 item 1: the record is read, then the revocation commits
+        // while argon2id runs, then the run ends and writes the cache.
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Arc::new(authenticator(dir.path(), ""));
+        let created = create_alice(&auth, "");
+        let headers = basic_header("alice", &created.password);
+        let client: IpAddr = "192.0.2.10".parse().unwrap();
+        let hold = auth.verifier.hold.clone();
+        let held = hold.lock().unwrap();
+        let first = {
+            let (auth, headers) = (auth.clone(), headers.clone());
+            tokio::spawn(async move {
+                auth.authenticate(&headers, client, ScopeSet::default())
+                    .await
+                    .map(|_| ())
+            })
+        };
+        runs_started(&auth, 1).await; // the record has been read
+        auth.revoking(&created.id);
+        crate::manage::revoke(&auth.store, &created.id).unwrap();
+        auth.revoked(&created.id);
+        drop(held);
+        // In flight before the revocation returned: either answer is fine.
+        let _ = first.await.unwrap();
+        let after = auth
+            .authenticate(&headers, client, ScopeSet::default())
+            .await;
+        assert!(
+            matches!(after, Err(Reject::Unauthorized(_))),
+            "a revoked password still works: {after:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_argon2_run_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(dir.path(), "");
+        let created = create_alice(&auth, "");
+        let client: IpAddr = "192.0.2.11".parse().unwrap();
+        let headers = basic_header("alice", &created.password);
+        assert_eq!(auth.argon2_runs(), 0);
+        for _ in 0..3 {
+            auth.authenticate(&headers, client, ScopeSet::default())
+                .await
+                .unwrap();
+        }
+        assert_eq!(auth.argon2_runs(), 1, "the cache answered the later two");
+        let _ = auth
+            .authenticate(&guess("alice"), client, ScopeSet::default())
+            .await;
+        assert_eq!(auth.argon2_runs(), 2);
     }
 
     #[tokio::test]

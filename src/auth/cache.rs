@@ -8,6 +8,17 @@
 //! route, user name or expiry can ride on an earlier success (the bug class of
 //! CVE-2021-32701). A failure is never cached; revocation evicts at once.
 //!
+//! Revocation generations close the race between a verification already
+//! running and a revocation (DESIGN invariant 2): a verifier reads the id's
+//! generation ([`Cache::generation`]) *before* it reads the record, and the
+//! entry it writes carries that generation; a revocation bumps the generation
+//! before its store commit and again after it ([`Cache::invalidate`]). An
+//! entry is answered only while its generation is the current one, so a
+//! verification that read the record before the commit can write its entry
+//! late, but never have it answered. Generations live in a fixed array of
+//! atomic slots indexed by a hash of the id (ids sharing a slot only cost an
+//! extra revalidation), so they take no lock and never grow.
+//!
 //! After `ttl` an entry is *stale*: it no longer proves anything by itself,
 //! but it remembers which PHC hash the secret verified against. The caller
 //! then re-reads the record (a cheap store read) and, if the record still
@@ -18,6 +29,8 @@
 //!
 //! DashMap shards the map, so concurrent requests never take a global lock.
 
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +42,8 @@ use crate::scopes::ScopeSet;
 
 /// How many TTLs a stale entry is kept for revalidation.
 const STALE_FOR: u32 = 10;
+/// Revocation-generation slots (a power of two).
+const GENERATIONS: usize = 4096;
 
 /// What a successful verification established about an app password.
 #[derive(Debug)]
@@ -49,6 +64,8 @@ pub struct Verified {
 struct Entry {
     digest: [u8; 32],
     until: Instant,
+    /// The id's revocation generation read before its record was.
+    generation: u64,
     verified: Arc<Verified>,
 }
 
@@ -69,6 +86,9 @@ pub struct Cache {
     key: [u8; 32],
     ttl: Duration,
     capacity: usize,
+    /// Revocation generations by slot of the id: bumped around every revocation.
+    generations: Box<[AtomicU64]>,
+    slot_hasher: std::collections::hash_map::RandomState,
 }
 
 impl Cache {
@@ -78,7 +98,27 @@ impl Cache {
             key: rand::random(),
             ttl,
             capacity,
+            generations: (0..GENERATIONS).map(|_| AtomicU64::new(0)).collect(),
+            slot_hasher: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    /// The revocation generation of `id`: read it before reading the record
+    /// whose verification [`Cache::insert`] will remember.
+    pub fn generation(&self, id: &str) -> u64 {
+        self.generations[self.slot(id)].load(Ordering::Acquire)
+    }
+
+    /// Makes every entry of `id` written so far, or written later from a
+    /// record read before now, unanswerable; called before a revocation's
+    /// store commit and again after it.
+    pub fn invalidate(&self, id: &str) {
+        self.generations[self.slot(id)].fetch_add(1, Ordering::AcqRel);
+        self.map.remove(id);
+    }
+
+    fn slot(&self, id: &str) -> usize {
+        (self.slot_hasher.hash_one(id) as usize) & (GENERATIONS - 1)
     }
 
     /// The cached verification of `id` for exactly this `secret`.
@@ -87,7 +127,7 @@ impl Cache {
             return Lookup::Miss;
         };
         let digest = self.digest(secret);
-        if !bool::from(entry.digest.ct_eq(&digest)) {
+        if !bool::from(entry.digest.ct_eq(&digest)) || entry.generation != self.generation(id) {
             return Lookup::Miss;
         }
         if now < entry.until {
@@ -105,8 +145,9 @@ impl Cache {
     }
 
     /// Remembers a successful verification (skipped when the cache is full of
-    /// live entries: correctness never depends on the cache).
-    pub fn insert(&self, secret: &str, verified: Arc<Verified>, now: Instant) {
+    /// live entries: correctness never depends on the cache). `generation`
+    /// is [`Cache::generation`] as read before the record was.
+    pub fn insert(&self, secret: &str, verified: Arc<Verified>, now: Instant, generation: u64) {
         if self.ttl.is_zero() {
             return;
         }
@@ -119,6 +160,7 @@ impl Cache {
         let entry = Entry {
             digest: self.digest(secret),
             until: now + self.ttl,
+            generation,
             verified: verified.clone(),
         };
         self.map.insert(Box::from(&*verified.id), entry);
@@ -165,7 +207,7 @@ mod tests {
     fn hit_only_with_the_same_secret() {
         let c = Cache::new(Duration::from_secs(30), 10);
         let now = Instant::now();
-        c.insert("secret-a", verified("id1"), now);
+        c.insert("secret-a", verified("id1"), now, 0);
         assert!(matches!(c.lookup("id1", "secret-a", now), Lookup::Fresh(_)));
         assert!(matches!(c.lookup("id1", "secret-b", now), Lookup::Miss));
         assert!(matches!(c.lookup("id2", "secret-a", now), Lookup::Miss));
@@ -175,7 +217,7 @@ mod tests {
     fn entries_go_stale_after_ttl_then_away() {
         let c = Cache::new(Duration::from_secs(30), 10);
         let now = Instant::now();
-        c.insert("s", verified("id1"), now);
+        c.insert("s", verified("id1"), now, 0);
         let at = |s: u64| now + Duration::from_secs(s);
         assert!(matches!(c.lookup("id1", "s", at(29)), Lookup::Fresh(_)));
         assert!(matches!(c.lookup("id1", "s", at(30)), Lookup::Stale(_)));
@@ -192,9 +234,21 @@ mod tests {
     fn eviction_is_immediate() {
         let c = Cache::new(Duration::from_secs(30), 10);
         let now = Instant::now();
-        c.insert("s", verified("id1"), now);
+        c.insert("s", verified("id1"), now, 0);
         c.evict("id1");
         assert!(matches!(c.lookup("id1", "s", now), Lookup::Miss));
+    }
+
+    #[test]
+    fn an_entry_written_after_an_invalidation_from_an_older_read_is_never_answered() {
+        let c = Cache::new(Duration::from_secs(30), 10);
+        let now = Instant::now();
+        let before = c.generation("id1");
+        c.invalidate("id1"); // a revocation commits meanwhile
+        c.insert("s", verified("id1"), now, before);
+        assert!(matches!(c.lookup("id1", "s", now), Lookup::Miss));
+        c.insert("s", verified("id1"), now, c.generation("id1"));
+        assert!(matches!(c.lookup("id1", "s", now), Lookup::Fresh(_)));
     }
 
     #[test]
@@ -202,26 +256,26 @@ mod tests {
         let c = Cache::new(Duration::from_secs(30), 2);
         let now = Instant::now();
         for i in 0..5 {
-            c.insert("s", verified(&format!("id{i}")), now);
+            c.insert("s", verified(&format!("id{i}")), now, 0);
         }
         assert_eq!(c.len(), 2);
         // Entries too old to revalidate make room.
         let later = now + Duration::from_secs(30 * 11);
-        c.insert("s", verified("late"), later);
+        c.insert("s", verified("late"), later, 0);
         assert!(matches!(c.lookup("late", "s", later), Lookup::Fresh(_)));
     }
 
     #[test]
     fn zero_ttl_disables_caching() {
         let c = Cache::new(Duration::ZERO, 10);
-        c.insert("s", verified("id1"), Instant::now());
+        c.insert("s", verified("id1"), Instant::now(), 0);
         assert!(c.is_empty());
     }
 
     #[test]
     fn the_plaintext_is_not_kept() {
         let c = Cache::new(Duration::from_secs(30), 10);
-        c.insert("very-secret-value", verified("id1"), Instant::now());
+        c.insert("very-secret-value", verified("id1"), Instant::now(), 0);
         assert!(!format!("{c:?}").contains("very-secret-value"));
     }
 }

@@ -9,6 +9,7 @@
 //! Parameters live in each PHC string, so new `[auth.argon2]` settings apply to
 //! new passwords while old hashes still verify with theirs.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -79,6 +80,11 @@ pub struct Verifier {
     /// Verified against when there is no real hash (unknown id), so that an
     /// unknown id costs the same time as a wrong secret.
     dummy: Arc<str>,
+    /// argon2id runs started, dummy ones included.
+    runs: Arc<AtomicU64>,
+    /// Tests hold this lock to keep a started run from finishing.
+    #[cfg(test)]
+    pub(crate) hold: Arc<std::sync::Mutex<()>>,
 }
 
 impl Verifier {
@@ -90,7 +96,15 @@ impl Verifier {
             admit: Arc::new(Semaphore::new(threads + queue)),
             run: Arc::new(Semaphore::new(threads)),
             dummy: dummy.into(),
+            runs: Arc::new(AtomicU64::new(0)),
+            #[cfg(test)]
+            hold: Arc::default(),
         })
+    }
+
+    /// How many argon2id runs have started.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
     }
 
     /// Verifies `secret` against `phc`, or against the dummy hash when `phc` is
@@ -124,8 +138,15 @@ impl Verifier {
         let real = phc.is_some();
         let phc: Arc<str> = phc.map_or_else(|| self.dummy.clone(), Arc::from);
         let secret = secret.to_owned();
+        let runs = self.runs.clone();
+        #[cfg(test)]
+        let hold = self.hold.clone();
         let ok = tokio::task::spawn_blocking(move || {
             let _running = running;
+            runs.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "passgate::auth::verify", "argon2 run");
+            #[cfg(test)]
+            drop(hold.lock());
             let ok = verify_secret(&secret, &phc);
             settle(matches!(ok, Ok(true)) && real);
             ok

@@ -41,6 +41,7 @@ fn a_cold_password_presented_by_many_connections_is_verified_once() {
         out
     });
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(pg.argon2_runs(), 1, "24 connections, one argon2 run");
 }
 
 #[test]
@@ -51,9 +52,15 @@ fn an_expired_cache_entry_is_renewed_but_never_for_a_revoked_password() {
     let pg = Passgate::start(&b);
     let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
     assert_eq!(get(pg.addr, "/api/x", Some(("alice", &pw))).status, 200);
+    assert_eq!(pg.argon2_runs(), 1);
     std::thread::sleep(Duration::from_millis(1300));
-    // Stale: renewed from the store, still the same answers.
+    // Stale: renewed from the store without argon2, still the same answers.
     assert_eq!(get(pg.addr, "/api/x", Some(("alice", &pw))).status, 200);
+    assert_eq!(
+        pg.argon2_runs(),
+        1,
+        "a stale entry is renewed by a store read"
+    );
     assert_eq!(get(pg.addr, "/api/x", Some(("bob", &pw))).status, 401);
     let wrong = format!(
         "{}{}",

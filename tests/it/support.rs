@@ -598,6 +598,32 @@ impl Passgate {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// One HTTP/1.1 request over the admin socket: (status, body).
+    pub fn admin(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let socket = self.dir.path().join("data/admin.sock");
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("admin socket answer");
+        let status = raw_status(&out);
+        let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        (status, body)
+    }
+
+    /// argon2id runs the server has started (admin `GET /v1/stats`).
+    pub fn argon2_runs(&self) -> u64 {
+        let (status, body) = self.admin("GET", "/v1/stats", "");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["argon2_runs"].as_u64().unwrap()
+    }
+
     pub fn log_text(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
