@@ -576,6 +576,8 @@ mod tests {
         }
     }
 
+    // The held lock stops the argon2id thread, never a reactor thread.
+    #[allow(clippy::await_holding_lock)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_verification_running_during_a_revocation_cannot_cache_it() {
         // Issue #21 item 1: the record is read, then the revocation commits
