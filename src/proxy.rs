@@ -193,11 +193,7 @@ async fn inspected_body(
     client: IpAddr,
 ) -> Result<UpstreamBody, Reject> {
     let bytes = read_bounded(body, rule.max_bytes, gw.config.server.header_read_timeout).await?;
-    let Some(required) = rule.required(&bytes) else {
-        return Err(Reject::BadRequest(
-            "request body does not name an allowed operation",
-        ));
-    };
+    let required = rule.required(&bytes).map_err(Reject::BadRequest)?;
     if !id.granted.contains_all(required) {
         let missing = gw.config.scopes.join(required.missing_from(id.granted));
         if audit::admit(audit::Event::ScopeDenied, client) {

@@ -101,15 +101,67 @@ pub struct BodyScopes {
 }
 
 impl BodyScopes {
-    /// The scopes the body's field value requires, or `None` when it is not allowed.
-    pub fn required(&self, body: &[u8]) -> Option<ScopeSet> {
-        let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let value = doc.get(&self.field)?.as_str()?;
+    /// The scopes the body's field value requires, or why the body is refused.
+    ///
+    /// The field must appear once at the top level and no other top-level
+    /// key may equal it ignoring case: backends differ on which copy wins
+    /// (Go's `encoding/json`, in Gitea and Forgejo, matches keys
+    /// case-insensitively, others keep the first or the last copy).
+    pub fn required(&self, body: &[u8]) -> Result<ScopeSet, &'static str> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let value =
+            serde::Deserializer::deserialize_map(&mut de, FieldVisitor { field: &self.field })
+                .map_err(|_| "request body is not a JSON object naming one operation")?;
+        de.end()
+            .map_err(|_| "request body is not a JSON object naming one operation")?;
+        let value = value?;
         self.values
             .iter()
-            .find(|(v, _)| v == value)
+            .find(|(v, _)| *v == value)
             .map(|(_, s)| *s)
+            .ok_or("request body does not name an allowed operation")
     }
+}
+
+/// Reads a JSON object's top level for one string field, refusing repeats
+/// and case variants of its name.
+struct FieldVisitor<'a> {
+    field: &'a str,
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldVisitor<'_> {
+    type Value = Result<String, &'static str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found: Option<String> = None;
+        let mut verdict = Ok(());
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == self.field && found.is_none() && verdict.is_ok() {
+                match map.next_value::<serde_json::Value>()? {
+                    serde_json::Value::String(v) => found = Some(v),
+                    _ => verdict = Err("request body does not name an allowed operation"),
+                }
+                continue;
+            }
+            if same_ignoring_case(&key, self.field) {
+                verdict = Err("request body names its operation field more than once");
+            }
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(verdict.and_then(|()| found.ok_or("request body does not name an allowed operation")))
+    }
+}
+
+/// Whether two keys are equal under Unicode simple case folding, as Go's
+/// `encoding/json` compares them (the Kelvin sign is `k`, `ſ` is `s`).
+fn same_ignoring_case(a: &str, b: &str) -> bool {
+    let lower = |s: &str| s.chars().flat_map(char::to_lowercase).collect::<String>();
+    let upper = |s: &str| s.chars().flat_map(char::to_uppercase).collect::<String>();
+    lower(a) == lower(b) || upper(a) == upper(b)
 }
 
 impl Route {
@@ -436,12 +488,55 @@ mod tests {
         };
         assert_eq!(
             b.required(br#"{"operation":"download","objects":[]}"#),
-            Some(read)
+            Ok(read)
         );
-        assert_eq!(b.required(br#"{"operation":"upload"}"#), None);
-        assert_eq!(b.required(br#"{"operation":1}"#), None);
-        assert_eq!(b.required(b"not json"), None);
-        assert_eq!(b.required(br#"{"objects":[]}"#), None);
+        assert_eq!(
+            b.required(br#"{"objects":[{"oid":"operation"}],"operation":"download"}"#),
+            Ok(read)
+        );
+        for bad in [
+            &br#"{"operation":"upload"}"#[..],
+            br#"{"operation":1}"#,
+            b"not json",
+            br#"{"objects":[]}"#,
+            br#"["operation","download"]"#,
+            br#"{"operation":"download"} {"operation":"upload"}"#,
+        ] {
+            assert!(b.required(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn body_scopes_refuse_a_repeated_or_case_variant_field() {
+        // Issue #21 item 2: backends differ on which copy they read.
+        let b = BodyScopes {
+            field: "operation".into(),
+            max_bytes: 256,
+            values: vec![
+                ("download".into(), ScopeSet::EMPTY),
+                ("upload".into(), ScopeSet::EMPTY),
+            ],
+        };
+        for bad in [
+            &br#"{"operation":"download","Operation":"upload","objects":[]}"#[..],
+            br#"{"Operation":"upload","operation":"download"}"#,
+            br#"{"operation":"upload","operation":"download"}"#,
+            br#"{"operation":"download","operation":"download"}"#,
+            br#"{"OPERATION":"upload","operation":"download"}"#,
+            br#"{"operation":"download","oper\u0061tion":"upload"}"#,
+            br#"{"operation":"download","Operation":null}"#,
+        ] {
+            assert!(b.required(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let k = BodyScopes {
+            field: "kind".into(),
+            max_bytes: 64,
+            values: vec![("a".into(), ScopeSet::EMPTY)],
+        };
+        // U+212A KELVIN SIGN folds to `k` in Go.
+        assert!(k
+            .required("{\"kind\":\"a\",\"\u{212a}ind\":\"b\"}".as_bytes())
+            .is_err());
     }
 
     #[test]

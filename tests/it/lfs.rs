@@ -84,3 +84,29 @@ fn body_is_not_read_before_authentication() {
     );
     assert_eq!(r.status, 401);
 }
+
+#[test]
+fn a_repeated_or_case_variant_operation_is_refused() {
+    // Issue #21 item 2: Go's encoding/json (Gitea, Forgejo) reads `Operation`
+    // as `operation`; other backends keep the first of two copies.
+    let backend = Backend::start();
+    let pg = Passgate::start(&lfs_config(&backend));
+    let (_, read) = pg.create("alice", "read", &["repository:read"]);
+    for body in [
+        &br#"{"operation":"download","Operation":"upload","objects":[]}"#[..],
+        br#"{"operation":"upload","operation":"download","objects":[]}"#,
+        br#"{"operation":"download","operation":"upload","objects":[]}"#,
+        br#"{"OPERATION":"upload","operation":"download","objects":[]}"#,
+    ] {
+        let r = batch(&pg, &read, body);
+        assert_eq!(
+            r.status,
+            400,
+            "{}: {}",
+            String::from_utf8_lossy(body),
+            r.text()
+        );
+    }
+    let ok = br#"{"operation":"download","objects":[{"oid":"operation","size":1}]}"#;
+    assert_eq!(batch(&pg, &read, ok).status, 200);
+}
