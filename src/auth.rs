@@ -514,21 +514,44 @@ mod tests {
         basic_header(user, token::NewToken::generate().token().expose())
     }
 
+    // The held lock stops the argon2id thread, never a reactor thread.
+    #[allow(clippy::await_holding_lock)]
     #[tokio::test]
     async fn an_abandoned_verification_leaves_no_gate_behind() {
         let dir = tempfile::tempdir().unwrap();
         let auth = authenticator(dir.path(), "");
         let client: IpAddr = "192.0.2.7".parse().unwrap();
+        // No argon2id run can end meanwhile: every attempt is dropped mid-way.
+        let held = auth.verifier.hold.lock().unwrap();
         for _ in 0..5 {
             let headers = guess("mallory");
             let attempt = auth.authenticate(&headers, client, ScopeSet::default());
-            // Default argon2id takes tens of ms: the attempt is dropped mid-way.
             let abandoned = tokio::time::timeout(Duration::from_millis(2), attempt).await;
-            assert!(abandoned.is_err(), "the verification finished within 2 ms");
+            assert!(abandoned.is_err(), "a held verification finished");
         }
         assert!(auth.flights.is_empty(), "{} gates left", auth.flights.len());
+        drop(held);
     }
 
+    /// Polls `attempts` until `n` argon2id runs have started (none can end:
+    /// the caller holds the verifier's lock), then drops them.
+    async fn abandon_once_running<F: std::future::Future>(
+        auth: &Authenticator,
+        n: u64,
+        attempts: Vec<F>,
+    ) {
+        let mut attempts: Vec<_> = attempts.into_iter().map(Box::pin).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while auth.argon2_runs() < n {
+            assert!(Instant::now() < deadline, "no argon2 run started");
+            for a in &mut attempts {
+                let polled = tokio::time::timeout(Duration::from_millis(1), a.as_mut()).await;
+                assert!(polled.is_err(), "a held verification finished");
+            }
+        }
+    }
+
+    #[allow(clippy::await_holding_lock)]
     #[tokio::test]
     async fn an_abandoned_guess_pays_only_once_its_argon2_run_began() {
         let dir = tempfile::tempdir().unwrap();
@@ -538,17 +561,19 @@ mod tests {
         );
         let client: IpAddr = "192.0.2.8".parse().unwrap();
         // Two guesses at once with one verification thread: one runs argon2id,
-        // the other waits for the thread; both clients leave after 5 ms.
+        // the other waits for the thread; both clients leave meanwhile.
         let (a, b) = (guess("mallory"), guess("mallory"));
-        let wait = Duration::from_millis(5);
-        let (ra, rb) = tokio::join!(
-            tokio::time::timeout(wait, auth.authenticate(&a, client, ScopeSet::default())),
-            tokio::time::timeout(wait, auth.authenticate(&b, client, ScopeSet::default())),
-        );
-        assert!(
-            ra.is_err() && rb.is_err(),
-            "a verification finished within 5 ms"
-        );
+        let held = auth.verifier.hold.lock().unwrap();
+        abandon_once_running(
+            &auth,
+            1,
+            vec![
+                auth.authenticate(&a, client, ScopeSet::default()),
+                auth.authenticate(&b, client, ScopeSet::default()),
+            ],
+        )
+        .await;
+        drop(held);
         // Exactly one token of three is gone: the started run's.
         let now = Instant::now();
         let first = auth.throttle.reserve("mallory", client, now).unwrap();
@@ -633,6 +658,7 @@ mod tests {
         assert_eq!(auth.argon2_runs(), 2);
     }
 
+    #[allow(clippy::await_holding_lock)]
     #[tokio::test]
     async fn a_right_password_abandoned_mid_verification_gets_its_token_back() {
         // A cancelled clone must not cost its user a try: the argon2id run
@@ -641,25 +667,20 @@ mod tests {
         let extra =
             "verify_threads = 1\n[auth.rate_limit]\nper_user_addr = { burst = 1, per = \"1h\" }\n";
         let auth = authenticator(dir.path(), extra);
-        let request = crate::manage::CreateRequest {
-            user: "alice".into(),
-            name: "ci".into(),
-            scopes: vec!["repository:read".into()],
-            expires_in: None,
-        };
-        let created = crate::manage::create(&auth.store, &test_config(extra), &request).unwrap();
+        let created = create_alice(&auth, extra);
         let client: IpAddr = "192.0.2.9".parse().unwrap();
         let headers = basic_header("alice", &created.password);
+        let held = auth.verifier.hold.lock().unwrap();
         let attempt = auth.authenticate(&headers, client, ScopeSet::default());
-        let abandoned = tokio::time::timeout(Duration::from_millis(5), attempt).await;
-        assert!(abandoned.is_err(), "the verification finished within 5 ms");
+        abandon_once_running(&auth, 1, vec![attempt]).await;
         assert!(
             auth.throttle
                 .check("alice", client, Instant::now())
                 .is_err(),
             "no token taken"
         );
-        let deadline = Instant::now() + Duration::from_secs(5);
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while auth
             .throttle
             .check("alice", client, Instant::now())
