@@ -18,7 +18,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::auth::unix_now;
+use crate::clock::unix_now;
 
 /// Lines per second for one client address.
 pub const PER_PEER: u32 = 10;

@@ -28,12 +28,13 @@ pub mod verify;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue};
 
 use crate::audit;
+use crate::clock::unix_now;
 use crate::config::{self, UsernameMode};
 use crate::error::Reject;
 use crate::scopes::{ScopeSet, Scopes};
@@ -467,13 +468,6 @@ fn basic_reason(e: &BasicError) -> &'static str {
         BasicError::MissingColon => "missing-colon",
         BasicError::BadUser => "bad-user",
     }
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use crate::server::{HandOver, InFlight};
+use crate::conn::{HandOver, InFlight};
 use crate::telemetry::access::AccessLine;
 
 /// Fields of one access-log line, filled in as the request moves along.

@@ -8,8 +8,8 @@ use http::HeaderValue;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::conn::ConnLimits;
 use crate::error::challenge;
-use crate::server::ConnLimits;
 use crate::store::Store;
 use crate::upstream::{Upstream, UpstreamError};
 

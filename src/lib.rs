@@ -18,6 +18,13 @@
 //! Around it: [`config`] (`proxy.toml`), [`scopes`] (vocabulary and implications),
 //! [`store`] (one type over redb or PostgreSQL), [`manage`] (creation rules), [`admin`] (the CLI's Unix socket),
 //! [`cli`] (the command line), [`gateway`] (shared state), [`telemetry`] (logging).
+//!
+//! Beneath everything, importing nothing of the request path: [`conn`]
+//! (connection caps, activity and in-flight bookkeeping), [`peer`] (a client
+//! address as the per-address limits count it), [`clock`] (Unix seconds).
+//!
+//! Imports point one way, down this list: `server → proxy → access → auth →
+//! store`; `tests/it/modules.rs` fails on any import cycle.
 
 pub mod access;
 pub mod admin;
@@ -25,12 +32,15 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod gateway;
 pub mod headers;
 pub mod manage;
 pub mod path;
+pub mod peer;
 pub mod proxy;
 pub mod routes;
 pub mod scopes;

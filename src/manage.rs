@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::token::NewToken;
-use crate::auth::unix_now;
 use crate::auth::verify::{hash_secret, HashError};
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::scopes::ScopeError;
 use crate::store::{AppPassword, Revoked, Store, StoreError};

@@ -20,12 +20,12 @@ use crate::access::{self, Grant};
 use crate::audit;
 use crate::auth::cache::Verified;
 use crate::body::{AccessLog, ResponseBody};
+use crate::conn::InFlight;
 use crate::error::Reject;
 use crate::gateway::Gateway;
 use crate::headers::{self, Hop};
 use crate::path;
 use crate::routes::{Access, BodyScopes, Route};
-use crate::server::InFlight;
 use crate::upstream::{Affinity, Upstream, UpstreamBody};
 
 /// What the server knows about the connection a request arrived on.

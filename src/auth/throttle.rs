@@ -9,7 +9,7 @@
 //! exact wait until a token is back (the caller sends 429 Too Many Requests,
 //! RFC 6585 §4, with `Retry-After` in whole seconds, RFC 9110 §10.2.3).
 //!
-//! Addresses are keyed as: IPv4 by the full address; IPv4-mapped IPv6
+//! Addresses are keyed (`peer::AddrKey`) as: IPv4 by the full address; IPv4-mapped IPv6
 //! (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2) as that IPv4 address; other IPv6 by
 //! the /64 prefix, since one host usually controls a whole /64 (RFC 4291
 //! §2.5.4, RFC 8981). User names are stored only as a keyed 64-bit SipHash
@@ -45,6 +45,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+
+use crate::peer::AddrKey;
 
 /// Longest refill window; a longer [`Limit::per`] is clamped to it.
 pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 24 * 60 * 60);
@@ -88,29 +90,7 @@ pub struct Throttle {
     last_forced_prune: AtomicU64,
 }
 
-/// An address as the limits see it: IPv4 (IPv4-mapped IPv6 included) as is,
-/// IPv6 by its /64, which one host typically owns whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum AddrKey {
-    V4(u32),
-    V6Net64(u64),
-    /// Shared by every address that found the map full.
-    Overflow,
-}
-
 type UserKey = (AddrKey, u64);
-
-impl From<IpAddr> for AddrKey {
-    fn from(addr: IpAddr) -> AddrKey {
-        match addr {
-            IpAddr::V4(v4) => AddrKey::V4(u32::from(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => AddrKey::V4(u32::from(v4)),
-                None => AddrKey::V6Net64(u64::try_from(u128::from(v6) >> 64).unwrap_or(u64::MAX)),
-            },
-        }
-    }
-}
 
 /// GCRA parameters of an enabled [`Limit`].
 #[derive(Debug, Clone, Copy)]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::auth::throttle::AddrKey;
+use crate::peer::AddrKey;
 
 /// The open-connection counts, shared by every worker.
 #[derive(Debug)]
