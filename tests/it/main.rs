@@ -21,6 +21,7 @@ mod durability;
 mod git;
 mod h2;
 mod lfs;
+mod modules;
 mod paths;
 mod proxy;
 mod smoke;
