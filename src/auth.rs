@@ -2,7 +2,8 @@
 //! [`Verified`] identity or a [`Reject`].
 //!
 //! The order of checks on an `app-password` route:
-//! 1. `Authorization: Basic` decoded (`basic.rs`); none → 401, two → 400;
+//! 1. `Authorization: Basic` decoded (`basic.rs`); none, or none with a
+//!    password (a client asking for the challenge) → 401, uncounted; two → 400;
 //! 2. brute-force limits for (user, address) and address (`throttle.rs`) → 429;
 //!    a guess about to be verified takes its token first (given back if it
 //!    was right), so concurrent guesses cannot outrun the limit;
@@ -145,6 +146,12 @@ impl Authenticator {
 
     /// The request's Basic credentials: none → 401, two headers → 400,
     /// undecodable → 401 counted as a failure.
+    ///
+    /// Credentials without a password (`alice:`, a bare user, an empty
+    /// `Basic`, a `Negotiate`/`NTLM` probe) are a client asking for the
+    /// challenge, as git does with `http://alice@host/` before it asks its
+    /// credential helper: 401 like no header at all, nothing counted, logged
+    /// at debug level only. Nothing is checked, so nothing can be guessed.
     fn credentials(
         &self,
         headers: &HeaderMap,
@@ -154,6 +161,7 @@ impl Authenticator {
         match basic::decode(headers, creds) {
             Ok(true) => Ok(()),
             Ok(false) => Err(Reject::Unauthorized(MISSING)),
+            Err(BasicError::NoPassword) => Err(challenge(client)),
             Err(BasicError::Multiple) => {
                 audit_failure("multiple-authorization", "-", "-", client);
                 Err(Reject::BadRequest("more than one Authorization header"))
@@ -451,6 +459,12 @@ fn rate_limited(user: &str, client: IpAddr, retry_after: Duration) -> Reject {
     Reject::RateLimited { retry_after }
 }
 
+/// A request for the challenge: the 401 of a request without credentials.
+fn challenge(client: IpAddr) -> Reject {
+    tracing::debug!(peer = %client, "credentials without a password: challenge sent");
+    Reject::Unauthorized(MISSING)
+}
+
 fn audit_failure(reason: &'static str, user: &str, id: &str, client: IpAddr) {
     if !audit::admit(audit::Event::AuthFailed, client) {
         return;
@@ -465,7 +479,7 @@ fn basic_reason(e: &BasicError) -> &'static str {
         BasicError::TooLong => "authorization-too-long",
         BasicError::BadBase64 => "bad-base64",
         BasicError::NotUtf8 => "not-utf8",
-        BasicError::MissingColon => "missing-colon",
+        BasicError::NoPassword => "no-password",
         BasicError::BadUser => "bad-user",
     }
 }

@@ -7,8 +7,9 @@
 //! canonical padded base64 (RFC 4648 §4), UTF-8 (RFC 7617 §2.1 `charset`),
 //! split at the first colon (RFC 7617 §2: the user-id cannot contain one,
 //! the password can). It decodes into a fixed stack buffer and never
-//! allocates on the heap. It never checks a password, never logs, and never
-//! rejects an empty password (the caller does): its `Debug` output redacts
+//! allocates on the heap. It never checks a password and never logs; it tells
+//! credentials without a password (a client asking for the challenge) from
+//! malformed ones. Its `Debug` output redacts
 //! the password and the buffer is zeroed on drop (best effort).
 //!
 //! [`any_presented_credential`] lets web routes refuse a request that
@@ -33,6 +34,10 @@ const BUF_LEN: usize = MAX_HEADER_LEN / 4 * 3;
 
 /// Longest accepted user name, in characters.
 const MAX_USER_CHARS: usize = 255;
+
+/// Schemes of a single sign-on handshake (RFC 4559 SPNEGO, NTLM): they
+/// carry no password that an app-password route could check.
+const PROBE_SCHEMES: [&[u8]; 2] = [b"negotiate", b"ntlm"];
 
 /// Accepts unpadded and URL-safe input too: for spotting credentials only.
 const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
@@ -59,9 +64,13 @@ pub enum BasicError {
     /// The decoded credentials are not UTF-8.
     #[error("basic credentials are not utf-8")]
     NotUtf8,
-    /// The decoded credentials hold no colon.
-    #[error("basic credentials have no colon")]
-    MissingColon,
+    /// Credentials that carry no password to check: `Basic` with nothing
+    /// after it, a bare user name (no colon), an empty password, or a `Negotiate` or `NTLM`
+    /// handshake. Clients send these to ask for the challenge (git, curl and
+    /// IDEs with the user name in the URL; git-credential-manager and libcurl
+    /// probing for single sign-on), so they are not guesses.
+    #[error("credentials carry no password")]
+    NoPassword,
     /// The user name is empty, over 255 characters, or holds a control character.
     #[error("basic user name is empty, too long or contains control characters")]
     BadUser,
@@ -86,7 +95,7 @@ impl BasicCredentials {
         utf8_or_empty(self.buf.get(..self.user_len))
     }
 
-    /// The password, possibly empty, possibly containing colons.
+    /// The password: never empty, possibly containing colons.
     pub fn password(&self) -> &str {
         utf8_or_empty(self.buf.get(self.pass_start..self.len))
     }
@@ -157,10 +166,13 @@ fn decode_value(value: &[u8], creds: &mut BasicCredentials) -> Result<(), BasicE
     }
     let (scheme, encoded) = split_scheme(value);
     if !scheme.eq_ignore_ascii_case(b"basic") {
+        if PROBE_SCHEMES.iter().any(|p| scheme.eq_ignore_ascii_case(p)) {
+            return Err(BasicError::NoPassword);
+        }
         return Err(BasicError::NotBasic);
     }
     if encoded.is_empty() {
-        return Err(BasicError::BadBase64);
+        return Err(BasicError::NoPassword);
     }
     (creds.user_len, creds.pass_start, creds.len) = (0, 0, 0);
     // The decoder writes at most 3 bytes per 4 characters (rounded up); set
@@ -171,7 +183,10 @@ fn decode_value(value: &[u8], creds: &mut BasicCredentials) -> Result<(), BasicE
         .map_err(|_| BasicError::BadBase64)?;
     let decoded = creds.buf.get(..len).ok_or(BasicError::BadBase64)?;
     let text = str::from_utf8(decoded).map_err(|_| BasicError::NotUtf8)?;
-    let (user, _) = text.split_once(':').ok_or(BasicError::MissingColon)?;
+    let (user, password) = text.split_once(':').ok_or(BasicError::NoPassword)?;
+    if password.is_empty() {
+        return Err(BasicError::NoPassword);
+    }
     check_user(user)?;
     creds.user_len = user.len();
     creds.pass_start = user.len() + 1;
@@ -369,10 +384,11 @@ mod tests {
             ),
             (basic("jürgen✓:pä".as_bytes()).into(), ok("jürgen✓", "pä")),
             (basic(b"bob:a:b::c:").into(), ok("bob", "a:b::c:")),
-            (basic(b"bob:").into(), ok("bob", "")),
+            (basic(b"bob:").into(), Err(BasicError::NoPassword)),
+            (basic(b":").into(), Err(BasicError::NoPassword)),
             (
                 basic(max_user.as_bytes()).into(),
-                Err(BasicError::MissingColon),
+                Err(BasicError::NoPassword),
             ),
             (
                 basic(format!("{max_user}:p").as_bytes()).into(),
@@ -388,8 +404,17 @@ mod tests {
                 Err(BasicError::NotBasic),
             ),
             (b"YWxpY2U6czNjcmV0".to_vec(), Err(BasicError::NotBasic)),
-            (b"Basic".to_vec(), Err(BasicError::BadBase64)),
-            (b"Basic   ".to_vec(), Err(BasicError::BadBase64)),
+            (b"Basic".to_vec(), Err(BasicError::NoPassword)),
+            (b"Basic   ".to_vec(), Err(BasicError::NoPassword)),
+            (
+                b"Negotiate YIIGhgYGKwYBBQUCoIIGejCCBnag".to_vec(),
+                Err(BasicError::NoPassword),
+            ),
+            (
+                b"NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw==".to_vec(),
+                Err(BasicError::NoPassword),
+            ),
+            (b"ntlm".to_vec(), Err(BasicError::NoPassword)),
             (
                 b"Basic YWxpY2U6czNjcmV0!".to_vec(),
                 Err(BasicError::BadBase64),
@@ -421,8 +446,8 @@ mod tests {
             ),
             (b"Basic \x80\xff".to_vec(), Err(BasicError::BadBase64)),
             (basic(b"al\xffice:pw").into(), Err(BasicError::NotUtf8)),
-            (basic(b"alice").into(), Err(BasicError::MissingColon)),
-            (basic(b"").into(), Err(BasicError::BadBase64)),
+            (basic(b"alice").into(), Err(BasicError::NoPassword)),
+            (basic(b"").into(), Err(BasicError::NoPassword)),
             (basic(b":pw").into(), Err(BasicError::BadUser)),
             (
                 basic(format!("{long_user}:pw").as_bytes()).into(),
@@ -578,7 +603,7 @@ mod tests {
                     creds.wipe();
                     prop_assert!(creds.buf.iter().all(|&b| b == 0), "wipe left decoded bytes");
                 }
-                Err(e) => prop_assert_eq!(e, BasicError::NotUtf8),
+                Err(e) => prop_assert!(matches!(e, BasicError::NotUtf8 | BasicError::NoPassword), "{e:?}"),
             }
         }
 
@@ -601,7 +626,7 @@ mod tests {
         }
 
         #[test]
-        fn encoded_credentials_round_trip(user in user_strategy(), pass in "\\PC{0,100}") {
+        fn encoded_credentials_round_trip(user in user_strategy(), pass in "\\PC{1,100}") {
             let value = basic(format!("{user}:{pass}").as_bytes());
             prop_assume!(value.len() <= MAX_HEADER_LEN);
             prop_assert_eq!(decode_one(value.as_bytes()), ok(&user, &pass));

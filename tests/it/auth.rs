@@ -109,6 +109,51 @@ fn missing_authorization_gets_401_with_the_basic_challenge() {
     assert!(!r.headers.contains_key("x-backend"));
 }
 
+/// Issue #20: what git, curl, IDEs and git-credential-manager send before
+/// they have a password is a request for the challenge, not a guess: 401 with
+/// `WWW-Authenticate` like no header at all, no rate-limit token spent, no
+/// audit line. Far more of them than both bursts leave the user unthrottled.
+#[test]
+fn credentials_without_a_password_get_the_challenge_and_cost_no_token() {
+    let (_b, pg) = start(
+        "[auth.rate_limit]\nper_user_addr = { burst = 2, per = \"1h\" }\nper_addr = { burst = 3, per = \"1h\" }\n",
+    );
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let probes = [
+        (
+            "git/curl: user in the URL, empty password",
+            basic("alice", ""),
+        ),
+        ("bare user, no colon", format!("Basic {}", b64("alice"))),
+        ("empty Basic value", "Basic".to_owned()),
+        ("empty Basic value with a space", "Basic ".to_owned()),
+        ("empty user and password", basic("", "")),
+        (
+            "libcurl/GCM Negotiate probe",
+            "Negotiate YIIGhgYGKwYBBQUCoIIGejCCBnag".to_owned(),
+        ),
+        (
+            "NTLM type-1 message",
+            "NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw==".to_owned(),
+        ),
+    ];
+    for (what, value) in &probes {
+        for _ in 0..5 {
+            let r = status_with(&pg, READ, value);
+            assert_eq!(r.status, 401, "{what}: {}", r.text());
+            assert_eq!(r.headers["www-authenticate"], CHALLENGE, "{what}");
+            assert!(r.text().contains("authentication required"), "{what}");
+            assert!(!r.headers.contains_key("x-backend"), "{what}");
+        }
+    }
+    // 35 probes against bursts of 2 and 3: the password still gets in.
+    assert_eq!(status_with(&pg, READ, &basic("alice", &pw)).status, 200);
+    let log = pg.log_text();
+    assert!(!log.contains("auth_failed"), "{log}");
+    assert!(!log.contains("rate_limited"), "{log}");
+}
+
 #[test]
 fn two_authorization_headers_get_400() {
     let (_b, pg) = start("");
@@ -147,7 +192,6 @@ fn malformed_basic_credentials_get_401() {
         ("token scheme", format!("token {pw}")),
         ("no scheme", pw.clone()),
         ("bad base64", "Basic !!!not-base64!!!".to_owned()),
-        ("empty basic", "Basic ".to_owned()),
         (
             "unpadded base64",
             format!(
@@ -156,10 +200,6 @@ fn malformed_basic_credentials_get_401() {
             ),
         ),
         ("non-utf8", format!("Basic {}", b64(&non_utf8))),
-        (
-            "missing colon",
-            format!("Basic {}", b64(format!("alice{pw}").as_bytes())),
-        ),
         (
             "newline in user",
             basic("alice\nX-Forwarded-User: root", &pw),
@@ -207,7 +247,6 @@ fn malformed_tokens_get_the_same_401() {
         ),
         ("bad checksum", bad_checksum),
         ("plain password", "hunter2".to_owned()),
-        ("empty password", String::new()),
     ];
     for (what, candidate) in cases {
         let r = status_with(&pg, READ, &basic("alice", &candidate));

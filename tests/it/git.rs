@@ -439,6 +439,30 @@ fn credential_store_supplies_the_password_so_clone_and_fetch_need_no_prompt() {
     );
 }
 
+/// Issue #20: with the user in the remote URL, git first sends `alice:` (an
+/// empty password) before it asks its credential helper. That is a request
+/// for the challenge: 15 commands in a row (burst 10) must all work, and
+/// leave no failure in the audit log.
+#[test]
+fn user_name_in_the_url_never_locks_git_out() {
+    let site = Site::start();
+    let (_, pw) = site.pg.create("alice", "laptop", &["repository:read"]);
+    let creds = site.git.use_credential_store();
+    std::fs::write(&creds, format!("https://alice:{pw}@{}\n", site.pg.addr)).unwrap();
+    let url = format!("https://alice@{}/alice/project.git", site.pg.addr);
+    for i in 0..15 {
+        let out = site.git.run(site.git.home(), &["ls-remote", &url]);
+        assert!(
+            out.status.success(),
+            "ls-remote #{}: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let log = site.pg.log_text();
+    assert!(!log.contains("auth_failed"), "{log}");
+}
+
 #[test]
 fn app_password_on_a_web_route_is_refused_but_anonymous_requests_reach_the_backend() {
     let site = Site::start();
