@@ -80,7 +80,9 @@ pub enum ManageError {
     TooLong { asked: String, max: String },
     #[error("[auth] max_lifetime is {max}: give --expires-in no longer than that")]
     ExpiryRequired { max: String },
-    #[error("\"{0}\" is not an app password id (12 characters from 0-9 A-Z a-z)")]
+    /// Not a 12-character id. The argument itself is never shown: it may be
+    /// a whole password pasted where its id belongs (#20).
+    #[error("{}", bad_id_message(.0))]
     BadId(String),
     #[error("no app password with id {0}")]
     NotFound(String),
@@ -169,9 +171,7 @@ pub fn list(store: &Store, user: Option<&str>) -> Result<Vec<Listed>, ManageErro
 }
 
 pub fn revoke(store: &Store, id: &str) -> Result<Revocation, ManageError> {
-    if !crate::auth::token::is_valid_id(id) {
-        return Err(ManageError::BadId(id.to_owned()));
-    }
+    check_id(id)?;
     match store.revoke(id, unix_now())? {
         Revoked::Now(r) => Ok(Revocation {
             id: r.id,
@@ -192,6 +192,16 @@ pub fn revoke_user(store: &Store, user: &str) -> Result<Vec<String>, ManageError
     Ok(store.revoke_user(user, unix_now())?)
 }
 
+/// An app password's public id: 12 base62 characters. The CLI checks it
+/// before anything leaves the process, so a pasted password never travels.
+pub fn check_id(id: &str) -> Result<(), ManageError> {
+    if crate::auth::token::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(ManageError::BadId(id.to_owned()))
+    }
+}
+
 /// The user-name rule of DESIGN.md: 1–255 printable characters, no colon.
 pub fn validate_user(user: &str) -> Result<(), ManageError> {
     let len = user.chars().count();
@@ -199,6 +209,29 @@ pub fn validate_user(user: &str) -> Result<(), ManageError> {
         Ok(())
     } else {
         Err(ManageError::BadUser)
+    }
+}
+
+/// Why `arg` is not an id, without repeating it: a pasted password would
+/// land in terminal scrollback and logs. A token-shaped argument (with or
+/// without its `pgap_` prefix) is named as a password and only its public
+/// 12-character id part is shown.
+fn bad_id_message(arg: &str) -> String {
+    use crate::auth::token::{self, has_token_shape, is_valid_id, ID_LEN, PREFIX, TOKEN_LEN};
+    const ID_RULE: &str = "an id is 12 characters from 0-9 A-Z a-z, as `app-password list` shows";
+    let arg = arg.trim();
+    let unprefixed =
+        arg.len() == TOKEN_LEN - PREFIX.len() && token::parse(&format!("{PREFIX}{arg}")).is_ok();
+    if !has_token_shape(arg) && !unprefixed {
+        return format!("the argument is not an app password id: {ID_RULE}");
+    }
+    let start = if unprefixed { 0 } else { PREFIX.len() };
+    match arg.get(start..start + ID_LEN).filter(|id| is_valid_id(id)) {
+        Some(id) => format!(
+            "the argument is a whole app password, not its id (not shown; \
+             a password on a command line stays in shell history): its id is {id}"
+        ),
+        None => format!("the argument looks like an app password, not its id: {ID_RULE}"),
     }
 }
 
@@ -274,6 +307,27 @@ mod tests {
             Err(ManageError::TooLong { .. })
         ));
         assert_eq!(expiry(Some(90 * day), max).unwrap(), Some(90 * day));
+    }
+
+    #[test]
+    fn a_bad_id_is_never_echoed() {
+        let token = NewToken::generate();
+        let full = token.token().expose().to_owned();
+        let id = token.id().to_owned();
+        for (arg, names_id) in [
+            (full.clone(), true),
+            (format!(" {full}\n"), true),
+            (full[5..].to_owned(), true),
+            (full[..30].to_owned(), true),
+            (format!("PGAP_{}", &full[5..]), true),
+            ("pgap_!!".to_owned(), false),
+            ("hunter2-secret".to_owned(), false),
+        ] {
+            let shown = ManageError::BadId(arg.clone()).to_string();
+            assert!(!shown.contains(arg.trim()), "{shown}");
+            assert!(!shown.contains(token.secret()), "{shown}");
+            assert_eq!(shown.contains(&id), names_id, "{arg}: {shown}");
+        }
     }
 
     #[test]

@@ -78,6 +78,7 @@ async fn dispatch(cmd: AppPasswordCommand) -> Result<(), Failure> {
             let config = load(&config)?;
             match (id, user) {
                 (Some(id), _) => {
+                    local(manage::check_id(&id))?;
                     let r: Revocation = match Via::open(&config).await? {
                         Via::Socket(s) => {
                             let uri = format!("/v1/app-passwords/{}/revoke", percent_encode(&id));
