@@ -87,13 +87,22 @@ pub enum AppPasswordCommand {
         json: bool,
     },
     /// Revoke one app password by id, or all of a user's with --user U --all.
+    // Two forms, so clap's usage shows exactly those (#20): `revoke ID`, or
+    // `revoke --user U --all`; any mix is a usage error (exit 2).
+    #[command(
+        override_usage = "passgate app-password revoke [OPTIONS] <ID>\n       \
+                                passgate app-password revoke [OPTIONS] --user <USER> --all"
+    )]
     Revoke {
         #[command(flatten)]
         config: ConfigArg,
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        /// The app password's id: the 12 characters after `pgap_`, as `list` shows.
+        #[arg(required_unless_present_any = ["all", "user"], conflicts_with_all = ["all", "user"])]
         id: Option<String>,
+        /// With --all: the user whose active app passwords are all revoked.
         #[arg(long, requires = "all")]
         user: Option<String>,
+        /// With --user: revoke every active app password of that user.
         #[arg(long, requires = "user")]
         all: bool,
     },

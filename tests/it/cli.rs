@@ -299,6 +299,52 @@ fn round_trip(cli: &dyn Fn(&[&str]) -> Output) {
     assert!(err(&o).contains("revoked 0"), "{}", err(&o));
 }
 
+/// Issue #20: `revoke` has two forms and clap's usage shows those two, never
+/// a mix of them; every mix is refused with exit 2 and a message naming the
+/// clash, before the config is even read.
+#[test]
+fn revoke_usage_shows_its_two_forms_and_refuses_every_mix() {
+    let missing = Path::new("/nonexistent/proxy.toml");
+    let cases: [(&[&str], &str); 6] = [
+        (&[], "<ID>"),
+        (&["--user", "bob"], "--all"),
+        (&["--all"], "--user <USER>"),
+        (&["AAAAAAAAAAAA", "--all"], "cannot be used with '--all'"),
+        (
+            &["AAAAAAAAAAAA", "--user", "bob"],
+            "cannot be used with '--user <USER>'",
+        ),
+        (
+            &["AAAAAAAAAAAA", "--user", "bob", "--all"],
+            "cannot be used with",
+        ),
+    ];
+    for (extra, says) in cases {
+        let mut args = vec!["app-password", "revoke"];
+        args.extend_from_slice(extra);
+        let o = run(missing, &args);
+        expect_code(&o, 2);
+        let text = err(&o);
+        assert!(text.contains(says), "{args:?}: {text}");
+        assert!(
+            text.contains("passgate app-password revoke [OPTIONS] <ID>\n")
+                && text.contains("passgate app-password revoke [OPTIONS] --user <USER> --all\n"),
+            "{args:?}: {text}"
+        );
+        assert!(
+            !text.contains("--all <ID>") && !text.contains("--all [ID]"),
+            "{text}"
+        );
+    }
+    let help = run(missing, &["app-password", "revoke", "--help"]);
+    expect_code(&help, 0);
+    assert!(
+        out(&help).contains("[OPTIONS] --user <USER> --all"),
+        "{}",
+        out(&help)
+    );
+}
+
 #[test]
 fn round_trip_without_a_running_server() {
     let (dir, config) = offline(&ConfigBuilder::new("http://127.0.0.1:9"));
