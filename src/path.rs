@@ -11,8 +11,11 @@
 //! for backends that decode twice), encoded `/` `\` `;` `?` `#`, control
 //! characters, raw `\` and `;` (path separators or parameter delimiters for
 //! some servers), dot segments (RFC 3986 §3.3, §5.2.4), segments ending in a
-//! dot or a space (dropped by some servers), and invalid UTF-8. Empty segments
-//! are collapsed.
+//! dot or a space (dropped by some servers), invalid UTF-8, and a non-ASCII
+//! character whose compatibility form (NFKC, Unicode UAX #15) holds an ASCII
+//! character (`‥` U+2025, `／` U+FF0F, `．` U+FF0E, `ａ`, `ﬁ`): a backend that
+//! normalises Unicode would read `..`, `/` or `admin` where the gateway saw
+//! none. Empty segments are collapsed.
 //!
 //! The canonical encoding keeps `unreserved` (RFC 3986 §2.3) and the
 //! `sub-delims` / `:` / `@` allowed in `pchar` (RFC 3986 §3.3, except `;`)
@@ -20,9 +23,11 @@
 //!
 //! This module never resolves dot segments, never decodes more than once,
 //! never looks at the query, and never panics or allocates beyond the two
-//! strings of the result.
+//! strings of the result. A pure-ASCII path skips the Unicode checks.
 
 use std::fmt;
+
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// Longest accepted path, in bytes, as received.
 pub const MAX_PATH_LEN: usize = 8192;
@@ -69,6 +74,9 @@ pub enum PathError {
     /// The decoded path is not valid UTF-8.
     #[error("path is not valid utf-8 once decoded")]
     InvalidUtf8,
+    /// A non-ASCII character whose NFKC form holds an ASCII character.
+    #[error("path holds a unicode compatibility character for {0:?}")]
+    CompatibilityCharacter(char),
 }
 
 /// A path accepted by [`normalise`]: absolute, without dot segments, empty
@@ -159,12 +167,38 @@ pub fn normalise(raw_path: &str) -> Result<NormalPath, PathError> {
         decoded.push(b'/');
     }
     let decoded = String::from_utf8(decoded).map_err(|_| PathError::InvalidUtf8)?;
-    // ASCII controls were refused byte by byte; this catches C1 controls.
-    if !decoded.is_ascii() && decoded.chars().any(char::is_control) {
-        return Err(PathError::ControlCharacter);
+    if !decoded.is_ascii() {
+        check_unicode(&decoded)?;
     }
     let encoded = encode(&decoded);
     Ok(NormalPath { decoded, encoded })
+}
+
+/// Checks a decoded path that holds non-ASCII characters: C1 controls (ASCII
+/// ones were refused byte by byte) and compatibility characters.
+fn check_unicode(decoded: &str) -> Result<(), PathError> {
+    if decoded.chars().any(char::is_control) {
+        return Err(PathError::ControlCharacter);
+    }
+    match compatibility_ascii(decoded) {
+        Some(ascii) => Err(PathError::CompatibilityCharacter(ascii)),
+        None => Ok(()),
+    }
+}
+
+/// The first ASCII character that the NFKC form of a non-ASCII character of
+/// `text` holds, if any (`‥` → `.`, `ａ` → `a`).
+pub(crate) fn compatibility_ascii(text: &str) -> Option<char> {
+    // Most non-ASCII text (CJK, precomposed accents) is already NFKC.
+    if text.is_ascii() || is_nfkc_quick(text.chars()) == IsNormalized::Yes {
+        return None;
+    }
+    // Character by character, as DESIGN words it: composition never yields
+    // ASCII, so text passing this check has no ASCII in its NFKC form
+    // beyond its own.
+    text.chars()
+        .filter(|c| !c.is_ascii())
+        .find_map(|c| std::iter::once(c).nfkc().find(char::is_ascii))
 }
 
 /// Percent-decodes one raw segment (no `/` in it) onto `out`, refusing
@@ -335,6 +369,35 @@ mod tests {
         ("/a%22%3C%3E", Ok("/a%22%3C%3E")),
         ("/a\"<>", Ok("/a%22%3C%3E")),
         ("/%e2%82%ac", Ok("/%E2%82%AC")),
+        // Non-ASCII whose NFKC form holds no ASCII.
+        ("/alice/caf%C3%A9.git", Ok("/alice/caf%C3%A9.git")),
+        ("/alice/cafe%CC%81.git", Ok("/alice/cafe%CC%81.git")),
+        (
+            "/%E6%97%A5%E6%9C%AC/%E8%AA%9E",
+            Ok("/%E6%97%A5%E6%9C%AC/%E8%AA%9E"),
+        ),
+        ("/%E2%89%A0", Ok("/%E2%89%A0")),
+        // Halfwidth katakana: compatibility, but its NFKC form is not ASCII.
+        ("/%EF%BD%B1", Ok("/%EF%BD%B1")),
+        // Compatibility characters that NFKC turns into ASCII (issue #16).
+        (
+            "/public/%E2%80%A5/admin",
+            Err(E::CompatibilityCharacter('.')),
+        ),
+        (
+            "/public/..%EF%BC%8Fadmin",
+            Err(E::CompatibilityCharacter('/')),
+        ),
+        (
+            "/public/%EF%BC%8E%EF%BC%8E/admin",
+            Err(E::CompatibilityCharacter('.')),
+        ),
+        ("/%EF%BD%81dmin", Err(E::CompatibilityCharacter('a'))),
+        ("/%EF%AC%81le", Err(E::CompatibilityCharacter('f'))),
+        ("/x%C2%A0y", Err(E::CompatibilityCharacter(' '))),
+        ("/%E2%84%AA", Err(E::CompatibilityCharacter('K'))),
+        ("/caf%C3%A9/%EF%BD%81", Err(E::CompatibilityCharacter('a'))),
+        ("/%EF%BC%BC", Err(E::CompatibilityCharacter('\\'))),
         // Not origin-form / too long.
         ("", Err(E::NotOriginForm)),
         ("a/b", Err(E::NotOriginForm)),
@@ -469,9 +532,49 @@ mod tests {
 
     fn tricky_path() -> impl Strategy<Value = String> {
         let pieces = prop::sample::select(vec![
-            "/", "/", "a", "B", ".", "..", "%2e", "%2E", "%2F", "%25", "%41", "%61", "%20", " ",
-            "%C3%A9", "%c3", "%FF", "%", "%4", "~", "{", ";", "\\", "%00", "%7f", "b.", "%3b", "+",
-            ":", "@", "%7E", "x%2", "git",
+            "/",
+            "/",
+            "a",
+            "B",
+            ".",
+            "..",
+            "%2e",
+            "%2E",
+            "%2F",
+            "%25",
+            "%41",
+            "%61",
+            "%20",
+            " ",
+            "%C3%A9",
+            "%c3",
+            "%FF",
+            "%",
+            "%4",
+            "~",
+            "{",
+            ";",
+            "\\",
+            "%00",
+            "%7f",
+            "b.",
+            "%3b",
+            "+",
+            ":",
+            "@",
+            "%7E",
+            "x%2",
+            "git",
+            "%E2%80%A5",
+            "%EF%BC%8F",
+            "%EF%BC%8E",
+            "%EF%BD%81",
+            "%EF%AC%81",
+            "e%CC%81",
+            "%CC%81",
+            "%E6%97%A5",
+            "%E2%89%A0",
+            "%C2%A0",
         ]);
         prop::collection::vec(pieces, 0..14).prop_map(|v| format!("/{}", v.concat()))
     }
@@ -511,6 +614,18 @@ mod tests {
                 prop_assert_eq!(normalise(p.as_str()), Ok(p.clone()));
                 prop_assert_eq!(normalise(p.as_str()).map(|q| q.as_str().to_owned()),
                     Ok(p.as_str().to_owned()));
+            }
+        }
+
+        /// A backend applying NFKC reads no ASCII character the gateway did
+        /// not see: the NFKC form's ASCII is a subsequence of the path's.
+        #[test]
+        fn nfkc_adds_no_ascii(s in any_path()) {
+            if let Ok(p) = normalise(&s) {
+                let mut own = p.decoded().chars().filter(char::is_ascii);
+                for c in p.decoded().nfkc().filter(char::is_ascii) {
+                    prop_assert!(own.any(|o| o == c), "{:?} gains {:?}", p.decoded(), c);
+                }
             }
         }
 

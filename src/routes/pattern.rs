@@ -21,7 +21,8 @@
 //!
 //! Literal text must be something [`crate::path::normalise`] could produce
 //! as a decoded segment: no `.`/`..`, no `%` (patterns are written decoded),
-//! no `\` `;` `?` `#` or control characters, no trailing dot or space.
+//! no `\` `;` `?` `#` or control characters, no trailing dot or space, no
+//! compatibility character whose NFKC form holds ASCII (`ａ`).
 //!
 //! This module never decodes or normalises paths itself, never allocates
 //! while matching, and never panics.
@@ -357,6 +358,15 @@ fn check_literal(text: &str, segment: &str) -> Result<(), PatternError> {
             }
         });
     }
+    if let Some(character) = text
+        .chars()
+        .find(|&c| crate::path::compatibility_ascii(c.encode_utf8(&mut [0; 4])).is_some())
+    {
+        return Err(PatternError::ForbiddenCharacter {
+            segment: segment.to_owned(),
+            character,
+        });
+    }
     if segment == "." || segment == ".." {
         return Err(PatternError::DotSegment {
             segment: segment.to_owned(),
@@ -575,6 +585,13 @@ mod tests {
                 E::ForbiddenCharacter {
                     segment: seg("a#b"),
                     character: '#',
+                },
+            ),
+            (
+                "/\u{ff41}dmin",
+                E::ForbiddenCharacter {
+                    segment: seg("\u{ff41}dmin"),
+                    character: '\u{ff41}',
                 },
             ),
             (

@@ -71,6 +71,23 @@ const TABLE: &[(&str, u16, Option<&str>)] = &[
     ("/admin./x", 400, None),
     ("/admin%2e/x", 400, None),
     ("/admin%20/x", 400, None),
+    // Unicode compatibility characters a backend applying NFKC would read
+    // as ASCII: `‥`, `．．`, `／` (dot segments, a slash), `ａ`, `ﬁ` (issue #16).
+    ("/public/%E2%80%A5/admin/x", 400, None),
+    ("/public/%EF%BC%8E%EF%BC%8E/admin/x", 400, None),
+    ("/public/..%EF%BC%8Fadmin/x", 400, None),
+    ("/public/%EF%BC%8E%EF%BC%8E%EF%BC%8Fadmin", 400, None),
+    ("/%EF%BD%81dmin/x", 400, None),
+    ("/%EF%AC%81le", 400, None),
+    ("/public/\u{2025}/admin/x", 400, None),
+    // Legitimate non-ASCII paths still pass.
+    ("/alice/caf%C3%A9.git", 200, Some("/alice/caf%C3%A9.git")),
+    ("/alice/cafe%CC%81", 200, Some("/alice/cafe%CC%81")),
+    (
+        "/%E6%97%A5%E6%9C%AC/%E8%AA%9E",
+        200,
+        Some("/%E6%97%A5%E6%9C%AC/%E8%AA%9E"),
+    ),
     // Not a path at all.
     ("*", 400, None),
 ];
@@ -229,6 +246,10 @@ fn no_path_or_query_spelling_lets_a_read_only_password_reach_receive_pack() {
         "/alice/repo.git/info/refs%20?service=git-receive-pack",
         "/alice/repo.git/git-receive-pack",
         "/alice/repo.git//git-receive-pack",
+        // Compatibility characters (issue #16): `．` U+FF0E, `﹣` U+FE63, `ｒ`.
+        "/alice/repo%EF%BC%8Egit/info/refs?service=git-receive-pack",
+        "/alice/repo.git/git%EF%B9%A3receive-pack",
+        "/alice/repo.git/info/%EF%BD%92efs?service=git-receive-pack",
     ] {
         let r = send(target);
         assert!(
