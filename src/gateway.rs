@@ -1,6 +1,7 @@
 //! [`Gateway`]: the shared state every request reads — config, the
 //! authenticator, the store — built once at start-up and shared by `Arc`.
-//! Upstream clients are per worker thread ([`upstreams`]).
+//! Upstream clients are per worker thread: a [`Worker`] holds the gateway and
+//! that thread's clients.
 
 use std::sync::Arc;
 
@@ -49,6 +50,23 @@ impl Gateway {
             challenge,
             conn_limits,
         })
+    }
+}
+
+/// One server worker thread's state: the shared [`Gateway`] and the
+/// thread's own upstream clients, whose connection pools are never shared
+/// between threads. Built once per worker; its connections hold it by `Arc`.
+#[derive(Debug)]
+pub struct Worker {
+    pub gw: Arc<Gateway>,
+    /// Indexed by `Route::upstream`, in `config.upstreams` order.
+    pub upstreams: Box<[Upstream]>,
+}
+
+impl Worker {
+    pub fn new(gw: Arc<Gateway>) -> Result<Worker, UpstreamError> {
+        let upstreams = upstreams(&gw.config)?.into_boxed_slice();
+        Ok(Worker { gw, upstreams })
     }
 }
 

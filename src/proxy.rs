@@ -22,14 +22,14 @@ use crate::auth::cache::Verified;
 use crate::body::{AccessLog, ResponseBody};
 use crate::conn::InFlight;
 use crate::error::Reject;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Worker};
 use crate::headers::{self, Hop};
 use crate::path;
 use crate::routes::{Access, BodyScopes, Route};
 use crate::upstream::{Affinity, Upstream, UpstreamBody};
 
-/// What the server knows about the connection a request arrived on.
-#[derive(Debug, Clone)]
+/// What the server knows about the connection a request arrived on, built
+/// once per connection and shared by its requests.
 pub struct Conn {
     pub peer: SocketAddr,
     /// The peer address as an `X-Forwarded-For` value, rendered once.
@@ -37,26 +37,28 @@ pub struct Conn {
     pub tls: bool,
     /// The peer is one of `server.trusted_proxies`.
     pub trusted: bool,
+    /// HTTP/1.1 only: its requests are sequential, so the connection can
+    /// own its upstream connection while busy.
+    pub affinity: Option<Arc<Affinity>>,
 }
 
 /// Serves one request; never fails (every failure is a response).
 pub async fn handle(
-    gw: Arc<Gateway>,
-    upstreams: Arc<[Upstream]>,
-    affinity: Option<Arc<Affinity>>,
-    conn: Conn,
+    worker: Arc<Worker>,
+    conn: Arc<Conn>,
     req: Request<Incoming>,
     in_flight: InFlight,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    let gw = &*worker.gw;
     let mut log = AccessLog::new(conn.peer, req.method().clone(), Instant::now());
     let over = in_flight.over_cap();
     log.in_flight = Some(in_flight);
     let forwarded = match over {
         Some(over) => {
-            crate::server::audit_conn_limited(&gw, conn.peer.ip(), over);
+            crate::server::audit_conn_limited(gw, conn.peer.ip(), over);
             Err(Reject::TooManyInFlight)
         }
-        None => forward(&gw, &upstreams, affinity.as_ref(), &conn, req, &mut log).await,
+        None => forward(gw, &worker.upstreams, &conn, req, &mut log).await,
     };
     let (resp, stall) = match forwarded {
         Ok((resp, stall)) => (resp.map(Either::Left), Some(stall)),
@@ -72,7 +74,6 @@ pub async fn handle(
 async fn forward(
     gw: &Gateway,
     upstreams: &[Upstream],
-    affinity: Option<&Arc<Affinity>>,
     conn: &Conn,
     mut req: Request<Incoming>,
     log: &mut AccessLog,
@@ -117,7 +118,7 @@ async fn forward(
     let mut resp = upstream
         .send(
             Request::from_parts(parts, body),
-            affinity,
+            conn.affinity.as_ref(),
             progress.as_deref(),
         )
         .await?;

@@ -46,12 +46,12 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::audit;
-use crate::conn::{Activity, InFlight, Over, Quiet, Slot, Tracked};
-use crate::gateway::Gateway;
+use crate::conn::{Activity, InFlight, Over, Quiet, Tracked};
+use crate::gateway::{Gateway, Worker};
 use crate::headers;
 use crate::proxy::{self, Conn};
 use crate::tls::Tls;
-use crate::upstream::{Affinity, Upstream};
+use crate::upstream::Affinity;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -81,7 +81,7 @@ pub fn spawn_workers(
             .on_thread_start(lower_this_thread)
             .max_blocking_threads(gw.config.auth.verify_threads + STORE_READ_THREADS)
             .build()?;
-        let worker = move || {
+        let thread_main = move || {
             runtime.block_on(async move {
                 let listeners = match socks
                     .into_iter()
@@ -91,8 +91,8 @@ pub fn spawn_workers(
                     Ok(l) => l,
                     Err(e) => return tracing::error!(error = %e, "worker cannot use the listeners"),
                 };
-                let upstreams: Arc<[Upstream]> = match crate::gateway::upstreams(&gw.config) {
-                    Ok(u) => u.into(),
+                let worker = match Worker::new(gw) {
+                    Ok(w) => Arc::new(w),
                     Err(e) => {
                         return tracing::error!(error = %e, "worker cannot build upstream clients")
                     }
@@ -100,13 +100,13 @@ pub fn spawn_workers(
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                run(gw, upstreams, listeners, tls, shutdown).await;
+                run(worker, listeners, tls, shutdown).await;
             });
         };
         handles.push(
             std::thread::Builder::new()
                 .name(format!("passgate-worker-{n}"))
-                .spawn(worker)?,
+                .spawn(thread_main)?,
         );
     }
     Ok(handles)
@@ -139,26 +139,24 @@ fn lower_this_thread() {
 
 /// Serves on `listeners` until `shutdown` resolves, then drains.
 pub async fn run(
-    gw: Arc<Gateway>,
-    upstreams: Arc<[Upstream]>,
+    worker: Arc<Worker>,
     listeners: Vec<TcpListener>,
     tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let tracker = TaskTracker::new();
+    let grace = worker.gw.config.server.shutdown_grace;
     let mut accept_loops = Vec::new();
     for listener in listeners {
-        let (gw, ups, tls, stop, tracker) = (
-            gw.clone(),
-            upstreams.clone(),
-            tls.clone(),
-            stop_rx.clone(),
-            tracker.clone(),
-        );
-        accept_loops.push(tokio::spawn(accept_loop(
-            gw, ups, listener, tls, stop, tracker,
-        )));
+        let listener = Listener {
+            listener,
+            worker: worker.clone(),
+            tls: tls.clone(),
+            stop: stop_rx.clone(),
+            tracker: tracker.clone(),
+        };
+        accept_loops.push(tokio::spawn(listener.run()));
     }
     shutdown.await;
     let _ = stop_tx.send(true);
@@ -166,7 +164,6 @@ pub async fn run(
         let _ = handle.await;
     }
     tracker.close();
-    let grace = gw.config.server.shutdown_grace;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             grace_s = grace.as_secs(),
@@ -175,50 +172,60 @@ pub async fn run(
     }
 }
 
-async fn accept_loop(
-    gw: Arc<Gateway>,
-    ups: Arc<[Upstream]>,
+/// One listening socket of one worker, and what its connections share.
+struct Listener {
     listener: TcpListener,
+    worker: Arc<Worker>,
     tls: Option<Arc<Tls>>,
-    mut stop: watch::Receiver<bool>,
+    /// Turns true when the worker stops accepting.
+    stop: watch::Receiver<bool>,
+    /// The worker's connections, waited for on shutdown.
     tracker: TaskTracker,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.changed() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let trusted = headers::is_trusted(peer.ip(), &gw.config.server.trusted_proxies);
-        let slot = match gw.conn_limits.open(peer.ip(), trusted) {
-            Ok(slot) => slot,
-            Err(over) => {
-                // Closed before a byte is read: nothing to answer with.
-                audit_conn_limited(&gw, peer.ip(), over);
-                drop(stream);
-                continue;
-            }
-        };
-        let (gw, ups, tls, stop) = (gw.clone(), ups.clone(), tls.clone(), stop.clone());
-        let accepted = Accepted {
-            stream,
-            peer,
-            trusted,
-            slot,
-        };
-        tracker.spawn(async move {
-            if let Err(e) = connection(gw, ups, accepted, tls, stop).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+}
+
+impl Listener {
+    /// Accepts until the worker stops; each connection gets a [`Handler`]
+    /// in a task of its own.
+    async fn run(mut self) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.stop.changed() => return,
+                a = self.listener.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let gw = &self.worker.gw;
+            let trusted = headers::is_trusted(peer.ip(), &gw.config.server.trusted_proxies);
+            let slot = match gw.conn_limits.open(peer.ip(), trusted) {
+                Ok(slot) => slot,
+                Err(over) => {
+                    // Closed before a byte is read: nothing to answer with.
+                    audit_conn_limited(gw, peer.ip(), over);
+                    drop(stream);
+                    continue;
+                }
+            };
+            let handler = Handler {
+                worker: self.worker.clone(),
+                peer,
+                trusted,
+                activity: Arc::new(Activity::new(slot)),
+                stop: self.stop.clone(),
+            };
+            let tls = self.tls.clone();
+            self.tracker.spawn(async move {
+                if let Err(e) = handler.run(stream, tls).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
     }
 }
 
@@ -229,145 +236,137 @@ pub fn audit_conn_limited(gw: &Gateway, peer: IpAddr, over: Over) {
     }
 }
 
-/// A connection as accepted, with its place under the connection caps.
-struct Accepted {
-    stream: TcpStream,
+/// One accepted connection, from its TLS handshake to its close.
+struct Handler {
+    worker: Arc<Worker>,
     peer: SocketAddr,
     /// The peer is one of `server.trusted_proxies`.
     trusted: bool,
-    slot: Slot,
+    /// Holds the connection's place under the connection caps.
+    activity: Arc<Activity>,
+    stop: watch::Receiver<bool>,
 }
 
-async fn connection(
-    gw: Arc<Gateway>,
-    ups: Arc<[Upstream]>,
-    accepted: Accepted,
-    tls: Option<Arc<Tls>>,
-    stop: watch::Receiver<bool>,
-) -> io::Result<()> {
-    let Accepted {
-        stream,
-        peer,
-        trusted,
-        slot,
-    } = accepted;
-    let _ = stream.set_nodelay(true);
-    let deadline = gw.config.server.header_read_timeout;
-    let conn = Conn {
-        peer,
-        peer_value: headers::peer_value(peer.ip()),
-        tls: tls.is_some(),
-        trusted,
-    };
-    let activity = Arc::new(Activity::new(slot));
-    match tls {
-        Some(tls) => {
-            let accept = tls.acceptor().accept(stream);
-            let stream = tokio::time::timeout(deadline, accept).await.map_err(|_| {
-                io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
-            })??;
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = TokioIo::new(Tracked::new(stream, activity.clone()));
-            serve(gw, ups, conn, io, h2, activity, stop).await
-        }
-        None => {
-            let h2 = tokio::time::timeout(deadline, sniff_h2(&stream))
-                .await
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no request within header_read_timeout",
-                    )
+impl Handler {
+    /// The TLS handshake (or, in clear text, the HTTP/2 sniff) within
+    /// `header_read_timeout`, then [`Self::serve`].
+    async fn run(self, stream: TcpStream, tls: Option<Arc<Tls>>) -> io::Result<()> {
+        let _ = stream.set_nodelay(true);
+        let deadline = self.worker.gw.config.server.header_read_timeout;
+        match tls {
+            Some(tls) => {
+                let accept = tls.acceptor().accept(stream);
+                let stream = tokio::time::timeout(deadline, accept).await.map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
                 })??;
-            let io = TokioIo::new(Tracked::new(stream, activity.clone()));
-            serve(gw, ups, conn, io, h2, activity, stop).await
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let io = TokioIo::new(Tracked::new(stream, self.activity.clone()));
+                self.serve(io, true, h2).await
+            }
+            None => {
+                let h2 = tokio::time::timeout(deadline, sniff_h2(&stream))
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no request within header_read_timeout",
+                        )
+                    })??;
+                let io = TokioIo::new(Tracked::new(stream, self.activity.clone()));
+                self.serve(io, false, h2).await
+            }
         }
     }
-}
 
-/// Drives one connection with hyper until it ends, shutdown asks it to stop,
-/// or it has been idle too long.
-async fn serve<I>(
-    gw: Arc<Gateway>,
-    ups: Arc<[Upstream]>,
-    conn: Conn,
-    io: TokioIo<I>,
-    h2: bool,
-    activity: Arc<Activity>,
-    mut stop: watch::Receiver<bool>,
-) -> io::Result<()>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let cfg = &gw.config.server;
-    let (header_timeout, idle) = (cfg.header_read_timeout, cfg.idle_timeout);
-    // HTTP/1.1 requests are sequential: the connection can own its upstream connection.
-    let affinity = (!h2).then(|| Arc::new(Affinity::default()));
-    let svc = {
-        let (gw, activity) = (gw.clone(), activity.clone());
-        service_fn(move |req| {
-            // HTTP/2: each request in flight holds an upstream connection,
-            // so it takes a place under the connection caps of its own.
-            let place = h2.then(|| gw.conn_limits.open(conn.peer.ip(), conn.trusted));
-            let guard = InFlight::enter(activity.clone(), place);
-            let (gw, ups, aff, conn) = (gw.clone(), ups.clone(), affinity.clone(), conn.clone());
-            async move { proxy::handle(gw, ups, aff, conn, req, guard).await }
-        })
-    };
-    macro_rules! drive {
-        ($conn:expr) => {{
-            let conn = $conn;
-            tokio::pin!(conn);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    res = conn.as_mut() => return res.map_err(io::Error::other),
-                    _ = stop.changed(), if !stopping => {
-                        stopping = true;
-                        activity.touch();
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    quiet = activity.idle(idle) => match quiet {
-                        Quiet::Idle if !stopping => {
-                            // Closing starts the clock again: a client gets
-                            // one more `idle_timeout` to take what is queued.
+    /// Drives the connection with hyper until it ends, shutdown asks it to
+    /// stop, or it has been idle too long.
+    async fn serve<I>(self, io: TokioIo<I>, tls: bool, h2: bool) -> io::Result<()>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Handler {
+            worker,
+            peer,
+            trusted,
+            activity,
+            mut stop,
+        } = self;
+        let cfg = &worker.gw.config.server;
+        let (header_timeout, idle) = (cfg.header_read_timeout, cfg.idle_timeout);
+        let conn = Arc::new(Conn {
+            peer,
+            peer_value: headers::peer_value(peer.ip()),
+            tls,
+            trusted,
+            // HTTP/1.1 requests are sequential: the connection can own its upstream connection.
+            affinity: (!h2).then(|| Arc::new(Affinity::default())),
+        });
+        let svc = {
+            let (worker, activity) = (worker.clone(), activity.clone());
+            service_fn(move |req| {
+                // HTTP/2: each request in flight holds an upstream connection,
+                // so it takes a place under the connection caps of its own.
+                let place = h2.then(|| worker.gw.conn_limits.open(conn.peer.ip(), conn.trusted));
+                let guard = InFlight::enter(activity.clone(), place);
+                let (worker, conn) = (worker.clone(), conn.clone());
+                async move { proxy::handle(worker, conn, req, guard).await }
+            })
+        };
+        macro_rules! drive {
+            ($conn:expr) => {{
+                let conn = $conn;
+                tokio::pin!(conn);
+                let mut stopping = false;
+                loop {
+                    tokio::select! {
+                        res = conn.as_mut() => return res.map_err(io::Error::other),
+                        _ = stop.changed(), if !stopping => {
                             stopping = true;
                             activity.touch();
                             conn.as_mut().graceful_shutdown();
                         }
-                        Quiet::Idle => {
-                            // Still silent: an HTTP/2 stream whose last frame
-                            // waits for window the client never grants would
-                            // keep a graceful close waiting for ever.
-                            return Err(io::Error::new(io::ErrorKind::TimedOut, "connection stayed silent while closing"));
-                        }
-                        Quiet::WriteStalled => {
-                            return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading its response"));
-                        }
-                    },
+                        quiet = activity.idle(idle) => match quiet {
+                            Quiet::Idle if !stopping => {
+                                // Closing starts the clock again: a client gets
+                                // one more `idle_timeout` to take what is queued.
+                                stopping = true;
+                                activity.touch();
+                                conn.as_mut().graceful_shutdown();
+                            }
+                            Quiet::Idle => {
+                                // Still silent: an HTTP/2 stream whose last frame
+                                // waits for window the client never grants would
+                                // keep a graceful close waiting for ever.
+                                return Err(io::Error::new(io::ErrorKind::TimedOut, "connection stayed silent while closing"));
+                            }
+                            Quiet::WriteStalled => {
+                                return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading its response"));
+                            }
+                        },
+                    }
                 }
-            }
-        }};
-    }
-    if h2 {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .max_concurrent_streams(256);
-        drive!(builder.serve_connection(io, svc))
-    } else {
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .max_buf_size(64 * 1024)
-            // A strict bound on the request head (and on trailers): without
-            // it, max_buf_size only bounds a head still incomplete after a
-            // read, and one that arrives whole in larger reads gets through.
-            .max_header_size(64 * 1024);
-        drive!(builder.serve_connection(io, svc).with_upgrades())
+            }};
+        }
+        if h2 {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .max_concurrent_streams(256);
+            drive!(builder.serve_connection(io, svc))
+        } else {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 * 1024)
+                // A strict bound on the request head (and on trailers): without
+                // it, max_buf_size only bounds a head still incomplete after a
+                // read, and one that arrives whole in larger reads gets through.
+                .max_header_size(64 * 1024);
+            drive!(builder.serve_connection(io, svc).with_upgrades())
+        }
     }
 }
 
