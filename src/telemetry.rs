@@ -6,7 +6,8 @@
 //! `pgap_` that looks like a token, and the credentials after an
 //! `Authorization:` / `Basic ` / `Bearer ` marker, become `[redacted]`.
 //!
-//! Access-log lines are formatted by their own thread ([`access`]).
+//! Access-log lines are formatted by their own thread ([`access`]); JSON
+//! lines by [`json`], which types every field (strings, numbers, booleans).
 
 use std::io::{self, Write};
 
@@ -17,6 +18,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 pub mod access;
+pub mod json;
 
 /// Keeps logging alive: dropping it drains the access-log queue, then
 /// flushes the writer (in that order: fields drop in declaration order).
@@ -43,7 +45,7 @@ pub fn init(format: LogFormat) -> LogGuard {
         .with_writer(Redacting { out: out.clone() });
     let _ = match format {
         LogFormat::Human => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
     };
     LogGuard {
         _access: access::start(format, out),

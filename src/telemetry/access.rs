@@ -97,7 +97,7 @@ fn through_tracing(l: &AccessLine) {
         reject = l.reject.unwrap_or("-"),
         bytes = l.bytes,
         complete = l.complete,
-        duration_ms = format_args!("{:.3}", l.duration.as_secs_f64() * 1000.0),
+        duration_ms = millis(l.duration),
     );
 }
 
@@ -193,7 +193,7 @@ fn pause() {
 /// Formats `l` as `tracing-subscriber` formats the equivalent event.
 pub fn render(out: &mut String, l: &AccessLine, format: LogFormat) {
     let at = humantime::format_rfc3339_micros(l.at);
-    let ms = l.duration.as_secs_f64() * 1000.0;
+    let ms = millis(l.duration);
     let (path, route, upstream, user, reject) = (
         l.path.as_ref().map_or("-", NormalPath::as_str),
         l.route.as_deref().unwrap_or("-"),
@@ -206,14 +206,14 @@ pub fn render(out: &mut String, l: &AccessLine, format: LogFormat) {
             out,
             "{at}  INFO passgate::access: peer={} method={} path={path:?} route={route:?} \
              upstream={upstream:?} user={user:?} status={} reject={reject:?} bytes={} \
-             complete={} duration_ms={ms:.3}",
+             complete={} duration_ms={ms:?}",
             l.peer, l.method, l.status, l.bytes, l.complete,
         ),
         LogFormat::Json => writeln!(
             out,
             "{{\"timestamp\":\"{at}\",\"level\":\"INFO\",\"peer\":\"{}\",\"method\":{},\
              \"path\":{},\"route\":{},\"upstream\":{},\"user\":{},\"status\":{},\"reject\":{},\
-             \"bytes\":{},\"complete\":{},\"duration_ms\":\"{ms:.3}\",\"target\":\"passgate::access\"}}",
+             \"bytes\":{},\"complete\":{},\"duration_ms\":{},\"target\":\"passgate::access\"}}",
             l.peer,
             json(l.method.as_str()),
             json(path),
@@ -224,8 +224,20 @@ pub fn render(out: &mut String, l: &AccessLine, format: LogFormat) {
             json(reject),
             l.bytes,
             l.complete,
+            number(ms),
         ),
     };
+}
+
+/// A duration in milliseconds, to the microsecond: a JSON number (#20).
+fn millis(d: Duration) -> f64 {
+    // Microseconds fit a double's 53 bits exactly for 285 years.
+    d.as_micros() as f64 / 1000.0
+}
+
+/// `ms` as [`super::json`] writes a float field.
+fn number(ms: f64) -> String {
+    serde_json::Number::from_f64(ms).map_or_else(|| "0".to_owned(), |n| n.to_string())
 }
 
 fn json(s: &str) -> String {
@@ -280,7 +292,7 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["bytes"], 100);
         assert_eq!(v["complete"], true);
-        assert_eq!(v["duration_ms"], "1.308");
+        assert_eq!(v["duration_ms"], 1.308);
         assert!(s.ends_with("}\n"));
     }
 
@@ -298,7 +310,9 @@ mod tests {
                 })
             }
             LogFormat::Json => tracing::subscriber::with_default(
-                builder.json().flatten_event(true).finish(),
+                builder
+                    .event_format(crate::telemetry::json::JsonLines)
+                    .finish(),
                 || through_tracing(l),
             ),
         }

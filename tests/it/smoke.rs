@@ -57,6 +57,85 @@ fn json_log_format_writes_one_json_object_per_line() {
     assert!(!logs.contains(&pw));
 }
 
+/// Issue #20: JSON lines carry plain strings (never a quoted `Debug`:
+/// `"user":"\"alice\""`), numbers as numbers and booleans as booleans, in
+/// access lines and in every kind of audit line a client can cause.
+#[test]
+fn json_log_fields_are_typed_strings_numbers_and_booleans() {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.server_extra = "log_format = \"json\"\n".to_owned();
+    b.auth_extra = "[auth.rate_limit]\nper_user_addr = { burst = 1, per = \"1h\" }\n".to_owned();
+    let pg = Passgate::start(&b);
+    let name = "lap \"top\" \\ ü";
+    let (_, pw) = pg.create("alice", name, &["repository:read"]);
+    let read = "/alice/repo.git/info/refs?service=git-upload-pack";
+    let write = "/alice/repo.git/info/refs?service=git-receive-pack";
+    assert_eq!(get(pg.addr, read, Some(("alice", &pw))).status, 200);
+    assert_eq!(get(pg.addr, write, Some(("alice", &pw))).status, 403);
+    assert_eq!(get(pg.addr, read, Some(("alice", "hunter2"))).status, 401);
+    assert_eq!(get(pg.addr, read, Some(("alice", "hunter2"))).status, 429);
+    for event in ["created", "scope_denied", "auth_failed", "rate_limited"] {
+        assert!(
+            pg.wait_log(
+                &format!("\"event\":\"{event}\""),
+                std::time::Duration::from_secs(5)
+            ),
+            "no {event}: {}",
+            pg.log_text()
+        );
+    }
+    assert!(pg.wait_log("\"status\":429", std::time::Duration::from_secs(5)));
+    let lines: Vec<serde_json::Value> = pg
+        .log_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for v in &lines {
+        for (key, value) in v.as_object().unwrap() {
+            assert!(
+                !value.is_object() && !value.is_array() && !value.is_null(),
+                "{key} in {v}"
+            );
+            if let Some(s) = value.as_str() {
+                assert!(!s.starts_with('"'), "{key} quoted twice in {v}");
+            }
+        }
+    }
+    let find = |key: &str, want: &str| {
+        lines
+            .iter()
+            .find(|v| v[key] == want)
+            .unwrap_or_else(|| panic!("no line with {key}={want}: {lines:?}"))
+    };
+    let created = find("event", "created");
+    assert_eq!(created["user"], "alice");
+    assert_eq!(created["name"], name);
+    assert_eq!(created["level"], "INFO");
+    let denied = find("event", "scope_denied");
+    assert_eq!(denied["user"], "alice");
+    assert_eq!(denied["missing"], "repository:write");
+    let failed = find("event", "auth_failed");
+    assert_eq!(failed["user"], "alice");
+    assert_eq!(failed["reason"], "malformed-token");
+    assert_eq!(failed["peer"], "127.0.0.1");
+    let limited = find("event", "rate_limited");
+    assert_eq!(limited["user"], "alice");
+    assert!(limited["retry_after_s"].is_u64(), "{limited}");
+    let access = lines
+        .iter()
+        .find(|v| v["target"] == "passgate::access" && v["status"] == 200)
+        .expect("access line");
+    assert_eq!(access["user"], "alice");
+    assert_eq!(access["method"], "GET");
+    assert!(access["bytes"].is_u64(), "{access}");
+    assert!(access["duration_ms"].is_f64(), "{access}");
+    assert_eq!(access["complete"], true);
+    assert!(lines
+        .iter()
+        .any(|v| v["target"] == "passgate::access" && v["status"] == 429));
+}
+
 #[test]
 fn request_trailers_never_reach_the_backend() {
     // A trailer can carry any header name, identity headers included; some
