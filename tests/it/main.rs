@@ -24,6 +24,7 @@ mod lfs;
 mod modules;
 mod paths;
 mod proxy;
+mod readme;
 mod smoke;
 mod smuggling;
 mod tls;
