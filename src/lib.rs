@@ -16,7 +16,8 @@
 //! - [`error`]: every rejection and its HTTP status, in one place.
 //!
 //! Around it: [`config`] (`proxy.toml`), [`scopes`] (vocabulary and implications),
-//! [`store`] (one type over redb or PostgreSQL), [`manage`] (creation rules), [`admin`] (the CLI's Unix socket),
+//! [`store`] (one type over redb or PostgreSQL), [`manage`] (creation rules), [`oidc`] (OpenID Connect sign-in),
+//! [`admin`] (the CLI's Unix socket),
 //! [`cli`] (the command line), [`gateway`] (shared state), [`telemetry`] (logging).
 //!
 //! Beneath everything, importing nothing of the request path: [`conn`]
@@ -39,6 +40,7 @@ pub mod error;
 pub mod gateway;
 pub mod headers;
 pub mod manage;
+pub mod oidc;
 pub mod path;
 pub mod peer;
 pub mod proxy;

@@ -41,6 +41,7 @@ use std::path::Path;
 mod error;
 mod record;
 mod redb;
+mod sessions;
 #[cfg(test)]
 mod tests;
 

@@ -2,11 +2,12 @@
 //!
 //! # Layout
 //!
-//! One [redb] file holding three tables:
+//! One [redb] file holding four tables:
 //! - `app_passwords`: public id (`&str`) → serde_json of an [`AppPassword`] (`&[u8]`);
 //! - `user_index`: a multimap user (`&str`) → ids (`&str`), updated in the same
 //!   write transaction as `app_passwords`, so the two are always consistent;
-//! - `meta`: `"schema_version"` → `u64`.
+//! - `meta`: `"schema_version"` → `u64`;
+//! - `sessions`: sign-in sessions and pre-login records (`redb/sessions.rs`).
 //!
 //! # Guarantees
 //!
@@ -35,6 +36,8 @@ use ::redb::{
 
 use super::error::{open_error, OrBackend};
 use super::{AppPassword, Revoked, Status, StoreError, Usage};
+
+mod sessions;
 
 /// The schema version this build writes and understands.
 pub(super) const SCHEMA_VERSION: u64 = 1;

@@ -22,6 +22,7 @@ mod git;
 mod h2;
 mod lfs;
 mod modules;
+mod oidc;
 mod paths;
 mod proxy;
 mod readme;
