@@ -8,9 +8,11 @@
 //! - client copies of the identity headers are removed, comparing names
 //!   case-insensitively with `-` and `_` treated as equal (CGI and several
 //!   servers fold both to `_`, so `X_Forwarded_User` would become `REMOTE_USER`);
-//! - `Forwarded`, `X-Real-IP`, method-override and URL-override headers, and
-//!   `Proxy` (httpoxy, CVE-2016-5385), are removed unless the peer is a
-//!   configured trusted proxy;
+//! - method-override and URL-override headers and `Proxy` (httpoxy,
+//!   CVE-2016-5385) are removed from every peer, trusted or not: load
+//!   balancers pass clients' copies through by default;
+//! - `Forwarded`, `X-Real-IP` and the `X-Forwarded-*` address headers are
+//!   removed unless the peer is a configured trusted proxy;
 //! - `X-Forwarded-For` is replaced by the peer address (appended to when the
 //!   peer is trusted), `X-Forwarded-Proto` and `-Host` are set by the gateway.
 //!
@@ -42,9 +44,9 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Client-supplied headers that could make the backend act on a method, URL,
-/// address or proxy the gateway never checked.
-const SPOOFABLE: &[&str] = &[
+/// Forwarding headers: kept from a configured trusted proxy (under their
+/// canonical spelling only), removed from any other peer.
+const FORWARDING: &[&str] = &[
     "forwarded",
     "x-real-ip",
     "x-forwarded-for",
@@ -53,6 +55,11 @@ const SPOOFABLE: &[&str] = &[
     "x-forwarded-port",
     "x-forwarded-server",
     "x-forwarded-ssl",
+];
+
+/// Headers that could make the backend act on a method, URL, address or
+/// proxy the gateway never checked: removed from every peer, trusted or not.
+const NEVER_FORWARDED: &[&str] = &[
     "x-client-ip",
     "true-client-ip",
     "x-http-method-override",
@@ -63,6 +70,7 @@ const SPOOFABLE: &[&str] = &[
     "x-forwarded-uri",
     "x-forwarded-prefix",
     "x-original-uri",
+    "x-original-method",
     "proxy",
 ];
 
@@ -145,7 +153,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Removes identity-header copies (always) and spoofable headers (unless trusted).
+/// Removes identity-header copies and override headers (always) and
+/// forwarding headers (unless the peer is trusted).
 pub fn strip_spoofed(headers: &mut HeaderMap, identity: &Identity, trusted: bool) {
     let mut doomed: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
@@ -153,11 +162,12 @@ pub fn strip_spoofed(headers: &mut HeaderMap, identity: &Identity, trusted: bool
         let identity_copy = [&identity.user, &identity.scopes, &identity.credential]
             .iter()
             .any(|h| folded_eq(n, h.as_str()));
-        let spoof = SPOOFABLE.iter().any(|s| folded_eq(n, s));
-        // A trusted proxy may send forwarding and override headers, but only
-        // under their canonical spelling; folded variants are always dropped.
-        let keep_for_trusted = trusted && SPOOFABLE.contains(&n);
-        if identity_copy || (spoof && !keep_for_trusted) {
+        let never = NEVER_FORWARDED.iter().any(|s| folded_eq(n, s));
+        let forwarding = FORWARDING.iter().any(|s| folded_eq(n, s));
+        // A trusted proxy may send forwarding headers, but only under their
+        // canonical spelling; folded variants are always dropped.
+        let keep_for_trusted = trusted && FORWARDING.contains(&n);
+        if identity_copy || never || (forwarding && !keep_for_trusted) {
             doomed.push(name.clone());
         }
     }
@@ -331,6 +341,30 @@ mod tests {
         strip_spoofed(&mut h, &identity(), true);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-forwarded-user-agent"));
+    }
+
+    #[test]
+    fn overrides_go_even_from_trusted_peers() {
+        // Issue #21 item 3: load balancers pass clients' copies through.
+        let raw = [
+            ("x-http-method-override", "DELETE"),
+            ("X-HTTP-Method", "DELETE"),
+            ("x-method-override", "DELETE"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-forwarded-uri", "/admin"),
+            ("x-forwarded-prefix", "/admin"),
+            ("proxy", "http://evil"),
+            ("true-client-ip", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ];
+        let mut h = map(&raw);
+        strip_spoofed(&mut h, &identity(), true);
+        let mut kept: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["forwarded", "x-forwarded-proto", "x-real-ip"]);
     }
 
     #[test]

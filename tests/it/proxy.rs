@@ -336,6 +336,36 @@ fn a_trusted_proxy_keeps_its_forwarding_headers_and_the_peer_is_appended() {
     assert!(!r.echo().has("x-forwarded-user"));
 }
 
+#[test]
+fn override_headers_never_reach_the_backend_even_from_a_trusted_proxy() {
+    // Issue #21 item 3: nginx, HAProxy and cloud load balancers pass clients'
+    // copies of these through by default.
+    let (_backend, pg) = gateway_with_server("trusted_proxies = [\"127.0.0.0/8\"]\n");
+    let overrides = [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("X-Method-Override", "DELETE"),
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+        ("X-Forwarded-Uri", "/admin"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("Proxy", "http://evil.example"),
+    ];
+    for target in ["/repo/page", "/public/x"] {
+        let mut headers = vec![("forwarded", "for=6.6.6.6"), ("x-real-ip", "6.6.6.6")];
+        headers.extend(overrides);
+        let r = http1(pg.addr, "GET", target, &headers, b"");
+        assert_eq!(r.status, 200, "{target}: {}", r.text());
+        let echo = r.echo();
+        assert_eq!(echo.method, "GET");
+        for (k, _) in overrides {
+            assert!(!echo.has(k), "{target}: {k} reached the backend");
+        }
+        assert_eq!(echo.header("forwarded"), Some("for=6.6.6.6"));
+        assert_eq!(echo.header("x-real-ip"), Some("6.6.6.6"));
+    }
+}
+
 // ----------------------------------------------------------------- routes --
 
 #[test]
