@@ -4,16 +4,20 @@
 //! The order of checks on an `app-password` route:
 //! 1. `Authorization: Basic` decoded (`basic.rs`); none, or none with a
 //!    password (a client asking for the challenge) → 401, uncounted; two → 400;
-//! 2. brute-force limits for (user, address) and address (`throttle.rs`) → 429;
+//! 2. token shape and checksum, no I/O (`token.rs`) → 401, counted as a
+//!    failure (429 instead while the limits below are exceeded);
+//! 3. a fresh cache hit (`cache.rs`) is answered at once, before the limits: a
+//!    guess can never be one, and a shared address (NAT, an IPv6 /64) flooded
+//!    by someone else's guesses must not lock out a valid cached password;
+//! 4. brute-force limits for (user, address) and address (`throttle.rs`) → 429;
 //!    a guess about to be verified takes its token first (given back if it
 //!    was right), so concurrent guesses cannot outrun the limit;
-//! 3. token shape and checksum, no I/O (`token.rs`) → 401, counted as a failure;
-//! 4. cache hit (`cache.rs`); a stale entry is renewed by one store read when
+//! 5. a stale cache entry is renewed by one store read when
 //!    the record still holds the same hash; else store lookup + argon2id
 //!    (`verify.rs`), once at a time per presented secret, where an unknown id
 //!    is verified against a dummy hash so its timing matches a wrong secret;
 //!    revoked and expired passwords also pay the full verification;
-//! 5. on every request, cached or not: user match, revocation (evicted from the
+//! 6. on every request, cached or not: user match, revocation (evicted from the
 //!    cache at once), expiry, then scopes → 403 naming the missing scope.
 //!
 //! Unknown id, wrong user, wrong secret, revoked and expired all answer the same
@@ -106,12 +110,14 @@ impl Authenticator {
             let mut creds = basic::BasicCredentials::new();
             self.credentials(headers, client, &mut creds)?;
             let (user, now) = (creds.user(), Instant::now());
-            let token = self.admit(user, creds.password(), client, now)?;
-            match self.cache.lookup(token.id(), token.secret(), now) {
+            let token = self.parse(user, creds.password(), client, now)?;
+            let stale = match self.cache.lookup(token.id(), token.secret(), now) {
                 Lookup::Fresh(v) => return self.finish(v, user, token.id(), client, required),
                 Lookup::Stale(v) => Some(v),
                 Lookup::Miss => None,
-            }
+            };
+            self.throttled(user, client, now)?;
+            stale
         };
         Box::pin(self.authenticate_slow(headers, client, required, stale)).await
     }
@@ -129,7 +135,9 @@ impl Authenticator {
         let mut creds = basic::BasicCredentials::new();
         self.credentials(headers, client, &mut creds)?;
         let user = creds.user();
-        let token = self.admit(user, creds.password(), client, Instant::now())?;
+        let now = Instant::now();
+        let token = self.parse(user, creds.password(), client, now)?;
+        self.throttled(user, client, now)?;
         let renewed = match stale {
             Some(v) => self.revalidate(&v, token.secret()).await?,
             None => None,
@@ -174,22 +182,30 @@ impl Authenticator {
         }
     }
 
-    /// The brute-force limits, then the token's shape and checksum (no I/O).
-    fn admit<'p>(
+    /// The token's shape and checksum (no I/O): a malformed one is a
+    /// counted failure, or 429 while the limits are exceeded.
+    fn parse<'p>(
         &self,
         user: &str,
         password: &'p str,
         client: IpAddr,
         now: Instant,
     ) -> Result<token::TokenRef<'p>, Reject> {
-        if let Err(retry_after) = self.throttle.check(user, client, now) {
-            return Err(rate_limited(user, client, retry_after));
-        }
         token::parse(password).map_err(|_| {
+            if let Err(e) = self.throttled(user, client, now) {
+                return e;
+            }
             self.throttle.record_failure(user, client, now);
             audit_failure("malformed-token", user, "-", client);
             Reject::Unauthorized(INVALID)
         })
+    }
+
+    /// The brute-force limits for (user, address) and address → 429.
+    fn throttled(&self, user: &str, client: IpAddr, now: Instant) -> Result<(), Reject> {
+        self.throttle
+            .check(user, client, now)
+            .map_err(|retry_after| rate_limited(user, client, retry_after))
     }
 
     /// The checks made on every request, cached or not: user, expiry, then scopes.
@@ -203,7 +219,10 @@ impl Authenticator {
     ) -> Result<Arc<Verified>, Reject> {
         let unix = unix_now();
         if self.username == UsernameMode::MustMatch && *verified.user != *user {
-            // Only reachable from the cache; `verify` refuses a wrong user itself.
+            // Only reachable from the cache; `verify` refuses a wrong user
+            // itself. Someone else's password under another name is a guess:
+            // the limits apply, although the cache answered.
+            self.throttled(user, client, Instant::now())?;
             return Err(self.fail("wrong-user", user, id, client));
         }
         if verified.expires_at.is_some_and(|e| unix >= e) {
