@@ -268,12 +268,15 @@ fn brute_force_is_throttled_per_user_and_address_but_not_for_other_addresses() {
     assert_eq!(r.status, 429, "{}", r.text());
     assert_retry_after(&r, 60);
     assert!(!r.headers.contains_key("x-backend"));
-    // Even the right password is refused from that address now...
-    let r = from(LO1, &pg, READ, "alice", &pw);
+    // A password not verified yet is refused from that address now...
+    let (_, cold) = pg.create("alice", "ci", &["repository:read"]);
+    let r = from(LO1, &pg, READ, "alice", &cold);
     assert_eq!(r.status, 429, "{}", r.text());
     assert_retry_after(&r, 60);
     // ...also when the user name is spelled differently (names are case-folded).
-    assert_eq!(from(LO1, &pg, READ, "ALICE", &pw).status, 429);
+    assert_eq!(from(LO1, &pg, READ, "ALICE", &cold).status, 429);
+    // A cached one is not: a guess can never be a cache hit (issue #21).
+    assert_eq!(from(LO1, &pg, READ, "alice", &pw).status, 200);
     // ...but not from another address.
     let r = from(LO2, &pg, READ, "alice", &pw);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -287,6 +290,25 @@ fn brute_force_is_throttled_per_user_and_address_but_not_for_other_addresses() {
     assert_retry_after(&r, 60);
     assert_eq!(from(LO2, &pg, READ, "alice", &pw).status, 200);
     assert!(pg.wait_log("event=\"rate_limited\"", Duration::from_secs(5)));
+}
+
+#[test]
+fn a_flooded_address_does_not_lock_out_a_cached_valid_password() {
+    // Issue #21 item 6: an office NAT or an IPv6 /64 shared with an attacker.
+    let (_b, pg) = start(TIGHT);
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    assert_eq!(from(LO1, &pg, READ, "alice", &pw).status, 200);
+    for user in ["bob", "carol", "dave", "erin", "frank"] {
+        assert_eq!(from(LO1, &pg, READ, user, &unknown_token()).status, 401);
+    }
+    assert_eq!(
+        from(LO1, &pg, READ, "mallory", &unknown_token()).status,
+        429
+    );
+    assert_eq!(from(LO1, &pg, READ, "mallory", "pgap_garbage").status, 429);
+    let r = from(LO1, &pg, READ, "alice", &pw);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.echo().header("x-forwarded-user"), Some("alice"));
 }
 
 #[test]
@@ -667,6 +689,83 @@ fn shipped_config_keeps_app_passwords_out_of_management_and_the_web_ui() {
             );
         }
     }
+}
+
+#[test]
+fn shipped_config_keeps_repository_keys_and_settings_from_write_passwords() {
+    // Issue #21 item 7: a deploy key made with an app password outlives its
+    // revocation; settings need Bitbucket's admin and variable scopes.
+    let backend = Backend::start();
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml"))
+        .unwrap()
+        .replace("http://127.0.0.1:3000", &backend.url())
+        .replace("http://127.0.0.1:3001", &backend.url())
+        .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"");
+    let pg = Passgate::start_text(&format!("{shipped}\n{FAST_ARGON2}"));
+    let (_, write) = pg.create("alice", "write", &["repository:write", "pullrequest:write"]);
+    let (_, admin) = pg.create("alice", "admin", &["repository:admin"]);
+    let (_, vars) = pg.create("alice", "vars", &["pipeline:variable"]);
+    let call = |pw: &str, method: &str, target: &str| {
+        let auth = basic("alice", pw);
+        http1(pg.addr, method, target, &[("authorization", &auth)], b"")
+    };
+    let repo = "/api/2.0/repositories/alice/p";
+    let never = [
+        format!("{repo}/deploy-keys"),
+        format!("{repo}/deploy-keys/7"),
+        format!("{repo}/pipelines_config/ssh/key_pair"),
+        format!("{repo}/pipelines_config/ssh/known_hosts/1"),
+    ];
+    let admin_only = [
+        format!("{repo}/branch-restrictions"),
+        format!("{repo}/branch-restrictions/7"),
+        format!("{repo}/permissions-config/users/u1"),
+        format!("{repo}/permissions-config/groups/g1"),
+        format!("{repo}/pipelines_config"),
+        format!("{repo}/pipelines_config/schedules/1"),
+        format!("{repo}/deployments_config/environments/e1"),
+    ];
+    let variables = [
+        format!("{repo}/pipelines_config/variables"),
+        format!("{repo}/pipelines_config/variables/v1"),
+        format!("{repo}/deployments_config/environments/e1/variables"),
+        format!("{repo}/deployments_config/environments/e1/variables/v1"),
+    ];
+    let hooks = [format!("{repo}/hooks"), format!("{repo}/hooks/h1")];
+    for method in ["GET", "POST", "PUT", "DELETE"] {
+        for target in never
+            .iter()
+            .chain(&admin_only)
+            .chain(&variables)
+            .chain(&hooks)
+        {
+            let r = call(&write, method, target);
+            assert_eq!(r.status, 403, "write: {method} {target}: {}", r.text());
+            assert!(
+                !r.text().contains("\"headers\""),
+                "{method} {target} reached the backend"
+            );
+        }
+        for target in &never {
+            for pw in [&admin, &vars] {
+                let r = call(pw, method, target);
+                assert_eq!(r.status, 403, "{method} {target}: {}", r.text());
+            }
+        }
+        for target in &admin_only {
+            assert_eq!(
+                call(&admin, method, target).status,
+                200,
+                "{method} {target}"
+            );
+            assert_eq!(call(&vars, method, target).status, 403, "{method} {target}");
+        }
+        for target in &variables {
+            assert_eq!(call(&vars, method, target).status, 200, "{method} {target}");
+        }
+    }
+    // Control: ordinary repository writes still go through.
+    assert_eq!(call(&write, "POST", &format!("{repo}/src")).status, 200);
 }
 
 #[test]
