@@ -55,6 +55,7 @@ callgrind_control -z "$VG" >/dev/null 2>&1
 n=$(wrk -t1 -c4 -d"${SECS}s" -H "$AUTH" "http://127.0.0.1:$PP/small" | awk '/requests in/ {print $1}')
 callgrind_control -d "$VG" >/dev/null 2>&1
 sleep 1
-out=$(ls "$WORK"/callgrind.out* | sort | tail -1)
+outs=("$WORK"/callgrind.out*) # glob expansion is sorted
+out=${outs[-1]}
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "$n requests, $((total / n)) instructions per proxied request ($out)"

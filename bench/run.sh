@@ -435,7 +435,7 @@ interleaved_h1() {
     local scenario=$1
     shift
     local t label role url auth nt code r f live=()
-    declare -A runs=()
+    declare -A by_label=()
     for t in "$@"; do
         IFS='|' read -r label role url auth nt <<<"$t"
         local hdr=()
@@ -455,7 +455,7 @@ interleaved_h1() {
             log "$scenario: $label (wrk -c$CONNS, ${DUR}s, round $r/$REPS)"
             f=$WORK/wrk-$scenario-${label//[^A-Za-z0-9]/_}-$r.txt
             wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "${hdr[@]}" "$url" >"$f" 2>&1 || true
-            runs[$label]+="$(lib wrk "$f")"$'\n'
+            by_label[$label]+="$(lib wrk "$f")"$'\n'
         done
     done
     for t in "${live[@]}"; do
@@ -463,7 +463,7 @@ interleaved_h1() {
         local each=() med line
         while IFS= read -r line; do
             [[ -n $line ]] && each+=("$line")
-        done <<<"${runs[$label]}"
+        done <<<"${by_label[$label]}"
         med=$(lib median "${each[@]}")
         record scenario="$scenario" target="$label" role="$role" unit=req/s \
             note="$(load_note "$med" "$nt")" json="$med"
@@ -633,8 +633,8 @@ scenario_stream() {
     have curl || { note "curl not installed: $s skipped"; return; }
     pg stream
     local pid=${PG_PID[stream]} p=${PG_PORT[stream]} pw=${PG_PW[stream]}
-    local base_rss base_hwm
-    read -r base_rss base_hwm < <(lib rss "$pid")
+    local base_hwm
+    read -r _ base_hwm < <(lib rss "$pid")
     local kind target url r speed res out=$WORK/stream-body
     for kind in download upload; do
         for target in direct passgate nginx; do
@@ -758,7 +758,8 @@ EOF
                 return
             fi
             t1=$(date +%s.%N)
-            local one="{\"rps\": $(awk -v b="$pack_bytes" -v a="$t0" -v z="$t1" 'BEGIN{print b/1048576/(z-a)}'), \"secs\": $(awk -v a="$t0" -v z="$t1" 'BEGIN{print z-a}')}"
+            local one
+            one="{\"rps\": $(awk -v b="$pack_bytes" -v a="$t0" -v z="$t1" 'BEGIN{print b/1048576/(z-a)}'), \"secs\": $(awk -v a="$t0" -v z="$t1" 'BEGIN{print z-a}')}"
             if [[ $target == direct ]]; then direct_t+=("$one"); else passgate_t+=("$one"); fi
         done
     done

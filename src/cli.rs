@@ -68,7 +68,7 @@ pub enum AppPasswordCommand {
         user: String,
         #[arg(long)]
         name: String,
-        /// A scope from [scopes]; repeat for several.
+        /// A scope declared in the config's scopes table; repeat for several.
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
         /// Lifetime, e.g. "90d".

@@ -24,6 +24,9 @@
 //! (connection caps, activity and in-flight bookkeeping), [`peer`] (a client
 //! address as the per-address limits count it), [`clock`] (Unix seconds).
 //!
+//! For the fuzz targets in `fuzz/` only: `fuzz_logic` (private parsers,
+//! compiled under `--cfg fuzzing`).
+//!
 //! Imports point one way, down this list: `server → proxy → access → auth →
 //! store`; `tests/it/modules.rs` fails on any import cycle.
 
@@ -37,6 +40,8 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod error;
+#[cfg(fuzzing)]
+pub mod fuzz_logic;
 pub mod gateway;
 pub mod headers;
 pub mod manage;

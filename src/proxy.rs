@@ -280,7 +280,7 @@ fn check_target<B>(req: &Request<B>) -> Result<(), Reject> {
 /// in brackets or a reg-name, then at most five port digits; no user
 /// information, path or whitespace. Checked in place: `http::uri::Authority`
 /// would copy the value on every request.
-fn valid_host(host: &[u8]) -> bool {
+pub(crate) fn valid_host(host: &[u8]) -> bool {
     let (name_ok, port) = match host.strip_prefix(b"[") {
         Some(rest) => match rest.iter().position(|&c| c == b']') {
             Some(end) => {

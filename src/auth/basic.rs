@@ -160,7 +160,7 @@ pub fn decode(headers: &HeaderMap, creds: &mut BasicCredentials) -> Result<bool,
     decode_value(value.as_bytes(), creds).map(|()| true)
 }
 
-fn decode_value(value: &[u8], creds: &mut BasicCredentials) -> Result<(), BasicError> {
+pub(crate) fn decode_value(value: &[u8], creds: &mut BasicCredentials) -> Result<(), BasicError> {
     if value.len() > MAX_HEADER_LEN {
         return Err(BasicError::TooLong);
     }
