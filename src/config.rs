@@ -37,6 +37,48 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub scopes: Scopes,
     pub routes: Routes,
+    /// `[selfservice]`: the app-password page; `None` = no page.
+    pub selfservice: Option<SelfService>,
+}
+
+/// `[selfservice]`: where the page is mounted and how it learns who is signed in.
+#[derive(Debug, Clone)]
+pub struct SelfService {
+    /// The mount, normalised, without a trailing slash (`/-/app-passwords`).
+    pub path: String,
+    pub identity: PageIdentity,
+    /// Users who may list and revoke everyone's passwords.
+    pub admins: Vec<String>,
+    /// Preselected on the create form.
+    pub default_expiry: PageExpiry,
+    /// Line of the `[selfservice]` table, for `check-config`.
+    pub line: usize,
+}
+
+/// How the page learns who is signed in (`identity = "header" | "oidc"`).
+/// `"oidc"` (helper w13) adds its variant here, built from `[selfservice.oidc]`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PageIdentity {
+    /// The user is the value of this header, believed only from `server.trusted_proxies`.
+    Header { user_header: HeaderName },
+}
+
+/// An expiry as chosen on the page: a duration or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageExpiry {
+    After(Duration),
+    Never,
+}
+
+impl PageExpiry {
+    /// `"never"` or a duration such as `"30d"`.
+    pub fn parse(s: &str) -> Option<PageExpiry> {
+        match s {
+            "never" => Some(PageExpiry::Never),
+            d => parse_duration(d).ok().map(PageExpiry::After),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +171,9 @@ pub struct Identity {
     pub user: HeaderName,
     pub scopes: HeaderName,
     pub credential: HeaderName,
+    /// The self-service page's `user_header` in header mode: stripped from
+    /// every forwarded request like the identity headers above.
+    pub page_user: Option<HeaderName>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +286,15 @@ impl Build<'_> {
             .map(|(name, u)| self.upstream(name, u))
             .collect::<Result<Vec<_>, _>>()?;
         let routes = self.routes(raw.routes, &scopes, &upstreams)?;
+        let auth = self.auth(raw.auth)?;
+        let selfservice = match raw.selfservice {
+            Some(s) => Some(self.selfservice(s, &server, &auth)?),
+            None => None,
+        };
+        let mut identity = self.identity(raw.identity)?;
+        identity.page_user = selfservice.as_ref().map(|s| match &s.identity {
+            PageIdentity::Header { user_header } => user_header.clone(),
+        });
         Ok(Config {
             file: self.file.to_owned(),
             server,
@@ -248,11 +302,12 @@ impl Build<'_> {
                 path: self.path(&raw.store.path),
             },
             admin_socket: self.path(&raw.admin.socket),
-            auth: self.auth(raw.auth)?,
-            identity: self.identity(raw.identity)?,
+            auth,
+            identity,
             upstreams,
             scopes,
             routes,
+            selfservice,
         })
     }
 
@@ -349,6 +404,106 @@ impl Build<'_> {
             user: name(&raw.user_header, "identity.user_header")?,
             scopes: name(&raw.scopes_header, "identity.scopes_header")?,
             credential: name(&raw.credential_header, "identity.credential_header")?,
+            page_user: None,
+        })
+    }
+
+    fn selfservice(
+        &self,
+        raw: Spanned<RawSelfService>,
+        server: &Server,
+        auth: &Auth,
+    ) -> Result<SelfService, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let path = raw.path.get_ref();
+        let normal = crate::path::normalise(path).ok();
+        let clean = path.len() > 1
+            && !path.ends_with('/')
+            && normal.as_ref().is_some_and(|n| n.as_str() == path)
+            && !path.contains(['{', '}', '*', '%', '?', '#']);
+        if !clean {
+            return self.err(
+                raw.path.span(),
+                "selfservice.path",
+                format!("\"{path}\" must be a plain absolute path such as \"/-/app-passwords\" (not \"/\", no trailing slash, no wildcards, dot segments or escapes)"),
+            );
+        }
+        let identity = match *raw.identity.get_ref() {
+            RawPageIdentity::Header => {
+                let Some(h) = &raw.user_header else {
+                    return self.err(
+                        raw.identity.span(),
+                        "selfservice.user_header",
+                        "required with identity = \"header\" (the header your SSO proxy sets, e.g. \"Remote-User\")",
+                    );
+                };
+                let Ok(user_header) = HeaderName::from_bytes(h.get_ref().as_bytes()) else {
+                    return self.err(
+                        h.span(),
+                        "selfservice.user_header",
+                        format!("\"{}\" is not a valid header name", h.get_ref()),
+                    );
+                };
+                if matches!(user_header.as_str(), "authorization" | "cookie" | "host") {
+                    return self.err(
+                        h.span(),
+                        "selfservice.user_header",
+                        "must be a header only your SSO proxy sets, such as \"Remote-User\"",
+                    );
+                }
+                if server.trusted_proxies.is_empty() {
+                    return self.err(
+                        raw.identity.span(),
+                        "selfservice.identity",
+                        "identity = \"header\" needs server.trusted_proxies: the address of the SSO proxy that sets the header",
+                    );
+                }
+                PageIdentity::Header { user_header }
+            }
+            RawPageIdentity::Oidc => {
+                return self.err(
+                    raw.identity.span(),
+                    "selfservice.identity",
+                    "identity = \"oidc\" is not supported by this build; use \"header\"",
+                )
+            }
+        };
+        for a in &raw.admins {
+            if crate::manage::validate_user(a).is_err() {
+                return self.err(
+                    span.clone(),
+                    "selfservice.admins",
+                    format!("{a:?} is not a valid user name"),
+                );
+            }
+        }
+        let d = raw.default_expiry.get_ref();
+        let Some(default_expiry) = PageExpiry::parse(d) else {
+            return self.err(
+                raw.default_expiry.span(),
+                "selfservice.default_expiry",
+                format!("\"{d}\" is not \"never\" or a duration such as \"30d\""),
+            );
+        };
+        let too_long = match (default_expiry, auth.max_lifetime) {
+            (PageExpiry::Never, Some(_)) => true,
+            (PageExpiry::After(d), Some(m)) => d > m,
+            (_, None) => false,
+        };
+        if too_long {
+            return self.err(
+                raw.default_expiry.span(),
+                "selfservice.default_expiry",
+                "longer than [auth] max_lifetime",
+            );
+        }
+        Ok(SelfService {
+            path: path.clone(),
+            identity,
+            admins: raw.admins,
+            default_expiry,
+            line: line_of(self.text, span.start),
         })
     }
 
@@ -358,7 +513,14 @@ impl Build<'_> {
             .iter()
             .map(|(k, v)| (k.clone(), v.implies.clone()))
             .collect();
-        Scopes::new(&declared).or_else(|e| self.err(raw.span(), "scopes", e))
+        let descriptions: BTreeMap<String, String> = raw
+            .get_ref()
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.description.clone()?)))
+            .collect();
+        Scopes::new(&declared)
+            .map(|s| s.with_descriptions(descriptions))
+            .or_else(|e| self.err(raw.span(), "scopes", e))
     }
 
     fn upstream(&self, name: String, raw: RawUpstream) -> Result<Upstream, ConfigError> {
@@ -646,6 +808,35 @@ struct RawConfig {
     scopes: Spanned<BTreeMap<String, RawScope>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
+    selfservice: Option<Spanned<RawSelfService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelfService {
+    #[serde(default = "default_page_path")]
+    path: Spanned<String>,
+    identity: Spanned<RawPageIdentity>,
+    user_header: Option<Spanned<String>>,
+    #[serde(default)]
+    admins: Vec<String>,
+    #[serde(default = "default_page_expiry")]
+    default_expiry: Spanned<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawPageIdentity {
+    Header,
+    Oidc,
+}
+
+fn default_page_path() -> Spanned<String> {
+    Spanned::new(0..0, "/-/app-passwords".to_owned())
+}
+
+fn default_page_expiry() -> Spanned<String> {
+    Spanned::new(0..0, "30d".to_owned())
 }
 
 #[derive(Deserialize)]
@@ -825,6 +1016,8 @@ struct RawUpstream {
 struct RawScope {
     #[serde(default)]
     implies: Vec<String>,
+    /// Shown beside the scope's checkbox on the self-service page.
+    description: Option<String>,
 }
 
 #[derive(Deserialize)]

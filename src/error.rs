@@ -167,6 +167,69 @@ impl Reject {
     }
 }
 
+/// Why the self-service page refuses a request; rendered as an HTML page
+/// by `selfservice`, with the status decided here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    /// 401: nobody is signed in (header mode: no trusted user header).
+    #[error("you are not signed in: open this page through your organisation's sign-in")]
+    SignInRequired,
+    /// 400: the signed-in user name is not a clean user name.
+    #[error("the signed-in user name is not a valid user name")]
+    BadUser,
+    /// 403: an app password or Basic credentials on the page: it is reached
+    /// only through the primary sign-in.
+    #[error("app passwords and Basic credentials cannot be used on this page")]
+    Credentials,
+    /// 403: a POST whose `csrf` field is missing or not this user's.
+    #[error("this form has expired or was not sent from this page; reload the page and try again")]
+    Csrf,
+    /// 403: a POST whose `Origin` (else `Referer`) is not the page's own origin.
+    #[error("this form was not sent from this page")]
+    CrossOrigin,
+    /// 403: another user's list without being an admin.
+    #[error("only administrators may see other users' app passwords")]
+    NotAdmin,
+    /// 404: no such page, or an app password that is not the user's.
+    #[error("not found")]
+    NotFound,
+    /// 405: a method the page does not answer.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 410: the page that showed a new password once, asked for again.
+    #[error("this password was shown once and cannot be shown again; if you did not copy it, revoke it and create a new one")]
+    ShownOnce,
+    /// 400: a malformed form (not urlencoded, repeated or missing fields).
+    #[error("{0}")]
+    BadForm(&'static str),
+    /// 413: a form larger than any the page sends.
+    #[error("form too large")]
+    FormTooLarge,
+    /// 503: the store failed (logged where it happened).
+    #[error("the app-password store is unavailable; try again shortly")]
+    Unavailable,
+}
+
+impl PageError {
+    /// The status for each refusal; exhaustive on purpose.
+    #[deny(clippy::wildcard_enum_match_arm)]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PageError::SignInRequired => StatusCode::UNAUTHORIZED,
+            PageError::BadUser | PageError::BadForm(_) => StatusCode::BAD_REQUEST,
+            PageError::Credentials
+            | PageError::Csrf
+            | PageError::CrossOrigin
+            | PageError::NotAdmin => StatusCode::FORBIDDEN,
+            PageError::NotFound => StatusCode::NOT_FOUND,
+            PageError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            PageError::ShownOnce => StatusCode::GONE,
+            PageError::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            PageError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 impl From<PathError> for Reject {
     fn from(e: PathError) -> Self {
         match e {
@@ -223,6 +286,27 @@ mod tests {
         ];
         for (reject, status) in table {
             assert_eq!(reject.status().as_u16(), status, "{reject:?}");
+        }
+    }
+
+    #[test]
+    fn every_page_error_maps_to_its_status() {
+        let table = [
+            (PageError::SignInRequired, 401),
+            (PageError::BadUser, 400),
+            (PageError::Credentials, 403),
+            (PageError::Csrf, 403),
+            (PageError::CrossOrigin, 403),
+            (PageError::NotAdmin, 403),
+            (PageError::NotFound, 404),
+            (PageError::MethodNotAllowed, 405),
+            (PageError::ShownOnce, 410),
+            (PageError::BadForm("x"), 400),
+            (PageError::FormTooLarge, 413),
+            (PageError::Unavailable, 503),
+        ];
+        for (e, status) in table {
+            assert_eq!(e.status().as_u16(), status, "{e:?}");
         }
     }
 

@@ -8,6 +8,8 @@
 //! - client copies of the identity headers are removed, comparing names
 //!   case-insensitively with `-` and `_` treated as equal (CGI and several
 //!   servers fold both to `_`, so `X_Forwarded_User` would become `REMOTE_USER`);
+//!   so is the self-service page's `user_header` (e.g. `Remote-User`), which
+//!   only the page believes, and only from a trusted SSO proxy;
 //! - method-override and URL-override headers and `Proxy` (httpoxy,
 //!   CVE-2016-5385) are removed from every peer, trusted or not: load
 //!   balancers pass clients' copies through by default;
@@ -160,7 +162,8 @@ pub fn strip_spoofed(headers: &mut HeaderMap, identity: &Identity, trusted: bool
     for name in headers.keys() {
         let n = name.as_str();
         let identity_copy = [&identity.user, &identity.scopes, &identity.credential]
-            .iter()
+            .into_iter()
+            .chain(identity.page_user.as_ref())
             .any(|h| folded_eq(n, h.as_str()));
         let never = NEVER_FORWARDED.iter().any(|s| folded_eq(n, s));
         let forwarding = FORWARDING.iter().any(|s| folded_eq(n, s));
@@ -280,6 +283,7 @@ mod tests {
             user: HeaderName::from_static("x-forwarded-user"),
             scopes: HeaderName::from_static("x-forwarded-scopes"),
             credential: HeaderName::from_static("x-forwarded-app-password"),
+            page_user: Some(HeaderName::from_static("remote-user")),
         }
     }
 

@@ -12,6 +12,8 @@
 //!   - [`headers`]: hop-by-hop, spoof stripping, `X-Forwarded-*`, identity headers;
 //!   - [`upstream`]: pooled clients to the backends, streaming both ways;
 //!   - [`body`]: the streamed response body and the access-log line.
+//! - [`selfservice`]: the app-password page under `[selfservice] path`,
+//!   answered before route matching and never forwarded.
 //! - [`audit`]: per-second bounds on the audit lines a client can cause.
 //! - [`error`]: every rejection and its HTTP status, in one place.
 //!
@@ -51,6 +53,7 @@ pub mod peer;
 pub mod proxy;
 pub mod routes;
 pub mod scopes;
+pub mod selfservice;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -170,6 +170,11 @@ pub fn list(store: &Store, user: Option<&str>) -> Result<Vec<Listed>, ManageErro
     Ok(store.list(user)?.iter().map(|r| listed(r, now)).collect())
 }
 
+/// One record as a listing row.
+pub fn list_row(r: &AppPassword) -> Listed {
+    listed(r, unix_now())
+}
+
 pub fn revoke(store: &Store, id: &str) -> Result<Revocation, ManageError> {
     check_id(id)?;
     match store.revoke(id, unix_now())? {

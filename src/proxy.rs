@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Either, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
@@ -53,6 +53,11 @@ pub async fn handle(
     let mut log = AccessLog::new(conn.peer, req.method().clone(), Instant::now());
     let over = in_flight.over_cap();
     log.in_flight = Some(in_flight);
+    // Even a refusal before the page is reached (a bad path) gets its headers.
+    let on_page = gw
+        .page
+        .as_ref()
+        .is_some_and(|p| req.uri().path().starts_with(p.mount()));
     let forwarded = match over {
         Some(over) => {
             crate::server::audit_conn_limited(gw, conn.peer.ip(), over);
@@ -60,15 +65,27 @@ pub async fn handle(
         }
         None => forward(gw, &worker.upstreams, &conn, req, &mut log).await,
     };
-    let (resp, stall) = match forwarded {
-        Ok((resp, stall)) => (resp.map(Either::Left), Some(stall)),
+    let (mut resp, stall) = match forwarded {
+        Ok(Served::Upstream(resp, stall)) => (resp.map(Either::Left), Some(stall)),
+        Ok(Served::Page(resp)) => (resp.map(Either::Right), None),
         Err(reject) => {
             log.reject = Some(reject.kind());
             (reject.into_response(&gw.challenge).map(Either::Right), None)
         }
     };
+    if on_page {
+        crate::selfservice::secure(resp.headers_mut());
+    }
     log.status = resp.status().as_u16();
     Ok(resp.map(|body| ResponseBody::new(body, log, stall)))
+}
+
+/// What answered a request that was not refused.
+enum Served {
+    /// The upstream, with how long its body may pause.
+    Upstream(Response<Incoming>, Duration),
+    /// The self-service page.
+    Page(Response<Full<Bytes>>),
 }
 
 async fn forward(
@@ -77,10 +94,14 @@ async fn forward(
     conn: &Conn,
     mut req: Request<Incoming>,
     log: &mut AccessLog,
-) -> Result<(Response<Incoming>, Duration), Reject> {
+) -> Result<Served, Reject> {
     check_target(&req)?;
     // Moved into the log line, not copied: the path is borrowed from there.
     let path = &*log.path.insert(path::normalise(req.uri().path())?);
+    if let Some(page) = gw.page.as_ref().filter(|p| p.mounts(path.as_str())) {
+        log.route = Some(Arc::from("selfservice"));
+        return Ok(Served::Page(page.serve(gw, conn, path.as_str(), req).await));
+    }
     let query = req.uri().query();
     let route = gw
         .config
@@ -139,7 +160,7 @@ async fn forward(
         tokio::spawn(tunnel(client_side, upstream_side, idle));
     }
     // The response body may pause for as long as the head could take.
-    Ok((resp, upstream.config.response_timeout))
+    Ok(Served::Upstream(resp, upstream.config.response_timeout))
 }
 
 /// The header rules of `headers.rs`, applied in order for this request.

@@ -54,6 +54,8 @@ pub struct Scopes {
     names: Vec<String>,
     /// `closure[i]` = scope `i` plus everything it implies, transitively.
     closure: Vec<ScopeSet>,
+    /// `descriptions[i]`: scope `i`'s `description`, shown on the self-service page.
+    descriptions: Vec<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,7 +114,12 @@ impl Scopes {
                 break;
             }
         }
-        Ok(Scopes { names, closure })
+        let descriptions = vec![None; names.len()];
+        Ok(Scopes {
+            names,
+            closure,
+            descriptions,
+        })
     }
 
     /// The set of exactly these scopes (no implications): what a route requires.
@@ -148,6 +155,22 @@ impl Scopes {
             out.push_str(name);
         }
         out
+    }
+
+    /// Attaches each scope's `description` (names not declared are ignored).
+    pub fn with_descriptions(mut self, mut descriptions: BTreeMap<String, String>) -> Scopes {
+        for (name, slot) in self.names.iter().zip(self.descriptions.iter_mut()) {
+            *slot = descriptions.remove(name);
+        }
+        self
+    }
+
+    /// Each declared scope with its description and the other scopes it grants.
+    pub fn catalogue(&self) -> impl Iterator<Item = (&str, Option<&str>, Vec<&str>)> + '_ {
+        self.names.iter().enumerate().map(|(i, name)| {
+            let implied: Vec<&str> = self.names(self.closure[i]).filter(|n| n != name).collect();
+            (name.as_str(), self.descriptions[i].as_deref(), implied)
+        })
     }
 
     pub fn all_names(&self) -> &[String] {

@@ -52,6 +52,22 @@ pub fn describe(config: &Config) -> String {
         config.file.display(),
         config.routes.len()
     );
+    if let Some(page) = &config.selfservice {
+        let identity = match &page.identity {
+            crate::config::PageIdentity::Header { user_header } => {
+                format!("selfservice (identity header {user_header})")
+            }
+        };
+        out.push_str(&format!(
+            "{:>3}. {:<22} {:<12} {:<52} {:<40} -> passgate itself, never forwarded (line {})\n",
+            0,
+            "selfservice",
+            "GET,POST",
+            format!("{}/**", page.path),
+            identity,
+            page.line
+        ));
+    }
     for (i, r) in config.routes.iter().enumerate() {
         let methods = r.methods.as_ref().map_or_else(
             || "*".to_owned(),

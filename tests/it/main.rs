@@ -26,6 +26,7 @@ mod oidc;
 mod paths;
 mod proxy;
 mod readme;
+mod selfservice;
 mod smoke;
 mod smuggling;
 mod tls;

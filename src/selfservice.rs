@@ -1,0 +1,337 @@
+//! The self-service app-password page (`[selfservice]`): users list, create
+//! and revoke their own app passwords behind their primary sign-in.
+//!
+//! Everything under the mount is answered here and never forwarded; `proxy`
+//! hands such requests over before route matching. Each request goes, in
+//! order: credentials refused (an app password or any Basic credentials:
+//! 403) → static assets → the identity's own pages → who is signed in
+//! ([`identity`]) → the action ([`page`]), where a POST first passes the
+//! origin check and the CSRF token ([`csrf`]). Every response under the
+//! mount, error pages included, carries the headers of [`secure`].
+//!
+//! Names, scopes, expiry and durability are decided by `manage`, as for the
+//! CLI: a password shown here is committed. The page adds only its own
+//! rules: who may see and revoke which passwords, at most
+//! [`CREATES_PER_HOUR`] creations per user per hour, and showing a new
+//! password once (after the POST, a redirect to a one-time page).
+
+pub mod csrf;
+pub mod identity;
+mod page;
+mod views;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::header::{
+    HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION,
+    REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::config::SelfService;
+use crate::error::PageError;
+use crate::gateway::Gateway;
+use crate::manage::Created;
+use crate::proxy::Conn;
+
+use self::csrf::Csrf;
+use self::identity::{Identity, SignInOutcome, SignedIn};
+
+/// Creations allowed per user in any hour (counted in the store, so a
+/// restart or another gateway on the same store does not reset it).
+pub const CREATES_PER_HOUR: usize = 10;
+/// A new password waits this long for its one showing.
+const SHOW_WITHIN: Duration = Duration::from_secs(600);
+/// The largest form the page sends is far smaller.
+const MAX_FORM: usize = 16 * 1024;
+
+/// The mounted page and its state, shared by every request.
+#[derive(Debug)]
+pub struct Page {
+    config: SelfService,
+    identity: Identity,
+    csrf: Csrf,
+    /// New passwords not yet shown, by a random one-time key in the URL they
+    /// are shown at; removed when shown or after [`SHOW_WITHIN`].
+    unshown: DashMap<String, Unshown>,
+    /// Held across "count this hour's creations, create": two tabs posting at
+    /// once cannot both pass the limit.
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Unshown {
+    user: String,
+    created: Created,
+    at: Instant,
+}
+
+/// One request's signed-in context, handed to the handlers in [`page`].
+struct Cx<'a> {
+    gw: &'a Gateway,
+    page: &'a Page,
+    who: SignedIn,
+    /// The client address (after trusted proxies), for audit lines.
+    client: IpAddr,
+    /// `scheme://host` as the browser sees the page.
+    origin: String,
+}
+
+impl Page {
+    pub fn new(config: &SelfService) -> Page {
+        Page {
+            identity: Identity::new(&config.identity),
+            config: config.clone(),
+            csrf: Csrf::new(),
+            unshown: DashMap::new(),
+            create_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The mount, e.g. `/-/app-passwords`.
+    pub fn mount(&self) -> &str {
+        &self.config.path
+    }
+
+    /// True for the mount and every path under it.
+    pub fn mounts(&self, path: &str) -> bool {
+        path.strip_prefix(self.mount())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// Answers a request under the mount (`path`: the normalised path).
+    pub async fn serve(
+        &self,
+        gw: &Gateway,
+        conn: &Conn,
+        path: &str,
+        req: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
+        let sub = path
+            .get(self.mount().len()..)
+            .unwrap_or_default()
+            .to_owned();
+        let mut resp = match self.dispatch(gw, conn, &sub, req).await {
+            Ok(resp) => resp,
+            Err(e) => views::error_page(self.mount(), &e),
+        };
+        secure(resp.headers_mut());
+        resp
+    }
+
+    async fn dispatch(
+        &self,
+        gw: &Gateway,
+        conn: &Conn,
+        sub: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, PageError> {
+        let (parts, body) = req.into_parts();
+        let query = parts.uri.query();
+        if crate::access::presents_app_password(&parts.headers, query)
+            || presents_basic(&parts.headers)
+        {
+            refused_credentials(conn.peer.ip());
+            return Err(PageError::Credentials);
+        }
+        let read = parts.method == Method::GET || parts.method == Method::HEAD;
+        if let Some(asset) = views::asset(sub) {
+            return if read {
+                Ok(asset)
+            } else {
+                Err(PageError::MethodNotAllowed)
+            };
+        }
+        if let Some(own) = self.identity.serve_own(sub, &parts, conn).await {
+            return own;
+        }
+        let who = match self.identity.signed_in(&parts, conn).await {
+            SignInOutcome::SignedIn(who) => who,
+            SignInOutcome::Redirect(resp) => return Ok(resp),
+            SignInOutcome::Refuse(e) => return Err(e),
+        };
+        let cx = Cx {
+            gw,
+            page: self,
+            who,
+            client: crate::headers::client_addr(
+                conn.peer.ip(),
+                &parts.headers,
+                &gw.config.server.trusted_proxies,
+            ),
+            origin: csrf::own_origin(&parts, conn.tls, conn.trusted)
+                .ok_or(PageError::BadForm("request without a host"))?,
+        };
+        let post = parts.method == Method::POST;
+        match sub {
+            "" | "/" if read => page::list(&cx, query).await,
+            "/revoke" if read => page::confirm_revoke(&cx, query).await,
+            "/revoke-all" if read => page::confirm_revoke_all(&cx, query).await,
+            "/create" | "/revoke" | "/revoke-all" if post => {
+                let form = cx.form(&parts, body).await?;
+                match sub {
+                    "/create" => page::create(&cx, &form).await,
+                    "/revoke" => page::revoke(&cx, &form).await,
+                    _ => page::revoke_all(&cx, &form).await,
+                }
+            }
+            "" | "/" | "/create" | "/revoke" | "/revoke-all" => Err(PageError::MethodNotAllowed),
+            _ => match sub.strip_prefix("/new/") {
+                Some(key) if read => page::shown_once(&cx, key),
+                Some(_) => Err(PageError::MethodNotAllowed),
+                None => Err(PageError::NotFound),
+            },
+        }
+    }
+
+    fn is_admin(&self, user: &str) -> bool {
+        self.config.admins.iter().any(|a| a == user)
+    }
+
+    /// Keeps a new password for its one showing; returns the key of its URL.
+    fn keep_unshown(&self, user: &str, created: Created) -> String {
+        self.unshown.retain(|_, u| u.at.elapsed() < SHOW_WITHIN);
+        let key = {
+            let bytes: [u8; 16] = rand::random();
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        self.unshown.insert(
+            key.clone(),
+            Unshown {
+                user: user.to_owned(),
+                created,
+                at: Instant::now(),
+            },
+        );
+        key
+    }
+
+    /// The new password behind `key`, once, and only to the user who made it.
+    fn take_unshown(&self, user: &str, key: &str) -> Option<Created> {
+        self.unshown
+            .remove_if(key, |_, u| u.user == user && u.at.elapsed() < SHOW_WITHIN)
+            .map(|(_, u)| u.created)
+    }
+}
+
+impl Cx<'_> {
+    /// A POST's form, after the origin check and the CSRF token.
+    async fn form(&self, parts: &http::request::Parts, body: Incoming) -> Result<Form, PageError> {
+        if !csrf::same_origin(&parts.headers, &self.origin) {
+            return Err(PageError::CrossOrigin);
+        }
+        let urlencoded = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !urlencoded {
+            return Err(PageError::BadForm(
+                "expected a form (application/x-www-form-urlencoded)",
+            ));
+        }
+        let limit = self.gw.config.server.header_read_timeout;
+        let bytes = match tokio::time::timeout(limit, Limited::new(body, MAX_FORM).collect()).await
+        {
+            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Err(_)) => return Err(PageError::FormTooLarge),
+            Err(_) => return Err(PageError::BadForm("the form did not arrive in time")),
+        };
+        let form = Form::parse(&bytes);
+        if !self.page.csrf.check(&self.who, form.one("csrf")?) {
+            return Err(PageError::Csrf);
+        }
+        Ok(form)
+    }
+
+    fn csrf(&self) -> String {
+        self.page.csrf.token(&self.who)
+    }
+
+    fn mount(&self) -> &str {
+        self.page.mount()
+    }
+}
+
+/// A urlencoded form, in field order.
+#[derive(Debug)]
+struct Form {
+    fields: Vec<(String, String)>,
+}
+
+impl Form {
+    fn parse(body: &[u8]) -> Form {
+        Form {
+            fields: form_urlencoded::parse(body).into_owned().collect(),
+        }
+    }
+
+    /// The field given at most once; a repeated field is refused (which copy
+    /// counts would otherwise depend on the reader).
+    fn one<'a>(&'a self, name: &'a str) -> Result<Option<&'a str>, PageError> {
+        let mut found = self.all(name);
+        match (found.next(), found.next()) {
+            (first, None) => Ok(first),
+            (Some(_), Some(_)) | (None, Some(_)) => {
+                Err(PageError::BadForm("a form field appears more than once"))
+            }
+        }
+    }
+
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The headers on every response under the mount: never stored, never
+/// framed, no resource but our own, no sniffing, no referrer leaving the page.
+pub fn secure(h: &mut HeaderMap) {
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+    );
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+fn refused_credentials(peer: IpAddr) {
+    if crate::audit::admit(crate::audit::Event::WebRefused, peer) {
+        tracing::warn!(target: "passgate::audit", event = "web_refused", route = "selfservice", via = "web", peer = %peer);
+    }
+}
+
+/// 303 See Other to `location` (after a POST: reloading does not repeat it).
+fn see_other(location: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp
+}
+
+/// Any `Authorization: Basic`, or an `Authorization` too long to be checked
+/// for an app password: the page is reached only through the primary sign-in.
+fn presents_basic(headers: &HeaderMap) -> bool {
+    headers.get_all(AUTHORIZATION).iter().any(|v| {
+        let v = v.as_bytes().trim_ascii_start();
+        v.len() > crate::auth::basic::MAX_HEADER_LEN
+            || v.get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"basic "))
+            || v.eq_ignore_ascii_case(b"basic")
+    })
+}

@@ -1,0 +1,119 @@
+//! Who is signed in on the self-service page: the one step between a request
+//! and a user name. Everything else on the page (CSRF, forms, the store) only
+//! ever sees the [`SignedIn`] this step returns.
+//!
+//! Header mode believes `user_header` only from a peer in
+//! `server.trusted_proxies` (the SSO proxy in front: Authelia, oauth2-proxy,
+//! Authentik); from anyone else the header is ignored as if absent. The same
+//! header is stripped from every forwarded request (`headers::strip_spoofed`).
+//!
+//! Adding a way to sign in (OIDC) means one more [`Identity`] variant: its
+//! [`Identity::signed_in`] arm (a session cookie → user, or a redirect to the
+//! issuer), its own pages under the mount ([`Identity::serve_own`]:
+//! `/callback`, `/logout`) and a freshness check before creation
+//! ([`Identity::step_up`]).
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderName, Response};
+use http_body_util::Full;
+
+use crate::config::PageIdentity;
+use crate::error::PageError;
+use crate::proxy::Conn;
+
+/// A signed-in user, as the page sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The user name (checked: 1–255 printable characters, no colon).
+    pub user: String,
+    /// What the CSRF token is bound to besides the user: a session id when
+    /// there are sessions, empty in header mode (the SSO proxy owns the session).
+    pub binding: String,
+    /// The page offers a sign-out button (sessions that passgate owns).
+    pub can_sign_out: bool,
+}
+
+/// The outcome of the identity step.
+#[derive(Debug)]
+pub enum SignInOutcome {
+    SignedIn(SignedIn),
+    /// Not signed in and the identity can send the browser to sign in (302).
+    Redirect(Response<Full<Bytes>>),
+    /// Not signed in, or a bad identity: shown as an error page.
+    Refuse(PageError),
+}
+
+/// How the page learns who is signed in; built from `[selfservice]`.
+#[derive(Debug)]
+pub enum Identity {
+    /// `identity = "header"`.
+    Header { user_header: HeaderName },
+}
+
+impl Identity {
+    pub fn new(config: &PageIdentity) -> Identity {
+        match config {
+            PageIdentity::Header { user_header } => Identity::Header {
+                user_header: user_header.clone(),
+            },
+        }
+    }
+
+    /// Who sent this request, or what to answer instead.
+    pub async fn signed_in(&self, req: &Parts, conn: &Conn) -> SignInOutcome {
+        match self {
+            Identity::Header { user_header } => header_user(req, conn, user_header),
+        }
+    }
+
+    /// Requests under the mount that the identity answers itself (sign-in
+    /// callbacks, sign-out), given the path below the mount; `None` for the rest.
+    pub async fn serve_own(
+        &self,
+        _sub: &str,
+        _req: &Parts,
+        _conn: &Conn,
+    ) -> Option<Result<Response<Full<Bytes>>, PageError>> {
+        match self {
+            Identity::Header { .. } => None,
+        }
+    }
+
+    /// Before a password is created: `Some(redirect)` when the sign-in is too
+    /// old and must be renewed first (step-up); `None` to go ahead.
+    pub fn step_up(&self, _who: &SignedIn) -> Option<Response<Full<Bytes>>> {
+        match self {
+            Identity::Header { .. } => None,
+        }
+    }
+}
+
+/// Header mode: one value of `user_header` from a trusted peer.
+fn header_user(req: &Parts, conn: &Conn, name: &HeaderName) -> SignInOutcome {
+    if !conn.trusted {
+        // Anyone can send the header; only the SSO proxy's copy counts.
+        return SignInOutcome::Refuse(PageError::SignInRequired);
+    }
+    let mut values = req.headers.get_all(name).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return SignInOutcome::Refuse(match req.headers.contains_key(name) {
+            true => PageError::BadUser,
+            false => PageError::SignInRequired,
+        });
+    };
+    let Ok(user) = std::str::from_utf8(value.as_bytes()) else {
+        return SignInOutcome::Refuse(PageError::BadUser);
+    };
+    if user.is_empty() {
+        return SignInOutcome::Refuse(PageError::SignInRequired);
+    }
+    if crate::manage::validate_user(user).is_err() || user.trim() != user {
+        return SignInOutcome::Refuse(PageError::BadUser);
+    }
+    SignInOutcome::SignedIn(SignedIn {
+        user: user.to_owned(),
+        binding: String::new(),
+        can_sign_out: false,
+    })
+}
