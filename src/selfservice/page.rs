@@ -9,7 +9,7 @@ use http_body_util::Full;
 
 use super::views::{self, CreateForm, ListView};
 use super::{see_other, Cx, Form, CREATES_PER_HOUR};
-use crate::auth::unix_now;
+use crate::clock::unix_now;
 use crate::config::PageExpiry;
 use crate::error::PageError;
 use crate::manage::{self, CreateRequest, Listed, ManageError};
