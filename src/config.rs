@@ -470,7 +470,7 @@ impl Build<'_> {
             }
         };
         for a in &raw.admins {
-            if crate::manage::validate_user(a).is_err() {
+            if !crate::user::is_valid(a) {
                 return self.err(
                     span.clone(),
                     "selfservice.admins",

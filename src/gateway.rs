@@ -11,7 +11,6 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::conn::ConnLimits;
 use crate::error::challenge;
-use crate::selfservice::Page;
 use crate::store::Store;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -24,8 +23,6 @@ pub struct Gateway {
     pub challenge: HeaderValue,
     /// Open client connections, shared by every worker.
     pub conn_limits: Arc<ConnLimits>,
-    /// The self-service page, when `[selfservice]` is configured.
-    pub page: Option<Page>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +43,7 @@ impl Gateway {
             config.server.max_connections,
             config.server.max_connections_per_addr,
         ));
-        let page = config.selfservice.as_ref().map(Page::new);
         Ok(Gateway {
-            page,
             config,
             auth,
             store,

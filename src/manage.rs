@@ -209,8 +209,7 @@ pub fn check_id(id: &str) -> Result<(), ManageError> {
 
 /// The user-name rule of DESIGN.md: 1–255 printable characters, no colon.
 pub fn validate_user(user: &str) -> Result<(), ManageError> {
-    let len = user.chars().count();
-    if (1..=255).contains(&len) && !user.chars().any(|c| c.is_control() || c == ':') {
+    if crate::user::is_valid(user) {
         Ok(())
     } else {
         Err(ManageError::BadUser)

@@ -26,6 +26,7 @@ use crate::gateway::{Gateway, Worker};
 use crate::headers::{self, Hop};
 use crate::path;
 use crate::routes::{Access, BodyScopes, Route};
+use crate::selfservice;
 use crate::upstream::{Affinity, Upstream, UpstreamBody};
 
 /// What the server knows about the connection a request arrived on, built
@@ -55,9 +56,10 @@ pub async fn handle(
     log.in_flight = Some(in_flight);
     // Even a refusal before the page is reached (a bad path) gets its headers.
     let on_page = gw
-        .page
+        .config
+        .selfservice
         .as_ref()
-        .is_some_and(|p| req.uri().path().starts_with(p.mount()));
+        .is_some_and(|p| req.uri().path().starts_with(p.path.as_str()));
     let forwarded = match over {
         Some(over) => {
             crate::server::audit_conn_limited(gw, conn.peer.ip(), over);
@@ -98,9 +100,18 @@ async fn forward(
     check_target(&req)?;
     // Moved into the log line, not copied: the path is borrowed from there.
     let path = &*log.path.insert(path::normalise(req.uri().path())?);
-    if let Some(page) = gw.page.as_ref().filter(|p| p.mounts(path.as_str())) {
-        log.route = Some(Arc::from("selfservice"));
-        return Ok(Served::Page(page.serve(gw, conn, path.as_str(), req).await));
+    if let Some(page) = &gw.config.selfservice {
+        if selfservice::mounts(page, path.as_str()) {
+            log.route = Some(Arc::from("selfservice"));
+            let peer = selfservice::Peer {
+                addr: conn.peer.ip(),
+                tls: conn.tls,
+                trusted: conn.trusted,
+            };
+            return Ok(Served::Page(
+                selfservice::serve(gw, &peer, path.as_str(), req).await,
+            ));
+        }
     }
     let query = req.uri().query();
     let route = gw

@@ -21,6 +21,7 @@ mod page;
 mod views;
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,7 +38,6 @@ use crate::config::SelfService;
 use crate::error::PageError;
 use crate::gateway::Gateway;
 use crate::manage::Created;
-use crate::proxy::Conn;
 
 use self::csrf::Csrf;
 use self::identity::{Identity, SignInOutcome, SignedIn};
@@ -50,11 +50,18 @@ const SHOW_WITHIN: Duration = Duration::from_secs(600);
 /// The largest form the page sends is far smaller.
 const MAX_FORM: usize = 16 * 1024;
 
-/// The mounted page and its state, shared by every request.
-#[derive(Debug)]
-pub struct Page {
-    config: SelfService,
-    identity: Identity,
+/// What the page knows about the connection (built by `proxy` from its `Conn`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: IpAddr,
+    pub tls: bool,
+    /// The peer is one of `server.trusted_proxies`.
+    pub trusted: bool,
+}
+
+/// State that outlives requests and does not depend on the config, so a
+/// reloaded `[selfservice]` keeps it: one per process.
+struct State {
     csrf: Csrf,
     /// New passwords not yet shown, by a random one-time key in the URL they
     /// are shown at; removed when shown or after [`SHOW_WITHIN`].
@@ -64,6 +71,12 @@ pub struct Page {
     create_lock: tokio::sync::Mutex<()>,
 }
 
+static STATE: LazyLock<State> = LazyLock::new(|| State {
+    csrf: Csrf::new(),
+    unshown: DashMap::new(),
+    create_lock: tokio::sync::Mutex::const_new(()),
+});
+
 #[derive(Debug)]
 struct Unshown {
     user: String,
@@ -71,10 +84,17 @@ struct Unshown {
     at: Instant,
 }
 
+/// The page as configured, with its process-wide state.
+struct Page<'a> {
+    config: &'a SelfService,
+    identity: Identity,
+    state: &'static State,
+}
+
 /// One request's signed-in context, handed to the handlers in [`page`].
 struct Cx<'a> {
     gw: &'a Gateway,
-    page: &'a Page,
+    page: Page<'a>,
     who: SignedIn,
     /// The client address (after trusted proxies), for audit lines.
     client: IpAddr,
@@ -82,52 +102,48 @@ struct Cx<'a> {
     origin: String,
 }
 
-impl Page {
-    pub fn new(config: &SelfService) -> Page {
-        Page {
-            identity: Identity::new(&config.identity),
-            config: config.clone(),
-            csrf: Csrf::new(),
-            unshown: DashMap::new(),
-            create_lock: tokio::sync::Mutex::new(()),
-        }
-    }
+/// True for the mount and every path under it.
+pub fn mounts(config: &SelfService, path: &str) -> bool {
+    path.strip_prefix(config.path.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
+/// Answers a request under the mount (`path`: the normalised path).
+pub async fn serve(
+    gw: &Gateway,
+    peer: &Peer,
+    path: &str,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let Some(config) = gw.config.selfservice.as_ref() else {
+        let mut resp = views::error_page("/", &PageError::NotFound);
+        secure(resp.headers_mut());
+        return resp;
+    };
+    let page = Page {
+        config,
+        identity: Identity::new(&config.identity),
+        state: &STATE,
+    };
+    let sub = path.get(config.path.len()..).unwrap_or_default().to_owned();
+    let mut resp = match page.dispatch(gw, peer, &sub, req).await {
+        Ok(resp) => resp,
+        Err(e) => views::error_page(&config.path, &e),
+    };
+    secure(resp.headers_mut());
+    resp
+}
+
+impl<'a> Page<'a> {
     /// The mount, e.g. `/-/app-passwords`.
-    pub fn mount(&self) -> &str {
+    fn mount(&self) -> &'a str {
         &self.config.path
     }
 
-    /// True for the mount and every path under it.
-    pub fn mounts(&self, path: &str) -> bool {
-        path.strip_prefix(self.mount())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    }
-
-    /// Answers a request under the mount (`path`: the normalised path).
-    pub async fn serve(
-        &self,
-        gw: &Gateway,
-        conn: &Conn,
-        path: &str,
-        req: Request<Incoming>,
-    ) -> Response<Full<Bytes>> {
-        let sub = path
-            .get(self.mount().len()..)
-            .unwrap_or_default()
-            .to_owned();
-        let mut resp = match self.dispatch(gw, conn, &sub, req).await {
-            Ok(resp) => resp,
-            Err(e) => views::error_page(self.mount(), &e),
-        };
-        secure(resp.headers_mut());
-        resp
-    }
-
     async fn dispatch(
-        &self,
+        self,
         gw: &Gateway,
-        conn: &Conn,
+        conn: &Peer,
         sub: &str,
         req: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, PageError> {
@@ -136,7 +152,7 @@ impl Page {
         if crate::access::presents_app_password(&parts.headers, query)
             || presents_basic(&parts.headers)
         {
-            refused_credentials(conn.peer.ip());
+            refused_credentials(conn.addr);
             return Err(PageError::Credentials);
         }
         let read = parts.method == Method::GET || parts.method == Method::HEAD;
@@ -160,7 +176,7 @@ impl Page {
             page: self,
             who,
             client: crate::headers::client_addr(
-                conn.peer.ip(),
+                conn.addr,
                 &parts.headers,
                 &gw.config.server.trusted_proxies,
             ),
@@ -195,12 +211,13 @@ impl Page {
 
     /// Keeps a new password for its one showing; returns the key of its URL.
     fn keep_unshown(&self, user: &str, created: Created) -> String {
-        self.unshown.retain(|_, u| u.at.elapsed() < SHOW_WITHIN);
+        let unshown = &self.state.unshown;
+        unshown.retain(|_, u| u.at.elapsed() < SHOW_WITHIN);
         let key = {
             let bytes: [u8; 16] = rand::random();
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         };
-        self.unshown.insert(
+        unshown.insert(
             key.clone(),
             Unshown {
                 user: user.to_owned(),
@@ -213,7 +230,8 @@ impl Page {
 
     /// The new password behind `key`, once, and only to the user who made it.
     fn take_unshown(&self, user: &str, key: &str) -> Option<Created> {
-        self.unshown
+        self.state
+            .unshown
             .remove_if(key, |_, u| u.user == user && u.at.elapsed() < SHOW_WITHIN)
             .map(|(_, u)| u.created)
     }
@@ -247,14 +265,14 @@ impl Cx<'_> {
             Err(_) => return Err(PageError::BadForm("the form did not arrive in time")),
         };
         let form = Form::parse(&bytes);
-        if !self.page.csrf.check(&self.who, form.one("csrf")?) {
+        if !self.page.state.csrf.check(&self.who, form.one("csrf")?) {
             return Err(PageError::Csrf);
         }
         Ok(form)
     }
 
     fn csrf(&self) -> String {
-        self.page.csrf.token(&self.who)
+        self.page.state.csrf.token(&self.who)
     }
 
     fn mount(&self) -> &str {

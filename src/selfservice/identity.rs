@@ -18,9 +18,9 @@ use http::request::Parts;
 use http::{HeaderName, Response};
 use http_body_util::Full;
 
+use super::Peer;
 use crate::config::PageIdentity;
 use crate::error::PageError;
-use crate::proxy::Conn;
 
 /// A signed-in user, as the page sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,7 @@ impl Identity {
     }
 
     /// Who sent this request, or what to answer instead.
-    pub async fn signed_in(&self, req: &Parts, conn: &Conn) -> SignInOutcome {
+    pub async fn signed_in(&self, req: &Parts, conn: &Peer) -> SignInOutcome {
         match self {
             Identity::Header { user_header } => header_user(req, conn, user_header),
         }
@@ -73,7 +73,7 @@ impl Identity {
         &self,
         _sub: &str,
         _req: &Parts,
-        _conn: &Conn,
+        _conn: &Peer,
     ) -> Option<Result<Response<Full<Bytes>>, PageError>> {
         match self {
             Identity::Header { .. } => None,
@@ -90,7 +90,7 @@ impl Identity {
 }
 
 /// Header mode: one value of `user_header` from a trusted peer.
-fn header_user(req: &Parts, conn: &Conn, name: &HeaderName) -> SignInOutcome {
+fn header_user(req: &Parts, conn: &Peer, name: &HeaderName) -> SignInOutcome {
     if !conn.trusted {
         // Anyone can send the header; only the SSO proxy's copy counts.
         return SignInOutcome::Refuse(PageError::SignInRequired);
@@ -108,7 +108,7 @@ fn header_user(req: &Parts, conn: &Conn, name: &HeaderName) -> SignInOutcome {
     if user.is_empty() {
         return SignInOutcome::Refuse(PageError::SignInRequired);
     }
-    if crate::manage::validate_user(user).is_err() || user.trim() != user {
+    if !crate::user::is_valid(user) || user.trim() != user {
         return SignInOutcome::Refuse(PageError::BadUser);
     }
     SignInOutcome::SignedIn(SignedIn {

@@ -49,7 +49,7 @@ pub(super) async fn create(cx: &Cx<'_>, form: &Form) -> Page {
         expires_in,
     };
     // One creation at a time: the count and the insert must not interleave.
-    let guard = cx.page.create_lock.lock().await;
+    let guard = cx.page.state.create_lock.lock().await;
     let recent = created_this_hour(cx, &me).await?;
     if recent >= CREATES_PER_HOUR {
         drop(guard);
