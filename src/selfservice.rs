@@ -5,7 +5,7 @@
 //! hands such requests over before route matching. Each request goes, in
 //! order: credentials refused (an app password or any Basic credentials:
 //! 403) → static assets → the identity's own pages → who is signed in
-//! ([`identity`]) → the action ([`page`]), where a POST first passes the
+//! ([`identity`]) → the action (`page.rs`), where a POST first passes the
 //! origin check and the CSRF token ([`csrf`]). Every response under the
 //! mount, error pages included, carries the headers of [`secure`].
 //!

@@ -13,6 +13,7 @@ mod support;
 
 mod attacks;
 mod auth;
+mod browser;
 mod cache;
 mod cgi;
 mod cli;
@@ -27,6 +28,7 @@ mod paths;
 mod proxy;
 mod readme;
 mod selfservice;
+mod selfservice_browser;
 mod smoke;
 mod smuggling;
 mod tls;

@@ -1,0 +1,219 @@
+//! The self-service page end to end in a real browser with real git: alice,
+//! signed in by an SSO proxy in front, creates a `repository:read` password,
+//! clones with it, is refused a push (403 naming the scope), revokes it
+//! through the confirmation step, and the next clone fails at once (401).
+//!
+//! `PASSGATE_SCREENSHOT=FILE` also saves the list page as a PNG (how
+//! docs/selfservice.png is made).
+
+use std::path::Path;
+
+use fantoccini::Locator;
+
+use crate::browser::{screenshot, Browser, Front};
+use crate::cgi::{git_command, GitServer};
+use crate::selfservice::{page_config, MOUNT, TRUSTED};
+use crate::support::*;
+
+const GIT_ROUTES: &str = r#"
+[[routes]]
+name = "git-fetch-refs"
+methods = ["GET"]
+path = "/{owner}/{repo}.git/info/refs"
+query = { service = "git-upload-pack" }
+access = "app-password"
+scopes = ["repository:read"]
+upstream = "app"
+
+[[routes]]
+name = "git-fetch"
+methods = ["POST"]
+path = "/{owner}/{repo}.git/git-upload-pack"
+access = "app-password"
+scopes = ["repository:read"]
+upstream = "app"
+
+[[routes]]
+name = "git-push-refs"
+methods = ["GET"]
+path = "/{owner}/{repo}.git/info/refs"
+query = { service = "git-receive-pack" }
+access = "app-password"
+scopes = ["repository:write"]
+upstream = "app"
+
+[[routes]]
+name = "git-push"
+methods = ["POST"]
+path = "/{owner}/{repo}.git/git-receive-pack"
+access = "app-password"
+scopes = ["repository:write"]
+upstream = "app"
+
+[[routes]]
+name = "web"
+path = "/**"
+access = "web"
+upstream = "app"
+"#;
+
+async fn get_async(addr: std::net::SocketAddr, target: &str, password: &str) -> Reply {
+    let auth = basic("alice", password);
+    http1_async_from(None, addr, "GET", target, &[("authorization", &auth)], b"").await
+}
+
+fn git(home: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
+    git_command(home, dir).args(args).output().unwrap()
+}
+
+#[test]
+fn alice_creates_uses_and_revokes_an_app_password_in_the_browser() {
+    let cgi = GitServer::start();
+    let bare = cgi.bare_repo("alice", "project");
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let seed = home.join("seed");
+    std::fs::create_dir(&seed).unwrap();
+    for args in [
+        &["init", "--quiet", "--initial-branch=main"][..],
+        &["commit", "--quiet", "--allow-empty", "-m", "first"],
+        &["push", "--quiet", bare.to_str().unwrap(), "main"],
+    ] {
+        let out = git(home, &seed, args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let mut config = page_config(&cgi.url());
+    config.routes = GIT_ROUTES.to_owned();
+    let pg = Passgate::start(&config);
+    let front = Front::start(pg.addr, TRUSTED.parse().unwrap(), "remote-user", "alice");
+
+    block_on(async {
+        let Some(browser) = Browser::start().await else {
+            return;
+        };
+        let c = &browser.client;
+        // Alice opens the page through her SSO proxy and fills the form.
+        c.goto(&front.url(MOUNT)).await.unwrap();
+        assert_eq!(browser.text("#signed-in-user").await, "alice");
+        c.find(Locator::Css("#name"))
+            .await
+            .unwrap()
+            .send_keys("laptop git")
+            .await
+            .unwrap();
+        browser
+            .click("input[name=scope][value='repository:read']")
+            .await;
+        browser.click("form.create button[type=submit]").await;
+        let password = browser.text("#new-password").await;
+        assert!(
+            password.starts_with("pgap_") && password.len() == 55,
+            "{password}"
+        );
+        let id = password[5..17].to_owned();
+        let result_url = c.current_url().await.unwrap();
+        let page = browser.source().await;
+        assert!(
+            page.contains(&format!("git clone http://alice@{}/", front.addr)),
+            "{page}"
+        );
+
+        // The real git CLI clones with it through the gateway...
+        let url = format!("http://alice:{password}@{}/alice/project.git", pg.addr);
+        let clone = home.join("clone");
+        let out = git(
+            home,
+            home,
+            &["clone", "--quiet", &url, clone.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "clone: {out:?}");
+        // ...and is refused a push, with 403 (git keeps the password).
+        let out = git(
+            home,
+            &clone,
+            &["commit", "--quiet", "--allow-empty", "-m", "no"],
+        );
+        assert!(out.status.success());
+        let out = git(home, &clone, &["push", "origin", "main"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("403"), "{stderr}");
+        let r = get_async(
+            pg.addr,
+            "/alice/project.git/info/refs?service=git-receive-pack",
+            &password,
+        )
+        .await;
+        assert_eq!(r.status, 403);
+        assert!(r.text().contains("repository:write"), "{}", r.text());
+
+        // Back on the list, with the new password on it.
+        c.goto(&front.url(MOUNT)).await.unwrap();
+        assert_eq!(browser.text(&format!("#pw-{id} .status")).await, "active");
+        if let Some(file) = std::env::var_os("PASSGATE_SCREENSHOT") {
+            screenshot(&browser, Path::new(&file)).await;
+        }
+        // Revoke, through the confirmation step.
+        browser.click("a[aria-label='Revoke laptop git']").await;
+        assert!(browser.source().await.contains("cannot be undone"));
+        browser.click("#confirm-revoke").await;
+        assert_eq!(browser.text(&format!("#pw-{id} .status")).await, "revoked");
+        assert_eq!(c.current_url().await.unwrap().path(), MOUNT);
+
+        // The next clone fails at once, with 401.
+        let out = git(
+            home,
+            home,
+            &[
+                "clone",
+                "--quiet",
+                &url,
+                home.join("again").to_str().unwrap(),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("Authentication failed"), "{stderr}");
+        let r = get_async(
+            pg.addr,
+            "/alice/project.git/info/refs?service=git-upload-pack",
+            &password,
+        )
+        .await;
+        assert_eq!(r.status, 401);
+
+        // Reloading the result page does not show the password again.
+        c.goto(result_url.as_str()).await.unwrap();
+        let again = browser.source().await;
+        assert!(!again.contains(&password), "{again}");
+        assert!(again.contains("shown once"), "{again}");
+        assert!(c.find(Locator::Css("#new-password")).await.is_err());
+        browser.close().await;
+    });
+}
+
+#[test]
+fn the_page_cannot_be_framed_by_another_site() {
+    let backend = Backend::start();
+    let pg = Passgate::start(&page_config(&backend.url()));
+    let front = Front::start(pg.addr, TRUSTED.parse().unwrap(), "remote-user", "alice");
+    // A hostile page on another origin (the echo backend's web route is as
+    // good as any) frames the page: the browser must refuse to render it.
+    block_on(async {
+        let Some(browser) = Browser::start().await else {
+            return;
+        };
+        let c = &browser.client;
+        c.goto(&front.url(MOUNT)).await.unwrap();
+        let framing = format!(
+            "data:text/html,<iframe id=f src='{}'></iframe>",
+            front.url(MOUNT)
+        );
+        c.goto(&framing).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let frame = c.find(Locator::Css("#f")).await.unwrap();
+        frame.enter_frame().await.unwrap();
+        let inside = c.source().await.unwrap_or_default();
+        assert!(!inside.contains("signed-in-user"), "framed: {inside}");
+        browser.close().await;
+    });
+}
