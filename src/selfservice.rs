@@ -198,7 +198,9 @@ impl<'a> Page<'a> {
             }
             "" | "/" | "/create" | "/revoke" | "/revoke-all" => Err(PageError::MethodNotAllowed),
             _ => match sub.strip_prefix("/new/") {
-                Some(key) if read => page::shown_once(&cx, key),
+                // GET only: a HEAD (a link checker, a preview) must not use
+                // up the one showing.
+                Some(key) if parts.method == Method::GET => page::shown_once(&cx, key),
                 Some(_) => Err(PageError::MethodNotAllowed),
                 None => Err(PageError::NotFound),
             },

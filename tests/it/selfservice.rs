@@ -711,3 +711,41 @@ fn check_config_lists_the_page_first_and_refuses_a_bad_selfservice_block() {
         assert!(stderr.contains(message), "{from} -> {to}: {stderr}");
     }
 }
+
+#[test]
+fn every_input_on_the_page_has_a_label_and_the_one_time_page_survives_a_head() {
+    let site = Site::start();
+    site.create_shown("alice", "laptop", &["repository:read"]);
+    let page = site.get_as("alice", MOUNT).text();
+    let mut inputs = 0;
+    for tag in page
+        .split('<')
+        .filter(|t| t.starts_with("input ") || t.starts_with("select "))
+    {
+        if tag.contains("type=\"hidden\"") {
+            continue;
+        }
+        inputs += 1;
+        let id = between(tag, "id=\"", "\"");
+        assert!(
+            page.contains(&format!("<label for=\"{id}\""))
+                || page.contains(&format!("for=\"{id}\">")),
+            "no label for {id}"
+        );
+    }
+    assert!(inputs >= 5, "{inputs} inputs");
+    // A HEAD of the one-time page does not use up its one showing.
+    let r = site.create("alice", "second", &["repository:read"]);
+    let head = http1_from(
+        TRUSTED.parse().unwrap(),
+        site.pg.addr,
+        "HEAD",
+        location(&r),
+        &[("remote-user", "alice")],
+        b"",
+    );
+    assert_eq!(head.status, 405);
+    let shown = site.get_as("alice", location(&r));
+    assert_eq!(shown.status, 200);
+    assert!(shown.text().contains("id=\"new-password\""));
+}
