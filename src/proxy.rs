@@ -52,7 +52,9 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let gw = &*worker.gw;
     let mut log = AccessLog::new(conn.peer, req.method().clone(), Instant::now());
-    let over = in_flight.over_cap();
+    // An HTTP/2 request the connection caps left no place (the server wrote
+    // its audit line when the place was refused).
+    let refused = in_flight.over_cap().is_some();
     log.in_flight = Some(in_flight);
     // Even a refusal before the page is reached (a bad path) gets its headers.
     let on_page = gw
@@ -60,12 +62,10 @@ pub async fn handle(
         .selfservice
         .as_ref()
         .is_some_and(|p| req.uri().path().starts_with(p.path.as_str()));
-    let forwarded = match over {
-        Some(over) => {
-            crate::server::audit_conn_limited(gw, conn.peer.ip(), over);
-            Err(Reject::TooManyInFlight)
-        }
-        None => forward(gw, &worker.upstreams, &conn, req, &mut log).await,
+    let forwarded = if refused {
+        Err(Reject::TooManyInFlight)
+    } else {
+        forward(gw, &worker.upstreams, &conn, req, &mut log).await
     };
     let (mut resp, stall) = match forwarded {
         Ok(Served::Upstream(resp, stall)) => (resp.map(Either::Left), Some(stall)),

@@ -307,6 +307,9 @@ impl Handler {
                 // HTTP/2: each request in flight holds an upstream connection,
                 // so it takes a place under the connection caps of its own.
                 let place = h2.then(|| worker.gw.conn_limits.open(conn.peer.ip(), conn.trusted));
+                if let Some(Err(over)) = place {
+                    audit_conn_limited(&worker.gw, conn.peer.ip(), over);
+                }
                 let guard = InFlight::enter(activity.clone(), place);
                 let (worker, conn) = (worker.clone(), conn.clone());
                 async move { proxy::handle(worker, conn, req, guard).await }
