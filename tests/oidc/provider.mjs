@@ -15,7 +15,10 @@
 //   POST /harness/tamper?mode=M  the NEXT token response's id_token is
 //                                replaced by a forged one (modes in FORGE);
 //   POST /harness/rotate         the JWKS gains a second key and from now on
-//                                ID tokens are signed with it (key rotation).
+//                                ID tokens are signed with it (key rotation);
+//   POST /harness/redirect-uri?uri=U  registers one more exact redirect URI
+//                                for the client (a gateway started after the
+//                                provider on a port chosen by the kernel).
 import http from 'node:http';
 import { generateKeyPair, exportJWK, SignJWT, decodeJwt } from 'jose';
 import Provider from 'oidc-provider';
@@ -34,6 +37,7 @@ const main = await rsaKey('main');
 const rotated = await rsaKey('rotated');
 const foreign = await rsaKey('foreign');
 let rotatedIn = false;
+const extraRedirects = new Set();
 let tamper = null;
 
 const server = http.createServer();
@@ -75,6 +79,11 @@ const provider = new Provider(issuer, {
 });
 // Plain HTTP on loopback: no proxy in front.
 provider.proxy = false;
+// Exact-match redirect URIs, plus those the harness registered.
+const allowed = provider.Client.prototype.redirectUriAllowed;
+provider.Client.prototype.redirectUriAllowed = function redirectUriAllowed(uri) {
+  return extraRedirects.has(uri) || allowed.call(this, uri);
+};
 
 // Each forgery turns the genuine ID token's claims into a token the relying
 // party must refuse.
@@ -116,6 +125,11 @@ provider.use(async (ctx, next) => {
     const mode = ctx.query.mode;
     if (!FORGE[mode]) { ctx.status = 400; ctx.body = `unknown mode ${mode}`; return; }
     tamper = mode;
+    ctx.status = 204;
+    return;
+  }
+  if (ctx.path === '/harness/redirect-uri' && ctx.method === 'POST') {
+    extraRedirects.add(String(ctx.query.uri));
     ctx.status = 204;
     return;
   }

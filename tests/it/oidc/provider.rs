@@ -122,6 +122,13 @@ impl Provider {
         assert_eq!(r.status, 204, "{}", r.text());
     }
 
+    /// Registers one more exact redirect URI for the client.
+    pub async fn allow_redirect(&self, uri: &str) {
+        let target = format!("/harness/redirect-uri?uri={}", encode(uri));
+        let r = http1_async_from(None, self.addr, "POST", &target, &[], b"").await;
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+
     /// Adds a second key to the JWKS and signs ID tokens with it from now on.
     pub async fn rotate(&self) {
         let r = http1_async_from(None, self.addr, "POST", "/harness/rotate", &[], b"").await;
@@ -181,23 +188,66 @@ impl Agent {
         panic!("sign-in did not finish")
     }
 
+    /// GET `target` from `addr` with this agent's cookies.
+    pub async fn get(&mut self, addr: SocketAddr, target: &str) -> Reply {
+        self.send_with(addr, "GET", target, "", &[]).await
+    }
+
+    /// POST a form to `target` with extra headers (`Origin`).
+    pub async fn post_with(
+        &mut self,
+        addr: SocketAddr,
+        target: &str,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        self.send_with(addr, "POST", target, body, extra).await
+    }
+
+    /// The agent's cookie `name`.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies.get(name).cloned()
+    }
+
+    pub fn set_cookie(&mut self, name: &str, value: &str) {
+        self.cookies.insert(name.to_owned(), value.to_owned());
+    }
+
     async fn send(&mut self, addr: SocketAddr, method: &str, target: &str, body: &str) -> Reply {
+        self.send_with(addr, method, target, body, &[]).await
+    }
+
+    async fn send_with(
+        &mut self,
+        addr: SocketAddr,
+        method: &str,
+        target: &str,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> Reply {
         let cookie = self
             .cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("; ");
-        let mut headers = vec![("cookie", cookie.as_str())];
+        let mut headers = Vec::new();
+        if !cookie.is_empty() {
+            headers.push(("cookie", cookie.as_str()));
+        }
         if method == "POST" {
             headers.push(("content-type", "application/x-www-form-urlencoded"));
         }
+        headers.extend_from_slice(extra);
         let r = http1_async_from(None, addr, method, target, &headers, body.as_bytes()).await;
         for sc in r.headers.get_all("set-cookie") {
             let sc = sc.to_str().unwrap();
             let pair = sc.split(';').next().unwrap();
             if let Some((k, v)) = pair.split_once('=') {
-                if sc.contains("expires=Thu, 01 Jan 1970") || v.is_empty() {
+                if sc.contains("expires=Thu, 01 Jan 1970")
+                    || sc.contains("Max-Age=0;")
+                    || v.is_empty()
+                {
                     self.cookies.remove(k);
                 } else {
                     self.cookies.insert(k.to_owned(), v.to_owned());
@@ -235,6 +285,17 @@ pub fn url_query(query: &str) -> BTreeMap<String, String> {
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
         .collect()
 }
 
