@@ -62,6 +62,8 @@ pub struct SelfService {
 pub enum PageIdentity {
     /// The user is the value of this header, believed only from `server.trusted_proxies`.
     Header { user_header: HeaderName },
+    /// `identity = "oidc"`: passgate signs users in at `[selfservice.oidc]`'s issuer.
+    Oidc(Box<crate::oidc::OidcConfig>),
 }
 
 /// An expiry as chosen on the page: a duration or none.
@@ -292,8 +294,9 @@ impl Build<'_> {
             None => None,
         };
         let mut identity = self.identity(raw.identity)?;
-        identity.page_user = selfservice.as_ref().map(|s| match &s.identity {
-            PageIdentity::Header { user_header } => user_header.clone(),
+        identity.page_user = selfservice.as_ref().and_then(|s| match &s.identity {
+            PageIdentity::Header { user_header } => Some(user_header.clone()),
+            PageIdentity::Oidc(_) => None,
         });
         Ok(Config {
             file: self.file.to_owned(),
@@ -461,13 +464,7 @@ impl Build<'_> {
                 }
                 PageIdentity::Header { user_header }
             }
-            RawPageIdentity::Oidc => {
-                return self.err(
-                    raw.identity.span(),
-                    "selfservice.identity",
-                    "identity = \"oidc\" is not supported by this build; use \"header\"",
-                )
-            }
+            RawPageIdentity::Oidc => self.page_oidc(&raw, server)?,
         };
         for a in &raw.admins {
             if !crate::user::is_valid(a) {
@@ -505,6 +502,45 @@ impl Build<'_> {
             default_expiry,
             line: line_of(self.text, span.start),
         })
+    }
+
+    /// `identity = "oidc"`: `[selfservice.oidc]` checked, and plain HTTP
+    /// (cookies without `Secure`) only when every listener is loopback.
+    fn page_oidc(
+        &self,
+        raw: &RawSelfService,
+        server: &Server,
+    ) -> Result<PageIdentity, ConfigError> {
+        let Some(oidc) = &raw.oidc else {
+            return self.err(
+                raw.identity.span(),
+                "selfservice.oidc",
+                "identity = \"oidc\" needs a [selfservice.oidc] table (issuer, client_id, …)",
+            );
+        };
+        if let Some(h) = &raw.user_header {
+            return self.err(
+                h.span(),
+                "selfservice.user_header",
+                "only for identity = \"header\"; with \"oidc\" the user comes from the ID token",
+            );
+        }
+        if server.tls.is_none() && !server.listen.iter().all(|a| a.ip().is_loopback()) {
+            return self.err(
+                raw.identity.span(),
+                "selfservice.identity",
+                "identity = \"oidc\" on plain HTTP is allowed only when every server.listen address is loopback (a TLS proxy in front): session cookies would travel unencrypted",
+            );
+        }
+        let base = self.path(".");
+        let built = oidc
+            .get_ref()
+            .clone()
+            .build(&base, |d| parse_duration(d).ok());
+        match built {
+            Ok(c) => Ok(PageIdentity::Oidc(Box::new(c))),
+            Err(e) => self.err(oidc.span(), e.key, e.message),
+        }
     }
 
     fn scopes(&self, raw: &Spanned<BTreeMap<String, RawScope>>) -> Result<Scopes, ConfigError> {
@@ -822,6 +858,8 @@ struct RawSelfService {
     admins: Vec<String>,
     #[serde(default = "default_page_expiry")]
     default_expiry: Spanned<String>,
+    /// `[selfservice.oidc]`, for `identity = "oidc"`.
+    oidc: Option<Spanned<crate::oidc::RawOidc>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]

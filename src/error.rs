@@ -205,6 +205,9 @@ pub enum PageError {
     /// 413: a form larger than any the page sends.
     #[error("form too large")]
     FormTooLarge,
+    /// A sign-in at the OIDC issuer failed (status by cause, below).
+    #[error("sign-in failed: {0}")]
+    SignIn(crate::oidc::SignInError),
     /// 503: the store failed (logged where it happened).
     #[error("the app-password store is unavailable; try again shortly")]
     Unavailable,
@@ -226,7 +229,23 @@ impl PageError {
             PageError::ShownOnce => StatusCode::GONE,
             PageError::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             PageError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            PageError::SignIn(e) => sign_in_status(e),
         }
+    }
+}
+
+/// The status of a failed OIDC sign-in: the browser's own doing (no sign-in
+/// in progress, a foreign `state`, a used code) is 400; the user not signed in
+/// (cancelled, token refused) 401; signed in but not allowed 403; the issuer
+/// failing 502.
+#[deny(clippy::wildcard_enum_match_arm)]
+fn sign_in_status(e: &crate::oidc::SignInError) -> StatusCode {
+    use crate::oidc::SignInError as E;
+    match e {
+        E::NoPending | E::BadState | E::NoCode | E::CodeRefused(_) => StatusCode::BAD_REQUEST,
+        E::Provider(_) | E::InvalidIdToken(_) | E::NotFresh => StatusCode::UNAUTHORIZED,
+        E::NoUsername(_) | E::BadUsername | E::NotInGroup(_) => StatusCode::FORBIDDEN,
+        E::IssuerUnreachable(_) | E::TokenEndpoint(_) | E::NoIdToken => StatusCode::BAD_GATEWAY,
     }
 }
 

@@ -70,7 +70,7 @@ pub const PENDING_TTL: Duration = Duration::from_secs(600);
 pub const SKEW: Duration = Duration::from_secs(60);
 
 /// Why a sign-in failed. None of them signs anyone in.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignInError {
     /// Discovery or the JWKS could not be fetched or parsed.
     #[error("the sign-in provider is unreachable or its discovery document is invalid: {0}")]
@@ -318,7 +318,7 @@ impl Oidc {
             Some(serde_json::Value::String(s)) => s.clone(),
             _ => return Err(SignInError::NoUsername(claim.clone())),
         };
-        if crate::manage::validate_user(&user).is_err() || user.trim() != user {
+        if !crate::user::is_valid(&user) || user.trim() != user {
             return Err(SignInError::BadUsername);
         }
         if !self.config.allowed_groups.is_empty() {

@@ -17,6 +17,7 @@
 
 pub mod csrf;
 pub mod identity;
+mod oidc;
 mod page;
 mod views;
 
@@ -122,7 +123,7 @@ pub async fn serve(
     };
     let page = Page {
         config,
-        identity: Identity::new(&config.identity),
+        identity: Identity::new(&config.identity, &config.path),
         state: &STATE,
     };
     let sub = path.get(config.path.len()..).unwrap_or_default().to_owned();
@@ -163,10 +164,10 @@ impl<'a> Page<'a> {
                 Err(PageError::MethodNotAllowed)
             };
         }
-        if let Some(own) = self.identity.serve_own(sub, &parts, conn).await {
+        if let Some(own) = self.identity.serve_own(gw, sub, &parts, conn).await {
             return own;
         }
-        let who = match self.identity.signed_in(&parts, conn).await {
+        let who = match self.identity.signed_in(gw, &parts, conn).await {
             SignInOutcome::SignedIn(who) => who,
             SignInOutcome::Redirect(resp) => return Ok(resp),
             SignInOutcome::Refuse(e) => return Err(e),
@@ -188,15 +189,21 @@ impl<'a> Page<'a> {
             "" | "/" if read => page::list(&cx, query).await,
             "/revoke" if read => page::confirm_revoke(&cx, query).await,
             "/revoke-all" if read => page::confirm_revoke_all(&cx, query).await,
+            "/logout" if post => {
+                cx.form(&parts, body).await?;
+                cx.page.identity.sign_out(gw, &cx.who, &parts, conn).await
+            }
             "/create" | "/revoke" | "/revoke-all" if post => {
                 let form = cx.form(&parts, body).await?;
                 match sub {
-                    "/create" => page::create(&cx, &form).await,
+                    "/create" => page::create(&cx, &form, conn).await,
                     "/revoke" => page::revoke(&cx, &form).await,
                     _ => page::revoke_all(&cx, &form).await,
                 }
             }
-            "" | "/" | "/create" | "/revoke" | "/revoke-all" => Err(PageError::MethodNotAllowed),
+            "" | "/" | "/create" | "/revoke" | "/revoke-all" | "/logout" => {
+                Err(PageError::MethodNotAllowed)
+            }
             _ => match sub.strip_prefix("/new/") {
                 // GET only: a HEAD (a link checker, a preview) must not use
                 // up the one showing.

@@ -57,6 +57,9 @@ pub fn describe(config: &Config) -> String {
             crate::config::PageIdentity::Header { user_header } => {
                 format!("selfservice (identity header {user_header})")
             }
+            crate::config::PageIdentity::Oidc(o) => {
+                format!("selfservice (identity oidc {})", o.issuer)
+            }
         };
         out.push_str(&format!(
             "{:>3}. {:<22} {:<12} {:<52} {:<40} -> passgate itself, never forwarded (line {})\n",

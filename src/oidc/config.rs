@@ -32,7 +32,7 @@ pub struct RawOidc {
 }
 
 /// `[selfservice.oidc]`, checked.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OidcConfig {
     /// The issuer exactly as configured (it must equal the `iss` of tokens and
     /// the `issuer` of the discovery document, trailing slash included).

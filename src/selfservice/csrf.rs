@@ -128,6 +128,7 @@ mod tests {
             user: user.into(),
             binding: String::new(),
             can_sign_out: false,
+            auth_time: None,
         }
     }
 

@@ -18,9 +18,14 @@ use http::request::Parts;
 use http::{HeaderName, Response};
 use http_body_util::Full;
 
+use std::sync::Arc;
+
+use super::oidc::OidcIdentity;
 use super::Peer;
 use crate::config::PageIdentity;
 use crate::error::PageError;
+use crate::gateway::Gateway;
+use crate::oidc::SignInError;
 
 /// A signed-in user, as the page sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +37,9 @@ pub struct SignedIn {
     pub binding: String,
     /// The page offers a sign-out button (sessions that passgate owns).
     pub can_sign_out: bool,
+    /// When the user last authenticated (unix seconds), where passgate
+    /// knows it (OIDC); the step-up before creating compares it.
+    pub auth_time: Option<u64>,
 }
 
 /// The outcome of the identity step.
@@ -49,21 +57,27 @@ pub enum SignInOutcome {
 pub enum Identity {
     /// `identity = "header"`.
     Header { user_header: HeaderName },
+    /// `identity = "oidc"` (`selfservice/oidc.rs`); an `Err` if the relying
+    /// party could not be built (then every sign-in fails clearly).
+    Oidc(Result<Arc<OidcIdentity>, SignInError>),
 }
 
 impl Identity {
-    pub fn new(config: &PageIdentity) -> Identity {
+    pub fn new(config: &PageIdentity, mount: &str) -> Identity {
         match config {
             PageIdentity::Header { user_header } => Identity::Header {
                 user_header: user_header.clone(),
             },
+            PageIdentity::Oidc(c) => Identity::Oidc(OidcIdentity::shared(c, mount)),
         }
     }
 
     /// Who sent this request, or what to answer instead.
-    pub async fn signed_in(&self, req: &Parts, conn: &Peer) -> SignInOutcome {
+    pub async fn signed_in(&self, gw: &Gateway, req: &Parts, conn: &Peer) -> SignInOutcome {
         match self {
             Identity::Header { user_header } => header_user(req, conn, user_header),
+            Identity::Oidc(Ok(o)) => o.signed_in(gw, req, conn).await,
+            Identity::Oidc(Err(e)) => SignInOutcome::Refuse(PageError::SignIn(e.clone())),
         }
     }
 
@@ -71,20 +85,52 @@ impl Identity {
     /// callbacks, sign-out), given the path below the mount; `None` for the rest.
     pub async fn serve_own(
         &self,
-        _sub: &str,
-        _req: &Parts,
-        _conn: &Peer,
+        gw: &Gateway,
+        sub: &str,
+        req: &Parts,
+        conn: &Peer,
     ) -> Option<Result<Response<Full<Bytes>>, PageError>> {
+        if sub != "/callback" {
+            return None;
+        }
         match self {
             Identity::Header { .. } => None,
+            Identity::Oidc(_) if req.method != http::Method::GET => {
+                Some(Err(PageError::MethodNotAllowed))
+            }
+            Identity::Oidc(Ok(o)) => Some(o.callback(gw, req, conn).await),
+            Identity::Oidc(Err(e)) => Some(Err(PageError::SignIn(e.clone()))),
         }
     }
 
     /// Before a password is created: `Some(redirect)` when the sign-in is too
     /// old and must be renewed first (step-up); `None` to go ahead.
-    pub fn step_up(&self, _who: &SignedIn) -> Option<Response<Full<Bytes>>> {
+    pub async fn step_up(
+        &self,
+        gw: &Gateway,
+        who: &SignedIn,
+        origin: &str,
+        conn: &Peer,
+    ) -> Option<Result<Response<Full<Bytes>>, PageError>> {
         match self {
             Identity::Header { .. } => None,
+            Identity::Oidc(Ok(o)) => o.step_up(gw, who, origin, conn).await,
+            Identity::Oidc(Err(e)) => Some(Err(PageError::SignIn(e.clone()))),
+        }
+    }
+
+    /// `POST {mount}/logout`, after the origin and CSRF checks: ends the
+    /// session where passgate owns one; 404 where it does not.
+    pub async fn sign_out(
+        &self,
+        gw: &Gateway,
+        who: &SignedIn,
+        req: &Parts,
+        conn: &Peer,
+    ) -> Result<Response<Full<Bytes>>, PageError> {
+        match self {
+            Identity::Header { .. } | Identity::Oidc(Err(_)) => Err(PageError::NotFound),
+            Identity::Oidc(Ok(o)) => o.sign_out(gw, who, req, conn).await,
         }
     }
 }
@@ -115,5 +161,6 @@ fn header_user(req: &Parts, conn: &Peer, name: &HeaderName) -> SignInOutcome {
         user: user.to_owned(),
         binding: String::new(),
         can_sign_out: false,
+        auth_time: None,
     })
 }

@@ -25,9 +25,10 @@ pub(super) async fn list(cx: &Cx<'_>, query: Option<&str>) -> Page {
 }
 
 /// `POST {mount}/create`: creates, keeps it for one showing, 303 to that page.
-pub(super) async fn create(cx: &Cx<'_>, form: &Form) -> Page {
-    if let Some(redirect) = cx.page.identity.step_up(&cx.who) {
-        return Ok(redirect);
+pub(super) async fn create(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page {
+    let step_up = cx.page.identity.step_up(cx.gw, &cx.who, &cx.origin, conn);
+    if let Some(redirect) = step_up.await {
+        return redirect;
     }
     let filled = CreateForm {
         name: form.one("name")?.unwrap_or_default().trim().to_owned(),

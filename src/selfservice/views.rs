@@ -363,6 +363,12 @@ fn layout(cx: &Cx<'_>, title: &str, body: Markup) -> Markup {
                 header.top {
                     a.brand href=(cx.mount()) { "passgate" }
                     span.who { "Signed in as " strong id="signed-in-user" { (cx.who.user) } }
+                    @if cx.who.can_sign_out {
+                        form.signout method="post" action=(format!("{}/logout", cx.mount())) {
+                            input type="hidden" name="csrf" value=(cx.csrf());
+                            button type="submit" id="sign-out" { "Sign out" }
+                        }
+                    }
                 }
                 main { (body) }
             }

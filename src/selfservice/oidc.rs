@@ -1,0 +1,370 @@
+//! `identity = "oidc"`: the page's sign-in through an OpenID Connect issuer.
+//!
+//! The protocol and every check on the ID token live in `crate::oidc`; this
+//! file ties them to the browser and the store:
+//!
+//! - **Not signed in**: a GET goes to the issuer (302) after a pre-login
+//!   record (state, nonce, PKCE verifier) is stored under a random cookie;
+//!   a POST gets the 401 page (nothing is replayed after a sign-in).
+//! - **`{mount}/callback`**: the pre-login record is taken (used once), the
+//!   code exchanged, the ID token verified; a new session (random 256-bit id,
+//!   stored for `session_ttl`) is created and its cookie set. The browser is
+//!   then sent on by a small page, not a redirect: the cookie is
+//!   `SameSite=Strict` and a redirect chain that began on the issuer's site
+//!   would not carry it.
+//! - **Step-up**: creating a password with a sign-in older than
+//!   `reauth_after` goes back to the issuer with `max_age`; the callback
+//!   checks `auth_time` and says to submit the form again.
+//! - **`POST {mount}/logout`** (CSRF-checked by the page): deletes the session.
+//!
+//! Every failure is a [`PageError::SignIn`] (status in `error.rs`) and an
+//! audit line; none creates a session.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use http::request::Parts;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use maud::{html, DOCTYPE};
+
+use super::identity::{SignInOutcome, SignedIn};
+use super::Peer;
+use crate::clock::unix_now;
+use crate::error::PageError;
+use crate::gateway::Gateway;
+use crate::oidc::session::{self, Session};
+use crate::oidc::{Oidc, OidcConfig, Pending, SignInError, PENDING_TTL};
+
+/// Expired sessions are purged at most this often (seconds).
+const PURGE_EVERY: u64 = 60;
+
+/// The OIDC identity of one page.
+#[derive(Debug)]
+pub struct OidcIdentity {
+    rp: Oidc,
+    config: OidcConfig,
+    mount: String,
+    last_purge: AtomicU64,
+}
+
+/// The relying party outlives requests (its discovery and key set cache);
+/// a reload with another `[selfservice.oidc]` or mount builds a new one.
+static CURRENT: Mutex<Option<Arc<OidcIdentity>>> = Mutex::new(None);
+
+impl OidcIdentity {
+    /// The process's identity for this config, built on first use.
+    pub fn shared(config: &OidcConfig, mount: &str) -> Result<Arc<OidcIdentity>, SignInError> {
+        let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = current.as_ref() {
+            if c.config == *config && c.mount == mount {
+                return Ok(c.clone());
+            }
+        }
+        let made = Arc::new(OidcIdentity {
+            rp: Oidc::new(config)?,
+            config: config.clone(),
+            mount: mount.to_owned(),
+            last_purge: AtomicU64::new(0),
+        });
+        *current = Some(made.clone());
+        Ok(made)
+    }
+
+    /// The session named by the request's cookie, or a sign-in to start.
+    pub async fn signed_in(&self, gw: &Gateway, req: &Parts, conn: &Peer) -> SignInOutcome {
+        let Some(origin) = super::csrf::own_origin(req, conn.tls, conn.trusted) else {
+            return SignInOutcome::Refuse(PageError::BadForm("request without a host"));
+        };
+        let tls = origin.starts_with("https://");
+        let (cookie, _) = session::cookie_names(tls);
+        if let Some(id) = session::read_cookie(&req.headers, cookie) {
+            match self.session(gw, id).await {
+                Ok(Some(s)) => {
+                    return SignInOutcome::SignedIn(SignedIn {
+                        user: s.user,
+                        binding: session::session_key(id),
+                        can_sign_out: true,
+                        auth_time: Some(s.auth_time),
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => return SignInOutcome::Refuse(e),
+            }
+        }
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return SignInOutcome::Refuse(PageError::SignInRequired);
+        }
+        let return_to = self.mount.clone();
+        match self.start(gw, &origin, None, &return_to).await {
+            Ok(resp) => SignInOutcome::Redirect(resp),
+            Err(e) => SignInOutcome::Refuse(self.failed(e, conn)),
+        }
+    }
+
+    /// `Some(redirect)` to the issuer with `max_age` when the sign-in of
+    /// `who` is older than `reauth_after`.
+    pub async fn step_up(
+        &self,
+        gw: &Gateway,
+        who: &SignedIn,
+        origin: &str,
+        conn: &Peer,
+    ) -> Option<Result<Response<Full<Bytes>>, PageError>> {
+        let reauth = self.rp.config().reauth_after;
+        let auth_time = who.auth_time.unwrap_or(0);
+        if auth_time + reauth.as_secs() >= unix_now() {
+            return None;
+        }
+        let return_to = format!("{}?signed-in-again", self.mount);
+        Some(
+            self.start(gw, origin, Some(reauth), &return_to)
+                .await
+                .map_err(|e| self.failed(e, conn)),
+        )
+    }
+
+    /// `GET {mount}/callback`: the issuer's answer.
+    pub async fn callback(
+        &self,
+        gw: &Gateway,
+        req: &Parts,
+        conn: &Peer,
+    ) -> Result<Response<Full<Bytes>>, PageError> {
+        let origin = super::csrf::own_origin(req, conn.tls, conn.trusted)
+            .ok_or(PageError::BadForm("request without a host"))?;
+        let tls = origin.starts_with("https://");
+        let (_, login_cookie) = session::cookie_names(tls);
+        let result = self.finish(gw, req, login_cookie).await;
+        let (who, pending) = result.map_err(|e| self.failed(e, conn))?;
+        let id = session::new_id();
+        let now = unix_now();
+        let ttl = self.rp.config().session_ttl.as_secs();
+        let record = Session {
+            user: who.user.clone(),
+            auth_time: who.auth_time,
+            created: now,
+        };
+        let key = session::session_key(&id);
+        let bytes = session::encode_session(&record);
+        blocking(gw, move |s| s.put_session(&key, &bytes, now + ttl)).await?;
+        // A step-up created a new session: the old one ends here.
+        if let Some(old) = session::read_cookie(&req.headers, session::cookie_names(tls).0) {
+            let key = session::session_key(old);
+            blocking(gw, move |s| s.delete_session(&key).map(|_| ())).await?;
+        }
+        self.purge(gw, now).await;
+        tracing::info!(target: "passgate::audit", event = "signed_in", user = ?who.user, method = "oidc", step_up = pending.max_age.is_some(), via = "web", peer = %conn.addr);
+        let mut resp = continue_page(&pending);
+        let headers = resp.headers_mut();
+        headers.append(SET_COOKIE, session::session_cookie(tls, &id, ttl));
+        headers.append(SET_COOKIE, session::login_cookie(tls, "", 0));
+        Ok(resp)
+    }
+
+    /// `POST {mount}/logout`, after the page checked origin and CSRF.
+    pub async fn sign_out(
+        &self,
+        gw: &Gateway,
+        who: &SignedIn,
+        req: &Parts,
+        conn: &Peer,
+    ) -> Result<Response<Full<Bytes>>, PageError> {
+        let origin = super::csrf::own_origin(req, conn.tls, conn.trusted)
+            .ok_or(PageError::BadForm("request without a host"))?;
+        let tls = origin.starts_with("https://");
+        if let Some(id) = session::read_cookie(&req.headers, session::cookie_names(tls).0) {
+            let key = session::session_key(id);
+            blocking(gw, move |s| s.delete_session(&key).map(|_| ())).await?;
+        }
+        tracing::info!(target: "passgate::audit", event = "signed_out", user = ?who.user, method = "oidc", via = "web", peer = %conn.addr);
+        let markup = html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { "Signed out — passgate" }
+                    link rel="stylesheet" href=(format!("{}/static/style.css", self.mount));
+                }
+                body {
+                    header.top { span.brand { "passgate" } }
+                    main {
+                        h1 id="signed-out" { "Signed out" }
+                        p { "You are signed out of the app-password page. Your app passwords keep working." }
+                        p { a.button href=(self.mount) { "Sign in again" } }
+                    }
+                }
+            }
+        };
+        let mut resp = html_response(StatusCode::OK, markup.into_string());
+        resp.headers_mut()
+            .append(SET_COOKIE, session::session_cookie(tls, "", 0));
+        Ok(resp)
+    }
+
+    /// Starts a sign-in: stores the pre-login record and answers 302 to the
+    /// issuer with its cookie.
+    async fn start(
+        &self,
+        gw: &Gateway,
+        origin: &str,
+        max_age: Option<std::time::Duration>,
+        return_to: &str,
+    ) -> Result<Response<Full<Bytes>>, SignInError> {
+        let redirect_uri = format!("{origin}{}/callback", self.mount);
+        let (url, pending) = self.rp.begin(&redirect_uri, max_age, return_to).await?;
+        let id = session::new_id();
+        let key = session::login_key(&id);
+        let bytes = session::encode_pending(&pending);
+        let expires = unix_now() + PENDING_TTL.as_secs();
+        blocking(gw, move |s| s.put_session(&key, &bytes, expires))
+            .await
+            .map_err(|_| SignInError::IssuerUnreachable("the store is unavailable".into()))?;
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::FOUND;
+        let headers = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&url) {
+            headers.insert(LOCATION, v);
+        }
+        let tls = origin.starts_with("https://");
+        headers.append(
+            SET_COOKIE,
+            session::login_cookie(tls, &id, PENDING_TTL.as_secs()),
+        );
+        Ok(resp)
+    }
+
+    async fn finish(
+        &self,
+        gw: &Gateway,
+        req: &Parts,
+        login_cookie: &str,
+    ) -> Result<(crate::oidc::SignIn, Pending), SignInError> {
+        let query = req.uri.query().unwrap_or_default();
+        let mut state = None;
+        let mut code = None;
+        let mut error = None;
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match &*k {
+                "state" => &mut state,
+                "code" => &mut code,
+                "error" => &mut error,
+                _ => continue,
+            };
+            if slot.replace(v.into_owned()).is_some() {
+                return Err(SignInError::BadState);
+            }
+        }
+        // Whatever the answer, this browser's pre-login record is used up.
+        let id = session::read_cookie(&req.headers, login_cookie).ok_or(SignInError::NoPending)?;
+        let key = session::login_key(id);
+        let now = unix_now();
+        let taken = blocking(gw, move |s| s.take_session(&key, now))
+            .await
+            .map_err(|_| SignInError::IssuerUnreachable("the store is unavailable".into()))?;
+        let pending = taken
+            .as_deref()
+            .and_then(session::decode_pending)
+            .ok_or(SignInError::NoPending)?;
+        if let Some(error) = error {
+            return Err(SignInError::Provider(error.chars().take(64).collect()));
+        }
+        let who = self
+            .rp
+            .finish(
+                &pending,
+                state.as_deref().unwrap_or_default(),
+                code.as_deref().unwrap_or_default(),
+            )
+            .await?;
+        Ok((who, pending))
+    }
+
+    async fn session(&self, gw: &Gateway, id: &str) -> Result<Option<Session>, PageError> {
+        let key = session::session_key(id);
+        let now = unix_now();
+        let bytes = blocking(gw, move |s| s.session(&key, now)).await?;
+        Ok(bytes.as_deref().and_then(session::decode_session))
+    }
+
+    async fn purge(&self, gw: &Gateway, now: u64) {
+        let last = self.last_purge.load(Ordering::Relaxed);
+        if now < last + PURGE_EVERY
+            || self
+                .last_purge
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let _ = blocking(gw, move |s| s.purge_sessions(now).map(|_| ())).await;
+    }
+
+    /// Logs a failed sign-in and turns it into the page's error.
+    fn failed(&self, e: SignInError, conn: &Peer) -> PageError {
+        tracing::warn!(target: "passgate::audit", event = "sign_in_failed", method = "oidc", reason = %e, via = "web", peer = %conn.addr);
+        PageError::SignIn(e)
+    }
+}
+
+/// Runs a store call off the reactor; a failure is the page's 503.
+async fn blocking<T: Send + 'static>(
+    gw: &Gateway,
+    f: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, PageError> {
+    let store = gw.store.clone();
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "session store failed");
+            Err(PageError::Unavailable)
+        }
+        Err(_) => Err(PageError::Unavailable),
+    }
+}
+
+/// The page after a successful callback: on to `return_to`.
+fn continue_page(pending: &Pending) -> Response<Full<Bytes>> {
+    let to = &pending.return_to;
+    let again = pending.max_age.is_some();
+    let refresh = if again {
+        format!("3;url={to}")
+    } else {
+        format!("0;url={to}")
+    };
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content=(refresh);
+                title { "Signed in — passgate" }
+            }
+            body {
+                main {
+                    @if again {
+                        h1 id="signed-in-again" { "You signed in again" }
+                        p { "Your form was not submitted. Fill it in and create the app password again." }
+                    } @else {
+                        h1 { "Signed in" }
+                    }
+                    p { a id="continue" href=(to) { "Continue to your app passwords" } }
+                }
+            }
+        }
+    };
+    html_response(StatusCode::OK, markup.into_string())
+}
+
+fn html_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}

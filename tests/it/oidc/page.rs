@@ -1,0 +1,311 @@
+//! The page's OIDC sign-in through the real binary, at the HTTP level: the
+//! redirect to the provider, the callback, the session cookie, sign-out,
+//! step-up, and the callbacks an attacker can forge or replay.
+
+use std::time::Duration;
+
+use super::provider::{Agent, Provider};
+use crate::support::{block_on, Backend, ConfigBuilder, Passgate, Reply};
+
+const MOUNT: &str = "/-/app-passwords";
+
+/// A gateway whose page signs in at `provider`.
+pub struct Site {
+    pub provider: Provider,
+    pub gw: Passgate,
+    _backend: Backend,
+}
+
+impl Site {
+    pub fn start(test: &str, oidc_extra: &str) -> Option<Site> {
+        // The gateway's callback is registered once its port is known.
+        let provider = Provider::start(test, &["http://127.0.0.1:9/-/not-yet"])?;
+        let backend = Backend::start();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("oidc-secret"),
+            super::provider::CLIENT_SECRET,
+        )
+        .unwrap();
+        let mut builder = ConfigBuilder::new(&backend.url());
+        builder.extra.push_str(&format!(
+            "\n[selfservice]\npath = \"{MOUNT}\"\nidentity = \"oidc\"\n\n[selfservice.oidc]\nissuer = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"oidc-secret\"\n{oidc_extra}\n",
+            provider.issuer,
+            super::provider::CLIENT_ID,
+        ));
+        let gw = Passgate::start_in(dir, &builder);
+        let site = Site {
+            provider,
+            gw,
+            _backend: backend,
+        };
+        site.register();
+        Some(site)
+    }
+
+    /// Registers this gateway's callback at the provider (its port changes
+    /// on a restart).
+    pub fn register(&self) {
+        let uri = format!("http://{}{MOUNT}/callback", self.gw.addr);
+        block_on(self.provider.allow_redirect(&uri));
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.gw.addr)
+    }
+
+    /// Signs `user` in with a fresh browser; returns it, signed in.
+    pub async fn signed_in(&self, user: &str) -> Agent {
+        let mut agent = Agent::default();
+        let callback = self.to_callback(&mut agent, user).await;
+        let r = agent.get(self.gw.addr, &callback).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        agent
+    }
+
+    /// Opens the page, signs in at the provider; the callback target
+    /// (path and query) the provider sent the browser to.
+    pub async fn to_callback(&self, agent: &mut Agent, user: &str) -> String {
+        let r = agent.get(self.gw.addr, MOUNT).await;
+        assert_eq!(r.status, 302, "{}", r.text());
+        let to = r.headers["location"].to_str().unwrap().to_owned();
+        let cb = agent.sign_in(&self.provider, &to, user).await;
+        cb.url.strip_prefix(&self.origin()).unwrap().to_owned()
+    }
+
+    pub async fn post(&self, agent: &mut Agent, action: &str, body: &str) -> Reply {
+        let origin = self.origin();
+        agent
+            .post_with(
+                self.gw.addr,
+                &format!("{MOUNT}{action}"),
+                body,
+                &[("origin", &origin)],
+            )
+            .await
+    }
+}
+
+fn csrf(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("csrf field") + 19;
+    page[at..at + page[at..].find('"').unwrap()].to_owned()
+}
+
+fn set_cookie(r: &Reply, name: &str) -> String {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie in {:?}", r.headers))
+}
+
+#[test]
+fn oidc_page_signs_in_keeps_a_session_and_signs_out() {
+    let Some(site) = Site::start("oidc_page_signs_in_keeps_a_session_and_signs_out", "") else {
+        return;
+    };
+    block_on(async {
+        let mut agent = Agent::default();
+        let r = agent.get(site.gw.addr, MOUNT).await;
+        assert_eq!(r.status, 302);
+        let to = r.headers["location"].to_str().unwrap();
+        assert!(to.starts_with(&site.provider.issuer), "{to}");
+        for param in [
+            "code_challenge_method=S256",
+            "state=",
+            "nonce=",
+            "redirect_uri=",
+        ] {
+            assert!(to.contains(param), "{param} missing in {to}");
+        }
+        let login = set_cookie(&r, "passgate-login");
+        assert!(
+            login.contains("HttpOnly") && login.contains("SameSite=Lax"),
+            "{login}"
+        );
+        assert!(!login.contains("Secure"), "plain HTTP on loopback: {login}");
+        let cb = agent.sign_in(&site.provider, to, "alice").await;
+        let target = cb.url.strip_prefix(&site.origin()).unwrap().to_owned();
+        assert!(
+            target.starts_with(&format!("{MOUNT}/callback?")),
+            "{target}"
+        );
+        let used_login = agent.cookie("passgate-login").unwrap();
+        let r = agent.get(site.gw.addr, &target).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.headers["cache-control"], "no-store");
+        let session = set_cookie(&r, "passgate");
+        let id = session
+            .split(';')
+            .next()
+            .unwrap()
+            .strip_prefix("passgate=")
+            .unwrap();
+        assert_eq!(id.len(), 43, "256 bits, base64url: {session}");
+        assert!(
+            session.ends_with("; Path=/; Max-Age=43200; HttpOnly; SameSite=Strict"),
+            "{session}"
+        );
+        assert!(
+            site.gw
+                .wait_log("event=\"signed_in\"", Duration::from_secs(5))
+                || site.gw.wait_log("signed_in", Duration::from_secs(1))
+        );
+
+        let page = agent.get(site.gw.addr, MOUNT).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        assert!(page.text().contains("alice"), "{}", page.text());
+
+        // The same answer again, with the same pre-login cookie: used up.
+        let mut replay = Agent::default();
+        replay.set_cookie("passgate-login", &used_login);
+        let r = replay.get(site.gw.addr, &target).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r
+            .headers
+            .get("set-cookie")
+            .is_none_or(|c| !c.to_str().unwrap().starts_with("passgate=")));
+
+        // A made-up session id is nobody.
+        let mut forged = Agent::default();
+        forged.set_cookie("passgate", &"A".repeat(43));
+        assert_eq!(forged.get(site.gw.addr, MOUNT).await.status, 302);
+
+        // Sign out (a CSRF-checked POST): the session is gone from the store.
+        let token = csrf(&page.text());
+        let r = site.post(&mut agent, "/logout", "csrf=bad").await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        let r = site
+            .post(&mut agent, "/logout", &format!("csrf={token}"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("Signed out"));
+        let mut old = Agent::default();
+        old.set_cookie("passgate", id);
+        assert_eq!(old.get(site.gw.addr, MOUNT).await.status, 302);
+    });
+}
+
+#[test]
+fn oidc_page_callback_is_bound_to_the_browser_that_started_it() {
+    let Some(site) = Site::start("oidc_page_callback_is_bound_to_the_browser", "") else {
+        return;
+    };
+    block_on(async {
+        let mut alice = Agent::default();
+        let target = site.to_callback(&mut alice, "alice").await;
+        // The attacker started their own sign-in (their own pre-login
+        // cookie) and feeds alice's answer into their browser: refused.
+        let mut attacker = Agent::default();
+        assert_eq!(attacker.get(site.gw.addr, MOUNT).await.status, 302);
+        let r = attacker.get(site.gw.addr, &target).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("state"), "{}", r.text());
+        // No pre-login cookie at all.
+        let r = Agent::default().get(site.gw.addr, &target).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        // Alice's own browser still completes (her record was untouched).
+        assert_eq!(alice.get(site.gw.addr, &target).await.status, 200);
+        // The provider says the user cancelled.
+        let mut cancel = Agent::default();
+        assert_eq!(cancel.get(site.gw.addr, MOUNT).await.status, 302);
+        let r = cancel
+            .get(
+                site.gw.addr,
+                &format!("{MOUNT}/callback?error=access_denied&state=x"),
+            )
+            .await;
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert!(site.gw.wait_log("sign_in_failed", Duration::from_secs(5)));
+    });
+}
+
+#[test]
+fn oidc_page_forged_id_token_signs_nobody_in() {
+    let Some(site) = Site::start("oidc_page_forged_id_token_signs_nobody_in", "") else {
+        return;
+    };
+    block_on(async {
+        let mut agent = Agent::default();
+        let target = site.to_callback(&mut agent, "alice").await;
+        site.provider.tamper("nonce").await;
+        let r = agent.get(site.gw.addr, &target).await;
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert!(r.text().contains("ID token"), "{}", r.text());
+        assert!(r
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .all(|c| !c.to_str().unwrap().starts_with("passgate=")));
+        assert_eq!(agent.get(site.gw.addr, MOUNT).await.status, 302);
+    });
+}
+
+#[test]
+fn oidc_page_allowed_groups_refuses_others() {
+    let Some(site) = Site::start("oidc_page_allowed_groups", "allowed_groups = [\"devs\"]") else {
+        return;
+    };
+    block_on(async {
+        let mut bob = Agent::default();
+        let target = site.to_callback(&mut bob, "bob").await;
+        let r = bob.get(site.gw.addr, &target).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert!(r.text().contains("bob"), "{}", r.text());
+        let _alice = site.signed_in("alice").await;
+    });
+}
+
+#[test]
+fn oidc_page_sessions_survive_a_restart_and_csrf_is_per_session() {
+    let Some(mut site) = Site::start("oidc_page_sessions_survive_a_restart", "") else {
+        return;
+    };
+    block_on(async {
+        let mut alice = site.signed_in("alice").await;
+        let mut bob = site.signed_in("bob").await;
+        let alice_csrf = csrf(&alice.get(site.gw.addr, MOUNT).await.text());
+        // Bob's session with alice's form token: refused, nothing created.
+        let body = format!("csrf={alice_csrf}&name=x&scope=repository%3Aread&expires=7d");
+        let r = site.post(&mut bob, "/create", &body).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        // A restart keeps the session (it is in the store).
+        site.gw.kill9();
+        site.gw.spawn();
+        let uri = format!("http://{}{MOUNT}/callback", site.gw.addr);
+        site.provider.allow_redirect(&uri).await;
+        let page = alice.get(site.gw.addr, MOUNT).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        assert!(page.text().contains("alice"));
+    });
+}
+
+#[test]
+fn oidc_page_step_up_before_creating_with_an_old_sign_in() {
+    let Some(site) = Site::start("oidc_page_step_up", "reauth_after = \"1s\"") else {
+        return;
+    };
+    block_on(async {
+        let mut agent = site.signed_in("alice").await;
+        let token = csrf(&agent.get(site.gw.addr, MOUNT).await.text());
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let body = format!("csrf={token}&name=stepped-up&scope=repository%3Aread&expires=7d");
+        let r = site.post(&mut agent, "/create", &body).await;
+        assert_eq!(r.status, 302, "{}", r.text());
+        let to = r.headers["location"].to_str().unwrap().to_owned();
+        assert!(to.contains("max_age=1"), "{to}");
+        let cb = agent.sign_in(&site.provider, &to, "alice").await;
+        let target = cb.url.strip_prefix(&site.origin()).unwrap().to_owned();
+        let r = agent.get(site.gw.addr, &target).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("signed-in-again"), "{}", r.text());
+        // Nothing was created on the way; submitting again (fresh sign-in) creates.
+        let page = agent.get(site.gw.addr, MOUNT).await;
+        assert!(!page.text().contains("stepped-up"), "{}", page.text());
+        let token = csrf(&page.text());
+        let body = format!("csrf={token}&name=stepped-up&scope=repository%3Aread&expires=7d");
+        let r = site.post(&mut agent, "/create", &body).await;
+        assert_eq!(r.status, 303, "{}", r.text());
+    });
+}
