@@ -668,7 +668,7 @@ fn check_config_lists_the_page_first_and_refuses_a_bad_selfservice_block() {
         (
             "identity = \"header\"",
             "identity = \"oidc\"",
-            "selfservice.identity",
+            "selfservice.oidc",
         ),
         (
             &format!("path = \"{MOUNT}\""),

@@ -309,3 +309,74 @@ fn oidc_page_step_up_before_creating_with_an_old_sign_in() {
         assert_eq!(r.status, 303, "{}", r.text());
     });
 }
+
+#[test]
+fn oidc_check_config_refuses_unsafe_or_incomplete_settings() {
+    // No node needed: check-config does not contact the issuer.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("oidc-secret"), "s3cret").unwrap();
+    let good = "[selfservice]\nidentity = \"oidc\"\n\n[selfservice.oidc]\nissuer = \"https://git.example.com/\"\nclient_id = \"passgate\"\nclient_secret_file = \"oidc-secret\"\n";
+    let check = |selfservice: &str, listen: &str| {
+        let mut builder = ConfigBuilder::new("http://127.0.0.1:9");
+        builder.extra.push_str(selfservice);
+        let text = builder.render().replace(
+            "listen = [\"127.0.0.1:0\"]",
+            &format!("listen = [{listen}]"),
+        );
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(&path, text).unwrap();
+        std::process::Command::new(crate::support::BIN)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = check(good, "\"127.0.0.1:0\"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("identity oidc https://git.example.com/"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for (selfservice, listen, message) in [
+        // Session cookies in clear over a network: refused.
+        (good.to_owned(), "\"0.0.0.0:8080\"", "selfservice.identity"),
+        (
+            good.replace("https://git.example.com/", "http://git.example.com/"),
+            "\"127.0.0.1:0\"",
+            "selfservice.oidc.issuer",
+        ),
+        (
+            good.replace("oidc-secret\"", "missing-secret\""),
+            "\"127.0.0.1:0\"",
+            "selfservice.oidc.client_secret_file",
+        ),
+        (
+            format!("{good}reauth_after = \"soon\"\n"),
+            "\"127.0.0.1:0\"",
+            "selfservice.oidc.reauth_after",
+        ),
+        (
+            format!("{good}scopes = [\"x\"]\n"),
+            "\"127.0.0.1:0\"",
+            "unknown field",
+        ),
+        (
+            good.replace(
+                "identity = \"oidc\"\n",
+                "identity = \"oidc\"\nuser_header = \"Remote-User\"\n",
+            ),
+            "\"127.0.0.1:0\"",
+            "selfservice.user_header",
+        ),
+    ] {
+        let out = check(&selfservice, listen);
+        assert_eq!(out.status.code(), Some(2), "{selfservice}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{message}: {stderr}");
+    }
+}
