@@ -307,6 +307,24 @@ fn oidc_page_step_up_before_creating_with_an_old_sign_in() {
         let body = format!("csrf={token}&name=stepped-up&scope=repository%3Aread&expires=7d");
         let r = site.post(&mut agent, "/create", &body).await;
         assert_eq!(r.status, 303, "{}", r.text());
+        // Shown once; it works through the gateway as alice.
+        let shown = r.headers["location"].to_str().unwrap().to_owned();
+        let page = agent.get(site.gw.addr, &shown).await.text();
+        let start = page
+            .find("<code id=\"new-password\">")
+            .expect("new password")
+            + 24;
+        let password = &page[start..start + page[start..].find('<').unwrap()];
+        let auth = crate::support::basic("alice", password);
+        let r = agent
+            .send_raw(
+                site.gw.addr,
+                "/o/r.git/info/refs?service=git-upload-pack",
+                &auth,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.echo().header("x-forwarded-user"), Some("alice"));
     });
 }
 

@@ -204,6 +204,11 @@ impl Agent {
         self.send_with(addr, "POST", target, body, extra).await
     }
 
+    /// GET with an `Authorization` header and no cookies (a Git client).
+    pub async fn send_raw(&mut self, addr: SocketAddr, target: &str, auth: &str) -> Reply {
+        http1_async_from(None, addr, "GET", target, &[("authorization", auth)], b"").await
+    }
+
     /// The agent's cookie `name`.
     pub fn cookie(&self, name: &str) -> Option<String> {
         self.cookies.get(name).cloned()
