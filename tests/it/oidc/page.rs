@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use super::provider::{Agent, Provider};
-use crate::support::{block_on, Backend, ConfigBuilder, Passgate, Reply};
+use bytes::Bytes;
+use http_body_util::Full;
+
+use crate::support::{block_on, tls_request, Backend, Certs, ConfigBuilder, Passgate, Reply};
 
 const MOUNT: &str = "/-/app-passwords";
 
@@ -18,6 +21,15 @@ pub struct Site {
 
 impl Site {
     pub fn start(test: &str, oidc_extra: &str) -> Option<Site> {
+        Site::start_with(test, oidc_extra, |_, _| {})
+    }
+
+    /// As [`Site::start`], with a hook to change the config (TLS).
+    pub fn start_with(
+        test: &str,
+        oidc_extra: &str,
+        change: impl FnOnce(&std::path::Path, &mut ConfigBuilder),
+    ) -> Option<Site> {
         // The gateway's callback is registered once its port is known.
         let provider = Provider::start(test, &["http://127.0.0.1:9/-/not-yet"])?;
         let backend = Backend::start();
@@ -28,6 +40,7 @@ impl Site {
         )
         .unwrap();
         let mut builder = ConfigBuilder::new(&backend.url());
+        change(dir.path(), &mut builder);
         builder.extra.push_str(&format!(
             "\n[selfservice]\npath = \"{MOUNT}\"\nidentity = \"oidc\"\n\n[selfservice.oidc]\nissuer = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"oidc-secret\"\n{oidc_extra}\n",
             provider.issuer,
@@ -397,4 +410,72 @@ fn oidc_check_config_refuses_unsafe_or_incomplete_settings() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(message), "{message}: {stderr}");
     }
+}
+
+#[test]
+fn oidc_page_over_tls_uses_host_prefixed_secure_cookies() {
+    let certs = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let keep = certs.clone();
+    let Some(site) = Site::start_with("oidc_page_over_tls", "", move |dir, b| {
+        let c = Certs::generate(dir, "localhost");
+        b.tls = Some((c.cert_path.clone(), c.key_path.clone()));
+        *keep.lock().unwrap() = Some(c);
+    }) else {
+        return;
+    };
+    let certs = certs.lock().unwrap().take().unwrap();
+    let host = format!("localhost:{}", site.gw.addr.port());
+    block_on(async {
+        site.provider
+            .allow_redirect(&format!("https://{host}{MOUNT}/callback"))
+            .await;
+        let get = |target: &str, cookie: Option<String>| {
+            let mut req = http::Request::get(target).header("host", &host);
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            tls_request(
+                site.gw.addr,
+                &certs,
+                &[b"http/1.1"],
+                req.body(Full::new(Bytes::new())).unwrap(),
+            )
+        };
+        let r = get(MOUNT, None).await;
+        assert_eq!(r.status, 302, "{}", r.text());
+        let login = set_cookie(&r, "__Host-passgate-login");
+        assert!(
+            login.ends_with("; Path=/; Max-Age=600; HttpOnly; SameSite=Lax; Secure"),
+            "{login}"
+        );
+        let login = login.split(';').next().unwrap().to_owned();
+        let to = r.headers["location"].to_str().unwrap().to_owned();
+        let cb = Agent::default().sign_in(&site.provider, &to, "alice").await;
+        let target = cb
+            .url
+            .strip_prefix(&format!("https://{host}"))
+            .unwrap()
+            .to_owned();
+        let r = get(&target, Some(login)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let session = set_cookie(&r, "__Host-passgate");
+        assert!(
+            session.ends_with("; Path=/; Max-Age=43200; HttpOnly; SameSite=Strict; Secure"),
+            "{session}"
+        );
+        let id = session
+            .split(';')
+            .next()
+            .unwrap()
+            .strip_prefix("__Host-passgate=")
+            .unwrap()
+            .to_owned();
+        let r = get(MOUNT, Some(format!("__Host-passgate={id}"))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("alice"));
+        // Over TLS only the __Host- cookie counts (a plain-named copy could
+        // have been planted over HTTP or by a sibling domain).
+        let r = get(MOUNT, Some(format!("passgate={id}"))).await;
+        assert_eq!(r.status, 302, "{}", r.text());
+    });
 }
