@@ -479,3 +479,18 @@ fn oidc_page_over_tls_uses_host_prefixed_secure_cookies() {
         assert_eq!(r.status, 302, "{}", r.text());
     });
 }
+
+#[test]
+fn oidc_page_issuer_down_is_a_clear_502_that_signs_nobody_in() {
+    let Some(mut site) = Site::start("oidc_page_issuer_down", "") else {
+        return;
+    };
+    site.provider.stop();
+    block_on(async {
+        let r = Agent::default().get(site.gw.addr, MOUNT).await;
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert!(r.text().contains("unreachable"), "{}", r.text());
+        assert!(r.headers.get("set-cookie").is_none());
+    });
+    assert!(site.gw.wait_log("sign_in_failed", Duration::from_secs(5)));
+}

@@ -107,6 +107,12 @@ impl Provider {
         })
     }
 
+    /// Stops the provider (an issuer that is down).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Makes the next token response carry a forged ID token (`mode`: see
     /// provider.mjs `FORGE`).
     pub async fn tamper(&self, mode: &str) {
