@@ -494,3 +494,82 @@ fn oidc_page_issuer_down_is_a_clear_502_that_signs_nobody_in() {
     });
     assert!(site.gw.wait_log("sign_in_failed", Duration::from_secs(5)));
 }
+
+#[test]
+fn oidc_page_password_clones_with_the_real_git_cli() {
+    let git = crate::cgi::GitServer::start();
+    let bare = git.bare_repo("alice", "project");
+    let work = tempfile::tempdir().unwrap();
+    let run = |dir: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", work.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let seed = work.path().join("seed");
+    std::fs::create_dir(&seed).unwrap();
+    run(&seed, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(seed.join("README"), "hello from oidc\n").unwrap();
+    run(&seed, &["add", "README"]);
+    run(
+        &seed,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "commit",
+            "--quiet",
+            "-m",
+            "seed",
+        ],
+    );
+    run(&seed, &["push", "--quiet", bare.to_str().unwrap(), "main"]);
+    let upstream = git.url();
+    let Some(site) = Site::start_with("oidc_page_password_clones_with_git", "", move |_, b| {
+        b.upstream = upstream;
+        b.routes = [("GET", "info/refs", "\nquery = { service = \"git-upload-pack\" }"), ("POST", "git-upload-pack", "")]
+            .iter()
+            .map(|(m, p, q)| format!("[[routes]]\nname = \"{p}\"\nmethods = [\"{m}\"]\npath = \"/{{owner}}/{{repo}}.git/{p}\"{q}\naccess = \"app-password\"\nscopes = [\"repository:read\"]\nupstream = \"app\"\n\n"))
+            .collect();
+    }) else {
+        return;
+    };
+    let password = block_on(async {
+        let mut agent = site.signed_in("alice").await;
+        let token = csrf(&agent.get(site.gw.addr, MOUNT).await.text());
+        let body = format!("csrf={token}&name=laptop-git&scope=repository%3Aread&expires=7d");
+        let r = site.post(&mut agent, "/create", &body).await;
+        assert_eq!(r.status, 303, "{}", r.text());
+        let shown = r.headers["location"].to_str().unwrap().to_owned();
+        let page = agent.get(site.gw.addr, &shown).await.text();
+        let start = page
+            .find("<code id=\"new-password\">")
+            .expect("new password")
+            + 24;
+        page[start..start + page[start..].find('<').unwrap()].to_owned()
+    });
+    let url = format!("http://alice:{password}@{}/alice/project.git", site.gw.addr);
+    run(
+        work.path(),
+        &[
+            "-c",
+            "credential.helper=",
+            "clone",
+            "--quiet",
+            &url,
+            "clone",
+        ],
+    );
+    let readme = std::fs::read_to_string(work.path().join("clone/README")).unwrap();
+    assert_eq!(readme, "hello from oidc\n");
+}
