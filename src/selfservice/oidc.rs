@@ -13,8 +13,10 @@
 //!   `SameSite=Strict` and a redirect chain that began on the issuer's site
 //!   would not carry it.
 //! - **Step-up**: creating a password with a sign-in older than
-//!   `reauth_after` goes back to the issuer with `max_age`; the callback
-//!   checks `auth_time` and says to submit the form again.
+//!   `reauth_after` answers a page that goes on to the issuer with `max_age`
+//!   (a page, not a redirect: CSP `form-action 'self'` forbids redirecting
+//!   the form's POST to another origin); the callback checks `auth_time` and
+//!   says to submit the form again.
 //! - **`POST {mount}/logout`** (CSRF-checked by the page): deletes the session.
 //!
 //! Every failure is a [`PageError::SignIn`] (status in `error.rs`) and an
@@ -119,11 +121,38 @@ impl OidcIdentity {
             return None;
         }
         let return_to = format!("{}?signed-in-again", self.mount);
-        Some(
-            self.start(gw, origin, Some(reauth), &return_to)
-                .await
-                .map_err(|e| self.failed(e, conn)),
-        )
+        let started = self.start(gw, origin, Some(reauth), &return_to).await;
+        Some(match started {
+            // Not a redirect: the form's POST may not be redirected to
+            // another origin (CSP form-action 'self'); a link may be followed.
+            Ok(mut resp) => {
+                let to = resp.headers_mut().remove(LOCATION);
+                let to = to.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+                let markup = html! {
+                    (DOCTYPE)
+                    html lang="en" {
+                        head {
+                            meta charset="utf-8";
+                            meta http-equiv="refresh" content=(format!("0;url={to}"));
+                            title { "Sign in again — passgate" }
+                        }
+                        body {
+                            main {
+                                h1 id="step-up" { "Sign in again to create an app password" }
+                                p { "Your last sign-in is too old for creating a password. Nothing was created: sign in again, then submit the form again." }
+                                p { a id="sign-in-again" href=(to) { "Sign in again" } }
+                            }
+                        }
+                    }
+                };
+                let mut page = html_response(StatusCode::OK, markup.into_string());
+                for cookie in resp.headers().get_all(SET_COOKIE) {
+                    page.headers_mut().append(SET_COOKIE, cookie.clone());
+                }
+                Ok(page)
+            }
+            Err(e) => Err(self.failed(e, conn)),
+        })
     }
 
     /// `GET {mount}/callback`: the issuer's answer.

@@ -3,6 +3,7 @@
 //! in through the provider's real login and consent forms, and refuses every
 //! forged or replayed answer the provider's harness can produce.
 
+mod browser;
 mod page;
 mod provider;
 
