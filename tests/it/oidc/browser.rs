@@ -3,101 +3,19 @@
 //! forms, back to the page, a password created and cloned with, signed out;
 //! and the step-up before creating with an old sign-in.
 //!
-//! Chromium and node are the browser toolchain: without them the tests skip
-//! with a notice, unless `PASSGATE_REQUIRE_BROWSER=1` (CI), where they fail.
+//! Chromium (`crate::browser`) and node (the provider) are the browser
+//! toolchain: without them the tests skip with a notice, unless
+//! `PASSGATE_REQUIRE_BROWSER=1` (CI), where they fail.
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 
 use super::page::{git_routes, seeded_git, Site};
+use crate::browser::Browser;
 use crate::support::block_on;
 
 const MOUNT: &str = "/-/app-passwords";
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// chromedriver on a free port; killed on drop.
-struct Driver {
-    child: Child,
-    port: u16,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn chromium_available(test: &str) -> bool {
-    let found =
-        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
-    if found {
-        return true;
-    }
-    if std::env::var("PASSGATE_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
-        panic!("{test}: {CHROMIUM} or {CHROMEDRIVER} is missing, and PASSGATE_REQUIRE_BROWSER=1");
-    }
-    eprintln!("SKIPPED {test}: chromium/chromedriver not installed (set PASSGATE_REQUIRE_BROWSER=1 to fail instead)");
-    false
-}
-
-impl Driver {
-    fn start() -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "chromedriver did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Driver {
-            child,
-            port,
-            _profile: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    async fn browser(&self) -> Client {
-        let profile = self._profile.path().display().to_string();
-        let caps = serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    format!("--user-data-dir={profile}"),
-                ],
-            }
-        });
-        let serde_json::Value::Object(caps) = caps else {
-            unreachable!()
-        };
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        ClientBuilder::new(connector)
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("WebDriver session")
-    }
-}
 
 async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
     c.wait()
@@ -160,9 +78,6 @@ async fn create(c: &Client, name: &str) {
 #[test]
 fn oidc_browser_signs_in_creates_clones_and_signs_out() {
     let test = "oidc_browser_signs_in_creates_clones_and_signs_out";
-    if !chromium_available(test) {
-        return;
-    }
     let (git, work, run) = seeded_git();
     let upstream = git.url();
     let Some(site) = Site::start_with(test, "", move |_, b| {
@@ -171,29 +86,32 @@ fn oidc_browser_signs_in_creates_clones_and_signs_out() {
     }) else {
         return;
     };
-    let driver = Driver::start();
     let password = block_on(async {
-        let c = driver.browser().await;
+        let browser = Browser::start().await?;
+        let c = &browser.client;
         c.goto(&format!("http://{}{MOUNT}", site.gw.addr))
             .await
             .unwrap();
-        sign_in_at_provider(&c, &site, "alice").await;
-        let who = wait_for(&c, "#signed-in-user").await.text().await.unwrap();
+        sign_in_at_provider(c, &site, "alice").await;
+        let who = wait_for(c, "#signed-in-user").await.text().await.unwrap();
         assert_eq!(who, "alice");
         let session = c.get_named_cookie("passgate").await.unwrap();
         assert_eq!(session.http_only(), Some(true));
-        create(&c, "browser laptop").await;
-        let password = wait_for(&c, "#new-password").await.text().await.unwrap();
+        create(c, "browser laptop").await;
+        let password = wait_for(c, "#new-password").await.text().await.unwrap();
         // Sign out: the session ends, the cookie goes.
         c.goto(&format!("http://{}{MOUNT}", site.gw.addr))
             .await
             .unwrap();
-        wait_for(&c, "#sign-out").await.click().await.unwrap();
-        wait_for(&c, "#signed-out").await;
+        wait_for(c, "#sign-out").await.click().await.unwrap();
+        wait_for(c, "#signed-out").await;
         assert!(c.get_named_cookie("passgate").await.is_err());
-        c.close().await.unwrap();
-        password
+        browser.close().await;
+        Some(password)
     });
+    let Some(password) = password else {
+        return;
+    };
     let url = format!("http://alice:{password}@{}/alice/project.git", site.gw.addr);
     run(
         work.path(),
@@ -212,38 +130,37 @@ fn oidc_browser_signs_in_creates_clones_and_signs_out() {
 #[test]
 fn oidc_browser_step_up_goes_back_to_the_provider_before_creating() {
     let test = "oidc_browser_step_up_goes_back_to_the_provider";
-    if !chromium_available(test) {
-        return;
-    }
     let Some(site) = Site::start(test, "reauth_after = \"5s\"") else {
         return;
     };
-    let driver = Driver::start();
     block_on(async {
-        let c = driver.browser().await;
+        let Some(browser) = Browser::start().await else {
+            return;
+        };
+        let c = &browser.client;
         c.goto(&format!("http://{}{MOUNT}", site.gw.addr))
             .await
             .unwrap();
-        sign_in_at_provider(&c, &site, "alice").await;
-        wait_for(&c, "#signed-in-user").await;
+        sign_in_at_provider(c, &site, "alice").await;
+        wait_for(c, "#signed-in-user").await;
         tokio::time::sleep(Duration::from_millis(5500)).await;
-        create(&c, "after step-up").await;
+        create(c, "after step-up").await;
         // The provider asks for the password again (max_age), then the page
         // says to submit again; nothing was created yet.
-        wait_for(&c, "input[name=login]").await;
+        wait_for(c, "input[name=login]").await;
         assert!(c
             .current_url()
             .await
             .unwrap()
             .as_str()
             .starts_with(&site.provider.issuer));
-        sign_in_at_provider(&c, &site, "alice").await;
-        wait_for(&c, "#signed-in-again").await;
-        wait_for(&c, "#continue").await.click().await.unwrap();
-        wait_for(&c, "#signed-in-user").await;
-        create(&c, "after step-up").await;
-        let password = wait_for(&c, "#new-password").await.text().await.unwrap();
+        sign_in_at_provider(c, &site, "alice").await;
+        wait_for(c, "#signed-in-again").await;
+        wait_for(c, "#continue").await.click().await.unwrap();
+        wait_for(c, "#signed-in-user").await;
+        create(c, "after step-up").await;
+        let password = wait_for(c, "#new-password").await.text().await.unwrap();
         assert!(password.starts_with("pgap_"), "{password}");
-        c.close().await.unwrap();
+        browser.close().await;
     });
 }

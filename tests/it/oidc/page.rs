@@ -315,7 +315,11 @@ fn oidc_page_step_up_before_creating_with_an_old_sign_in() {
         let to = text[at..at + text[at..].find('"').unwrap()].replace("&amp;", "&");
         assert!(to.contains("max_age=1"), "{to}");
         let cb = agent.sign_in(&site.provider, &to, "alice").await;
-        let target = cb.url.strip_prefix(&site.origin()).unwrap_or_else(|| panic!("{to} -> {cb:?}")).to_owned();
+        let target = cb
+            .url
+            .strip_prefix(&site.origin())
+            .unwrap_or_else(|| panic!("{to} -> {cb:?}"))
+            .to_owned();
         let r = agent.get(site.gw.addr, &target).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert!(r.text().contains("signed-in-again"), "{}", r.text());
