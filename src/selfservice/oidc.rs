@@ -332,9 +332,13 @@ impl OidcIdentity {
         let _ = blocking(gw, move |s| s.purge_sessions(now).map(|_| ())).await;
     }
 
-    /// Logs a failed sign-in and turns it into the page's error.
+    /// Logs a failed sign-in and turns it into the page's error. Anyone can
+    /// cause these (a junk callback), so they share the per-address audit
+    /// budget of failed authentications.
     fn failed(&self, e: SignInError, conn: &Peer) -> PageError {
-        tracing::warn!(target: "passgate::audit", event = "sign_in_failed", method = "oidc", reason = %e, via = "web", peer = %conn.addr);
+        if crate::audit::admit(crate::audit::Event::AuthFailed, conn.addr) {
+            tracing::warn!(target: "passgate::audit", event = "sign_in_failed", method = "oidc", reason = %e, via = "web", peer = %conn.addr);
+        }
         PageError::SignIn(e)
     }
 }

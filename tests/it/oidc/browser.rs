@@ -143,7 +143,8 @@ fn oidc_browser_step_up_goes_back_to_the_provider_before_creating() {
             .unwrap();
         sign_in_at_provider(c, &site, "alice").await;
         wait_for(c, "#signed-in-user").await;
-        tokio::time::sleep(Duration::from_millis(5500)).await;
+        // Whole seconds on both sides: wait reauth_after + 1 s and more.
+        tokio::time::sleep(Duration::from_millis(6500)).await;
         create(c, "after step-up").await;
         // The provider asks for the password again (max_age), then the page
         // says to submit again; nothing was created yet.

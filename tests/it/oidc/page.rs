@@ -296,13 +296,14 @@ fn oidc_page_sessions_survive_a_restart_and_csrf_is_per_session() {
 
 #[test]
 fn oidc_page_step_up_before_creating_with_an_old_sign_in() {
-    let Some(site) = Site::start("oidc_page_step_up", "reauth_after = \"1s\"") else {
+    let Some(site) = Site::start("oidc_page_step_up", "reauth_after = \"3s\"") else {
         return;
     };
     block_on(async {
         let mut agent = site.signed_in("alice").await;
         let token = csrf(&agent.get(site.gw.addr, MOUNT).await.text());
-        tokio::time::sleep(Duration::from_millis(2100)).await;
+        // Whole seconds on both sides: wait reauth_after + 1 s and more.
+        tokio::time::sleep(Duration::from_millis(4200)).await;
         let body = format!("csrf={token}&name=stepped-up&scope=repository%3Aread&expires=7d");
         let r = site.post(&mut agent, "/create", &body).await;
         // A page that goes on to the provider (a redirect of the POST would
@@ -313,7 +314,7 @@ fn oidc_page_step_up_before_creating_with_an_old_sign_in() {
         let marker = "id=\"sign-in-again\" href=\"";
         let at = text.find(marker).unwrap() + marker.len();
         let to = text[at..at + text[at..].find('"').unwrap()].replace("&amp;", "&");
-        assert!(to.contains("max_age=1"), "{to}");
+        assert!(to.contains("max_age=3"), "{to}");
         let cb = agent.sign_in(&site.provider, &to, "alice").await;
         let target = cb
             .url
