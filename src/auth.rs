@@ -260,6 +260,12 @@ impl Authenticator {
         self.verifier.runs()
     }
 
+    /// The store's revocation notifications were re-established: every
+    /// verification cached until now is revalidated before its next use.
+    pub fn resynced(&self) {
+        self.cache.resync(Instant::now());
+    }
+
     /// Writes pending "last used" facts to the store (blocking; call from a blocking task).
     pub fn flush_usage(&self) {
         let batch = self.usage.drain();
@@ -286,6 +292,9 @@ impl Authenticator {
         secret: &str,
     ) -> Result<Option<Arc<Verified>>, Reject> {
         let generation = self.cache.generation(&stale.id);
+        // The entry's age counts from the read, not from its end: a resync
+        // in between makes it stale (see `Cache::resync`).
+        let read_at = Instant::now();
         let Some(record) = self.load(&stale.id).await? else {
             self.cache.evict(&stale.id);
             return Ok(None);
@@ -298,7 +307,7 @@ impl Authenticator {
             return Ok(None);
         };
         self.cache
-            .insert(secret, fresh.clone(), Instant::now(), generation);
+            .insert(secret, fresh.clone(), read_at, generation);
         Ok(Some(fresh))
     }
 
@@ -368,6 +377,7 @@ impl Authenticator {
     ) -> Result<Arc<Verified>, Reject> {
         // Before the record: a revocation committed after this read bumps it.
         let generation = self.cache.generation(id);
+        let read_at = Instant::now();
         let record = self.load(id).await?;
         let phc = record.as_ref().map(|r| r.hash.as_str());
         // Whether a matching secret makes this attempt a success (the token
@@ -413,7 +423,7 @@ impl Authenticator {
             Reject::StoreUnavailable
         })?;
         self.cache
-            .insert(secret, verified.clone(), Instant::now(), generation);
+            .insert(secret, verified.clone(), read_at, generation);
         Ok(verified)
     }
 

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StoreConfig};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -141,6 +142,39 @@ impl From<ConfigError> for Failure {
 /// Loads the config named by `--config` / `$PASSGATE_CONFIG`.
 pub fn load(arg: &ConfigArg) -> Result<Config, Failure> {
     Ok(Config::load(&arg.config)?)
+}
+
+/// Opens the store the config names: the redb file or the PostgreSQL database.
+pub fn open_store(config: &Config) -> Result<Store, StoreError> {
+    match &config.store {
+        StoreConfig::Redb { path } => Store::open(path),
+        StoreConfig::Postgres { url } => Store::connect(url),
+    }
+}
+
+/// A store error for the terminal: the error, the file it concerns when that
+/// is not already said, and the cause of an unreachable or failing database.
+pub fn store_message(config: &Config, e: &StoreError) -> String {
+    match (e, &config.store) {
+        (StoreError::UnknownSchema { .. }, StoreConfig::Redb { path }) => {
+            format!("{}: {e}", path.display())
+        }
+        (
+            StoreError::Unreachable { .. }
+            | StoreError::Database { .. }
+            | StoreError::DatabaseTls { .. },
+            _,
+        ) => {
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                msg.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            msg
+        }
+        _ => e.to_string(),
+    }
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

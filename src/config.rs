@@ -30,7 +30,7 @@ use crate::scopes::Scopes;
 pub struct Config {
     pub file: PathBuf,
     pub server: Server,
-    pub store: StorePaths,
+    pub store: StoreConfig,
     pub admin_socket: PathBuf,
     pub auth: Auth,
     pub identity: Identity,
@@ -108,9 +108,13 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// Where app passwords are kept: `[store] path` or `[store] url`/`url_file`.
 #[derive(Debug, Clone)]
-pub struct StorePaths {
-    pub path: PathBuf,
+pub enum StoreConfig {
+    /// The embedded redb file (the default): one gateway.
+    Redb { path: PathBuf },
+    /// A PostgreSQL database shared by several gateways.
+    Postgres { url: crate::store::DbUrl },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -301,9 +305,7 @@ impl Build<'_> {
         Ok(Config {
             file: self.file.to_owned(),
             server,
-            store: StorePaths {
-                path: self.path(&raw.store.path),
-            },
+            store: self.store(raw.store)?,
             admin_socket: self.path(&raw.admin.socket),
             auth,
             identity,
@@ -312,6 +314,52 @@ impl Build<'_> {
             routes,
             selfservice,
         })
+    }
+
+    fn store(&self, raw: RawStore) -> Result<StoreConfig, ConfigError> {
+        let (text, key, span) = match (raw.path, raw.url, raw.url_file) {
+            (None, None, None) => {
+                return Ok(StoreConfig::Redb {
+                    path: self.path("data/passgate.redb"),
+                })
+            }
+            (Some(path), None, None) => {
+                return Ok(StoreConfig::Redb {
+                    path: self.path(path.get_ref()),
+                })
+            }
+            (None, Some(url), None) => (url.get_ref().clone(), "store.url", url.span()),
+            (None, None, Some(file)) => {
+                let path = self.path(file.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => (text, "store.url_file", file.span()),
+                    Err(e) => {
+                        return self.err(
+                            file.span(),
+                            "store.url_file",
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    }
+                }
+            }
+            (path, url, file) => {
+                let span = [path, url, file]
+                    .into_iter()
+                    .flatten()
+                    .map(|s| s.span())
+                    .max_by_key(|s| s.start)
+                    .unwrap_or(0..0);
+                return self.err(
+                    span,
+                    "store",
+                    "give one of path (redb), url or url_file (PostgreSQL)",
+                );
+            }
+        };
+        match crate::store::DbUrl::parse(&text) {
+            Ok(url) => Ok(StoreConfig::Postgres { url }),
+            Err(e) => self.err(span, key, e),
+        }
     }
 
     fn server(&self, raw: RawServer) -> Result<Server, ConfigError> {
@@ -914,18 +962,12 @@ struct RawTls {
     key: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
-    path: String,
-}
-
-impl Default for RawStore {
-    fn default() -> Self {
-        RawStore {
-            path: "data/passgate.redb".to_owned(),
-        }
-    }
+    path: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    url_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -83,6 +83,10 @@ pub enum Reject {
     UpstreamTimeout,
 }
 
+/// Seconds a client is asked to wait when the store cannot be read (a
+/// database that went away usually needs a few seconds to come back).
+const STORE_RETRY_AFTER: u64 = 5;
+
 impl Reject {
     /// The status for each rejection; exhaustive on purpose.
     #[deny(clippy::wildcard_enum_match_arm)]
@@ -160,6 +164,9 @@ impl Reject {
             }
             Reject::TooManyInFlight => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            Reject::StoreUnavailable => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER));
             }
             _ => {}
         }

@@ -70,6 +70,26 @@ impl Worker {
     }
 }
 
+/// Hands the store's notifications (revocations through other gateways,
+/// a re-established listener) to the gateway's cache. Holds the gateway
+/// weakly: the store's listener must not keep it alive.
+#[derive(Debug)]
+pub struct CacheEvictions(pub std::sync::Weak<Gateway>);
+
+impl crate::store::Changes for CacheEvictions {
+    fn revoked(&self, id: &str) {
+        if let Some(gw) = self.0.upgrade() {
+            gw.auth.revoked(id);
+        }
+    }
+
+    fn resynced(&self) {
+        if let Some(gw) = self.0.upgrade() {
+            gw.auth.resynced();
+        }
+    }
+}
+
 /// Fresh clients, with their own connection pools, for every configured
 /// upstream: each server worker thread has its own (see `server.rs`).
 pub fn upstreams(config: &Config) -> Result<Vec<Upstream>, UpstreamError> {

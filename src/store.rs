@@ -8,7 +8,9 @@
 //!   user's, record usage). Engine types (redb's, later PostgreSQL's) never
 //!   appear in a signature outside `store/`.
 //! - **The backends**, one file each: `store/redb.rs` (the embedded default,
-//!   one file, one process). Each keeps the same guarantees:
+//!   one file, one process) and `store/postgres.rs` (one database shared by
+//!   several gateways, with revocations pushed to all of them through
+//!   [`Store::watch`]). Each keeps the same guarantees:
 //!   - **Durability.** Every mutating method is committed durably before it
 //!     returns `Ok`: a password reported created or revoked stays so across a
 //!     crash. `record_usage` is batched by its caller but never weakened.
@@ -39,14 +41,30 @@
 use std::path::Path;
 
 mod error;
+mod postgres;
 mod record;
 mod redb;
 mod sessions;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 pub use error::{BackendError, StoreError};
+pub use postgres::tls::TlsError;
+pub use postgres::url::{DbUrl, UrlError};
 pub use record::{AppPassword, Status};
+
+/// What a store shared with other gateways reports to this one
+/// ([`Store::watch`]); implemented by whoever caches verifications.
+pub trait Changes: Send + Sync + 'static {
+    /// `id` was revoked, possibly through another gateway: forget it now.
+    fn revoked(&self, id: &str);
+    /// The notification connection is (again) established: revocations
+    /// made before may have been missed, so nothing cached until now may be
+    /// trusted without one store read.
+    fn resynced(&self);
+}
 
 /// One observed successful use of an app password, for [`Store::record_usage`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +101,7 @@ pub struct Store {
 #[derive(Debug)]
 enum Backend {
     Redb(redb::Redb),
+    Postgres(Box<postgres::Postgres>),
 }
 
 impl Store {
@@ -94,6 +113,43 @@ impl Store {
         })
     }
 
+    /// Connects to the PostgreSQL database at `url` and creates or migrates
+    /// its schema. Fails with [`StoreError::Unreachable`] when it cannot be
+    /// reached within a few seconds.
+    pub fn connect(url: &DbUrl) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(Box::new(postgres::Postgres::open(url)?)),
+        })
+    }
+
+    /// Where the store is, for messages: the file, or the URL without password.
+    #[must_use]
+    pub fn location(&self) -> String {
+        match &self.backend {
+            Backend::Redb(b) => b.path().display().to_string(),
+            Backend::Postgres(b) => b.url().to_string(),
+        }
+    }
+
+    /// Tells `sink` about revocations made through other gateways, as they
+    /// happen. A no-op for redb (one process, which evicts as it revokes).
+    pub fn watch(&self, sink: Arc<dyn Changes>) {
+        match &self.backend {
+            Backend::Redb(_) => {}
+            Backend::Postgres(b) => b.watch(sink),
+        }
+    }
+
+    /// Whether the store answers: false while the database is unreachable or
+    /// the revocation listener is down (for `/readyz`). Always true for redb.
+    #[must_use]
+    pub fn ready(&self) -> bool {
+        match &self.backend {
+            Backend::Redb(_) => true,
+            Backend::Postgres(b) => b.ready(),
+        }
+    }
+
     /// Stores a new app password.
     ///
     /// Fails with [`StoreError::DuplicateId`] if the id exists and with
@@ -103,6 +159,7 @@ impl Store {
     pub fn insert(&self, rec: &AppPassword, now: u64) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.insert(rec, now),
+            Backend::Postgres(b) => b.insert(rec, now),
         }
     }
 
@@ -110,6 +167,7 @@ impl Store {
     pub fn get(&self, id: &str) -> Result<Option<AppPassword>, StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.get(id),
+            Backend::Postgres(b) => b.get(id),
         }
     }
 
@@ -118,6 +176,7 @@ impl Store {
     pub fn list(&self, user: Option<&str>) -> Result<Vec<AppPassword>, StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.list(user),
+            Backend::Postgres(b) => b.list(user),
         }
     }
 
@@ -125,6 +184,7 @@ impl Store {
     pub fn revoke(&self, id: &str, now: u64) -> Result<Revoked, StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.revoke(id, now),
+            Backend::Postgres(b) => b.revoke(id, now),
         }
     }
 
@@ -134,6 +194,7 @@ impl Store {
     pub fn revoke_user(&self, user: &str, now: u64) -> Result<Vec<String>, StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.revoke_user(user, now),
+            Backend::Postgres(b) => b.revoke_user(user, now),
         }
     }
 
@@ -146,6 +207,7 @@ impl Store {
         }
         match &self.backend {
             Backend::Redb(b) => b.record_usage(batch),
+            Backend::Postgres(b) => b.record_usage(batch),
         }
     }
 }

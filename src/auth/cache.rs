@@ -27,6 +27,10 @@
 //! PHC string gives the same answer. Stale entries are dropped after
 //! `STALE_FOR` TTLs.
 //!
+//! A gateway that shares its store with others may have missed revocations
+//! while its notification connection was down; [`Cache::resync`] then makes
+//! every entry verified before that instant stale, whatever its age.
+//!
 //! DashMap shards the map, so concurrent requests never take a global lock.
 
 use std::hash::BuildHasher;
@@ -89,6 +93,11 @@ pub struct Cache {
     /// Revocation generations by slot of the id: bumped around every revocation.
     generations: Box<[AtomicU64]>,
     slot_hasher: std::collections::hash_map::RandomState,
+    /// Entries verified before `epoch` + this many nanoseconds are stale
+    /// ([`Cache::resync`]); 0 until the first resync. An atomic, so a lookup
+    /// reads it without a lock.
+    stale_before: AtomicU64,
+    epoch: Instant,
 }
 
 impl Cache {
@@ -100,7 +109,18 @@ impl Cache {
             capacity,
             generations: (0..GENERATIONS).map(|_| AtomicU64::new(0)).collect(),
             slot_hasher: std::collections::hash_map::RandomState::new(),
+            stale_before: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Every entry verified before `now` is stale from now on.
+    pub fn resync(&self, now: Instant) {
+        let nanos = now.saturating_duration_since(self.epoch).as_nanos();
+        self.stale_before.fetch_max(
+            u64::try_from(nanos).unwrap_or(u64::MAX).max(1),
+            Ordering::SeqCst,
+        );
     }
 
     /// The revocation generation of `id`: read it before reading the record
@@ -130,13 +150,20 @@ impl Cache {
         if !bool::from(entry.digest.ct_eq(&digest)) || entry.generation != self.generation(id) {
             return Lookup::Miss;
         }
-        if now < entry.until {
+        if now < entry.until && !self.resynced_since(entry.until) {
             Lookup::Fresh(entry.verified.clone())
         } else if now < entry.until + self.ttl * STALE_FOR {
             Lookup::Stale(entry.verified.clone())
         } else {
             Lookup::Miss
         }
+    }
+
+    /// Whether a resync happened after the verification of an entry valid
+    /// until `until` (verified at `until - ttl`).
+    fn resynced_since(&self, until: Instant) -> bool {
+        let before = self.stale_before.load(Ordering::SeqCst);
+        before != 0 && until <= self.epoch + Duration::from_nanos(before) + self.ttl
     }
 
     /// The keyed digest of a presented secret (also the single-flight key).
@@ -270,6 +297,23 @@ mod tests {
         let c = Cache::new(Duration::ZERO, 10);
         c.insert("s", verified("id1"), Instant::now(), 0);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn resync_makes_earlier_entries_stale_and_later_ones_fresh() {
+        let c = Cache::new(Duration::from_secs(30), 10);
+        let now = Instant::now();
+        c.insert("s", verified("old"), now, 0);
+        let later = now + Duration::from_secs(1);
+        c.resync(later);
+        assert!(matches!(c.lookup("old", "s", later), Lookup::Stale(_)));
+        // Renewed (verified again) after the resync: fresh again.
+        let renewed = later + Duration::from_millis(1);
+        c.insert("s", verified("old"), renewed, 0);
+        assert!(matches!(c.lookup("old", "s", renewed), Lookup::Fresh(_)));
+        // A verification whose store read began before the resync is stale.
+        c.insert("s", verified("racing"), now + Duration::from_millis(500), 0);
+        assert!(matches!(c.lookup("racing", "s", renewed), Lookup::Stale(_)));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use http::{Method, StatusCode};
 
-use super::{load, AppPasswordCommand, Failure};
+use super::{load, open_store, store_message, AppPasswordCommand, Failure};
 use crate::admin::{client, percent_encode, RevokedList};
 use crate::config::Config;
 use crate::manage::{self, CreateRequest, Created, Listed, ManageError, Revocation};
@@ -144,17 +144,13 @@ impl Via {
                 )))
             }
         }
-        match Store::open(&config.store.path) {
+        match open_store(config) {
             Ok(s) => Ok(Via::Store(s)),
             Err(e @ StoreError::Locked { .. }) => Err(Failure::Runtime(format!(
                 "{e}; its admin socket {} does not answer",
                 config.admin_socket.display()
             ))),
-            Err(e @ StoreError::UnknownSchema { .. }) => Err(Failure::Runtime(format!(
-                "{}: {e}",
-                config.store.path.display()
-            ))),
-            Err(e) => Err(Failure::Runtime(e.to_string())),
+            Err(e) => Err(Failure::Runtime(store_message(config, &e))),
         }
     }
 }

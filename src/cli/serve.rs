@@ -7,9 +7,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{load, ConfigArg, Failure};
-use crate::gateway::Gateway;
-use crate::store::Store;
+use super::{load, open_store, store_message, ConfigArg, Failure};
+use crate::gateway::{CacheEvictions, Gateway};
 use crate::tls::Tls;
 use crate::{admin, audit, server, telemetry};
 
@@ -53,8 +52,16 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start runtime: {e}")))?;
     runtime.block_on(async move {
-        let store = Store::open(&config.store.path)
-            .map_err(|e| Failure::Runtime(store_message(&config.store.path, &e)))?;
+        // Blocking (file lock, or connecting and migrating): off the runtime.
+        let opened = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || {
+                open_store(&config).map_err(|e| store_message(&config, &e))
+            })
+            .await
+            .map_err(|e| Failure::Runtime(format!("cannot open the store: {e}")))?
+        };
+        let store = opened.map_err(Failure::Runtime)?;
         let tls = match &config.server.tls {
             Some(files) => Some(Arc::new(
                 Tls::load(files).map_err(|e| Failure::Runtime(e.to_string()))?,
@@ -78,6 +85,8 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         let gw = Arc::new(
             Gateway::new(config, Arc::new(store)).map_err(|e| Failure::Runtime(e.to_string()))?,
         );
+        gw.store
+            .watch(Arc::new(CacheEvictions(Arc::downgrade(&gw))));
         // Signal handlers exist before anyone learns the gateway is up.
         let hup = signal(SignalKind::hangup())
             .map_err(|e| Failure::Runtime(format!("cannot install SIGHUP handler: {e}")))?;
@@ -147,13 +156,6 @@ fn pin_malloc_mmap_threshold() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn pin_malloc_mmap_threshold() {}
-
-fn store_message(path: &std::path::Path, e: &crate::store::StoreError) -> String {
-    match e {
-        crate::store::StoreError::UnknownSchema { .. } => format!("{}: {e}", path.display()),
-        _ => e.to_string(),
-    }
-}
 
 /// A future resolving on SIGTERM or SIGINT (handlers installed now).
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {

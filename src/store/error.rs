@@ -87,6 +87,49 @@ pub enum StoreError {
         /// The missing id.
         id: String,
     },
+    /// The PostgreSQL database cannot be reached (refused, reset, timed out):
+    /// requests that need the store get 503, the CLI exits 1.
+    #[error("the database at {url} is unreachable")]
+    Unreachable {
+        /// The database URL, without its password.
+        url: String,
+        /// What the connection reported.
+        #[source]
+        source: BackendError,
+    },
+    /// The PostgreSQL database refused a statement.
+    #[error("the database at {url} failed")]
+    Database {
+        /// The database URL, without its password.
+        url: String,
+        /// What the database reported.
+        #[source]
+        source: BackendError,
+    },
+    /// The TLS settings of the database URL cannot be used.
+    #[error("cannot set up TLS for the database at {url}")]
+    DatabaseTls {
+        /// The database URL, without its password.
+        url: String,
+        /// Why.
+        #[source]
+        source: super::postgres::tls::TlsError,
+    },
+    /// The threads that drive database connections cannot start.
+    #[error("cannot start the database runtime")]
+    Runtime {
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// `store copy` into a database that already holds app passwords.
+    #[error("the database at {url} already holds {count} app password(s); refusing to copy into it without --force")]
+    NotEmpty {
+        /// The database URL, without its password.
+        url: String,
+        /// How many it holds.
+        count: u64,
+    },
     /// The database engine failed (I/O, corruption, …).
     #[error("the store at {} failed", path.display())]
     Backend {
@@ -98,14 +141,39 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// True when the database could not be reached (as opposed to refusing
+    /// what was asked): worth a retry later, and a 503 meanwhile.
+    #[must_use]
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, StoreError::Unreachable { .. })
+    }
+}
+
 /// An error of the underlying database engine, opaque so that the engine can
 /// change; its `source()` chain leads to the engine's own error.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct BackendError(Box<Engine>);
 
+impl BackendError {
+    pub(super) fn new(engine: Engine) -> BackendError {
+        BackendError(Box::new(engine))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Engine {
+    #[error(transparent)]
+    Postgres(tokio_postgres::Error),
+    #[error(transparent)]
+    Pool(deadpool_postgres::PoolError),
+    #[error("cannot build the connection pool")]
+    PoolBuild(#[source] deadpool_postgres::BuildError),
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the database runtime stopped")]
+    Stopped,
     #[error("cannot open the database")]
     Database(#[from] redb::DatabaseError),
     #[error("cannot begin a transaction")]

@@ -106,6 +106,11 @@ impl Redb {
         Ok(store)
     }
 
+    /// The path the store was opened at.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Stores a new app password.
     ///
     /// Fails with [`StoreError::DuplicateId`] if the id exists and with

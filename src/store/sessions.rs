@@ -5,8 +5,7 @@
 //! holds a usable cookie), the caller's opaque bytes and an expiry. The store
 //! only knows expiry: an expired entry is never returned and
 //! [`Store::purge_sessions`] deletes them. Every write is durable like the
-//! rest. Backends: `store/redb/sessions.rs` (a PostgreSQL backend needs a
-//! `sessions(key text primary key, expires bigint, data bytea)` table).
+//! rest. Backends: `store/redb/sessions.rs`, `store/postgres/sessions.rs`.
 
 use super::{Backend, Store, StoreError};
 
@@ -15,6 +14,7 @@ impl Store {
     pub fn put_session(&self, key: &str, data: &[u8], expires: u64) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.put_session(key, data, expires),
+            Backend::Postgres(b) => b.put_session(key, data, expires),
         }
     }
 
@@ -22,6 +22,7 @@ impl Store {
     pub fn session(&self, key: &str, now: u64) -> Result<Option<Vec<u8>>, StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.session(key, now),
+            Backend::Postgres(b) => b.session(key, now),
         }
     }
 
@@ -31,6 +32,7 @@ impl Store {
     pub fn take_session(&self, key: &str, now: u64) -> Result<Option<Vec<u8>>, StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.take_session(key, now),
+            Backend::Postgres(b) => b.take_session(key, now),
         }
     }
 
@@ -38,6 +40,7 @@ impl Store {
     pub fn delete_session(&self, key: &str) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.delete_session(key),
+            Backend::Postgres(b) => b.delete_session(key),
         }
     }
 
@@ -45,6 +48,7 @@ impl Store {
     pub fn purge_sessions(&self, now: u64) -> Result<usize, StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.purge_sessions(now),
+            Backend::Postgres(b) => b.purge_sessions(now),
         }
     }
 }

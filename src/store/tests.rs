@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
+mod pg;
+
 use super::redb::{META, MIGRATIONS, SCHEMA_KEY, SCHEMA_VERSION, USER_INDEX};
 use super::*;
 
@@ -39,6 +41,7 @@ enum Place {
         path: PathBuf,
         _dir: tempfile::TempDir,
     },
+    Postgres(pg::TestDb),
 }
 
 impl Fixture {
@@ -51,12 +54,23 @@ impl Fixture {
         }
     }
 
+    /// A store in a fresh database, or `None` (skipped, with a notice) when
+    /// no PostgreSQL server answers and `PASSGATE_REQUIRE_PG` is not set.
+    fn postgres() -> Option<Fixture> {
+        let db = pg::TestDb::create()?;
+        Some(Fixture {
+            store: Arc::new(Store::connect(&db.url).unwrap()),
+            place: Place::Postgres(db),
+        })
+    }
+
     /// Closes the store and opens the same data again.
     fn reopen(self) -> Fixture {
         let Fixture { store, place } = self;
         drop(Arc::into_inner(store).expect("the test holds no other handle"));
         let store = match &place {
             Place::Redb { path, .. } => Store::open(path).unwrap(),
+            Place::Postgres(db) => Store::connect(&db.url).unwrap(),
         };
         Fixture {
             store: Arc::new(store),
@@ -76,6 +90,16 @@ macro_rules! backend_tests {
                 }
             )*
         }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(fx) = super::Fixture::postgres() {
+                        super::$name(fx);
+                    }
+                }
+            )*
+        }
     };
 }
 
@@ -90,7 +114,38 @@ backend_tests!(
     reopen_after_drop_keeps_everything,
     concurrent_inserts_with_distinct_ids_all_land,
     concurrent_inserts_with_same_name_exactly_one_wins,
+    sessions_expire_are_taken_once_and_purged,
 );
+
+fn sessions_expire_are_taken_once_and_purged(fx: Fixture) {
+    let store = &*fx.store;
+    assert_eq!(store.session("k", 100).unwrap(), None);
+    store.put_session("k", b"alice", 200).unwrap();
+    store.put_session("old", b"bob", 150).unwrap();
+    store.put_session("old", b"bob2", 150).unwrap(); // replaces
+    assert_eq!(
+        store.session("old", 100).unwrap().as_deref(),
+        Some(&b"bob2"[..])
+    );
+    assert_eq!(
+        store.session("k", 199).unwrap().as_deref(),
+        Some(&b"alice"[..])
+    );
+    assert_eq!(store.session("k", 200).unwrap(), None);
+    assert_eq!(store.purge_sessions(160).unwrap(), 1);
+    let fx = fx.reopen();
+    let store = &*fx.store;
+    assert_eq!(
+        store.take_session("k", 100).unwrap().as_deref(),
+        Some(&b"alice"[..])
+    );
+    assert_eq!(store.take_session("k", 100).unwrap(), None);
+    store.put_session("x", b"", 50).unwrap();
+    assert_eq!(store.take_session("x", 100).unwrap(), None);
+    assert!(!store.delete_session("x").unwrap());
+    store.put_session("y", b"", 500).unwrap();
+    assert!(store.delete_session("y").unwrap());
+}
 
 fn open_tmp() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -530,7 +585,9 @@ fn concurrent_inserts_with_same_name_exactly_one_wins(fx: Fixture) {
 #[test]
 fn redb_user_list_goes_through_the_index() {
     let (_dir, store) = open_tmp();
-    let Backend::Redb(redb) = &store.backend;
+    let Backend::Redb(redb) = &store.backend else {
+        unreachable!("open_tmp opens redb");
+    };
     // An index entry with no record is reported, not silently skipped.
     {
         let txn = redb.db.begin_write().unwrap();
@@ -545,4 +602,89 @@ fn redb_user_list_goes_through_the_index() {
         matches!(&err, StoreError::IndexMismatch { user, id } if user == "carol" && id == "ghost"),
         "{err:?}"
     );
+}
+
+#[test]
+fn postgres_gateways_starting_together_migrate_once() {
+    let Some(db) = pg::TestDb::create() else {
+        return;
+    };
+    let barrier = Arc::new(Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, barrier) = (db.url.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                Store::connect(&url).map(drop)
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().unwrap();
+    }
+    let versions = db.query_i64("SELECT count(*) FROM passgate_schema");
+    assert_eq!(versions, super::postgres::MIGRATION_COUNT as i64);
+}
+
+#[test]
+fn postgres_refuses_a_newer_schema() {
+    let Some(db) = pg::TestDb::create() else {
+        return;
+    };
+    drop(Store::connect(&db.url).unwrap());
+    db.execute("INSERT INTO passgate_schema (version) VALUES (99)");
+    let err = Store::connect(&db.url).unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnknownSchema { found: 99, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn postgres_revocations_reach_a_watching_store() {
+    use std::sync::mpsc;
+    struct Sink(std::sync::Mutex<mpsc::Sender<String>>);
+    impl Changes for Sink {
+        fn revoked(&self, id: &str) {
+            let _ = self.0.lock().unwrap().send(format!("revoked {id}"));
+        }
+        fn resynced(&self) {
+            let _ = self.0.lock().unwrap().send("resynced".to_owned());
+        }
+    }
+    let Some(fx) = Fixture::postgres() else {
+        return;
+    };
+    let Place::Postgres(db) = &fx.place else {
+        unreachable!()
+    };
+    let other = Store::connect(&db.url).unwrap();
+    let (tx, rx) = mpsc::channel();
+    fx.store.watch(Arc::new(Sink(std::sync::Mutex::new(tx))));
+    let wait = std::time::Duration::from_secs(10);
+    assert_eq!(rx.recv_timeout(wait).unwrap(), "resynced");
+    assert!(fx.store.ready());
+    other
+        .insert(&rec("id-1", "alice", "one", NOW), NOW)
+        .unwrap();
+    other
+        .insert(&rec("id-2", "alice", "two", NOW), NOW)
+        .unwrap();
+    other
+        .insert(&rec("id-3", "alice", "three", NOW), NOW)
+        .unwrap();
+    other.revoke("id-1", NOW).unwrap();
+    assert_eq!(rx.recv_timeout(wait).unwrap(), "revoked id-1");
+    other.revoke_user("alice", NOW).unwrap();
+    let mut rest = [
+        rx.recv_timeout(wait).unwrap(),
+        rx.recv_timeout(wait).unwrap(),
+    ];
+    rest.sort();
+    assert_eq!(rest, ["revoked id-2", "revoked id-3"]);
+    // Revoking again changes nothing and tells nobody.
+    other.revoke("id-1", NOW + 1).unwrap();
+    assert!(rx
+        .recv_timeout(std::time::Duration::from_millis(300))
+        .is_err());
 }

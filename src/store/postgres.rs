@@ -1,0 +1,492 @@
+//! The PostgreSQL backend: one database shared by several gateways.
+//!
+//! # Layout
+//!
+//! Table `app_passwords`, one row per password: a column per field that is
+//! queried or changed (`id` primary key, `user_name`, `name`, `scopes`,
+//! `hash`, `created_at`, `expires_at`, `revoked_at`, `last_used_at`,
+//! `last_used_addr`; times are unix seconds) and `record`, the whole record as
+//! serde_json, so fields without a column of their own survive a round trip.
+//! On read the columns win. Table `sessions` holds sign-in sessions
+//! (`postgres/sessions.rs`). Schema versions are rows of `passgate_schema`;
+//! `schema.rs` holds the migrations.
+//!
+//! # Guarantees
+//!
+//! - **Durability.** Every mutation is one transaction committed with
+//!   `synchronous_commit = on`, whatever the server's default.
+//! - **Uniqueness.** Ids: the primary key. Names: "active" depends on the
+//!   clock, which no index sees, so the inserting transaction takes a
+//!   per-user advisory lock and checks; a partial unique index still
+//!   refuses two unrevoked, never-expiring passwords with one name.
+//! - **Revocation fan-out.** A revocation `NOTIFY`s [`CHANNEL`] with the id in
+//!   its transaction (delivered on commit); `listen.rs` hears it on every
+//!   gateway.
+//! - **Never an open door.** A database that cannot be reached within
+//!   [`OP_TIMEOUT`] is [`StoreError::Unreachable`], which requests turn into 503.
+//!
+//! The store owns a small runtime (`passgate-db` threads) that drives the
+//! connections, so its blocking methods work from any thread, async or not:
+//! each sends its query there and waits for the answer.
+
+mod listen;
+mod schema;
+mod sessions;
+pub(super) mod tls;
+pub(super) mod url;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
+use tokio_postgres::Row;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::error::{BackendError, Engine};
+use super::{AppPassword, Changes, Revoked, StoreError, Usage};
+use url::DbUrl;
+
+/// How many schema versions this build knows.
+#[cfg(test)]
+pub(super) const MIGRATION_COUNT: usize = schema::MIGRATIONS.len();
+
+/// The notification channel of revocations; the payload is the id.
+pub(super) const CHANNEL: &str = "passgate_revoked";
+
+/// The longest a store call waits for the database, connecting included.
+pub(super) const OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections in the pool (the listener has its own).
+const POOL_SIZE: usize = 16;
+
+/// First key of the per-user advisory locks taken by inserts ("pgap").
+const USER_LOCK: i32 = 0x7067_6170;
+
+const COLUMNS: &str = "id, user_name, name, scopes, hash, created_at, expires_at, revoked_at, \
+                       last_used_at, last_used_addr, record";
+
+/// The PostgreSQL store. See the module documentation.
+pub(super) struct Postgres {
+    pool: Pool,
+    url: DbUrl,
+    connector: MakeRustlsConnect,
+    /// Drives the connections; shut down without waiting on drop.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    health: Arc<Health>,
+}
+
+/// What `ready` reports: the last store call reached the database, and the
+/// notification connection is up (see `listen.rs`).
+#[derive(Debug)]
+pub(super) struct Health {
+    reachable: AtomicBool,
+    listening: AtomicBool,
+    /// No listener runs (a CLI): only `reachable` counts.
+    watched: AtomicBool,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A failure inside a store call, before it is named after the database.
+enum Fail {
+    Db(tokio_postgres::Error),
+    Pool(PoolError),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+impl From<PoolError> for Fail {
+    fn from(e: PoolError) -> Self {
+        Fail::Pool(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+impl Postgres {
+    /// Connects, then creates or migrates the schema (once, however many
+    /// gateways start at the same moment).
+    pub(super) fn open(url: &DbUrl) -> Result<Postgres, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("passgate-db")
+            .enable_all()
+            .build()
+            .map_err(|source| StoreError::Runtime { source })?;
+        let connector = tls::connector(url).map_err(|source| StoreError::DatabaseTls {
+            url: url.shown().to_owned(),
+            source,
+        })?;
+        let mut pg = (*url.pg).clone();
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(OP_TIMEOUT);
+        }
+        let manager = Manager::from_config(
+            pg,
+            connector.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(OP_TIMEOUT))
+            .create_timeout(Some(OP_TIMEOUT))
+            .recycle_timeout(Some(OP_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Unreachable {
+                url: url.shown().to_owned(),
+                source: BackendError::new(Engine::PoolBuild(e)),
+            })?;
+        let store = Postgres {
+            pool,
+            url: url.clone(),
+            connector,
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            health: Arc::new(Health {
+                reachable: AtomicBool::new(false),
+                listening: AtomicBool::new(false),
+                watched: AtomicBool::new(false),
+            }),
+        };
+        store.run(schema::migrate)?;
+        Ok(store)
+    }
+
+    pub(super) fn insert(&self, rec: &AppPassword, now: u64) -> Result<(), StoreError> {
+        let rec = rec.clone();
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await?;
+            txn.batch_execute("SET LOCAL synchronous_commit = on")
+                .await?;
+            txn.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&USER_LOCK, &rec.user],
+            )
+            .await?;
+            let taken = txn
+                .query_opt(
+                    "SELECT 1 FROM app_passwords WHERE user_name = $1 AND name = $2 \
+                     AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3) LIMIT 1",
+                    &[&rec.user, &rec.name, &int(now)],
+                )
+                .await?;
+            if taken.is_some() {
+                return Err(Fail::Store(StoreError::DuplicateName {
+                    user: rec.user.clone(),
+                    name: rec.name.clone(),
+                }));
+            }
+            let json = serde_json::to_value(&rec).map_err(|source| StoreError::Encode {
+                id: rec.id.clone(),
+                source,
+            })?;
+            let inserted = txn
+                .execute(
+                    &format!(
+                        "INSERT INTO app_passwords ({COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                         ON CONFLICT (id) DO NOTHING"
+                    ),
+                    &[
+                        &rec.id,
+                        &rec.user,
+                        &rec.name,
+                        &rec.scopes,
+                        &rec.hash,
+                        &int(rec.created_at),
+                        &rec.expires_at.map(int),
+                        &rec.revoked_at.map(int),
+                        &rec.last_used_at.map(int),
+                        &rec.last_used_addr,
+                        &json,
+                    ],
+                )
+                .await?;
+            if inserted == 0 {
+                return Err(Fail::Store(StoreError::DuplicateId { id: rec.id.clone() }));
+            }
+            txn.commit().await?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn get(&self, id: &str) -> Result<Option<AppPassword>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT {COLUMNS} FROM app_passwords WHERE id = $1"),
+                    &[&id],
+                )
+                .await?;
+            row.as_ref().map(record).transpose()
+        })
+    }
+
+    pub(super) fn list(&self, user: Option<&str>) -> Result<Vec<AppPassword>, StoreError> {
+        let user = user.map(str::to_owned);
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            // Byte order, as the redb backend sorts Rust strings.
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM app_passwords \
+                         WHERE $1::text IS NULL OR user_name = $1 \
+                         ORDER BY user_name COLLATE \"C\", created_at, id COLLATE \"C\""
+                    ),
+                    &[&user],
+                )
+                .await?;
+            rows.iter().map(record).collect()
+        })
+    }
+
+    pub(super) fn revoke(&self, id: &str, now: u64) -> Result<Revoked, StoreError> {
+        let id = id.to_owned();
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await?;
+            txn.batch_execute("SET LOCAL synchronous_commit = on")
+                .await?;
+            let row = txn
+                .query_opt(
+                    &format!(
+                        "UPDATE app_passwords SET revoked_at = $2 \
+                         WHERE id = $1 AND revoked_at IS NULL RETURNING {COLUMNS}"
+                    ),
+                    &[&id, &int(now)],
+                )
+                .await?;
+            let outcome = match row {
+                Some(row) => {
+                    txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id])
+                        .await?;
+                    Revoked::Now(record(&row)?)
+                }
+                None => {
+                    let before = txn
+                        .query_opt("SELECT revoked_at FROM app_passwords WHERE id = $1", &[&id])
+                        .await?;
+                    match before.map(|r| r.get::<_, Option<i64>>(0)) {
+                        Some(Some(at)) => Revoked::Already {
+                            revoked_at: unint(at),
+                        },
+                        // Unreachable: the update matched no unrevoked row.
+                        Some(None) | None => Revoked::NotFound,
+                    }
+                }
+            };
+            txn.commit().await?;
+            Ok(outcome)
+        })
+    }
+
+    pub(super) fn revoke_user(&self, user: &str, now: u64) -> Result<Vec<String>, StoreError> {
+        let user = user.to_owned();
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await?;
+            txn.batch_execute("SET LOCAL synchronous_commit = on")
+                .await?;
+            let rows = txn
+                .query(
+                    "UPDATE app_passwords SET revoked_at = $2 \
+                     WHERE user_name = $1 AND revoked_at IS NULL RETURNING id, created_at",
+                    &[&user, &int(now)],
+                )
+                .await?;
+            let mut revoked: Vec<(i64, String)> =
+                rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+            revoked.sort();
+            let ids: Vec<String> = revoked.into_iter().map(|(_, id)| id).collect();
+            if !ids.is_empty() {
+                txn.execute(
+                    "SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id",
+                    &[&CHANNEL, &ids],
+                )
+                .await?;
+            }
+            txn.commit().await?;
+            Ok(ids)
+        })
+    }
+
+    /// One statement per batch, whatever its size.
+    pub(super) fn record_usage(&self, batch: &[Usage]) -> Result<(), StoreError> {
+        // Newest use per id (the last one of a second wins, as in redb):
+        // an UPDATE … FROM would pick among duplicates arbitrarily.
+        let mut newest: std::collections::HashMap<&str, &Usage> = Default::default();
+        for u in batch {
+            match newest.get(u.id.as_str()) {
+                Some(seen) if seen.at > u.at => {}
+                _ => {
+                    newest.insert(&u.id, u);
+                }
+            }
+        }
+        let ids: Vec<String> = newest.keys().map(|id| (*id).to_owned()).collect();
+        let ats: Vec<i64> = newest.values().map(|u| int(u.at)).collect();
+        let addrs: Vec<String> = newest.values().map(|u| u.addr.clone()).collect();
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            client
+                .execute(
+                    "UPDATE app_passwords AS a SET last_used_at = u.at, last_used_addr = u.addr \
+                     FROM unnest($1::text[], $2::int8[], $3::text[]) AS u(id, at, addr) \
+                     WHERE a.id = u.id AND (a.last_used_at IS NULL OR a.last_used_at <= u.at)",
+                    &[&ids, &ats, &addrs],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Starts the notification listener (see `listen.rs`); once per store.
+    pub(super) fn watch(&self, sink: Arc<dyn Changes>) {
+        if self.health.watched.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.handle.spawn(listen::run(
+            self.url.clone(),
+            self.connector.clone(),
+            sink,
+            self.health.clone(),
+        ));
+    }
+
+    pub(super) fn url(&self) -> &DbUrl {
+        &self.url
+    }
+
+    pub(super) fn ready(&self) -> bool {
+        let h = &self.health;
+        h.reachable.load(Ordering::Relaxed)
+            && (!h.watched.load(Ordering::Relaxed) || h.listening.load(Ordering::Relaxed))
+    }
+
+    /// Runs `op` on the store's runtime within [`OP_TIMEOUT`] and waits for it.
+    fn run<T, F>(&self, op: impl FnOnce(Pool) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, Fail>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let work = op(self.pool.clone());
+        self.handle.spawn(async move {
+            let _ = tx.send(tokio::time::timeout(OP_TIMEOUT, work).await);
+        });
+        let url = || self.url.shown().to_owned();
+        let result = match rx.recv() {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(Fail::Store(e)))) => Err(e),
+            Ok(Ok(Err(Fail::Db(e)))) => Err(database_error(url(), e)),
+            Ok(Ok(Err(Fail::Pool(e)))) => Err(pool_error(url(), e)),
+            Ok(Err(_elapsed)) => Err(StoreError::Unreachable {
+                url: url(),
+                source: BackendError::new(Engine::Timeout(OP_TIMEOUT)),
+            }),
+            Err(_) => Err(StoreError::Unreachable {
+                url: url(),
+                source: BackendError::new(Engine::Stopped),
+            }),
+        };
+        let unreachable = matches!(result, Err(StoreError::Unreachable { .. }));
+        self.health.reachable.store(!unreachable, Ordering::Relaxed);
+        result
+    }
+}
+
+impl Health {
+    pub(super) fn listening(&self, up: bool) {
+        self.listening.store(up, Ordering::Relaxed);
+    }
+}
+
+/// A database error: SQL errors are failures, anything else (connection
+/// refused, reset, closed) means the database is unreachable.
+fn database_error(url: String, e: tokio_postgres::Error) -> StoreError {
+    if e.code().is_some() {
+        StoreError::Database {
+            url,
+            source: BackendError::new(Engine::Postgres(e)),
+        }
+    } else {
+        StoreError::Unreachable {
+            url,
+            source: BackendError::new(Engine::Postgres(e)),
+        }
+    }
+}
+
+fn pool_error(url: String, e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => database_error(url, e),
+        other => StoreError::Unreachable {
+            url,
+            source: BackendError::new(Engine::Pool(other)),
+        },
+    }
+}
+
+/// A row of `COLUMNS` as a record: the stored JSON, overridden by the columns.
+fn record(row: &Row) -> Result<AppPassword, Fail> {
+    let id: String = row.try_get("id")?;
+    let json: serde_json::Value = row.try_get("record")?;
+    let mut rec: AppPassword =
+        serde_json::from_value(json).map_err(|source| StoreError::Corrupt {
+            id: id.clone(),
+            source,
+        })?;
+    rec.id = id;
+    rec.user = row.try_get("user_name")?;
+    rec.name = row.try_get("name")?;
+    rec.scopes = row.try_get("scopes")?;
+    rec.hash = row.try_get("hash")?;
+    rec.created_at = unint(row.try_get("created_at")?);
+    rec.expires_at = row.try_get::<_, Option<i64>>("expires_at")?.map(unint);
+    rec.revoked_at = row.try_get::<_, Option<i64>>("revoked_at")?.map(unint);
+    rec.last_used_at = row.try_get::<_, Option<i64>>("last_used_at")?.map(unint);
+    rec.last_used_addr = row.try_get("last_used_addr")?;
+    Ok(rec)
+}
+
+/// Unix seconds as `bigint`; a time past year 292 billion is "never" anyway.
+fn int(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+fn unint(t: i64) -> u64 {
+    u64::try_from(t).unwrap_or(0)
+}
