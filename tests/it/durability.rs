@@ -104,8 +104,30 @@ struct Stats {
 #[test]
 fn printed_passwords_survive_kill_9_at_random_moments() {
     let backend = Backend::start();
-    let builder = ConfigBuilder::new(&backend.url());
-    let (dir, config) = offline(&builder);
+    kill_9_at_random_moments(&ConfigBuilder::new(&backend.url()).render());
+}
+
+/// The same on a PostgreSQL store: the CLI straight to the database, then
+/// through a server, each killed at random moments (#17).
+#[test]
+fn printed_passwords_survive_kill_9_at_random_moments_on_postgres() {
+    let Some(db) = crate::replicas::TestDb::create() else {
+        return;
+    };
+    let backend = Backend::start();
+    let text = ConfigBuilder::new(&backend.url()).render().replacen(
+        "path = \"data/passgate.redb\"",
+        &format!("url = {:?}", db.url(None)),
+        1,
+    );
+    kill_9_at_random_moments(&text);
+}
+
+/// Kills the CLI, then a server, at random moments on the store `config_text` names.
+fn kill_9_at_random_moments(config_text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, config_text).unwrap();
     let mut rng = Rng::from_time();
     let mut printed: Vec<(String, String)> = Vec::new();
 
@@ -164,7 +186,7 @@ fn printed_passwords_survive_kill_9_at_random_moments() {
     }
 
     // Phase 2: the CLI through a server that is killed at random moments.
-    let mut pg = Passgate::start_in(dir, &builder);
+    let mut pg = Passgate::start_raw(dir, config_text);
     let mut server_stats = Stats::default();
     for round in 0..12 {
         let child = spawn_create(&pg.config, &format!("served-{round}"));

@@ -27,6 +27,7 @@ mod oidc;
 mod paths;
 mod proxy;
 mod readme;
+mod replicas;
 mod selfservice;
 mod selfservice_browser;
 mod smoke;
