@@ -78,8 +78,8 @@ async fn session(
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         // From here on every revocation is heard; whatever was cached before
         // may have missed one.
-        sink.resynced();
         health.listening(true);
+        sink.resynced();
         *backoff = FIRST_BACKOFF;
         tracing::info!(db = %url, "revocation listener connected");
         let mut beat = tokio::time::interval(HEARTBEAT);
