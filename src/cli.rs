@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `app-password create|list|revoke`.
+//! The command line: `serve`, `check-config`, `app-password …`, `store copy`.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config
 //! (clap's own usage errors exit 2 as well).
@@ -6,6 +6,7 @@
 pub mod app_password;
 pub mod check_config;
 pub mod serve;
+pub mod store;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,9 @@ pub enum Command {
     /// Manage app passwords.
     #[command(subcommand)]
     AppPassword(AppPasswordCommand),
+    /// Operate on the store as a whole.
+    #[command(subcommand)]
+    Store(StoreCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +110,22 @@ pub enum AppPasswordCommand {
         /// With --user: revoke every active app password of that user.
         #[arg(long, requires = "user")]
         all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every app password into a PostgreSQL database (e.g. the redb
+    /// file into the database several gateways will share).
+    Copy {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The database: postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…].
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Replace the app passwords the database already holds.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -187,5 +207,6 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve { config } => serve::run(&config),
         Command::CheckConfig { config, strict } => check_config::run(&config, strict),
         Command::AppPassword(cmd) => app_password::run(cmd),
+        Command::Store(cmd) => store::run(cmd),
     }
 }

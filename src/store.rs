@@ -150,6 +150,16 @@ impl Store {
         }
     }
 
+    /// Copies every app password of this store (ids, hashes, times,
+    /// revocations, last use) into the PostgreSQL database at `to`, creating
+    /// its schema; returns how many. A database that already holds app
+    /// passwords is refused with [`StoreError::NotEmpty`] unless `replace`,
+    /// which removes those first (telling their gateways to forget them).
+    pub fn copy_to(&self, to: &DbUrl, replace: bool) -> Result<usize, StoreError> {
+        let records = self.list(None)?;
+        postgres::Postgres::open(to)?.import(records, replace)
+    }
+
     /// Stores a new app password.
     ///
     /// Fails with [`StoreError::DuplicateId`] if the id exists and with

@@ -206,37 +206,51 @@ impl Postgres {
                     name: rec.name.clone(),
                 }));
             }
-            let json = serde_json::to_value(&rec).map_err(|source| StoreError::Encode {
-                id: rec.id.clone(),
-                source,
-            })?;
-            let inserted = txn
-                .execute(
-                    &format!(
-                        "INSERT INTO app_passwords ({COLUMNS}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                         ON CONFLICT (id) DO NOTHING"
-                    ),
-                    &[
-                        &rec.id,
-                        &rec.user,
-                        &rec.name,
-                        &rec.scopes,
-                        &rec.hash,
-                        &int(rec.created_at),
-                        &rec.expires_at.map(int),
-                        &rec.revoked_at.map(int),
-                        &rec.last_used_at.map(int),
-                        &rec.last_used_addr,
-                        &json,
-                    ],
-                )
-                .await?;
+            let inserted = insert_row(&txn, &rec).await?;
             if inserted == 0 {
                 return Err(Fail::Store(StoreError::DuplicateId { id: rec.id.clone() }));
             }
             txn.commit().await?;
             Ok(())
+        })
+    }
+
+    /// `store copy`: every record as it is, in one transaction.
+    pub(super) fn import(
+        &self,
+        recs: Vec<AppPassword>,
+        replace: bool,
+    ) -> Result<usize, StoreError> {
+        let url = self.url.shown().to_owned();
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await?;
+            txn.batch_execute(
+                "SET LOCAL synchronous_commit = on; LOCK TABLE app_passwords IN EXCLUSIVE MODE",
+            )
+            .await?;
+            let count: i64 = txn
+                .query_one("SELECT count(*) FROM app_passwords", &[])
+                .await?
+                .get(0);
+            if count > 0 {
+                if !replace {
+                    return Err(Fail::Store(StoreError::NotEmpty {
+                        url,
+                        count: unint(count),
+                    }));
+                }
+                txn.execute("SELECT pg_notify($1, id) FROM app_passwords", &[&CHANNEL])
+                    .await?;
+                txn.execute("DELETE FROM app_passwords", &[]).await?;
+            }
+            for rec in &recs {
+                if insert_row(&txn, rec).await? == 0 {
+                    return Err(Fail::Store(StoreError::DuplicateId { id: rec.id.clone() }));
+                }
+            }
+            txn.commit().await?;
+            Ok(recs.len())
         })
     }
 
@@ -432,6 +446,37 @@ impl Health {
     pub(super) fn listening(&self, up: bool) {
         self.listening.store(up, Ordering::Relaxed);
     }
+}
+
+/// Inserts `rec` unless its id exists; the number of rows inserted.
+async fn insert_row(txn: &tokio_postgres::Transaction<'_>, rec: &AppPassword) -> Result<u64, Fail> {
+    let json = serde_json::to_value(rec).map_err(|source| StoreError::Encode {
+        id: rec.id.clone(),
+        source,
+    })?;
+    let inserted = txn
+        .execute(
+            &format!(
+                "INSERT INTO app_passwords ({COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (id) DO NOTHING"
+            ),
+            &[
+                &rec.id,
+                &rec.user,
+                &rec.name,
+                &rec.scopes,
+                &rec.hash,
+                &int(rec.created_at),
+                &rec.expires_at.map(int),
+                &rec.revoked_at.map(int),
+                &rec.last_used_at.map(int),
+                &rec.last_used_addr,
+                &json,
+            ],
+        )
+        .await?;
+    Ok(inserted)
 }
 
 /// A database error: SQL errors are failures, anything else (connection

@@ -523,3 +523,72 @@ fn store_url_settings_are_checked_and_the_password_never_echoed() {
     expect_code(&o, 0);
     assert!(!String::from_utf8_lossy(&o.stdout).contains("hunter22"));
 }
+
+#[test]
+fn store_copy_moves_a_redb_store_into_postgres_and_refuses_a_full_one() {
+    let Some(db) = TestDb::create() else { return };
+    let backend = Backend::start();
+    // A redb store, offline (no server): active, expired, revoked, used.
+    let (dir, config) = crate::cli::offline(&ConfigBuilder::new(&backend.url()));
+    let create = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "app-password",
+            "create",
+            "--user",
+            "alice",
+            "--name",
+            name,
+            "--scope",
+            "repository:read",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = crate::cli::run(&config, &args);
+        expect_code(&o, 0);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["password"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (_, active) = create("active", &[]);
+    let (_, expired) = create("expired", &["--expires-in", "1s"]);
+    let (revoked_id, revoked) = create("revoked", &[]);
+    expect_code(
+        &crate::cli::run(&config, &["app-password", "revoke", &revoked_id]),
+        0,
+    );
+    thread::sleep(Duration::from_millis(2100));
+    let list = |config: &std::path::Path| {
+        let o = crate::cli::run(config, &["app-password", "list", "--json"]);
+        expect_code(&o, 0);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let before = list(&config);
+
+    let url = db.url(None);
+    let o = crate::cli::run(&config, &["store", "copy", "--to", &url]);
+    expect_code(&o, 0);
+    assert!(err(&o).contains("copied 3 app password(s)"), "{}", err(&o));
+    // Not twice: the database is no longer empty.
+    let o = crate::cli::run(&config, &["store", "copy", "--to", &url]);
+    expect_code(&o, 1);
+    assert!(err(&o).contains("--force"), "{}", err(&o));
+    expect_code(
+        &crate::cli::run(&config, &["store", "copy", "--to", &url, "--force"]),
+        0,
+    );
+    // A URL that is not one is a usage error.
+    expect_code(
+        &crate::cli::run(&config, &["store", "copy", "--to", "mysql://x/y"]),
+        2,
+    );
+    drop(dir);
+
+    // A replica on the database: same rows, same behaviour.
+    let gw = replica(&backend, &url);
+    assert_eq!(list(&gw.config), before);
+    assert_eq!(status(&gw, "alice", &active), 200);
+    assert_eq!(status(&gw, "alice", &expired), 401);
+    assert_eq!(status(&gw, "alice", &revoked), 401);
+}
