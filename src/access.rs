@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use crate::audit;
+use crate::audit::{self, AuditEvent};
 use crate::auth::cache::Verified;
 use crate::auth::token;
 use crate::error::Reject;
@@ -39,9 +39,10 @@ pub async fn check(
         Access::Public => Ok(Grant::Anonymous),
         Access::Web => {
             if presents_app_password(headers, query) {
-                if audit::admit(audit::Event::WebRefused, client) {
-                    tracing::warn!(target: "passgate::audit", event = "web_refused", route = %route.name, peer = %client);
-                }
+                audit::emit(AuditEvent::WebRefused {
+                    peer: client,
+                    route: &route.name,
+                });
                 return Err(Reject::WebAppPassword);
             }
             Ok(Grant::Anonymous)

@@ -29,6 +29,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::audit::{self, AuditEvent, Via};
 use crate::gateway::Gateway;
 use crate::manage::{self, CreateRequest, ManageError};
 
@@ -95,7 +96,9 @@ pub async fn serve(gw: Arc<Gateway>, listener: UnixListener, path: PathBuf) {
             .map(|c| c.uid() == owner || c.uid() == 0)
             .unwrap_or(false);
         if !allowed {
-            tracing::warn!(target: "passgate::audit", event = "admin_refused", "admin socket peer with another uid refused");
+            audit::emit(AuditEvent::AdminRefused {
+                uid: stream.peer_cred().ok().map(|c| c.uid()),
+            });
             continue;
         }
         let gw = gw.clone();
@@ -160,7 +163,13 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>
             let out = blocking(move || manage::create(&gw2.store, &gw2.config, &req)).await;
             match out {
                 Ok(created) => {
-                    tracing::info!(target: "passgate::audit", event = "created", id = %created.id, user = ?created.user, name = ?created.name, scopes = %created.scopes.join(" "));
+                    audit::emit(AuditEvent::Created {
+                        via: Via::AdminSocket,
+                        id: &created.id,
+                        user: &created.user,
+                        name: &created.name,
+                        scopes: &created.scopes.join(" "),
+                    });
                     json(StatusCode::CREATED, &created)
                 }
                 Err(e) => manage_error(&e),
@@ -184,7 +193,10 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>
                 Ok(r) => {
                     gw.auth.revoked(&r.id);
                     if r.revoked_now {
-                        tracing::info!(target: "passgate::audit", event = "revoked", id = %r.id);
+                        audit::emit(AuditEvent::Revoked {
+                            via: Via::AdminSocket,
+                            id: &r.id,
+                        });
                     }
                     json(StatusCode::OK, &r)
                 }
@@ -205,7 +217,10 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>
                 Ok(ids) => {
                     for id in &ids {
                         gw.auth.revoked(id);
-                        tracing::info!(target: "passgate::audit", event = "revoked", id = %id);
+                        audit::emit(AuditEvent::Revoked {
+                            via: Via::AdminSocket,
+                            id,
+                        });
                     }
                     json(StatusCode::OK, &RevokedList { revoked: ids })
                 }

@@ -1,34 +1,127 @@
-//! Bounds on the audit lines an attacker can cause.
+//! Audit events: one typed [`AuditEvent`] per security event and one
+//! [`emit`] that bounds what an attacker can cause and writes each line.
 //!
-//! Every refused credential, rate-limited request, app password on a web
-//! route and missing scope is an audit line (target `passgate::audit`). A
-//! client can cause those as fast as it can send requests, spending the
-//! gateway's CPU on logging and filling the disk (figures in
-//! docs/performance.md). [`admit`] lets through at most [`PER_PEER`] lines per second
-//! for one client address (IPv6: its /64) and [`GLOBAL`] lines per second in
-//! all; the rest are counted, and [`flush`] (called every second by `serve`)
-//! writes one `event="suppressed"` line with the counts. So a fail2ban-style
-//! watcher still sees every attacking address, every second, and nothing is
-//! lost without a trace.
+//! Lines go to the tracing target `passgate::audit` and always begin with
+//! `peer=ADDR reason=WORD` (`peer=local` for events of this machine's
+//! operators), so a log watcher can anchor its pattern there: nothing a
+//! client sends can come before them. A client-supplied user name is written
+//! only when it is a clean name (letters, digits, `.` `_` `@` `+` `-`, at
+//! most 64, not shaped like a secret); anything else is written as `#` and
+//! a keyed hash (random key per process), so a name field holding
+//! `peer=203.0.113.7`, a password typed in the wrong field or a bare token
+//! never reaches the log. A user name sent beside something that is not an
+//! app password is always hashed: it may be an account password.
 //!
-//! Lock-free and allocation-free: one packed `(second, count)` word per
-//! hashed address slot (addresses sharing a slot share a budget, which can
-//! only suppress more, never write more) and one for the global budget.
+//! A client can cause `auth_failed`, `rate_limited`, `web_refused`,
+//! `scope_denied` and `conn_limited` lines as fast as it can send requests
+//! (measured before this gate: 80,000 lines, 10 MB, per second). So per
+//! client address (IPv6: its /64) and second, the first line is always
+//! written, the next ones while the address is within [`PER_PEER`] and all
+//! addresses within [`GLOBAL`]; the rest are counted, and [`flush`] (called
+//! every second by `serve`) writes one `event="suppressed"` line with the
+//! counts. Addresses are tracked exactly in a map keyed by a keyed hash (no
+//! attacker can choose to share a victim's budget); when [`MAX_PEERS`]
+//! addresses are already tracked in one second, a new address's line is
+//! suppressed and the address is listed (up to [`LISTED`]) in the summary.
 
+use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use dashmap::DashMap;
 
 use crate::clock::unix_now;
 
-/// Lines per second for one client address.
+/// Lines per second for one client address (the first always passes).
 pub const PER_PEER: u32 = 10;
-/// Lines per second over all addresses.
+/// Lines per second over all addresses, besides each address's first.
 pub const GLOBAL: u32 = 200;
-const SLOTS: usize = 1024;
+/// Addresses tracked per second.
+pub const MAX_PEERS: usize = 65_536;
+/// Untracked addresses named in one `suppressed` line.
+pub const LISTED: usize = 16;
 
-/// The attacker-triggerable audit events.
+/// Who did something on this machine's side (not a network peer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub enum Via {
+    /// Through the running server's admin socket.
+    AdminSocket,
+    /// By the CLI on the store directly (no server running).
+    Offline,
+}
+
+impl Via {
+    fn as_str(self) -> &'static str {
+        match self {
+            Via::AdminSocket => "admin-socket",
+            Via::Offline => "offline",
+        }
+    }
+}
+
+/// A client-supplied user name, and how far it can be believed to be one.
+#[derive(Debug, Clone, Copy)]
+pub enum User<'a> {
+    /// Sent beside a well-formed app password, or a stored record's owner:
+    /// written when clean, else hashed.
+    Name(&'a str),
+    /// Sent beside something that is not an app password: may be an
+    /// account password typed in the wrong field, so always hashed.
+    Unchecked(&'a str),
+    /// No user name at all.
+    None,
+}
+
+/// Every audit event, with its fields.
+#[derive(Debug, Clone, Copy)]
+pub enum AuditEvent<'a> {
+    /// A credential refused (401), or a request with two `Authorization` headers.
+    AuthFailed {
+        peer: IpAddr,
+        reason: &'static str,
+        user: User<'a>,
+        id: &'a str,
+    },
+    /// A request refused by the brute-force limits (429).
+    RateLimited {
+        peer: IpAddr,
+        user: User<'a>,
+        retry_after: Duration,
+    },
+    /// An app password presented on a `web` route (403).
+    WebRefused { peer: IpAddr, route: &'a str },
+    /// A valid app password without a scope the route needs (403).
+    ScopeDenied {
+        peer: IpAddr,
+        user: &'a str,
+        id: &'a str,
+        missing: &'a str,
+    },
+    /// A connection, or an HTTP/2 request, refused by a connection cap.
+    ConnLimited {
+        peer: IpAddr,
+        limit: &'static str,
+        open: usize,
+    },
+    /// An admin-socket client of another uid refused.
+    AdminRefused { uid: Option<u32> },
+    /// An app password created.
+    Created {
+        via: Via,
+        id: &'a str,
+        user: &'a str,
+        name: &'a str,
+        scopes: &'a str,
+    },
+    /// An app password revoked.
+    Revoked { via: Via, id: &'a str },
+}
+
+/// The events a client can cause at will, budgeted per address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
     AuthFailed,
     RateLimited,
     WebRefused,
@@ -36,109 +129,229 @@ pub enum Event {
     ConnLimited,
 }
 
-/// How many kinds of [`Event`] there are.
-const EVENTS: usize = 5;
+const KINDS: usize = 5;
 
-impl Event {
-    const ALL: [Event; EVENTS] = [
-        Event::AuthFailed,
-        Event::RateLimited,
-        Event::WebRefused,
-        Event::ScopeDenied,
-        Event::ConnLimited,
-    ];
-
-    fn index(self) -> usize {
-        self as usize
+impl AuditEvent<'_> {
+    /// The budget this event is charged to, if a client can cause it.
+    fn budget(&self) -> Option<(Kind, IpAddr)> {
+        match *self {
+            AuditEvent::AuthFailed { peer, .. } => Some((Kind::AuthFailed, peer)),
+            AuditEvent::RateLimited { peer, .. } => Some((Kind::RateLimited, peer)),
+            AuditEvent::WebRefused { peer, .. } => Some((Kind::WebRefused, peer)),
+            AuditEvent::ScopeDenied { peer, .. } => Some((Kind::ScopeDenied, peer)),
+            AuditEvent::ConnLimited { peer, .. } => Some((Kind::ConnLimited, peer)),
+            AuditEvent::AdminRefused { .. }
+            | AuditEvent::Created { .. }
+            | AuditEvent::Revoked { .. } => None,
+        }
     }
 }
 
-/// Per-second budgets and the counts of what they held back.
-#[derive(Debug)]
-pub struct Gate {
-    per_peer: u32,
-    global: u32,
-    slots: [AtomicU64; SLOTS],
-    total: AtomicU64,
-    suppressed: [AtomicU64; EVENTS],
-}
-
-/// What [`Gate::take_suppressed`] found since the last call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Suppressed {
-    pub auth_failed: u64,
-    pub rate_limited: u64,
-    pub web_refused: u64,
-    pub scope_denied: u64,
-    pub conn_limited: u64,
-}
-
-impl Suppressed {
-    pub fn total(&self) -> u64 {
-        self.auth_failed
-            + self.rate_limited
-            + self.web_refused
-            + self.scope_denied
-            + self.conn_limited
+/// Writes the line for `event`, unless its address's budget is spent (then
+/// it is counted for the next `event="suppressed"` line).
+pub fn emit(event: AuditEvent<'_>) {
+    if let Some((kind, peer)) = event.budget() {
+        if !GATE.admit(kind, peer, unix_now()) {
+            return;
+        }
     }
+    write(&event);
 }
 
-static GATE: Gate = Gate::new(PER_PEER, GLOBAL);
-
-/// True when a line for `event` from `peer` may be written now; otherwise
-/// the event is counted for the next `event="suppressed"` line.
-pub fn admit(event: Event, peer: IpAddr) -> bool {
-    GATE.admit(event, peer, unix_now())
+/// The one place audit lines are formatted: `peer` and `reason` first.
+fn write(event: &AuditEvent<'_>) {
+    match *event {
+        AuditEvent::AuthFailed {
+            peer,
+            reason,
+            user,
+            id,
+        } => {
+            tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = %reason, event = "auth_failed", user = %Shown(user), id = %id);
+        }
+        AuditEvent::RateLimited {
+            peer,
+            user,
+            retry_after,
+        } => {
+            tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = "rate-limited", event = "rate_limited", user = %Shown(user), retry_after_s = retry_after.as_secs());
+        }
+        AuditEvent::WebRefused { peer, route } => {
+            tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = "app-password-on-web-route", event = "web_refused", route = %route);
+        }
+        AuditEvent::ScopeDenied {
+            peer,
+            user,
+            id,
+            missing,
+        } => {
+            tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = "missing-scope", event = "scope_denied", user = %Shown(User::Name(user)), id = %id, missing = %missing);
+        }
+        AuditEvent::ConnLimited { peer, limit, open } => {
+            tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = %limit, event = "conn_limited", open);
+        }
+        AuditEvent::AdminRefused { uid } => {
+            let uid = uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());
+            tracing::warn!(target: "passgate::audit", peer = "local", reason = "wrong-uid", event = "admin_refused", uid = %uid);
+        }
+        AuditEvent::Created {
+            via,
+            id,
+            user,
+            name,
+            scopes,
+        } => {
+            tracing::info!(target: "passgate::audit", peer = "local", reason = via.as_str(), event = "created", id = %id, user = ?user, name = ?name, scopes = %scopes);
+        }
+        AuditEvent::Revoked { via, id } => {
+            tracing::info!(target: "passgate::audit", peer = "local", reason = via.as_str(), event = "revoked", id = %id);
+        }
+    }
 }
 
 /// Writes one `event="suppressed"` line if anything was held back since the
-/// last call.
+/// last call, and forgets the addresses of past seconds.
 pub fn flush() {
-    let s = GATE.take_suppressed();
-    if s.total() > 0 {
-        tracing::warn!(
-            target: "passgate::audit",
-            event = "suppressed",
-            auth_failed = s.auth_failed,
-            rate_limited = s.rate_limited,
-            web_refused = s.web_refused,
-            scope_denied = s.scope_denied,
-            conn_limited = s.conn_limited,
-            "audit lines over {PER_PEER}/s per address or {GLOBAL}/s in all were counted, not written"
-        );
+    let s = GATE.take_suppressed(unix_now());
+    if s.total() == 0 {
+        return;
+    }
+    let listed = s
+        .unlisted
+        .iter()
+        .map(|p| Peer(*p).to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    tracing::warn!(
+        target: "passgate::audit",
+        peer = "-",
+        reason = "budget",
+        event = "suppressed",
+        auth_failed = s.counts[Kind::AuthFailed as usize],
+        rate_limited = s.counts[Kind::RateLimited as usize],
+        web_refused = s.counts[Kind::WebRefused as usize],
+        scope_denied = s.counts[Kind::ScopeDenied as usize],
+        conn_limited = s.counts[Kind::ConnLimited as usize],
+        untracked_peers = %listed,
+        more_untracked_peers = s.more_unlisted,
+        "audit lines past each address's first per second, over {PER_PEER}/s per address or {GLOBAL}/s in all, were counted, not written"
+    );
+}
+
+/// The per-second budgets and the counts of what they held back.
+#[derive(Debug)]
+struct Gate {
+    per_peer: u32,
+    global: u32,
+    max_peers: usize,
+    /// Address key → (second, lines in it); keyed SipHash, pruned by `flush`.
+    peers: DashMap<u128, (u64, u32)>,
+    tracked: AtomicUsize,
+    /// `(second << 32 | count)` of the lines past each address's first.
+    total: AtomicU64,
+    suppressed: [AtomicU64; KINDS],
+    /// Addresses whose first line was held back (map full), and how many more.
+    unlisted: Mutex<(Vec<IpAddr>, u64)>,
+}
+
+/// What [`Gate::take_suppressed`] found since the last call.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Suppressed {
+    counts: [u64; KINDS],
+    unlisted: Vec<IpAddr>,
+    more_unlisted: u64,
+}
+
+impl Suppressed {
+    fn total(&self) -> u64 {
+        self.counts.iter().sum()
     }
 }
 
+static GATE: LazyLock<Gate> = LazyLock::new(|| Gate::new(PER_PEER, GLOBAL, MAX_PEERS));
+
 impl Gate {
-    pub const fn new(per_peer: u32, global: u32) -> Gate {
+    fn new(per_peer: u32, global: u32, max_peers: usize) -> Gate {
         Gate {
             per_peer,
             global,
-            slots: [const { AtomicU64::new(0) }; SLOTS],
+            max_peers,
+            peers: DashMap::new(),
+            tracked: AtomicUsize::new(0),
             total: AtomicU64::new(0),
-            suppressed: [const { AtomicU64::new(0) }; EVENTS],
+            suppressed: [const { AtomicU64::new(0) }; KINDS],
+            unlisted: Mutex::new((Vec::new(), 0)),
         }
     }
 
-    /// `now_s`: the current second (any monotonic-enough second counter).
-    pub fn admit(&self, event: Event, peer: IpAddr, now_s: u64) -> bool {
-        let slot = &self.slots[slot_of(peer)];
-        let ok = charge(slot, now_s, self.per_peer) && charge(&self.total, now_s, self.global);
+    /// True when a line for `kind` from `peer` may be written in second `now_s`.
+    fn admit(&self, kind: Kind, peer: IpAddr, now_s: u64) -> bool {
+        let ok = match self.count(peer, now_s) {
+            Some(1) => true,
+            Some(n) if n <= self.per_peer => charge(&self.total, now_s, self.global),
+            Some(_) => false,
+            None => {
+                self.list(peer);
+                false
+            }
+        };
         if !ok {
-            self.suppressed[event.index()].fetch_add(1, Ordering::Relaxed);
+            self.suppressed[kind as usize].fetch_add(1, Ordering::Relaxed);
         }
         ok
     }
 
-    pub fn take_suppressed(&self) -> Suppressed {
-        let [a, r, w, s, c] =
-            Event::ALL.map(|e| self.suppressed[e.index()].swap(0, Ordering::Relaxed));
+    /// This address's lines in second `now_s`, this one included; `None`
+    /// when it is not tracked and there is no room to track it.
+    fn count(&self, peer: IpAddr, now_s: u64) -> Option<u32> {
+        let key = peer_key(peer);
+        let bump = |e: &mut (u64, u32)| {
+            if e.0 != now_s {
+                *e = (now_s, 0);
+            }
+            e.1 = e.1.saturating_add(1);
+            e.1
+        };
+        if let Some(mut e) = self.peers.get_mut(&key) {
+            return Some(bump(&mut e));
+        }
+        if self.tracked.load(Ordering::Relaxed) >= self.max_peers {
+            return None;
+        }
+        let mut e = self.peers.entry(key).or_insert_with(|| {
+            self.tracked.fetch_add(1, Ordering::Relaxed);
+            (now_s, 0)
+        });
+        Some(bump(&mut e))
+    }
+
+    fn list(&self, peer: IpAddr) {
+        let Ok(mut l) = self.unlisted.lock() else {
+            return;
+        };
+        let peer = canonical(peer);
+        if l.0.contains(&peer) {
+            return;
+        }
+        if l.0.len() < LISTED {
+            l.0.push(peer);
+        } else {
+            l.1 += 1;
+        }
+    }
+
+    fn take_suppressed(&self, now_s: u64) -> Suppressed {
+        self.peers.retain(|_, e| e.0 >= now_s);
+        self.tracked.store(self.peers.len(), Ordering::Relaxed);
+        let (unlisted, more_unlisted) = self
+            .unlisted
+            .lock()
+            .map(|mut l| (std::mem::take(&mut l.0), std::mem::take(&mut l.1)))
+            .unwrap_or_default();
         Suppressed {
-            auth_failed: a,
-            rate_limited: r,
-            web_refused: w,
-            scope_denied: s,
-            conn_limited: c,
+            counts: std::array::from_fn(|i| self.suppressed[i].swap(0, Ordering::Relaxed)),
+            unlisted,
+            more_unlisted,
         }
     }
 }
@@ -162,16 +375,83 @@ fn charge(word: &AtomicU64, now_s: u64, limit: u32) -> bool {
     count_in(prev) < u64::from(limit)
 }
 
-/// Fibonacci hashing of the address (IPv6: its /64, IPv4-mapped as IPv4).
-fn slot_of(peer: IpAddr) -> usize {
-    let key: u64 = match peer {
-        IpAddr::V4(v4) => u64::from(u32::from(v4)),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => u64::from(u32::from(v4)),
-            None => (u128::from(v6) >> 64) as u64 ^ 0x9e37_79b9_0000_0000,
-        },
-    };
-    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SLOTS.trailing_zeros())) as usize
+/// The budget key of an address: IPv4 (mapped or not) as itself, IPv6 by its /64.
+fn peer_key(peer: IpAddr) -> u128 {
+    match canonical(peer) {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)) | 1 << 127,
+        IpAddr::V6(v6) => u128::from(v6) >> 64,
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// A peer address as written: IPv4-mapped IPv6 as IPv4.
+struct Peer(IpAddr);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        canonical(self.0).fmt(f)
+    }
+}
+
+/// A user name as written: clean names as they are, anything else hashed.
+struct Shown<'a>(User<'a>);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            User::None => f.write_str("-"),
+            User::Name(n) if is_clean(n) => f.write_str(n),
+            User::Name(n) | User::Unchecked(n) => {
+                let h = blake3::keyed_hash(&HASH_KEY, n.as_bytes());
+                f.write_str("#")?;
+                for b in &h.as_bytes()[..6] {
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Per-process key of the user-name hash: lines of one run can be
+/// correlated, nothing can be looked up in a table.
+static HASH_KEY: LazyLock<[u8; 32]> = LazyLock::new(rand::random);
+
+/// A user name safe to write as it is: short, a plain character set (no
+/// space, `=`, quote or control character), and not shaped like a secret.
+pub fn is_clean(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'+' | b'-'))
+        && !looks_like_secret(name)
+}
+
+/// A token, or a long run of letters and digits of both cases and digits
+/// (a bare app-password secret, a generated password).
+fn looks_like_secret(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    if lower.contains("pgap") {
+        return true;
+    }
+    let longest_run = s
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|run| {
+            run.bytes().any(|b| b.is_ascii_digit())
+                && run.bytes().any(|b| b.is_ascii_uppercase())
+                && run.bytes().any(|b| b.is_ascii_lowercase())
+        })
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    longest_run >= 16
 }
 
 #[cfg(test)]
@@ -184,70 +464,125 @@ mod tests {
 
     #[test]
     fn per_peer_budget_then_suppressed_count() {
-        let g = Gate::new(3, 100);
+        let g = Gate::new(3, 100, 100);
         let a = ip("192.0.2.1");
         let admitted = (0..10)
-            .filter(|_| g.admit(Event::AuthFailed, a, 1000))
+            .filter(|_| g.admit(Kind::AuthFailed, a, 1000))
             .count();
         assert_eq!(admitted, 3);
-        assert_eq!(g.take_suppressed().auth_failed, 7);
-        assert_eq!(g.take_suppressed(), Suppressed::default(), "counts reset");
+        assert_eq!(g.take_suppressed(1000).counts[Kind::AuthFailed as usize], 7);
+        assert_eq!(
+            g.take_suppressed(1000),
+            Suppressed::default(),
+            "counts reset"
+        );
     }
 
     #[test]
     fn next_second_refills() {
-        let g = Gate::new(2, 100);
+        let g = Gate::new(2, 100, 100);
         let a = ip("192.0.2.1");
-        assert!(g.admit(Event::RateLimited, a, 5));
-        assert!(g.admit(Event::RateLimited, a, 5));
-        assert!(!g.admit(Event::RateLimited, a, 5));
-        assert!(g.admit(Event::RateLimited, a, 6));
-        assert_eq!(g.take_suppressed().rate_limited, 1);
+        assert!(g.admit(Kind::RateLimited, a, 5));
+        assert!(g.admit(Kind::RateLimited, a, 5));
+        assert!(!g.admit(Kind::RateLimited, a, 5));
+        assert!(g.admit(Kind::RateLimited, a, 6));
+        assert_eq!(g.take_suppressed(6).counts[Kind::RateLimited as usize], 1);
     }
 
     #[test]
-    fn another_address_keeps_its_budget() {
-        let g = Gate::new(2, 100);
-        for _ in 0..50 {
-            g.admit(Event::AuthFailed, ip("192.0.2.1"), 7);
+    fn the_first_line_of_every_address_is_written_past_the_global_budget() {
+        // Issue #21: 22 addresses x 10 lines used the whole global budget and
+        // a 23rd address's failures left no line naming it.
+        let g = Gate::new(10, 200, 1000);
+        for i in 0..25u32 {
+            for _ in 0..10 {
+                g.admit(
+                    Kind::AuthFailed,
+                    IpAddr::from((0x0a00_0000 + i).to_be_bytes()),
+                    9,
+                );
+            }
         }
-        assert!(g.admit(Event::AuthFailed, ip("198.51.100.7"), 7));
-    }
-
-    #[test]
-    fn global_budget_bounds_many_addresses() {
-        let g = Gate::new(10, 20);
-        let admitted = (0..200u32)
+        assert!(g.admit(Kind::AuthFailed, ip("203.0.113.23"), 9));
+        assert!(
+            !g.admit(Kind::AuthFailed, ip("203.0.113.23"), 9),
+            "global budget spent"
+        );
+        let admitted = (0..500u32)
             .filter(|i| {
                 g.admit(
-                    Event::WebRefused,
-                    IpAddr::from((0x0a00_0000 + i).to_be_bytes()),
+                    Kind::WebRefused,
+                    IpAddr::from((0x0b00_0000 + i).to_be_bytes()),
                     9,
                 )
             })
             .count();
-        assert_eq!(admitted, 20);
-        assert_eq!(g.take_suppressed().web_refused, 180);
+        assert_eq!(admitted, 500, "one line each");
+    }
+
+    #[test]
+    fn untracked_addresses_are_named_in_the_summary() {
+        let g = Gate::new(10, 200, 2);
+        assert!(g.admit(Kind::AuthFailed, ip("192.0.2.1"), 4));
+        assert!(g.admit(Kind::AuthFailed, ip("192.0.2.2"), 4));
+        for i in 0..40u32 {
+            assert!(!g.admit(
+                Kind::AuthFailed,
+                IpAddr::from((0xc633_6400 + i).to_be_bytes()),
+                4
+            ));
+        }
+        let s = g.take_suppressed(4);
+        assert_eq!(s.unlisted.len(), LISTED);
+        assert_eq!(s.unlisted[0], ip("198.51.100.0"));
+        assert_eq!(s.more_unlisted, 40 - LISTED as u64);
+        // Once the next second's flush forgot the old entries, there is room.
+        g.take_suppressed(5);
+        assert!(g.admit(Kind::AuthFailed, ip("198.51.100.39"), 5));
     }
 
     #[test]
     fn ipv6_64_shares_a_budget_and_mapped_v4_is_v4() {
-        assert_eq!(slot_of(ip("2001:db8::1")), slot_of(ip("2001:db8::ffff:2")));
-        assert_eq!(slot_of(ip("::ffff:192.0.2.1")), slot_of(ip("192.0.2.1")));
-        let g = Gate::new(1, 100);
-        assert!(g.admit(Event::ScopeDenied, ip("2001:db8::1"), 3));
-        assert!(!g.admit(Event::ScopeDenied, ip("2001:db8::2"), 3));
+        assert_eq!(
+            peer_key(ip("2001:db8::1")),
+            peer_key(ip("2001:db8::ffff:2"))
+        );
+        assert_eq!(peer_key(ip("::ffff:192.0.2.1")), peer_key(ip("192.0.2.1")));
+        assert_ne!(peer_key(ip("::c000:201")), peer_key(ip("192.0.2.1")));
+        let g = Gate::new(1, 100, 100);
+        assert!(g.admit(Kind::ScopeDenied, ip("2001:db8::1"), 3));
+        assert!(!g.admit(Kind::ScopeDenied, ip("2001:db8::2"), 3));
     }
 
     #[test]
-    fn slots_spread_neighbouring_addresses() {
-        let distinct: std::collections::HashSet<usize> = (0..256u32)
-            .map(|i| slot_of(IpAddr::from((0xc000_0200 + i).to_be_bytes())))
-            .collect();
-        assert!(
-            distinct.len() > 200,
-            "{} slots for 256 addresses",
-            distinct.len()
+    fn only_clean_names_are_written_as_they_are() {
+        for clean in ["alice", "first.last@example.com", "ci-bot_2", "a+b"] {
+            assert!(is_clean(clean), "{clean}");
+            assert_eq!(Shown(User::Name(clean)).to_string(), clean);
+        }
+        for dirty in [
+            "mallory peer=203.0.113.77 reason=x",
+            "a=b",
+            "\"quoted\"",
+            "-leading",
+            "",
+            "pgap_abc",
+            "PGAPabc",
+            "Zx81kQ2mPq7rT5vW9yB3nD6fH0jL4sG8", // a bare 32-character secret
+            "ünïcode",
+            &"a".repeat(65),
+        ] {
+            assert!(!is_clean(dirty), "{dirty}");
+            let shown = Shown(User::Name(dirty)).to_string();
+            assert!(shown.starts_with('#') && shown.len() == 13, "{shown}");
+        }
+        assert!(Shown(User::Unchecked("alice")).to_string().starts_with('#'));
+        let (a, b) = (
+            Shown(User::Unchecked("hunter2")),
+            Shown(User::Unchecked("hunter2")),
         );
+        assert_eq!(a.to_string(), b.to_string(), "the same name, the same hash");
+        assert_ne!(a.to_string(), Shown(User::Unchecked("hunter3")).to_string());
+        assert_eq!(Shown(User::None).to_string(), "-");
     }
 }

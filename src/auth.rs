@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue};
 
-use crate::audit;
+use crate::audit::{self, AuditEvent, User};
 use crate::clock::unix_now;
 use crate::config::{self, UsernameMode};
 use crate::error::Reject;
@@ -171,12 +171,12 @@ impl Authenticator {
             Ok(false) => Err(Reject::Unauthorized(MISSING)),
             Err(BasicError::NoPassword) => Err(challenge(client)),
             Err(BasicError::Multiple) => {
-                audit_failure("multiple-authorization", "-", "-", client);
+                audit_failure("multiple-authorization", User::None, "-", client);
                 Err(Reject::BadRequest("more than one Authorization header"))
             }
             Err(e) => {
                 self.throttle.record_failure("", client, Instant::now());
-                audit_failure(basic_reason(&e), "-", "-", client);
+                audit_failure(basic_reason(&e), User::None, "-", client);
                 Err(Reject::Unauthorized(INVALID))
             }
         }
@@ -192,11 +192,13 @@ impl Authenticator {
         now: Instant,
     ) -> Result<token::TokenRef<'p>, Reject> {
         token::parse(password).map_err(|_| {
-            if let Err(e) = self.throttled(user, client, now) {
-                return e;
+            // Not a token: the user field may hold an account password.
+            let shown = User::Unchecked(user);
+            if let Err(retry_after) = self.throttle.check(user, client, now) {
+                return rate_limited(shown, client, retry_after);
             }
             self.throttle.record_failure(user, client, now);
-            audit_failure("malformed-token", user, "-", client);
+            audit_failure("malformed-token", shown, "-", client);
             Reject::Unauthorized(INVALID)
         })
     }
@@ -205,7 +207,7 @@ impl Authenticator {
     fn throttled(&self, user: &str, client: IpAddr, now: Instant) -> Result<(), Reject> {
         self.throttle
             .check(user, client, now)
-            .map_err(|retry_after| rate_limited(user, client, retry_after))
+            .map_err(|retry_after| rate_limited(User::Name(user), client, retry_after))
     }
 
     /// The checks made on every request, cached or not: user, expiry, then scopes.
@@ -233,9 +235,12 @@ impl Authenticator {
         if !verified.granted.contains_all(required) {
             let missing = self.scopes.join(required.missing_from(verified.granted));
             let accepted = self.scopes.join(required);
-            if audit::admit(audit::Event::ScopeDenied, client) {
-                tracing::warn!(target: "passgate::audit", event = "scope_denied", user = ?user, id = %id, peer = %client, missing = %missing);
-            }
+            audit::emit(AuditEvent::ScopeDenied {
+                peer: client,
+                user: &verified.user,
+                id,
+                missing: &missing,
+            });
             return Err(Reject::MissingScope { missing, accepted });
         }
         Ok(verified)
@@ -336,7 +341,9 @@ impl Authenticator {
                     // One token per verified guess, taken before the
                     // verification so concurrent guesses cannot all pass.
                     match self.throttle.reserve(user, client, Instant::now()) {
-                        Err(retry_after) => Err(rate_limited(user, client, retry_after)),
+                        Err(retry_after) => {
+                            Err(rate_limited(User::Name(user), client, retry_after))
+                        }
                         // Settled by the argon2id run's outcome, even if the
                         // client hangs up meanwhile; given back if the
                         // attempt ends before the run (queued, 503, 500).
@@ -457,7 +464,7 @@ impl Authenticator {
 
     /// A credential failure whose attempt was already charged.
     fn refused(&self, reason: &'static str, user: &str, id: &str, client: IpAddr) -> Reject {
-        audit_failure(reason, user, id, client);
+        audit_failure(reason, User::Name(user), id, client);
         Reject::Unauthorized(INVALID)
     }
 }
@@ -481,10 +488,12 @@ impl Drop for Flight<'_> {
     }
 }
 
-fn rate_limited(user: &str, client: IpAddr, retry_after: Duration) -> Reject {
-    if audit::admit(audit::Event::RateLimited, client) {
-        tracing::warn!(target: "passgate::audit", event = "rate_limited", user = ?user, peer = %client, retry_after_s = retry_after.as_secs());
-    }
+fn rate_limited(user: User<'_>, client: IpAddr, retry_after: Duration) -> Reject {
+    audit::emit(AuditEvent::RateLimited {
+        peer: client,
+        user,
+        retry_after,
+    });
     Reject::RateLimited { retry_after }
 }
 
@@ -494,11 +503,13 @@ fn challenge(client: IpAddr) -> Reject {
     Reject::Unauthorized(MISSING)
 }
 
-fn audit_failure(reason: &'static str, user: &str, id: &str, client: IpAddr) {
-    if !audit::admit(audit::Event::AuthFailed, client) {
-        return;
-    }
-    tracing::warn!(target: "passgate::audit", event = "auth_failed", reason, user = ?user, id = %id, peer = %client);
+fn audit_failure(reason: &'static str, user: User<'_>, id: &str, client: IpAddr) {
+    audit::emit(AuditEvent::AuthFailed {
+        peer: client,
+        reason,
+        user,
+        id,
+    });
 }
 
 fn basic_reason(e: &BasicError) -> &'static str {

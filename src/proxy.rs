@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::access::{self, Grant};
-use crate::audit;
+use crate::audit::{self, AuditEvent};
 use crate::auth::cache::Verified;
 use crate::body::{AccessLog, ResponseBody};
 use crate::conn::InFlight;
@@ -229,9 +229,12 @@ async fn inspected_body(
     let required = rule.required(&bytes).map_err(Reject::BadRequest)?;
     if !id.granted.contains_all(required) {
         let missing = gw.config.scopes.join(required.missing_from(id.granted));
-        if audit::admit(audit::Event::ScopeDenied, client) {
-            tracing::warn!(target: "passgate::audit", event = "scope_denied", user = ?&*id.user, id = %id.id, peer = %client, missing = %missing);
-        }
+        audit::emit(AuditEvent::ScopeDenied {
+            peer: client,
+            user: &id.user,
+            id: &id.id,
+            missing: &missing,
+        });
         return Err(Reject::MissingScope {
             missing,
             accepted: gw.config.scopes.join(required),

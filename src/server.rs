@@ -33,7 +33,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,8 +45,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::audit;
-use crate::conn::{Activity, InFlight, Over, Quiet, Tracked};
+use crate::audit::{self, AuditEvent};
+use crate::conn::{Activity, InFlight, Quiet, Tracked};
 use crate::gateway::{Gateway, Worker};
 use crate::headers;
 use crate::proxy::{self, Conn};
@@ -207,7 +207,11 @@ impl Listener {
                 Ok(slot) => slot,
                 Err(over) => {
                     // Closed before a byte is read: nothing to answer with.
-                    audit_conn_limited(gw, peer.ip(), over);
+                    audit::emit(AuditEvent::ConnLimited {
+                        peer: peer.ip(),
+                        limit: over.as_str(),
+                        open: gw.conn_limits.open_now(),
+                    });
                     drop(stream);
                     continue;
                 }
@@ -226,13 +230,6 @@ impl Listener {
                 }
             });
         }
-    }
-}
-
-/// The audit line for a connection, or an HTTP/2 request, refused by a cap.
-pub fn audit_conn_limited(gw: &Gateway, peer: IpAddr, over: Over) {
-    if audit::admit(audit::Event::ConnLimited, peer) {
-        tracing::warn!(target: "passgate::audit", event = "conn_limited", peer = %peer, limit = over.as_str(), open = gw.conn_limits.open_now());
     }
 }
 
@@ -308,7 +305,11 @@ impl Handler {
                 // so it takes a place under the connection caps of its own.
                 let place = h2.then(|| worker.gw.conn_limits.open(conn.peer.ip(), conn.trusted));
                 if let Some(Err(over)) = place {
-                    audit_conn_limited(&worker.gw, conn.peer.ip(), over);
+                    audit::emit(AuditEvent::ConnLimited {
+                        peer: conn.peer.ip(),
+                        limit: over.as_str(),
+                        open: worker.gw.conn_limits.open_now(),
+                    });
                 }
                 let guard = InFlight::enter(activity.clone(), place);
                 let (worker, conn) = (worker.clone(), conn.clone());

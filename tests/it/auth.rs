@@ -252,7 +252,7 @@ fn malformed_tokens_get_the_same_401() {
         let r = status_with(&pg, READ, &basic("alice", &candidate));
         assert_invalid(&r, what);
     }
-    assert!(pg.wait_log("reason=\"malformed-token\"", Duration::from_secs(5)));
+    assert!(pg.wait_log("reason=malformed-token ", Duration::from_secs(5)));
 }
 
 #[test]
@@ -338,7 +338,7 @@ fn every_wrong_credential_gets_the_same_401() {
         "expired",
     ] {
         assert!(
-            pg.wait_log(&format!("reason=\"{reason}\""), Duration::from_secs(5)),
+            pg.wait_log(&format!("reason={reason} "), Duration::from_secs(5)),
             "no audit line for {reason}"
         );
     }

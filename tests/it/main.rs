@@ -12,6 +12,7 @@
 mod support;
 
 mod attacks;
+mod audit;
 mod auth;
 mod browser;
 mod cache;
