@@ -336,9 +336,10 @@ pub fn secure(h: &mut HeaderMap) {
 }
 
 fn refused_credentials(peer: IpAddr) {
-    if crate::audit::admit(crate::audit::Event::WebRefused, peer) {
-        tracing::warn!(target: "passgate::audit", event = "web_refused", route = "selfservice", via = "web", peer = %peer);
-    }
+    crate::audit::emit(crate::audit::AuditEvent::WebRefused {
+        peer,
+        route: "selfservice",
+    });
 }
 
 /// 303 See Other to `location` (after a POST: reloading does not repeat it).

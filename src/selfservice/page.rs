@@ -104,6 +104,8 @@ pub(super) async fn revoke(cx: &Cx<'_>, form: &Form) -> Page {
     let record = owned_record(cx, &id).await?;
     let store = cx.gw.store.clone();
     let rid = id.clone();
+    // Before the commit: no verification running now may cache it (#21).
+    cx.gw.auth.revoking(&id);
     let out = tokio::task::spawn_blocking(move || manage::revoke(&store, &rid)).await;
     let r = match out {
         Ok(Ok(r)) => r,
