@@ -15,7 +15,7 @@
 //! Never reachable from the network listeners.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -39,6 +39,8 @@ pub enum AdminError {
     InUse { path: PathBuf },
     #[error("admin socket path {path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
+    #[error("admin socket directory {dir} is {problem}; use a directory only this server's user can write (mode 0700 or 0755)")]
+    UnsafeDir { dir: PathBuf, problem: String },
     #[error("cannot create admin socket {path}: {source}")]
     Bind {
         path: PathBuf,
@@ -48,20 +50,27 @@ pub enum AdminError {
 }
 
 /// Binds the admin socket, replacing a stale one left by a crashed server.
+///
+/// The directory must belong to this process's effective uid and be
+/// writable by nobody else (else someone could swap the socket for theirs);
+/// the socket is created under umask 077, never chmod'ed by path afterwards.
 pub async fn bind(path: &Path) -> Result<UnixListener, AdminError> {
     let bind_err = |source| AdminError::Bind {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(bind_err)?;
-        }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(bind_err)?;
     }
+    check_dir(dir)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
             return Err(AdminError::NotASocket {
@@ -79,14 +88,45 @@ pub async fn bind(path: &Path) -> Result<UnixListener, AdminError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(bind_err(e)),
     }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-    Ok(listener)
+    // Process-wide, but only for this one call at start-up.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let bound = UnixListener::bind(path);
+    rustix::process::umask(old);
+    bound.map_err(bind_err)
+}
+
+/// Refuses a socket directory not owned by this process's uid, or writable
+/// by its group or by others.
+fn check_dir(dir: &Path) -> Result<(), AdminError> {
+    let unsafe_dir = |problem: String| AdminError::UnsafeDir {
+        dir: dir.to_owned(),
+        problem,
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| unsafe_dir(format!("unreadable ({e})")))?;
+    let me = server_uid();
+    if meta.uid() != me {
+        return Err(unsafe_dir(format!(
+            "owned by uid {}, not by this server's uid {me}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "writable by its group or others (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// This process's effective uid: who may use the admin socket (besides root).
+fn server_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
 }
 
 /// Serves admin requests until the listener is dropped with the task.
-pub async fn serve(gw: Arc<Gateway>, listener: UnixListener, path: PathBuf) {
-    let owner = std::fs::metadata(&path).map(|m| m.uid()).unwrap_or(0);
+pub async fn serve(gw: Arc<Gateway>, listener: UnixListener, _path: PathBuf) {
+    let owner = server_uid();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -346,10 +386,25 @@ pub mod client {
         }
     }
 
-    /// Connects; `Ok(None)` when no server listens there (use the store directly).
+    /// Connects; `Ok(None)` when no server listens there (use the store
+    /// directly). The server must run as this user or as root: a socket
+    /// planted by someone else could answer `revoke` without revoking.
     pub async fn connect(path: &Path) -> io::Result<Option<UnixStream>> {
         match UnixStream::connect(path).await {
-            Ok(s) => Ok(Some(s)),
+            Ok(s) => {
+                let uid = s.peer_cred()?.uid();
+                let me = server_uid();
+                if uid != me && uid != 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "admin socket {} is served by uid {uid}, not by this user ({me}) or root; refusing to talk to it",
+                            path.display()
+                        ),
+                    ));
+                }
+                Ok(Some(s))
+            }
             Err(e)
                 if matches!(
                     e.kind(),

@@ -158,6 +158,17 @@ pub fn emit(event: AuditEvent<'_>) {
     write(&event);
 }
 
+/// [`emit`] for the CLI working on the store itself (no server running, no
+/// subscriber installed): the line goes to stderr, human format.
+pub fn emit_offline(event: AuditEvent<'_>) {
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || emit(event));
+}
+
 /// The one place audit lines are formatted: `peer` and `reason` first.
 fn write(event: &AuditEvent<'_>) {
     match *event {

@@ -10,6 +10,7 @@ use http::{Method, StatusCode};
 
 use super::{load, open_store, store_message, AppPasswordCommand, Failure};
 use crate::admin::{client, percent_encode, RevokedList};
+use crate::audit::{self, AuditEvent};
 use crate::config::Config;
 use crate::manage::{self, CreateRequest, Created, Listed, ManageError, Revocation};
 use crate::store::{Store, StoreError};
@@ -48,7 +49,17 @@ async fn dispatch(cmd: AppPasswordCommand) -> Result<(), Failure> {
                         StatusCode::CREATED,
                     )?
                 }
-                Via::Store(store) => local(manage::create(&store, &config, &req))?,
+                Via::Store(store) => {
+                    let created = local(manage::create(&store, &config, &req))?;
+                    audit::emit_offline(AuditEvent::Created {
+                        via: audit::Via::Offline,
+                        id: &created.id,
+                        user: &created.user,
+                        name: &created.name,
+                        scopes: &created.scopes.join(" "),
+                    });
+                    created
+                }
             };
             print_created(&created, json)
         }
@@ -87,7 +98,16 @@ async fn dispatch(cmd: AppPasswordCommand) -> Result<(), Failure> {
                                 StatusCode::OK,
                             )?
                         }
-                        Via::Store(store) => local(manage::revoke(&store, &id))?,
+                        Via::Store(store) => {
+                            let r = local(manage::revoke(&store, &id))?;
+                            if r.revoked_now {
+                                audit::emit_offline(AuditEvent::Revoked {
+                                    via: audit::Via::Offline,
+                                    id: &r.id,
+                                });
+                            }
+                            r
+                        }
                     };
                     if r.revoked_now {
                         eprintln!("revoked app password {}", r.id);
@@ -108,9 +128,16 @@ async fn dispatch(cmd: AppPasswordCommand) -> Result<(), Failure> {
                                 StatusCode::OK,
                             )?
                         }
-                        Via::Store(store) => RevokedList {
-                            revoked: local(manage::revoke_user(&store, &user))?,
-                        },
+                        Via::Store(store) => {
+                            let revoked = local(manage::revoke_user(&store, &user))?;
+                            for id in &revoked {
+                                audit::emit_offline(AuditEvent::Revoked {
+                                    via: audit::Via::Offline,
+                                    id,
+                                });
+                            }
+                            RevokedList { revoked }
+                        }
                     };
                     for id in &list.revoked {
                         println!("{id}");

@@ -11,6 +11,7 @@
 
 mod support;
 
+mod admin;
 mod attacks;
 mod audit;
 mod auth;
