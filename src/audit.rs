@@ -105,6 +105,12 @@ pub enum AuditEvent<'a> {
         limit: &'static str,
         open: usize,
     },
+    /// A failed sign-in to the self-service page (anyone can cause one).
+    SignInFailed {
+        peer: IpAddr,
+        method: &'static str,
+        error: &'a str,
+    },
     /// An admin-socket client of another uid refused.
     AdminRefused { uid: Option<u32> },
     /// An app password created.
@@ -140,6 +146,7 @@ impl AuditEvent<'_> {
             AuditEvent::WebRefused { peer, .. } => Some((Kind::WebRefused, peer)),
             AuditEvent::ScopeDenied { peer, .. } => Some((Kind::ScopeDenied, peer)),
             AuditEvent::ConnLimited { peer, .. } => Some((Kind::ConnLimited, peer)),
+            AuditEvent::SignInFailed { peer, .. } => Some((Kind::AuthFailed, peer)),
             AuditEvent::AdminRefused { .. }
             | AuditEvent::Created { .. }
             | AuditEvent::Revoked { .. } => None,
@@ -200,6 +207,13 @@ fn write(event: &AuditEvent<'_>) {
         }
         AuditEvent::ConnLimited { peer, limit, open } => {
             tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = %limit, event = "conn_limited", open);
+        }
+        AuditEvent::SignInFailed {
+            peer,
+            method,
+            error,
+        } => {
+            tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = "sign-in-failed", event = "sign_in_failed", method, error = ?error, via = "web");
         }
         AuditEvent::AdminRefused { uid } => {
             let uid = uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());

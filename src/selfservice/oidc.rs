@@ -336,9 +336,11 @@ impl OidcIdentity {
     /// cause these (a junk callback), so they share the per-address audit
     /// budget of failed authentications.
     fn failed(&self, e: SignInError, conn: &Peer) -> PageError {
-        if crate::audit::admit(crate::audit::Event::AuthFailed, conn.addr) {
-            tracing::warn!(target: "passgate::audit", event = "sign_in_failed", method = "oidc", reason = %e, via = "web", peer = %conn.addr);
-        }
+        crate::audit::emit(crate::audit::AuditEvent::SignInFailed {
+            peer: conn.addr,
+            method: "oidc",
+            error: &e.to_string(),
+        });
         PageError::SignIn(e)
     }
 }
