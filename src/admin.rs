@@ -88,8 +88,9 @@ pub async fn bind(path: &Path) -> Result<UnixListener, AdminError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(bind_err(e)),
     }
-    // Process-wide, but only for this one call at start-up.
-    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    // Process-wide, but only for this one call at start-up; 0177 leaves the
+    // socket 0600 (umask 077 and no execute bit).
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
     let bound = UnixListener::bind(path);
     rustix::process::umask(old);
     bound.map_err(bind_err)

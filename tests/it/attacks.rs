@@ -1125,7 +1125,7 @@ fn http2_requests_in_flight_count_under_the_connection_caps() {
     );
     // Each refused request is also an audit line.
     assert!(
-        pg.wait_log("limit=\"per-address\"", Duration::from_secs(2))
+        pg.wait_log("reason=per-address ", Duration::from_secs(2))
             && pg.log_text().contains("event=\"conn_limited\""),
         "{}",
         pg.log_text()
