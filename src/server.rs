@@ -252,6 +252,10 @@ impl Handler {
         let deadline = self.worker.gw.config.server.header_read_timeout;
         match tls {
             Some(tls) => {
+                let mut stream = stream;
+                if crate::tls::refuse_plain_http(&mut stream, deadline).await? {
+                    return Ok(());
+                }
                 let accept = tls.acceptor().accept(stream);
                 let stream = tokio::time::timeout(deadline, accept).await.map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")

@@ -6,16 +6,53 @@
 //! connections get the new certificate while open ones keep theirs. A reload
 //! that fails (missing file, bad PEM, key not matching the certificate) is
 //! reported and the old certificate stays in service.
+//!
+//! A plain-HTTP request sent to a TLS listener (`http://` where `https://`
+//! was meant) gets a short 400 saying so, as nginx answers with 497, rather
+//! than TLS bytes that git reports as "Received HTTP/0.9" ([`refuse_plain_http`]).
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsFiles;
+
+/// The whole answer to plain HTTP on a TLS port.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+    Content-Type: text/plain; charset=utf-8\r\n\
+    Content-Length: 56\r\n\
+    Connection: close\r\n\r\n\
+    this port speaks HTTPS: use https:// instead of http://\n";
+
+/// Answers a connection whose first byte starts a plain-HTTP request line
+/// (an upper-case method letter; a TLS ClientHello starts with 0x16) with a
+/// 400 telling to use `https://`, then closes it. Returns whether it did;
+/// `false` leaves the stream untouched for the TLS handshake.
+pub async fn refuse_plain_http(stream: &mut TcpStream, deadline: Duration) -> io::Result<bool> {
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(deadline, stream.peek(&mut first))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    if peeked == 0 || !first[0].is_ascii_uppercase() {
+        return Ok(false);
+    }
+    // Take in what the client sent so far, so that closing does not reset
+    // the connection before it reads the answer.
+    let mut head = vec![0u8; 16 * 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut head)).await;
+    stream.write_all(PLAIN_HTTP_ANSWER).await?;
+    let _ = stream.shutdown().await;
+    tracing::debug!("plain HTTP on a TLS listener: answered 400");
+    Ok(true)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

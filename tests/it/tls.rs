@@ -363,3 +363,32 @@ fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
 fn pause(d: Duration) {
     std::thread::sleep(d);
 }
+
+/// Issue #20: `http://` to a TLS port gets a short plain-text 400 telling to
+/// use `https://` (nginx answers 497), not TLS bytes git reads as HTTP/0.9;
+/// the port keeps serving TLS.
+#[test]
+fn plain_http_on_the_tls_port_gets_400_saying_use_https() {
+    let backend = Backend::start();
+    let (pg, certs) = tls_gateway(&backend, "");
+    for request in [
+        &b"GET /alice/project.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ] {
+        let resp = raw(pg.addr, request, Duration::from_secs(5));
+        assert_eq!(raw_status(&resp), 400, "{resp}");
+        assert!(resp.contains("use https:// instead of http://"), "{resp}");
+        assert!(
+            !resp.to_ascii_lowercase().contains("x-backend"),
+            "forwarded: {resp}"
+        );
+    }
+    let r = block_on(tls_request(
+        pg.addr,
+        &certs,
+        &[b"http/1.1"],
+        get_req("/repo/after", Some("localhost")),
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
