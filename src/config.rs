@@ -362,6 +362,28 @@ impl Build<'_> {
         }
     }
 
+    /// `server.listen`: IP addresses and ports. A host name is refused with
+    /// an example rather than resolved: what a name resolves to can change
+    /// under a running gateway, and `localhost` may or may not mean `::1`.
+    fn listen(&self, raw: Vec<Spanned<String>>) -> Result<Vec<SocketAddr>, ConfigError> {
+        raw.into_iter()
+            .map(|a| {
+                a.get_ref().parse().or_else(|_| {
+                    self.err(
+                        a.span(),
+                        "server.listen",
+                        format!(
+                            "\"{}\" is not a socket address (an IP address and a port): \
+                             write e.g. \"127.0.0.1:8080\", \"0.0.0.0:443\" or \"[::]:443\"; \
+                             host names are not resolved",
+                            a.get_ref()
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
+
     fn server(&self, raw: RawServer) -> Result<Server, ConfigError> {
         if raw.listen.get_ref().is_empty() {
             return self.err(
@@ -375,7 +397,7 @@ impl Build<'_> {
             key: self.path(&t.key),
         });
         Ok(Server {
-            listen: raw.listen.into_inner(),
+            listen: self.listen(raw.listen.into_inner())?,
             tls,
             trusted_proxies: raw.trusted_proxies,
             shutdown_grace: raw.shutdown_grace,
@@ -678,7 +700,8 @@ impl Build<'_> {
         for (i, r) in raw.into_iter().enumerate() {
             let span = r.span();
             let r = r.into_inner();
-            let key = |field: &str| format!("routes[{i}] (\"{}\").{field}", r.name.get_ref());
+            // The number check-config prints (1-based) and the route's name.
+            let key = |field: &str| format!("route {} (\"{}\") {field}", i + 1, r.name.get_ref());
             if r.name.get_ref().is_empty() {
                 return self.err(r.name.span(), &key("name"), "must not be empty");
             }
@@ -852,6 +875,11 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 
 /// Parses a duration string such as `"30s"`, `"15m"` or `"90d"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.trim_start().starts_with('-') {
+        return Err(format!(
+            "invalid duration \"{s}\": durations must be positive (use e.g. \"30s\", \"15m\", \"90d\")"
+        ));
+    }
     let d = humantime::parse_duration(s).map_err(|e| {
         format!("invalid duration \"{s}\": {e} (use e.g. \"30s\", \"15m\", \"90d\")")
     })?;
@@ -861,6 +889,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// `d` as a user writes it: in the largest of days, hours, minutes or
+/// seconds that holds it whole (`"365d"` stays `365d`, not `11months 30days…`).
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    for (unit, n) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if secs >= n && secs.is_multiple_of(n) {
+            return format!("{}{unit}", secs / n);
+        }
+    }
+    format!("{secs}s")
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -928,7 +968,7 @@ fn default_page_expiry() -> Spanned<String> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
-    listen: Spanned<Vec<SocketAddr>>,
+    listen: Spanned<Vec<Spanned<String>>>,
     tls: Option<RawTls>,
     #[serde(default)]
     trusted_proxies: Vec<IpNet>,

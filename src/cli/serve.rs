@@ -44,6 +44,10 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
     pin_malloc_mmap_threshold();
     let config = load(arg)?;
     let _log_guard = telemetry::init(config.server.log_format);
+    let warnings = super::check_config::warnings(&config);
+    for line in warnings.shadowed.iter().chain(&warnings.slash) {
+        tracing::warn!("{line}");
+    }
     ensure_fd_limit(config.server.max_connections);
     // The control runtime: admin socket, housekeeping, signals. Requests are
     // served by the worker threads of `server::spawn_workers`.

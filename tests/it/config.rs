@@ -212,6 +212,29 @@ fn broken_configs_name_file_line_and_key() {
             10,
             vec!["per_addr", "invalid duration"],
         ),
+        // Issue #20: what a new user wrote, and the message they need.
+        (
+            "host name in listen",
+            replace("\"127.0.0.1:0\"", "\"localhost:8080\""),
+            2,
+            vec![
+                "server.listen",
+                "\"localhost:8080\" is not a socket address",
+                "e.g. \"127.0.0.1:8080\"",
+            ],
+        ),
+        (
+            "negative duration",
+            replace("realm = \"t\"\n", "realm = \"t\"\ncache_ttl = \"-5s\"\n"),
+            9,
+            vec!["cache_ttl", "durations must be positive"],
+        ),
+        (
+            "route error names the route as check-config numbers it",
+            append("\n[[routes]]\nname = \"second\"\npath = \"/x\"\naccess = \"public\"\nupstream = \"nope\"\n"),
+            24,
+            vec!["route 2 (\"second\") upstream", "unknown upstream \"nope\""],
+        ),
     ];
     assert!(cases.len() >= 15);
     let dir = tempfile::tempdir().unwrap();
@@ -381,4 +404,65 @@ fn a_route_refused_for_its_trailing_slash_warns() {
     let o = check(dir.path(), &text, &["--strict"]);
     expect_code(&o, 0);
     assert!(!err(&o).contains("warning"), "{}", err(&o));
+}
+
+/// Issue #20: `serve` warns about the same shadowed routes as `check-config`.
+#[test]
+fn serve_logs_the_shadowing_warnings_of_check_config() {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.routes = format!(
+        "[[routes]]\nname = \"everything\"\npath = \"/**\"\naccess = \"public\"\nupstream = \"app\"\n\n{}",
+        default_routes()
+    );
+    let pg = Passgate::start(&b);
+    assert!(
+        pg.wait_log(
+            "can never match: route \"everything\"",
+            std::time::Duration::from_secs(5)
+        ),
+        "{}",
+        pg.log_text()
+    );
+}
+
+/// Issue #20: the shipped config starts without an open-files warning where
+/// the hard limit is 20,000 (and the soft one systemd's 1024).
+#[test]
+fn shipped_config_starts_quiet_under_common_open_files_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")).unwrap();
+    let from = r#"listen = ["127.0.0.1:8080"]"#;
+    assert!(shipped.contains(from));
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        shipped.replace(from, r#"listen = ["127.0.0.1:0"]"#),
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Hn 20000 && ulimit -Sn 1024 && exec \"$0\" serve --config \"$1\" 2> \"$2\"")
+        .arg(BIN)
+        .arg(&config)
+        .arg(&log)
+        .current_dir(dir.path())
+        .env_remove("PASSGATE_CONFIG")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("listening") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("listening"), "{text}");
+    assert!(!text.contains("open-files"), "{text}");
+    assert!(!text.contains("WARN"), "{text}");
 }
