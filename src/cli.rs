@@ -69,16 +69,24 @@ pub enum AppPasswordCommand {
     Create {
         #[command(flatten)]
         config: ConfigArg,
+        /// The user it belongs to: the user name clients send with it.
         #[arg(long)]
         user: String,
+        /// What it is for ("laptop", "ci"): unique among the user's active passwords.
         #[arg(long)]
         name: String,
-        /// A scope declared in the config's scopes table; repeat for several.
-        #[arg(long = "scope", value_name = "SCOPE")]
+        /// A scope declared in the config's scopes table; repeat for several (an unknown one lists the known).
+        #[arg(long = "scope", value_name = "SCOPE", required = true)]
         scopes: Vec<String>,
-        /// Lifetime, e.g. "90d".
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        /// Lifetime, e.g. "90d", "12h" (required when `[auth] max_lifetime` is set).
+        #[arg(
+            long,
+            value_name = "DURATION",
+            value_parser = parse_duration_arg,
+            allow_hyphen_values = true
+        )]
         expires_in: Option<std::time::Duration>,
+        /// Print one JSON object (id, password, user, name, scopes, times) instead.
         #[arg(long)]
         json: bool,
     },
@@ -86,8 +94,13 @@ pub enum AppPasswordCommand {
     List {
         #[command(flatten)]
         config: ConfigArg,
+        /// Only this user's passwords.
         #[arg(long)]
         user: Option<String>,
+        /// Only passwords with this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusFilter>,
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -127,6 +140,25 @@ pub enum StoreCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// `list --status`: the statuses `list` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFilter {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl StatusFilter {
+    /// The `status` text of a listed row this filter keeps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusFilter::Active => "active",
+            StatusFilter::Expired => "expired",
+            StatusFilter::Revoked => "revoked",
+        }
+    }
 }
 
 /// What a command failed with, and which exit code that deserves.

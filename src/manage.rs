@@ -246,11 +246,11 @@ fn expiry(asked: Option<u64>, max: Option<Duration>) -> Result<Option<u64>, Mana
             max: "a positive duration".into(),
         }),
         (Some(a), Some(m)) if a > m.as_secs() => Err(ManageError::TooLong {
-            asked: humantime::format_duration(Duration::from_secs(a)).to_string(),
-            max: humantime::format_duration(m).to_string(),
+            asked: crate::config::format_duration(Duration::from_secs(a)),
+            max: crate::config::format_duration(m),
         }),
         (None, Some(m)) => Err(ManageError::ExpiryRequired {
-            max: humantime::format_duration(m).to_string(),
+            max: crate::config::format_duration(m),
         }),
         (a, _) => Ok(a),
     }

@@ -63,9 +63,14 @@ async fn dispatch(cmd: AppPasswordCommand) -> Result<(), Failure> {
             };
             print_created(&created, json)
         }
-        AppPasswordCommand::List { config, user, json } => {
+        AppPasswordCommand::List {
+            config,
+            user,
+            status,
+            json,
+        } => {
             let config = load(&config)?;
-            let rows: Vec<Listed> = match Via::open(&config).await? {
+            let mut rows: Vec<Listed> = match Via::open(&config).await? {
                 Via::Socket(s) => {
                     let uri = match &user {
                         Some(u) => format!("/v1/app-passwords?user={}", percent_encode(u)),
@@ -78,6 +83,9 @@ async fn dispatch(cmd: AppPasswordCommand) -> Result<(), Failure> {
                 }
                 Via::Store(store) => local(manage::list(&store, user.as_deref()))?,
             };
+            if let Some(s) = status {
+                rows.retain(|r| r.status == s.as_str());
+            }
             print_list(&rows, json)
         }
         AppPasswordCommand::Revoke {

@@ -475,7 +475,7 @@ fn creation_rules(cli: &dyn Fn(&[&str]) -> Output) {
         (
             create_args("alice", "x", &[]),
             2,
-            vec!["at least one --scope", "repository:read"],
+            vec!["required", "--scope <SCOPE>"],
         ),
         (
             [
@@ -873,4 +873,88 @@ fn unwritable_store_path_fails_clearly() {
         assert!(err(&o).contains(&store), "{args:?}: {}", err(&o));
         assert!(!out(&o).contains("pgap_"));
     }
+}
+
+/// Issue #20: `create --help` describes every option and shows `--scope` as
+/// required; durations must be positive and come back in the unit written;
+/// `list --status` keeps only that status.
+#[test]
+fn create_help_durations_and_list_status_filter() {
+    let mut b = ConfigBuilder::new("http://127.0.0.1:9");
+    b.auth_extra = "max_lifetime = \"365d\"\n".to_owned();
+    let (_dir, config) = offline(&b);
+    let help = run(&config, &["app-password", "create", "-h"]);
+    expect_code(&help, 0);
+    let text = out(&help);
+    assert!(
+        text.contains("Usage: passgate app-password create [OPTIONS] --user <USER> --name <NAME> --scope <SCOPE>"),
+        "{text}"
+    );
+    let options: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Options:"))
+        .skip(1)
+        .filter(|l| l.trim_start().starts_with('-'))
+        .collect();
+    assert!(options.len() >= 6, "{text}");
+    for line in options {
+        let spec_end = line
+            .trim_start()
+            .find("  ")
+            .unwrap_or_else(|| panic!("undescribed: {line}"));
+        assert!(
+            line.trim_start()[spec_end..].trim().len() > 5,
+            "undescribed: {line}"
+        );
+    }
+
+    let mut create = create_args("alice", "x", &["repository:read"]);
+    create.extend(["--expires-in", "-5s"]);
+    let o = run(&config, &create);
+    expect_code(&o, 2);
+    assert!(
+        err(&o).contains("durations must be positive"),
+        "{}",
+        err(&o)
+    );
+    let mut create = create_args("alice", "x", &["repository:read"]);
+    create.extend(["--expires-in", "400d"]);
+    let o = run(&config, &create);
+    expect_code(&o, 2);
+    assert!(
+        err(&o).contains("expiry of 400d exceeds [auth] max_lifetime of 365d"),
+        "{}",
+        err(&o)
+    );
+
+    let mk = |name: &str, expires: &str| {
+        let mut args = create_args("alice", name, &["repository:read"]);
+        args.extend(["--expires-in", expires]);
+        let o = run(&config, &args);
+        expect_code(&o, 0);
+        id_of(out(&o).trim()).to_owned()
+    };
+    let (active, revoked, expired) = (mk("a", "90d"), mk("r", "90d"), mk("e", "1s"));
+    expect_code(&run(&config, &["app-password", "revoke", &revoked]), 0);
+    std::thread::sleep(Duration::from_millis(2100));
+    for (status, id) in [
+        ("active", &active),
+        ("revoked", &revoked),
+        ("expired", &expired),
+    ] {
+        let o = run(
+            &config,
+            &["app-password", "list", "--status", status, "--json"],
+        );
+        expect_code(&o, 0);
+        let ids: Vec<String> = json(&o)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, std::slice::from_ref(id), "{status}");
+    }
+    let o = run(&config, &["app-password", "list", "--status", "gone"]);
+    expect_code(&o, 2);
 }
