@@ -8,7 +8,8 @@
 //! instead of 8080, in the recipe and the config), the upstreams (pointed at
 //! the test's git server), fast argon2, `cargo` (a no-op: the binary is built
 //! already and linked as `./target/release/passgate`), a wait until `serve &`
-//! listens, and `GIT_ASKPASS` standing in for the user who pastes the
+//! listens and its admin socket exists (as for a user typing the next
+//! line), and `GIT_ASKPASS` standing in for the user who pastes the
 //! password when git asks. Every edit asserts its anchor.
 
 use std::net::TcpListener;
@@ -140,8 +141,8 @@ impl Desk {
              set -a  # every variable reaches GIT_ASKPASS, as a paste would\n\
              cargo() {{ :; }}\n\
              wait_listening() {{\n\
-               for _ in $(seq 200); do\n\
-                 (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && return 0\n\
+               for _ in $(seq 600); do\n\
+                 [ -S data/admin.sock ] && (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && return 0\n\
                  sleep 0.05\n\
                done\n\
                echo 'serve did not start' >&2; return 1\n\
