@@ -108,6 +108,12 @@ impl BodyScopes {
     /// (Go's `encoding/json`, in Gitea and Forgejo, matches keys
     /// case-insensitively, others keep the first or the last copy).
     pub fn required(&self, body: &[u8]) -> Result<ScopeSet, &'static str> {
+        // JSON is UTF-8 (RFC 8259 §8.1); the reader below skips the values
+        // of other keys without checking them, so check the whole body here:
+        // a backend must never be handed a body the gateway could not read.
+        if std::str::from_utf8(body).is_err() {
+            return Err("request body is not UTF-8 JSON");
+        }
         let mut de = serde_json::Deserializer::from_slice(body);
         let value =
             serde::Deserializer::deserialize_map(&mut de, FieldVisitor { field: &self.field })
@@ -525,6 +531,9 @@ mod tests {
             br#"{"OPERATION":"upload","operation":"download"}"#,
             br#"{"operation":"download","oper\u0061tion":"upload"}"#,
             br#"{"operation":"download","Operation":null}"#,
+            // Found by fuzz/body_scopes: invalid UTF-8 inside a skipped value.
+            b"{\"operatiin\":\"\xffownload\",\"operation\":\"upload\"}",
+            b"{\"operation\":\"download\",\"x\":\"\xc3\"}",
         ] {
             assert!(b.required(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
