@@ -1,6 +1,10 @@
-//! One arm per access kind: `app-password`, `web`, `public`, `deny`.
+//! One arm per access kind: `app-password`, `web`, `public`, `deny`,
+//! `introspect`.
 //!
-//! This is where a matched route's demand meets the request's credentials.
+//! This is where a matched route's demand meets the request's credentials:
+//! its scopes and the repository it names (its `resource`) go to the
+//! authenticator as one [`Demand`]. `introspect` answers with a JSON
+//! description of the presented password ([`introspection`]).
 //! `web` routes refuse anything that looks like an app password wherever it
 //! appears (any `Authorization` scheme, Basic user or password, Bearer, another
 //! header, the query), so an app password can never sign in to the web UI.
@@ -8,14 +12,24 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::HeaderMap;
+use bytes::Bytes;
+use http::header::{HeaderName, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Response};
+use http_body_util::Full;
+use serde::Serialize;
 
 use crate::audit::{self, AuditEvent};
 use crate::auth::cache::Verified;
-use crate::auth::token;
+use crate::auth::{token, Demand, Repo};
 use crate::error::Reject;
 use crate::gateway::Gateway;
+use crate::path::NormalPath;
 use crate::routes::{Access, Route};
+use crate::scopes::ScopeSet;
+
+/// On every response to a request authorised by a password that stops
+/// working at some time: that time, RFC 3339 UTC.
+pub const EXPIRES_HEADER: HeaderName = HeaderName::from_static("x-app-password-expires");
 
 /// What a request may carry upstream.
 #[derive(Debug)]
@@ -24,12 +38,25 @@ pub enum Grant {
     Anonymous,
     /// An authenticated app password with the route's scopes.
     AppPassword(Arc<Verified>),
+    /// A valid app password on an `introspect` route: answered by passgate.
+    Introspect(Arc<Verified>),
+}
+
+impl Grant {
+    /// The `X-App-Password-Expires` value, for a password that expires.
+    pub fn expires_header(&self) -> Option<&HeaderValue> {
+        match self {
+            Grant::AppPassword(v) | Grant::Introspect(v) => v.expires_header.as_ref(),
+            Grant::Anonymous => None,
+        }
+    }
 }
 
 /// Decides the request's fate on its route.
 pub async fn check(
     gw: &Gateway,
     route: &Route,
+    path: &NormalPath,
     headers: &HeaderMap,
     query: Option<&str>,
     client: IpAddr,
@@ -47,12 +74,86 @@ pub async fn check(
             }
             Ok(Grant::Anonymous)
         }
-        Access::AppPassword => gw
+        Access::AppPassword => {
+            let repo = match &route.resource {
+                Some(resource) => Repo::Named(resource, path),
+                None => Repo::Unnamed,
+            };
+            let demand = Demand {
+                scopes: route.required,
+                repo,
+            };
+            gw.auth
+                .authenticate(headers, client, demand)
+                .await
+                .map(Grant::AppPassword)
+        }
+        Access::Introspect => gw
             .auth
-            .authenticate(headers, client, route.required)
+            .authenticate(headers, client, Demand::scopes(ScopeSet::EMPTY))
             .await
-            .map(Grant::AppPassword),
+            .map(Grant::Introspect),
     }
+}
+
+/// What an `introspect` route answers: the presented password, never a
+/// secret or a hash.
+#[derive(Debug, Serialize)]
+struct Introspection<'a> {
+    id: &'a str,
+    user: &'a str,
+    name: &'a str,
+    scopes: &'a [String],
+    created_at: String,
+    /// When it stops working (its expiry, or the end of a rotation's grace).
+    expires_at: Option<String>,
+    repos: &'a [String],
+    allow_from: Vec<String>,
+}
+
+/// The JSON answer of an `introspect` route for a verified password (one
+/// store read: name and creation time are not kept in the cache).
+pub async fn introspection(
+    gw: &Gateway,
+    verified: &Verified,
+) -> Result<Response<Full<Bytes>>, Reject> {
+    let store = gw.store.clone();
+    let id = verified.id.to_string();
+    let record = match tokio::task::spawn_blocking(move || store.get(&id)).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => return Err(Reject::Unauthorized(crate::auth::INVALID)),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "store lookup failed");
+            return Err(Reject::StoreUnavailable);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store lookup task failed");
+            return Err(Reject::StoreUnavailable);
+        }
+    };
+    let stamp = crate::manage::timestamp;
+    let body = Introspection {
+        id: &record.id,
+        user: &record.user,
+        name: &record.name,
+        scopes: &record.scopes,
+        created_at: stamp(record.created_at),
+        expires_at: record.stops_at().map(stamp),
+        repos: &record.repos,
+        allow_from: record.allow_from.iter().map(ToString::to_string).collect(),
+    };
+    let json = serde_json::to_vec(&body).map_err(|e| {
+        tracing::error!(error = %e, "cannot encode an introspection");
+        Reject::StoreUnavailable
+    })?;
+    let mut resp = Response::new(Full::new(Bytes::from(json)));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(v) = &verified.expires_header {
+        h.insert(EXPIRES_HEADER, v.clone());
+    }
+    Ok(resp)
 }
 
 /// True when any credential, header value or the query carries something with

@@ -4,8 +4,10 @@
 //!
 //! Endpoints (all JSON):
 //! - `POST /v1/app-passwords` (`CreateRequest`) → 201 `Created`
-//! - `GET  /v1/app-passwords[?user=U]` → 200 `[Listed]`
+//! - `GET  /v1/app-passwords[?user=U][&expiring=SECONDS]` → 200 `[Listed]`
+//! - `GET  /v1/app-passwords/{id}` → 200 `Listed`
 //! - `POST /v1/app-passwords/{id}/revoke` → 200 `Revocation`
+//! - `POST /v1/app-passwords/{id}/rotate` (`RotateRequest`) → 201 `Created`
 //! - `POST /v1/revoke-user` (`{"user": U}`) → 200 `{"revoked": [ids]}`
 //! - `GET  /v1/stats` → 200 `{"argon2_runs": N}` (argon2id runs started)
 //!
@@ -31,7 +33,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::audit::{self, AuditEvent, Via};
 use crate::gateway::Gateway;
-use crate::manage::{self, CreateRequest, ManageError};
+use crate::manage::{self, CreateRequest, ManageError, RotateRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -217,8 +219,15 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>
             }
         }
         (Method::GET, ["v1", "app-passwords"]) => {
-            let user = query.as_deref().and_then(user_param);
-            let out = blocking(move || manage::list(&gw.store, user.as_deref())).await;
+            let user = query.as_deref().and_then(|q| param(q, "user"));
+            let expiring = match query.as_deref().and_then(|q| param(q, "expiring")) {
+                None => None,
+                Some(v) => match v.parse::<u64>() {
+                    Ok(secs) => Some(secs),
+                    Err(_) => return error(StatusCode::BAD_REQUEST, "malformed expiring", true),
+                },
+            };
+            let out = blocking(move || manage::list(&gw.store, user.as_deref(), expiring)).await;
             match out {
                 Ok(rows) => json(StatusCode::OK, &rows),
                 Err(e) => manage_error(&e),
@@ -243,6 +252,16 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>
                 }
                 Err(e) => manage_error(&e),
             }
+        }
+        (Method::GET, ["v1", "app-passwords", id]) => {
+            let id = (*id).to_owned();
+            match blocking(move || manage::show(&gw.store, &id)).await {
+                Ok(row) => json(StatusCode::OK, &row),
+                Err(e) => manage_error(&e),
+            }
+        }
+        (Method::POST, ["v1", "app-passwords", id, "rotate"]) => {
+            rotate(gw, (*id).to_owned(), &body).await
         }
         (Method::POST, ["v1", "revoke-user"]) => {
             let Ok(UserBody { user }) = serde_json::from_slice(&body) else {
@@ -278,6 +297,38 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>
     }
 }
 
+/// `rotate`: the successor is committed before it is answered; the old
+/// password leaves the cache at once (revoked now, or from the end of its
+/// grace, which the next verification reads).
+async fn rotate(gw: Arc<Gateway>, id: String, body: &[u8]) -> Response<Full<Bytes>> {
+    let req: RotateRequest = if body.is_empty() {
+        RotateRequest::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(_) => return error(StatusCode::BAD_REQUEST, "malformed rotate request", true),
+        }
+    };
+    let gw2 = gw.clone();
+    let old = id.clone();
+    gw.auth.revoking(&id);
+    let out = blocking(move || manage::rotate(&gw2.store, &gw2.config, &old, &req)).await;
+    gw.auth.revoked(&id);
+    match out {
+        Ok(created) => {
+            audit::emit(AuditEvent::Rotated {
+                via: Via::AdminSocket,
+                id: &id,
+                successor: &created.id,
+                user: &created.user,
+                name: &created.name,
+            });
+            json(StatusCode::CREATED, &created)
+        }
+        Err(e) => manage_error(&e),
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ManageError> + Send + 'static,
 ) -> Result<T, ManageError> {
@@ -287,10 +338,10 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn user_param(query: &str) -> Option<String> {
+fn param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == "user").then(|| percent_decode(v))
+        (k == key).then(|| percent_decode(v))
     })
 }
 

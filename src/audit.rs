@@ -12,8 +12,9 @@
 //! never reaches the log. A user name sent beside something that is not an
 //! app password is always hashed: it may be an account password.
 //!
-//! A client can cause `auth_failed`, `rate_limited`, `web_refused`,
-//! `scope_denied` and `conn_limited` lines as fast as it can send requests
+//! A client can cause `auth_failed` (and `rotated_reuse`, counted with it),
+//! `rate_limited`, `web_refused`, `scope_denied` (and `limit_denied`,
+//! counted with it) and `conn_limited` lines as fast as it can send requests
 //! (measured before this gate: 80,000 lines, 10 MB, per second). So per
 //! client address (IPv6: its /64) and second, the first line is always
 //! written, the next ones while the address is within [`PER_PEER`] and all
@@ -50,6 +51,10 @@ pub enum Via {
     AdminSocket,
     /// By the CLI on the store directly (no server running).
     Offline,
+    /// By the gateway itself: a password a rotation replaced was presented
+    /// with its right secret under `[auth] rotated_reuse = "revoke"` (the
+    /// `rotated_reuse` line before it names the peer).
+    RotatedReuse,
 }
 
 impl Via {
@@ -57,6 +62,7 @@ impl Via {
         match self {
             Via::AdminSocket => "admin-socket",
             Via::Offline => "offline",
+            Via::RotatedReuse => "rotated-reuse",
         }
     }
 }
@@ -99,6 +105,27 @@ pub enum AuditEvent<'a> {
         id: &'a str,
         missing: &'a str,
     },
+    /// A valid app password used outside its limits (403): `reason` is
+    /// `address-not-allowed` or `repository-not-allowed`; `resource` is the
+    /// route's resource, `None` when the route names none or it was not read.
+    LimitDenied {
+        peer: IpAddr,
+        reason: &'static str,
+        user: &'a str,
+        id: &'a str,
+        resource: Option<&'a str>,
+    },
+    /// A password revoked by a rotation presented with its right secret:
+    /// `current` is the lineage's current password, `action` `logged` or
+    /// `revoked-current`. Only a holder of the old secret gets here, yet a
+    /// client can repeat it at will: budgeted with `auth_failed`.
+    RotatedReuse {
+        peer: IpAddr,
+        user: &'a str,
+        id: &'a str,
+        current: Option<&'a str>,
+        action: &'static str,
+    },
     /// A connection, or an HTTP/2 request, refused by a connection cap.
     ConnLimited {
         peer: IpAddr,
@@ -123,6 +150,15 @@ pub enum AuditEvent<'a> {
     },
     /// An app password revoked.
     Revoked { via: Via, id: &'a str },
+    /// An app password rotated: `successor` created, `id` revoked now or
+    /// at the end of its grace.
+    Rotated {
+        via: Via,
+        id: &'a str,
+        successor: &'a str,
+        user: &'a str,
+        name: &'a str,
+    },
 }
 
 /// The events a client can cause at will, budgeted per address.
@@ -145,11 +181,14 @@ impl AuditEvent<'_> {
             AuditEvent::RateLimited { peer, .. } => Some((Kind::RateLimited, peer)),
             AuditEvent::WebRefused { peer, .. } => Some((Kind::WebRefused, peer)),
             AuditEvent::ScopeDenied { peer, .. } => Some((Kind::ScopeDenied, peer)),
+            AuditEvent::LimitDenied { peer, .. } => Some((Kind::ScopeDenied, peer)),
+            AuditEvent::RotatedReuse { peer, .. } => Some((Kind::AuthFailed, peer)),
             AuditEvent::ConnLimited { peer, .. } => Some((Kind::ConnLimited, peer)),
             AuditEvent::SignInFailed { peer, .. } => Some((Kind::AuthFailed, peer)),
             AuditEvent::AdminRefused { .. }
             | AuditEvent::Created { .. }
-            | AuditEvent::Revoked { .. } => None,
+            | AuditEvent::Revoked { .. }
+            | AuditEvent::Rotated { .. } => None,
         }
     }
 }
@@ -205,6 +244,24 @@ fn write(event: &AuditEvent<'_>) {
         } => {
             tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = "missing-scope", event = "scope_denied", user = %Shown(User::Name(user)), id = %id, missing = %missing);
         }
+        AuditEvent::LimitDenied {
+            peer,
+            reason,
+            user,
+            id,
+            resource,
+        } => {
+            tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = %reason, event = "limit_denied", user = %Shown(User::Name(user)), id = %id, resource = ?resource.unwrap_or("-"));
+        }
+        AuditEvent::RotatedReuse {
+            peer,
+            user,
+            id,
+            current,
+            action,
+        } => {
+            tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = "rotated-reuse", event = "rotated_reuse", user = %Shown(User::Name(user)), id = %id, current = %current.unwrap_or("-"), action);
+        }
         AuditEvent::ConnLimited { peer, limit, open } => {
             tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = %limit, event = "conn_limited", open);
         }
@@ -230,6 +287,15 @@ fn write(event: &AuditEvent<'_>) {
         }
         AuditEvent::Revoked { via, id } => {
             tracing::info!(target: "passgate::audit", peer = "local", reason = via.as_str(), event = "revoked", id = %id);
+        }
+        AuditEvent::Rotated {
+            via,
+            id,
+            successor,
+            user,
+            name,
+        } => {
+            tracing::info!(target: "passgate::audit", peer = "local", reason = via.as_str(), event = "rotated", id = %id, successor = %successor, user = ?user, name = ?name);
         }
     }
 }

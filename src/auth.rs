@@ -18,7 +18,14 @@
 //!    is verified against a dummy hash so its timing matches a wrong secret;
 //!    revoked and expired passwords also pay the full verification;
 //! 6. on every request, cached or not: user match, revocation (evicted from the
-//!    cache at once), expiry, then scopes → 403 naming the missing scope.
+//!    cache at once), expiry, the password's `--allow-from` networks → 403
+//!    naming the address, scopes → 403 naming the missing scope, then its
+//!    `--repo` list against the route's resource → 403 naming the limit. A
+//!    cached success thus never carries one repository's answer to another.
+//!
+//! A password that `rotate` revoked, presented with its right secret, writes
+//! `event="rotated_reuse"`; with `[auth] rotated_reuse = "revoke"` the
+//! lineage's current password is revoked too.
 //!
 //! Unknown id, wrong user, wrong secret, revoked and expired all answer the same
 //! 401 body. Audit events go to the tracing target `passgate::audit`, one line
@@ -38,10 +45,13 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue};
 
-use crate::audit::{self, AuditEvent, User};
+use crate::audit::{self, AuditEvent, User, Via};
 use crate::clock::unix_now;
-use crate::config::{self, UsernameMode};
+use crate::config::{self, RotatedReuse, UsernameMode};
 use crate::error::Reject;
+use crate::limits;
+use crate::path::NormalPath;
+use crate::routes::resource::Resource;
 use crate::scopes::{ScopeSet, Scopes};
 use crate::store::{AppPassword, Status, Store};
 use basic::BasicError;
@@ -51,8 +61,38 @@ use usage::UsageLog;
 use verify::{Verifier, VerifyError};
 
 /// The one 401 body for every credential failure, so none can be told apart.
-const INVALID: &str = "invalid credentials: use your user name and an app password";
+pub const INVALID: &str = "invalid credentials: use your user name and an app password";
 const MISSING: &str = "authentication required: use your user name and an app password";
+
+/// What a route asks of a valid app password.
+#[derive(Debug, Clone, Copy)]
+pub struct Demand<'a> {
+    /// Scopes it must hold.
+    pub scopes: ScopeSet,
+    /// The repository the request touches, for passwords limited to some.
+    pub repo: Repo<'a>,
+}
+
+/// The repository side of a [`Demand`].
+#[derive(Debug, Clone, Copy)]
+pub enum Repo<'a> {
+    /// No repository limit applies (introspection describes the password).
+    Exempt,
+    /// The route names no resource: a limited password is refused.
+    Unnamed,
+    /// The route's resource, rendered from the path only for a limited password.
+    Named(&'a Resource, &'a NormalPath),
+}
+
+impl Demand<'_> {
+    /// Scopes only, no repository limit (tests, introspection).
+    pub fn scopes(scopes: ScopeSet) -> Demand<'static> {
+        Demand {
+            scopes,
+            repo: Repo::Exempt,
+        }
+    }
+}
 
 /// Everything needed to authenticate app passwords in a running gateway.
 #[derive(Debug)]
@@ -64,6 +104,7 @@ pub struct Authenticator {
     throttle: Arc<Throttle>,
     verifier: Verifier,
     usage: UsageLog,
+    rotated_reuse: RotatedReuse,
     /// Single-flight gates for in-progress verifications, keyed by the keyed
     /// digest of the presented secret; entries live only while verifying.
     flights: Gates,
@@ -91,6 +132,7 @@ impl Authenticator {
             })),
             verifier: Verifier::new(cfg.verify_threads, cfg.verify_queue, &cfg.argon2)?,
             usage: UsageLog::default(),
+            rotated_reuse: cfg.rotated_reuse,
             flights: DashMap::new(),
         })
     }
@@ -104,7 +146,7 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
         client: IpAddr,
-        required: ScopeSet,
+        demand: Demand<'_>,
     ) -> Result<Arc<Verified>, Reject> {
         let stale = {
             let mut creds = basic::BasicCredentials::new();
@@ -112,14 +154,22 @@ impl Authenticator {
             let (user, now) = (creds.user(), Instant::now());
             let token = self.parse(user, creds.password(), client, now)?;
             let stale = match self.cache.lookup(token.id(), token.secret(), now) {
-                Lookup::Fresh(v) => return self.finish(v, user, token.id(), client, required),
+                Lookup::Fresh(v) if v.expires_at.is_none_or(|e| unix_now() < e) => {
+                    return self.finish(v, user, token.id(), client, demand)
+                }
+                // Past its stop time: verified afresh, so the refusal says
+                // why (expired, or revoked by a rotation: `rotated_reuse`).
+                Lookup::Fresh(_) => {
+                    self.cache.evict(token.id());
+                    None
+                }
                 Lookup::Stale(v) => Some(v),
                 Lookup::Miss => None,
             };
             self.throttled(user, client, now)?;
             stale
         };
-        Box::pin(self.authenticate_slow(headers, client, required, stale)).await
+        Box::pin(self.authenticate_slow(headers, client, demand, stale)).await
     }
 
     /// A cache miss, or a stale entry: renewed by one store read when the
@@ -128,7 +178,7 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
         client: IpAddr,
-        required: ScopeSet,
+        demand: Demand<'_>,
         stale: Option<Arc<Verified>>,
     ) -> Result<Arc<Verified>, Reject> {
         // The same header as a moment ago: decoding and admission succeed again.
@@ -149,7 +199,7 @@ impl Authenticator {
                     .await?
             }
         };
-        self.finish(verified, user, token.id(), client, required)
+        self.finish(verified, user, token.id(), client, demand)
     }
 
     /// The request's Basic credentials: none → 401, two headers → 400,
@@ -210,15 +260,17 @@ impl Authenticator {
             .map_err(|retry_after| rate_limited(User::Name(user), client, retry_after))
     }
 
-    /// The checks made on every request, cached or not: user, expiry, then scopes.
+    /// The checks made on every request, cached or not: user, expiry,
+    /// client address, scopes, then repository.
     fn finish(
         &self,
         verified: Arc<Verified>,
         user: &str,
         id: &str,
         client: IpAddr,
-        required: ScopeSet,
+        demand: Demand<'_>,
     ) -> Result<Arc<Verified>, Reject> {
+        let required = demand.scopes;
         let unix = unix_now();
         if self.username == UsernameMode::MustMatch && *verified.user != *user {
             // Only reachable from the cache; `verify` refuses a wrong user
@@ -230,6 +282,18 @@ impl Authenticator {
         if verified.expires_at.is_some_and(|e| unix >= e) {
             self.cache.evict(id);
             return Err(self.fail("expired", user, id, client));
+        }
+        if !limits::addr_allowed(&verified.allow_from, client) {
+            audit::emit(AuditEvent::LimitDenied {
+                peer: client,
+                reason: "address-not-allowed",
+                user: &verified.user,
+                id,
+                resource: None,
+            });
+            return Err(Reject::AddressNotAllowed {
+                addr: client.to_canonical(),
+            });
         }
         self.usage.record(&verified.id, unix, client);
         if !verified.granted.contains_all(required) {
@@ -243,6 +307,7 @@ impl Authenticator {
             });
             return Err(Reject::MissingScope { missing, accepted });
         }
+        check_repo(&verified, client, demand.repo)?;
         Ok(verified)
     }
 
@@ -422,6 +487,10 @@ impl Authenticator {
         }
         match record.status(unix_now()) {
             Status::Active => {}
+            Status::Revoked if record.rotated_to.is_some() => {
+                self.rotated_reuse(&record, client).await;
+                return Err(self.refused("revoked", user, id, client));
+            }
             Status::Revoked => return Err(self.refused("revoked", user, id, client)),
             Status::Expired => return Err(self.refused("expired", user, id, client)),
         }
@@ -432,6 +501,59 @@ impl Authenticator {
         self.cache
             .insert(secret, verified.clone(), read_at, generation);
         Ok(verified)
+    }
+
+    /// A password revoked by a rotation was presented with its right secret:
+    /// audited; in `revoke` mode the lineage's current password goes too.
+    async fn rotated_reuse(&self, record: &AppPassword, client: IpAddr) {
+        let (current, revoked) = match self.revoke_lineage(record).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, "could not follow a rotated password's lineage");
+                (None, false)
+            }
+        };
+        let action = if revoked { "revoked-current" } else { "logged" };
+        // Only a holder of the old secret gets here, yet it is still a
+        // client-triggered line: bounded like a failure.
+        audit::emit(AuditEvent::RotatedReuse {
+            peer: client,
+            user: &record.user,
+            id: &record.id,
+            current: current.as_deref(),
+            action,
+        });
+        if let Some(current) = current.as_deref().filter(|_| revoked) {
+            audit::emit(AuditEvent::Revoked {
+                via: Via::RotatedReuse,
+                id: current,
+            });
+        }
+    }
+
+    /// The lineage's current password (not `record` itself), revoked when
+    /// `rotated_reuse = "revoke"` and still active: (its id, revoked now).
+    async fn revoke_lineage(
+        &self,
+        record: &AppPassword,
+    ) -> Result<(Option<String>, bool), Box<dyn std::error::Error + Send + Sync>> {
+        let store = self.store.clone();
+        let id = record.id.clone();
+        let current = tokio::task::spawn_blocking(move || store.lineage_current(&id)).await??;
+        let Some(current) = current.filter(|c| c.id != record.id) else {
+            return Ok((None, false));
+        };
+        if self.rotated_reuse != RotatedReuse::Revoke || current.is_revoked(unix_now()) {
+            return Ok((Some(current.id), false));
+        }
+        self.revoking(&current.id);
+        let store = self.store.clone();
+        let target = current.id.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || store.revoke(&target, unix_now())).await?;
+        self.revoked(&current.id);
+        outcome?;
+        Ok((Some(current.id), true))
     }
 
     fn verified(&self, r: &AppPassword) -> Result<Arc<Verified>, ()> {
@@ -449,7 +571,10 @@ impl Authenticator {
             hash: r.hash.as_str().into(),
             user: r.user.as_str().into(),
             granted,
-            expires_at: r.expires_at,
+            expires_at: r.stops_at(),
+            expires_header: r.stops_at().map(expires_header).transpose()?,
+            repos: r.repos.iter().map(|s| Box::from(s.as_str())).collect(),
+            allow_from: r.allow_from.clone().into_boxed_slice(),
             user_header: header(&r.user)?,
             scopes_header: header(&self.scopes.join(granted))?,
             id_header: header(&r.id)?,
@@ -486,6 +611,42 @@ impl Drop for Flight<'_> {
         self.flights
             .remove_if(&self.key, |_, g| Arc::strong_count(g) <= 2);
     }
+}
+
+/// The `--repo` limit against the route's resource (no work for an
+/// unlimited password: the resource is rendered only when needed).
+fn check_repo(verified: &Verified, client: IpAddr, repo: Repo<'_>) -> Result<(), Reject> {
+    if verified.repos.is_empty() {
+        return Ok(());
+    }
+    let resource = match repo {
+        Repo::Exempt => return Ok(()),
+        Repo::Unnamed => None,
+        Repo::Named(resource, path) => resource.render(path),
+    };
+    if resource
+        .as_deref()
+        .is_some_and(|r| limits::repo_allowed(&verified.repos, r))
+    {
+        return Ok(());
+    }
+    audit::emit(AuditEvent::LimitDenied {
+        peer: client,
+        reason: "repository-not-allowed",
+        user: &verified.user,
+        id: &verified.id,
+        resource: resource.as_deref(),
+    });
+    Err(Reject::RepoNotAllowed {
+        resource,
+        allowed: verified.repos.join(", "),
+    })
+}
+
+/// `X-App-Password-Expires` for a stop time: RFC 3339 UTC, seconds.
+fn expires_header(unix: u64) -> Result<HeaderValue, ()> {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(unix);
+    HeaderValue::from_str(&humantime::format_rfc3339_seconds(at).to_string()).map_err(|_| ())
 }
 
 fn rate_limited(user: User<'_>, client: IpAddr, retry_after: Duration) -> Reject {
@@ -573,7 +734,7 @@ mod tests {
         let held = auth.verifier.hold.lock().unwrap();
         for _ in 0..5 {
             let headers = guess("mallory");
-            let attempt = auth.authenticate(&headers, client, ScopeSet::default());
+            let attempt = auth.authenticate(&headers, client, Demand::scopes(ScopeSet::default()));
             let abandoned = tokio::time::timeout(Duration::from_millis(2), attempt).await;
             assert!(abandoned.is_err(), "a held verification finished");
         }
@@ -616,8 +777,8 @@ mod tests {
             &auth,
             1,
             vec![
-                auth.authenticate(&a, client, ScopeSet::default()),
-                auth.authenticate(&b, client, ScopeSet::default()),
+                auth.authenticate(&a, client, Demand::scopes(ScopeSet::default())),
+                auth.authenticate(&b, client, Demand::scopes(ScopeSet::default())),
             ],
         )
         .await;
@@ -636,6 +797,8 @@ mod tests {
             name: "ci".into(),
             scopes: vec!["repository:read".into()],
             expires_in: None,
+            repos: Vec::new(),
+            allow_from: Vec::new(),
         };
         crate::manage::create(&auth.store, &test_config(extra), &request).unwrap()
     }
@@ -665,7 +828,7 @@ mod tests {
         let first = {
             let (auth, headers) = (auth.clone(), headers.clone());
             tokio::spawn(async move {
-                auth.authenticate(&headers, client, ScopeSet::default())
+                auth.authenticate(&headers, client, Demand::scopes(ScopeSet::default()))
                     .await
                     .map(|_| ())
             })
@@ -678,7 +841,7 @@ mod tests {
         // In flight before the revocation returned: either answer is fine.
         let _ = first.await.unwrap();
         let after = auth
-            .authenticate(&headers, client, ScopeSet::default())
+            .authenticate(&headers, client, Demand::scopes(ScopeSet::default()))
             .await;
         assert!(
             matches!(after, Err(Reject::Unauthorized(_))),
@@ -695,13 +858,13 @@ mod tests {
         let headers = basic_header("alice", &created.password);
         assert_eq!(auth.argon2_runs(), 0);
         for _ in 0..3 {
-            auth.authenticate(&headers, client, ScopeSet::default())
+            auth.authenticate(&headers, client, Demand::scopes(ScopeSet::default()))
                 .await
                 .unwrap();
         }
         assert_eq!(auth.argon2_runs(), 1, "the cache answered the later two");
         let _ = auth
-            .authenticate(&guess("alice"), client, ScopeSet::default())
+            .authenticate(&guess("alice"), client, Demand::scopes(ScopeSet::default()))
             .await;
         assert_eq!(auth.argon2_runs(), 2);
     }
@@ -719,7 +882,7 @@ mod tests {
         let client: IpAddr = "192.0.2.9".parse().unwrap();
         let headers = basic_header("alice", &created.password);
         let held = auth.verifier.hold.lock().unwrap();
-        let attempt = auth.authenticate(&headers, client, ScopeSet::default());
+        let attempt = auth.authenticate(&headers, client, Demand::scopes(ScopeSet::default()));
         abandon_once_running(&auth, 1, vec![attempt]).await;
         assert!(
             auth.throttle

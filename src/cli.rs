@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config`, `app-password …`, `store copy`.
+//! The command line: `serve`, `check-config`, `app-password create|list|show|rotate|revoke`,
+//! `store copy`.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config
 //! (clap's own usage errors exit 2 as well).
@@ -86,6 +87,12 @@ pub enum AppPasswordCommand {
             allow_hyphen_values = true
         )]
         expires_in: Option<std::time::Duration>,
+        /// Limit the password to a repository, OWNER/NAME or OWNER/*; repeat for several.
+        #[arg(long = "repo", value_name = "OWNER/NAME")]
+        repos: Vec<String>,
+        /// Limit the password to client addresses in a CIDR block; repeat for several.
+        #[arg(long = "allow-from", value_name = "CIDR")]
+        allow_from: Vec<String>,
         /// Print one JSON object (id, password, user, name, scopes, times) instead.
         #[arg(long)]
         json: bool,
@@ -100,7 +107,52 @@ pub enum AppPasswordCommand {
         /// Only passwords with this status.
         #[arg(long, value_enum)]
         status: Option<StatusFilter>,
+        /// Only active passwords that stop working within this time, e.g. "7d".
+        #[arg(
+            long,
+            value_name = "DURATION",
+            value_parser = parse_duration_arg,
+            allow_hyphen_values = true
+        )]
+        expiring: Option<std::time::Duration>,
         /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one app password (never its secret): limits, last addresses, lineage.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The password's id (the part of the password before its secret).
+        id: String,
+        /// Print one JSON object instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace an app password by a new one with the same user, name, scopes
+    /// and limits; the new one is printed once, like `create`.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The id of the password to replace.
+        id: String,
+        /// Lifetime of the new password (default: the old one's).
+        #[arg(
+            long,
+            value_name = "DURATION",
+            value_parser = parse_duration_arg,
+            allow_hyphen_values = true
+        )]
+        expires_in: Option<std::time::Duration>,
+        /// Keep the old password working this long (default: revoked at once).
+        #[arg(
+            long,
+            value_name = "DURATION",
+            value_parser = parse_duration_arg,
+            allow_hyphen_values = true
+        )]
+        grace: Option<std::time::Duration>,
+        /// Print one JSON object (like `create --json`) instead.
         #[arg(long)]
         json: bool,
     },

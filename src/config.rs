@@ -22,6 +22,7 @@ use toml::Spanned;
 
 use crate::routes::pattern::Pattern;
 use crate::routes::query::QueryRule;
+use crate::routes::resource::Resource;
 use crate::routes::{Access, Route, Routes};
 use crate::scopes::Scopes;
 
@@ -136,6 +137,20 @@ pub struct Auth {
     pub verify_queue: usize,
     pub rate_limit: RateLimit,
     pub usage_flush: Duration,
+    /// What to do when a password that rotation revoked is presented.
+    pub rotated_reuse: RotatedReuse,
+}
+
+/// `[auth] rotated_reuse`: a password revoked by `rotate` was presented
+/// (a leaked copy, or a client that missed the rotation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RotatedReuse {
+    /// Write the `rotated_reuse` audit line only.
+    #[default]
+    Log,
+    /// Also revoke the lineage's current password.
+    Revoke,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -460,6 +475,7 @@ impl Build<'_> {
                 max_entries: raw.rate_limit.max_entries,
             },
             usage_flush: raw.usage_flush,
+            rotated_reuse: raw.rotated_reuse,
         })
     }
 
@@ -758,9 +774,20 @@ impl Build<'_> {
                 (None, _) => crate::scopes::ScopeSet::EMPTY,
             };
             let upstream = match (&r.upstream, access) {
-                (None, Access::Deny) => None,
+                (None, Access::Deny | Access::Introspect) => None,
+                (Some(u), Access::Introspect) => {
+                    return self.err(
+                        u.span(),
+                        &key("upstream"),
+                        "not allowed with access = \"introspect\" (passgate answers it)",
+                    )
+                }
                 (None, _) => {
-                    return self.err(span, &key("upstream"), "required unless access = \"deny\"")
+                    return self.err(
+                        span,
+                        &key("upstream"),
+                        "required unless access = \"deny\" or \"introspect\"",
+                    )
                 }
                 (Some(u), _) => match upstreams.iter().position(|x| x.name == *u.get_ref()) {
                     Some(ix) => Some(ix),
@@ -813,6 +840,20 @@ impl Build<'_> {
                     )
                 }
             };
+            let resource = match (r.resource, access) {
+                (None, _) => None,
+                (Some(t), Access::AppPassword) => Some(
+                    Resource::parse(t.get_ref(), &pattern)
+                        .or_else(|e| self.err(t.span(), &key("resource"), e))?,
+                ),
+                (Some(t), _) => {
+                    return self.err(
+                        t.span(),
+                        &key("resource"),
+                        "only allowed with access = \"app-password\"",
+                    )
+                }
+            };
             out.push(Route {
                 name: r.name.into_inner().into(),
                 line: line_of(self.text, span.start),
@@ -823,6 +864,7 @@ impl Build<'_> {
                 required,
                 upstream,
                 body,
+                resource,
             });
         }
         Ok(Routes::new(out))
@@ -1046,6 +1088,8 @@ struct RawAuth {
     rate_limit: RawRateLimit,
     #[serde(default = "d5s", deserialize_with = "duration")]
     usage_flush: Duration,
+    #[serde(default)]
+    rotated_reuse: RotatedReuse,
 }
 
 impl Default for RawAuth {
@@ -1061,6 +1105,7 @@ impl Default for RawAuth {
             verify_queue: default_verify_queue(),
             rate_limit: RawRateLimit::default(),
             usage_flush: d5s(),
+            rotated_reuse: RotatedReuse::Log,
         }
     }
 }
@@ -1151,6 +1196,7 @@ struct RawRoute {
     scopes: Option<Spanned<Vec<String>>>,
     upstream: Option<Spanned<String>>,
     body_scopes: Option<Spanned<RawBodyScopes>>,
+    resource: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -53,6 +53,19 @@ pub enum Reject {
     /// cost the user their saved password.
     #[error("this app password lacks the scope \"{missing}\" required here")]
     MissingScope { missing: String, accepted: String },
+    /// 403, not 401 (git keeps the credential): a valid password used from a
+    /// client address outside its `--allow-from` networks.
+    #[error("this app password cannot be used from {addr}")]
+    AddressNotAllowed { addr: std::net::IpAddr },
+    /// 403, not 401: a valid password limited to some repositories, on a
+    /// route whose resource is another one or which names none.
+    #[error("{}", repo_message(resource.as_deref(), allowed))]
+    RepoNotAllowed {
+        /// The route's resource; `None` when the route names none.
+        resource: Option<String>,
+        /// The password's `--repo` list, comma-separated.
+        allowed: String,
+    },
     /// 403: an app password presented on a `web` route.
     #[error("app passwords cannot be used to sign in to the web interface")]
     WebAppPassword,
@@ -99,9 +112,11 @@ impl Reject {
             | Reject::TrailingSlash => StatusCode::BAD_REQUEST,
             Reject::PathTooLong => StatusCode::URI_TOO_LONG,
             Reject::NoRoute => StatusCode::NOT_FOUND,
-            Reject::Denied | Reject::MissingScope { .. } | Reject::WebAppPassword => {
-                StatusCode::FORBIDDEN
-            }
+            Reject::Denied
+            | Reject::MissingScope { .. }
+            | Reject::AddressNotAllowed { .. }
+            | Reject::RepoNotAllowed { .. }
+            | Reject::WebAppPassword => StatusCode::FORBIDDEN,
             Reject::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -127,6 +142,8 @@ impl Reject {
             Reject::Denied => "denied",
             Reject::Unauthorized(_) => "unauthorized",
             Reject::MissingScope { .. } => "missing-scope",
+            Reject::AddressNotAllowed { .. } => "address-not-allowed",
+            Reject::RepoNotAllowed { .. } => "repository-not-allowed",
             Reject::WebAppPassword => "web-app-password",
             Reject::BodyTooLarge => "body-too-large",
             Reject::RateLimited { .. } => "rate-limited",
@@ -265,6 +282,17 @@ impl From<PathError> for Reject {
     }
 }
 
+fn repo_message(resource: Option<&str>, allowed: &str) -> String {
+    match resource {
+        Some(r) => format!(
+            "this app password is limited to the repositories {allowed}; it cannot be used for {r}"
+        ),
+        None => format!(
+            "this app password is limited to the repositories {allowed}; this path names no repository"
+        ),
+    }
+}
+
 /// `Basic realm="…", charset="UTF-8"` for the configured realm (validated at load).
 pub fn challenge(realm: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
@@ -293,6 +321,19 @@ mod tests {
             (Reject::NoRoute, 404),
             (Reject::Denied, 403),
             (Reject::Unauthorized("x"), 401),
+            (
+                Reject::AddressNotAllowed {
+                    addr: "192.0.2.1".parse().unwrap(),
+                },
+                403,
+            ),
+            (
+                Reject::RepoNotAllowed {
+                    resource: Some("alice/b".into()),
+                    allowed: "alice/a".into(),
+                },
+                403,
+            ),
             (
                 Reject::MissingScope {
                     missing: "a".into(),

@@ -14,6 +14,7 @@
 //!   - [`body`]: the streamed response body and the access-log line.
 //! - [`selfservice`]: the app-password page under `[selfservice] path`,
 //!   answered before route matching and never forwarded.
+//! - [`limits`]: per-password repository and client-address limits (pure).
 //! - [`audit`]: per-second bounds on the audit lines a client can cause.
 //! - [`error`]: every rejection and its HTTP status, in one place.
 //!
@@ -46,6 +47,7 @@ pub mod error;
 pub mod fuzz_logic;
 pub mod gateway;
 pub mod headers;
+pub mod limits;
 pub mod manage;
 pub mod oidc;
 pub mod path;

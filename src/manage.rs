@@ -5,8 +5,9 @@
 //! name 1–100 characters, unique among the user's active passwords (the store
 //! checks that inside its transaction); at least one scope, each declared in
 //! `[scopes]`; `expires_in` bounded by `[auth] max_lifetime` when that is set
-//! (and then required to be finite). A password is committed to disk before it
-//! is returned, so whatever the caller prints survives a crash.
+//! (and then required to be finite); `repos` and `allow_from` as `limits.rs`
+//! reads them. A password is committed to disk before it is returned, so
+//! whatever the caller prints survives a crash; so is a rotation's successor.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,8 +17,12 @@ use crate::auth::token::NewToken;
 use crate::auth::verify::{hash_secret, HashError};
 use crate::clock::unix_now;
 use crate::config::Config;
+use crate::limits::{self, LimitError};
 use crate::scopes::ScopeError;
-use crate::store::{AppPassword, Revoked, Store, StoreError};
+use crate::store::{AppPassword, Revoked, Rotated, Status, Store, StoreError};
+
+/// `list` marks passwords that expire within this many seconds (7 days).
+pub const EXPIRING_SOON: u64 = 7 * 86_400;
 
 /// What `create` asks for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +33,22 @@ pub struct CreateRequest {
     pub scopes: Vec<String>,
     /// Seconds until expiry; `None` = no expiry (unless `max_lifetime` is set).
     pub expires_in: Option<u64>,
+    /// `OWNER/NAME` or `OWNER/*`; empty: any repository.
+    #[serde(default)]
+    pub repos: Vec<String>,
+    /// Addresses or CIDR blocks; empty: any client address.
+    #[serde(default)]
+    pub allow_from: Vec<String>,
+}
+
+/// What `rotate` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// Seconds until the successor expires; `None`: the old one's lifetime.
+    pub expires_in: Option<u64>,
+    /// Seconds the old password keeps working; `None` or 0: revoked at once.
+    pub grace: Option<u64>,
 }
 
 /// The one answer that carries the password; shown once, never again.
@@ -40,6 +61,17 @@ pub struct Created {
     pub scopes: Vec<String>,
     pub created_at: String,
     pub expires_at: Option<String>,
+    pub repos: Vec<String>,
+    pub allow_from: Vec<String>,
+    /// The password this one replaced (`rotate`), else `None`.
+    pub rotated_from: Option<String>,
+}
+
+/// One remembered client address and when it was last seen.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsedFrom {
+    pub addr: String,
+    pub at: String,
 }
 
 /// A listing row: never a secret, never a hash.
@@ -55,6 +87,20 @@ pub struct Listed {
     pub last_used_at: Option<String>,
     pub last_used_addr: Option<String>,
     pub status: String,
+    #[serde(default)]
+    pub repos: Vec<String>,
+    #[serde(default)]
+    pub allow_from: Vec<String>,
+    /// The last distinct client addresses, newest first.
+    #[serde(default)]
+    pub last_used: Vec<UsedFrom>,
+    #[serde(default)]
+    pub rotated_from: Option<String>,
+    #[serde(default)]
+    pub rotated_to: Option<String>,
+    /// Active and expiring (or, in a rotation's grace, stopping) within 7 days.
+    #[serde(default)]
+    pub expiring_soon: bool,
 }
 
 /// The outcome of a revocation.
@@ -92,6 +138,12 @@ pub enum ManageError {
     Hash(#[from] HashError),
     #[error(transparent)]
     Store(StoreError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    #[error("app password {id} is {status}: only an active password can be rotated")]
+    NotActive { id: String, status: Status },
+    #[error("app password {id} was already rotated (to {to}); rotate {to} instead")]
+    AlreadyRotated { id: String, to: String },
     #[error("management task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -108,6 +160,9 @@ impl ManageError {
                 | ManageError::TooLong { .. }
                 | ManageError::ExpiryRequired { .. }
                 | ManageError::BadId(_)
+                | ManageError::Limit(_)
+                | ManageError::NotActive { .. }
+                | ManageError::AlreadyRotated { .. }
         )
     }
 }
@@ -137,9 +192,22 @@ pub fn create(store: &Store, config: &Config, req: &CreateRequest) -> Result<Cre
     let mut scopes = req.scopes.clone();
     scopes.sort();
     scopes.dedup();
+    let mut repos = req
+        .repos
+        .iter()
+        .map(|r| limits::parse_repo(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    repos.sort();
+    repos.dedup();
+    let mut allow_from = req
+        .allow_from
+        .iter()
+        .map(|c| limits::parse_cidr(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    allow_from.sort();
+    allow_from.dedup();
     let expires_in = expiry(req.expires_in, config.auth.max_lifetime)?;
-    let token = NewToken::generate();
-    let hash = hash_secret(token.secret(), &config.auth.argon2)?;
+    let (token, hash) = new_secret(config)?;
     let now = unix_now();
     let record = AppPassword {
         id: token.id().to_owned(),
@@ -152,22 +220,122 @@ pub fn create(store: &Store, config: &Config, req: &CreateRequest) -> Result<Cre
         revoked_at: None,
         last_used_at: None,
         last_used_addr: None,
+        last_used: Vec::new(),
+        repos,
+        allow_from,
+        rotated_from: None,
+        rotated_to: None,
     };
     store.insert(&record, now)?;
-    Ok(Created {
-        id: record.id,
-        password: token.token().expose().to_owned(),
-        user: record.user,
-        name: record.name,
-        scopes: record.scopes,
-        created_at: timestamp(record.created_at),
-        expires_at: record.expires_at.map(timestamp),
-    })
+    Ok(created(&record, &token))
 }
 
-pub fn list(store: &Store, user: Option<&str>) -> Result<Vec<Listed>, ManageError> {
+/// Replaces the active password `id` by a successor with the same user,
+/// name, scopes and limits, committed before it is returned; the old one
+/// stops at once or after `grace`. Returns the successor (shown once, like
+/// `create`) and the old record's id.
+pub fn rotate(
+    store: &Store,
+    config: &Config,
+    id: &str,
+    req: &RotateRequest,
+) -> Result<Created, ManageError> {
+    if !crate::auth::token::is_valid_id(id) {
+        return Err(ManageError::BadId(id.to_owned()));
+    }
+    let old = store
+        .get(id)?
+        .ok_or_else(|| ManageError::NotFound(id.to_owned()))?;
+    // The old lifetime by default, so a 30-day password rotates into a 30-day one.
+    let lifetime = req.expires_in.or_else(|| {
+        old.expires_at
+            .map(|e| e.saturating_sub(old.created_at).max(1))
+    });
+    let expires_in = expiry(lifetime, config.auth.max_lifetime)?;
+    let (token, hash) = new_secret(config)?;
     let now = unix_now();
-    Ok(store.list(user)?.iter().map(|r| listed(r, now)).collect())
+    let successor = AppPassword {
+        id: token.id().to_owned(),
+        hash,
+        created_at: now,
+        expires_at: expires_in.map(|d| now.saturating_add(d)),
+        revoked_at: None,
+        last_used_at: None,
+        last_used_addr: None,
+        last_used: Vec::new(),
+        rotated_from: Some(old.id.clone()),
+        rotated_to: None,
+        ..old.clone()
+    };
+    let revoke_at = now.saturating_add(req.grace.unwrap_or(0));
+    match store.rotate(&old.id, &successor, now, revoke_at)? {
+        Rotated::Now(_) => Ok(created(&successor, &token)),
+        Rotated::NotFound => Err(ManageError::NotFound(id.to_owned())),
+        Rotated::NotActive(status) => Err(ManageError::NotActive {
+            id: id.to_owned(),
+            status,
+        }),
+        Rotated::AlreadyRotated(to) => Err(ManageError::AlreadyRotated {
+            id: id.to_owned(),
+            to,
+        }),
+    }
+}
+
+/// Every password, or a user's; with `expiring`, only active ones that stop
+/// within that many seconds.
+pub fn list(
+    store: &Store,
+    user: Option<&str>,
+    expiring: Option<u64>,
+) -> Result<Vec<Listed>, ManageError> {
+    let now = unix_now();
+    let within = |r: &AppPassword| match expiring {
+        None => true,
+        Some(secs) => {
+            r.status(now) == Status::Active
+                && r.stops_at()
+                    .is_some_and(|at| at <= now.saturating_add(secs))
+        }
+    };
+    Ok(store
+        .list(user)?
+        .iter()
+        .filter(|r| within(r))
+        .map(|r| listed(r, now))
+        .collect())
+}
+
+/// One password, never its secret or hash.
+pub fn show(store: &Store, id: &str) -> Result<Listed, ManageError> {
+    if !crate::auth::token::is_valid_id(id) {
+        return Err(ManageError::BadId(id.to_owned()));
+    }
+    let rec = store
+        .get(id)?
+        .ok_or_else(|| ManageError::NotFound(id.to_owned()))?;
+    Ok(listed(&rec, unix_now()))
+}
+
+fn new_secret(config: &Config) -> Result<(NewToken, String), ManageError> {
+    let token = NewToken::generate();
+    let hash = hash_secret(token.secret(), &config.auth.argon2)?;
+    Ok((token, hash))
+}
+
+fn created(r: &AppPassword, token: &NewToken) -> Created {
+    Created {
+        id: r.id.clone(),
+        password: token.token().expose().to_owned(),
+        user: r.user.clone(),
+        name: r.name.clone(),
+        scopes: r.scopes.clone(),
+        created_at: timestamp(r.created_at),
+        expires_at: r.expires_at.map(timestamp),
+        repos: r.repos.clone(),
+        allow_from: r.allow_from.iter().map(ToString::to_string).collect(),
+        rotated_from: r.rotated_from.clone(),
+    }
 }
 
 /// One record as a listing row.
@@ -268,6 +436,21 @@ fn listed(r: &AppPassword, now: u64) -> Listed {
         last_used_at: r.last_used_at.map(timestamp),
         last_used_addr: r.last_used_addr.clone(),
         status: r.status(now).to_string(),
+        repos: r.repos.clone(),
+        allow_from: r.allow_from.iter().map(ToString::to_string).collect(),
+        last_used: r
+            .last_used
+            .iter()
+            .map(|u| UsedFrom {
+                addr: u.addr.clone(),
+                at: timestamp(u.at),
+            })
+            .collect(),
+        rotated_from: r.rotated_from.clone(),
+        rotated_to: r.rotated_to.clone(),
+        expiring_soon: r.status(now) == Status::Active
+            && r.stops_at()
+                .is_some_and(|at| at <= now.saturating_add(EXPIRING_SOON)),
     }
 }
 

@@ -86,7 +86,7 @@ pub async fn handle(
 enum Served {
     /// The upstream, with how long its body may pause.
     Upstream(Response<Incoming>, Duration),
-    /// The self-service page.
+    /// A response passgate wrote itself: the self-service page, an introspection.
     Page(Response<Full<Bytes>>),
 }
 
@@ -125,7 +125,11 @@ async fn forward(
         req.headers(),
         &gw.config.server.trusted_proxies,
     );
-    let grant = access::check(gw, route, req.headers(), query, client).await?;
+    let grant = access::check(gw, route, path, req.headers(), query, client).await?;
+    if let Grant::Introspect(id) = &grant {
+        log.user = Some(id.user.clone());
+        return Ok(Served::Page(access::introspection(gw, id).await?));
+    }
     let upstream = route
         .upstream
         .and_then(|i| upstreams.get(i))
@@ -162,6 +166,12 @@ async fn forward(
         return Err(Reject::UpstreamUnavailable);
     }
     headers::strip_hop_by_hop(resp.headers_mut(), upgraded);
+    // Only passgate says when a password expires; a backend's copy is dropped.
+    resp.headers_mut().remove(access::EXPIRES_HEADER);
+    if let Some(expires) = grant.expires_header() {
+        resp.headers_mut()
+            .insert(access::EXPIRES_HEADER, expires.clone());
+    }
     if let (true, Some(client_side)) = (upgraded, upgrade) {
         let upstream_side = hyper::upgrade::on(&mut resp);
         let idle = log

@@ -20,6 +20,7 @@
 
 pub mod pattern;
 pub mod query;
+pub mod resource;
 
 use std::fmt;
 
@@ -30,6 +31,7 @@ use crate::path::NormalPath;
 use crate::scopes::ScopeSet;
 use pattern::Pattern;
 use query::{QueryError, QueryRule};
+use resource::Resource;
 
 /// What a route demands of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -43,6 +45,8 @@ pub enum Access {
     Public,
     /// Refused with 403 for everyone.
     Deny,
+    /// Answered by passgate: a JSON description of the presented app password.
+    Introspect,
 }
 
 impl fmt::Display for Access {
@@ -52,6 +56,7 @@ impl fmt::Display for Access {
             Access::Web => "web",
             Access::Public => "public",
             Access::Deny => "deny",
+            Access::Introspect => "introspect",
         })
     }
 }
@@ -74,6 +79,10 @@ pub struct Route {
     pub upstream: Option<usize>,
     /// Extra scopes chosen by a field of the JSON request body (Git LFS batch).
     pub body: Option<BodyScopes>,
+    /// The repository a request touches (`resource = "{owner}/{repo}"`), for
+    /// passwords limited to some repositories; `None`: the route names none,
+    /// and a limited password is refused on it.
+    pub resource: Option<Resource>,
 }
 
 /// Everything a route decides about the requests it matches, as opposed to
@@ -86,6 +95,9 @@ pub struct Decision<'a> {
     pub required: ScopeSet,
     pub upstream: Option<usize>,
     pub body: Option<&'a BodyScopes>,
+    /// The repository the request touches (compared as templates: the same
+    /// captures at the same places render the same repository).
+    pub resource: Option<&'a Resource>,
 }
 
 /// Scopes that depend on one top-level string field of a JSON request body,
@@ -186,12 +198,14 @@ impl Route {
             required,
             upstream,
             body,
+            resource,
         } = self;
         Decision {
             access: *access,
             required: *required,
             upstream: *upstream,
             body: body.as_ref(),
+            resource: resource.as_ref(),
         }
     }
 
@@ -400,6 +414,7 @@ mod tests {
             required: ScopeSet::EMPTY,
             upstream: Some(0),
             body: None,
+            resource: None,
         }
     }
 

@@ -5,7 +5,7 @@
 //!
 //! - **The interface.** [`Store`] is the only store type outside this module;
 //!   its methods are the whole contract (insert, get, list, revoke, revoke a
-//!   user's, record usage). Engine types (redb's, later PostgreSQL's) never
+//!   user's, record usage, rotate, follow a rotation lineage). Engine types (redb's, later PostgreSQL's) never
 //!   appear in a signature outside `store/`.
 //! - **The backends**, one file each: `store/redb.rs` (the embedded default,
 //!   one file, one process) and `store/postgres.rs` (one database shared by
@@ -15,7 +15,7 @@
 //!     returns `Ok`: a password reported created or revoked stays so across a
 //!     crash. `record_usage` is batched by its caller but never weakened.
 //!   - **Uniqueness.** Ids are unique; a name is unique among a user's active
-//!     passwords. Both are checked inside the inserting transaction, because
+//!     passwords (one rotated away, still in its grace, has handed its name on). Both are checked inside the inserting transaction, because
 //!     only there is the check race-free.
 //!   - **Schema versioning.** Opening a store creates or migrates its schema
 //!     and refuses one written by a newer passgate ([`StoreError::UnknownSchema`]).
@@ -53,7 +53,7 @@ use std::sync::Arc;
 pub use error::{BackendError, StoreError};
 pub use postgres::tls::TlsError;
 pub use postgres::url::{DbUrl, UrlError};
-pub use record::{AppPassword, Status};
+pub use record::{AppPassword, LastUse, Status, LAST_USED_KEPT};
 
 /// What a store shared with other gateways reports to this one
 /// ([`Store::watch`]); implemented by whoever caches verifications.
@@ -77,11 +77,25 @@ pub struct Usage {
     pub addr: String,
 }
 
+/// Outcome of [`Store::rotate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotated {
+    /// The successor is stored; the old record as now stored (revoked at
+    /// once, or from the end of the grace period on).
+    Now(Box<AppPassword>),
+    /// No password has this id.
+    NotFound,
+    /// The old password is revoked or expired: nothing to rotate.
+    NotActive(Status),
+    /// The old password was rotated before (to the id given).
+    AlreadyRotated(String),
+}
+
 /// Outcome of [`Store::revoke`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoked {
     /// Revoked by this call; the record as now stored.
-    Now(AppPassword),
+    Now(Box<AppPassword>),
     /// Was already revoked, at `revoked_at`; nothing changed.
     Already {
         /// When it was revoked, unix seconds.
@@ -190,7 +204,8 @@ impl Store {
         }
     }
 
-    /// Revokes one app password at `now`. Revoking twice keeps the first time.
+    /// Revokes one app password at `now`. Revoking twice keeps the first
+    /// time; a revocation only scheduled (a rotation's grace) becomes `now`.
     pub fn revoke(&self, id: &str, now: u64) -> Result<Revoked, StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.revoke(id, now),
@@ -199,7 +214,7 @@ impl Store {
     }
 
     /// Revokes, at `now`, every not-yet-revoked app password of `user`
-    /// (expired ones included) and returns the ids revoked by this call,
+    /// (expired ones and ones in a rotation's grace included) and returns the ids revoked by this call,
     /// ordered by `created_at`, then id.
     pub fn revoke_user(&self, user: &str, now: u64) -> Result<Vec<String>, StoreError> {
         match &self.backend {
@@ -209,8 +224,10 @@ impl Store {
     }
 
     /// Records a batch of uses in one durable transaction. Unknown ids are
-    /// skipped; `last_used_at` never moves backwards (a use at the same second
-    /// updates the address).
+    /// skipped; each use is merged into the record's last distinct addresses
+    /// ([`AppPassword::record_use`]: at most [`LAST_USED_KEPT`], newest
+    /// first); `last_used_at` never moves backwards (a use at the same
+    /// second updates the address).
     pub fn record_usage(&self, batch: &[Usage]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
@@ -218,6 +235,36 @@ impl Store {
         match &self.backend {
             Backend::Redb(b) => b.record_usage(batch),
             Backend::Postgres(b) => b.record_usage(batch),
+        }
+    }
+
+    /// Replaces the active password `old_id` by `successor` in one durable
+    /// transaction: the successor is inserted (its `rotated_from` naming the
+    /// old one, its name the same), and the old record gets `rotated_to` and
+    /// `revoked_at = revoke_at` (`now`: at once; later: a grace period).
+    /// Refuses an old password that is not active or was rotated before.
+    pub fn rotate(
+        &self,
+        old_id: &str,
+        successor: &AppPassword,
+        now: u64,
+        revoke_at: u64,
+    ) -> Result<Rotated, StoreError> {
+        match &self.backend {
+            Backend::Redb(b) => b.rotate(old_id, successor, now, revoke_at),
+            Backend::Postgres(_) => Err(StoreError::Unsupported { what: "rotate" }),
+        }
+    }
+
+    /// The current password of the lineage `id` belongs to: the end of its
+    /// `rotated_to` chain (`id` itself when never rotated); `None` when `id`
+    /// does not exist.
+    pub fn lineage_current(&self, id: &str) -> Result<Option<AppPassword>, StoreError> {
+        match &self.backend {
+            Backend::Redb(b) => b.lineage_current(id),
+            Backend::Postgres(_) => Err(StoreError::Unsupported {
+                what: "rotation lineage",
+            }),
         }
     }
 }

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use http::HeaderValue;
+use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 
 use crate::scopes::ScopeSet;
@@ -57,7 +58,15 @@ pub struct Verified {
     pub hash: Box<str>,
     pub user: Arc<str>,
     pub granted: ScopeSet,
+    /// When the password stops working: its expiry, or the end of a
+    /// rotation's grace period, whichever comes first.
     pub expires_at: Option<u64>,
+    /// `X-App-Password-Expires` for `expires_at` (RFC 3339 UTC), built once.
+    pub expires_header: Option<HeaderValue>,
+    /// Repositories the password is limited to (empty: any).
+    pub repos: Box<[Box<str>]>,
+    /// Client networks the password is limited to (empty: any).
+    pub allow_from: Box<[IpNet]>,
     /// Identity header values, built once per verification, not per request.
     pub user_header: HeaderValue,
     pub scopes_header: HeaderValue,
@@ -224,6 +233,9 @@ mod tests {
             user: "alice".into(),
             granted: ScopeSet::EMPTY,
             expires_at: None,
+            expires_header: None,
+            repos: Box::new([]),
+            allow_from: Box::new([]),
             user_header: HeaderValue::from_static("alice"),
             scopes_header: HeaderValue::from_static(""),
             id_header: HeaderValue::from_static("x"),

@@ -1,8 +1,10 @@
-//! `passgate app-password create|list|revoke`.
+//! `passgate app-password create|list|show|rotate|revoke`.
 //!
 //! While `serve` runs, every command goes through its admin socket (so a
 //! revocation evicts the running cache at once); otherwise the CLI opens the
 //! store file itself. Either way the same `manage` rules apply.
+
+mod lifecycle;
 
 use std::io::Write;
 
@@ -31,6 +33,8 @@ async fn dispatch(cmd: AppPasswordCommand) -> Result<(), Failure> {
             name,
             scopes,
             expires_in,
+            repos,
+            allow_from,
             json,
         } => {
             let config = load(&config)?;
@@ -39,6 +43,8 @@ async fn dispatch(cmd: AppPasswordCommand) -> Result<(), Failure> {
                 name,
                 scopes,
                 expires_in: expires_in.map(|d| d.as_secs().max(1)),
+                repos,
+                allow_from,
             };
             let created: Created = match Via::open(&config).await? {
                 Via::Socket(s) => {
@@ -67,27 +73,34 @@ async fn dispatch(cmd: AppPasswordCommand) -> Result<(), Failure> {
             config,
             user,
             status,
+            expiring,
             json,
         } => {
             let config = load(&config)?;
+            let expiring = expiring.map(|d| d.as_secs());
             let mut rows: Vec<Listed> = match Via::open(&config).await? {
                 Via::Socket(s) => {
-                    let uri = match &user {
-                        Some(u) => format!("/v1/app-passwords?user={}", percent_encode(u)),
-                        None => "/v1/app-passwords".to_owned(),
-                    };
+                    let uri = lifecycle::list_uri(user.as_deref(), expiring);
                     remote(
                         client::call(s, Method::GET, &uri, None).await,
                         StatusCode::OK,
                     )?
                 }
-                Via::Store(store) => local(manage::list(&store, user.as_deref()))?,
+                Via::Store(store) => local(manage::list(&store, user.as_deref(), expiring))?,
             };
             if let Some(s) = status {
                 rows.retain(|r| r.status == s.as_str());
             }
             print_list(&rows, json)
         }
+        AppPasswordCommand::Show { config, id, json } => lifecycle::show(&config, &id, json).await,
+        AppPasswordCommand::Rotate {
+            config,
+            id,
+            expires_in,
+            grace,
+            json,
+        } => lifecycle::rotate(&config, &id, expires_in, grace, json).await,
         AppPasswordCommand::Revoke {
             config,
             id,
@@ -273,7 +286,11 @@ fn table(rows: &[Listed]) -> String {
             r.created_at,
             r.expires_at.as_deref().unwrap_or("never"),
             last,
-            r.status
+            lifecycle::status_cell(r)
+        ));
+        out.push_str(&lifecycle::older_addresses(
+            r,
+            12 + 16 + 20 + 30 + 20 + 20 + 2 * 6,
         ));
     }
     out

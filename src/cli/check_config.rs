@@ -122,6 +122,10 @@ pub fn describe(config: &Config) -> String {
             }
             other => other.to_string(),
         };
+        let access = match &r.resource {
+            Some(res) => format!("{access} resource={res}"),
+            None => access,
+        };
         let upstream = r
             .upstream
             .and_then(|u| config.upstreams.get(u))

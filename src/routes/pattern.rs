@@ -121,6 +121,26 @@ impl Segment {
     }
 }
 
+/// The place of one named capture in a [`Pattern`], to read its value out of
+/// a path the pattern matched ([`CaptureAt::value`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureAt {
+    index: usize,
+    prefix: usize,
+    suffix: usize,
+}
+
+impl CaptureAt {
+    /// The captured text of `path`, which the pattern must have matched:
+    /// the decoded segment without the capture's literal prefix and suffix.
+    /// Never empty, never holds a `/`. Does not allocate.
+    pub fn value<'p>(&self, path: &'p NormalPath) -> Option<&'p str> {
+        let segment = path.segments().nth(self.index)?;
+        let end = segment.len().checked_sub(self.suffix)?;
+        segment.get(self.prefix..end).filter(|v| !v.is_empty())
+    }
+}
+
 /// A parsed route path pattern.
 #[derive(Debug, Clone)]
 pub struct Pattern {
@@ -242,6 +262,27 @@ impl Pattern {
                 .iter()
                 .zip(&other.segments)
                 .all(|(a, b)| a.covers(b))
+    }
+
+    /// Where the capture `name` sits: its segment's index and the lengths of
+    /// the literal prefix and suffix around it. `None` when the pattern has
+    /// no such capture.
+    pub fn capture(&self, name: &str) -> Option<CaptureAt> {
+        self.segments
+            .iter()
+            .enumerate()
+            .find_map(|(index, segment)| match segment {
+                Segment::Capture {
+                    name: Some(n),
+                    prefix,
+                    suffix,
+                } if n == name => Some(CaptureAt {
+                    index,
+                    prefix: prefix.len(),
+                    suffix: suffix.len(),
+                }),
+                _ => None,
+            })
     }
 
     /// The pattern as written in the config file.

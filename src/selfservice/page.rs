@@ -48,6 +48,8 @@ pub(super) async fn create(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page
         name: filled.name.clone(),
         scopes: filled.scopes.clone(),
         expires_in,
+        repos: Vec::new(),
+        allow_from: Vec::new(),
     };
     // One creation at a time: the count and the insert must not interleave.
     let guard = cx.page.state.create_lock.lock().await;
@@ -213,7 +215,7 @@ async fn owned_record(cx: &Cx<'_>, id: &str) -> Result<AppPassword, PageError> {
 async fn listed(cx: &Cx<'_>, owner: &str) -> Result<Vec<Listed>, PageError> {
     let store = cx.gw.store.clone();
     let user = owner.to_owned();
-    match tokio::task::spawn_blocking(move || manage::list(&store, Some(&user))).await {
+    match tokio::task::spawn_blocking(move || manage::list(&store, Some(&user), None)).await {
         Ok(Ok(rows)) => Ok(rows),
         Ok(Err(e)) => Err(unavailable(&e)),
         Err(e) => Err(unavailable(&ManageError::Task(e))),

@@ -307,7 +307,7 @@ impl Postgres {
                 Some(row) => {
                     txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id])
                         .await?;
-                    Revoked::Now(record(&row)?)
+                    Revoked::Now(Box::new(record(&row)?))
                 }
                 None => {
                     let before = txn

@@ -5,7 +5,11 @@
 
 use std::fmt;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+/// How many distinct client addresses a record remembers ([`AppPassword::last_used`]).
+pub const LAST_USED_KEPT: usize = 5;
 
 /// One app password as kept in the store.
 ///
@@ -28,12 +32,39 @@ pub struct AppPassword {
     pub created_at: u64,
     /// Expiry time, unix seconds: the password stops working at this instant.
     pub expires_at: Option<u64>,
-    /// Revocation time, unix seconds.
+    /// Revocation time, unix seconds. May lie in the future: a password
+    /// rotated with a grace period is revoked from then on.
     pub revoked_at: Option<u64>,
     /// Time of the most recent successful use, unix seconds.
     pub last_used_at: Option<u64>,
     /// Client address of the most recent successful use.
     pub last_used_addr: Option<String>,
+    /// The last [`LAST_USED_KEPT`] distinct client addresses, newest first,
+    /// each with the time it was last seen (schema v2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_used: Vec<LastUse>,
+    /// Repositories (`OWNER/NAME`, `OWNER/*`) the password is limited to;
+    /// empty: no limit (every record before schema v2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repos: Vec<String>,
+    /// Client networks the password is limited to; empty: no limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_from: Vec<IpNet>,
+    /// The password this one replaced by `rotate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_from: Option<String>,
+    /// The password that replaced this one by `rotate`; following it leads
+    /// to the lineage's current password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_to: Option<String>,
+}
+
+/// One remembered client address of an app password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastUse {
+    pub addr: String,
+    /// Unix seconds.
+    pub at: u64,
 }
 
 impl AppPassword {
@@ -43,12 +74,61 @@ impl AppPassword {
     /// on (`now >= expires_at`).
     #[must_use]
     pub fn status(&self, now: u64) -> Status {
-        if self.revoked_at.is_some() {
+        if self.is_revoked(now) {
             Status::Revoked
         } else if self.expires_at.is_some_and(|at| now >= at) {
             Status::Expired
         } else {
             Status::Active
+        }
+    }
+}
+
+impl AppPassword {
+    /// Revoked at `now`: a revocation time in the future (a rotation's
+    /// grace period) is not yet a revocation.
+    #[must_use]
+    pub fn is_revoked(&self, now: u64) -> bool {
+        self.revoked_at.is_some_and(|at| now >= at)
+    }
+
+    /// When the password stops working, if it is to: its expiry or a
+    /// revocation scheduled by a rotation's grace, whichever comes first.
+    #[must_use]
+    pub fn stops_at(&self) -> Option<u64> {
+        match (self.expires_at, self.revoked_at) {
+            (Some(e), Some(r)) => Some(e.min(r)),
+            (e, r) => e.or(r),
+        }
+    }
+
+    /// Merges one use into [`Self::last_used`] (and the most-recent fields):
+    /// the address moves to the front with its newer time; at most
+    /// [`LAST_USED_KEPT`] addresses stay. A use older than what is kept for
+    /// that address changes nothing.
+    pub fn record_use(&mut self, addr: &str, at: u64) {
+        if let Some(i) = self.last_used.iter().position(|u| u.addr == addr) {
+            if self.last_used[i].at > at {
+                return;
+            }
+            self.last_used.remove(i);
+        }
+        let pos = self
+            .last_used
+            .iter()
+            .position(|u| u.at <= at)
+            .unwrap_or(self.last_used.len());
+        self.last_used.insert(
+            pos,
+            LastUse {
+                addr: addr.to_owned(),
+                at,
+            },
+        );
+        self.last_used.truncate(LAST_USED_KEPT);
+        if self.last_used_at.is_none_or(|last| at >= last) {
+            self.last_used_at = Some(at);
+            self.last_used_addr = Some(addr.to_owned());
         }
     }
 }
@@ -66,6 +146,11 @@ impl fmt::Debug for AppPassword {
             .field("revoked_at", &self.revoked_at)
             .field("last_used_at", &self.last_used_at)
             .field("last_used_addr", &self.last_used_addr)
+            .field("last_used", &self.last_used)
+            .field("repos", &self.repos)
+            .field("allow_from", &self.allow_from)
+            .field("rotated_from", &self.rotated_from)
+            .field("rotated_to", &self.rotated_to)
             .finish()
     }
 }

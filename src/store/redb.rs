@@ -35,14 +35,14 @@ use ::redb::{
 };
 
 use super::error::{open_error, OrBackend};
-use super::{AppPassword, Revoked, Status, StoreError, Usage};
+use super::{AppPassword, Revoked, Rotated, Status, StoreError, Usage};
 
 mod sessions;
 
 /// The schema version this build writes and understands.
-pub(super) const SCHEMA_VERSION: u64 = 1;
+pub(super) const SCHEMA_VERSION: u64 = 2;
 
-const RECORDS: TableDefinition<'static, &'static str, &'static [u8]> =
+pub(super) const RECORDS: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("app_passwords");
 pub(super) const USER_INDEX: MultimapTableDefinition<'static, &'static str, &'static str> =
     MultimapTableDefinition::new("user_index");
@@ -50,12 +50,12 @@ pub(super) const META: TableDefinition<'static, &'static str, u64> = TableDefini
 pub(super) const SCHEMA_KEY: &str = "schema_version";
 
 /// A schema migration step, run inside the opening write transaction.
-type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
+type Migration = fn(&WriteTransaction, &Path) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` upgrades a store from version `i + 1` to `i + 2`, so its
-/// length is always `SCHEMA_VERSION - 1`. To go to version 2: bump
-/// [`SCHEMA_VERSION`] and push a `migrate_v1_to_v2`.
-pub(super) const MIGRATIONS: &[Migration] = &[];
+/// length is always `SCHEMA_VERSION - 1`. To go to version 3: bump
+/// [`SCHEMA_VERSION`] and push a `migrate_v2_to_v3`.
+pub(super) const MIGRATIONS: &[Migration] = &[migrate_v1_to_v2];
 
 /// The redb store. See the module documentation.
 pub(super) struct Redb {
@@ -115,7 +115,7 @@ impl Redb {
     ///
     /// Fails with [`StoreError::DuplicateId`] if the id exists and with
     /// [`StoreError::DuplicateName`] if the user has a password with the same
-    /// name that is active at `now`; both checks run inside the inserting
+    /// name that is active at `now` (and not rotated away); both checks run inside the inserting
     /// transaction. Durable when it returns `Ok`.
     pub(super) fn insert(&self, rec: &AppPassword, now: u64) -> Result<(), StoreError> {
         self.write(|txn| {
@@ -125,7 +125,7 @@ impl Redb {
                 return Err(StoreError::DuplicateId { id: rec.id.clone() });
             }
             for other in self.user_records(&index, &records, &rec.user)? {
-                if other.name == rec.name && other.status(now) == Status::Active {
+                if other.name == rec.name && holds_name(&other, now) {
                     return Err(StoreError::DuplicateName {
                         user: rec.user.clone(),
                         name: rec.name.clone(),
@@ -179,19 +179,21 @@ impl Redb {
             let Some(mut rec) = load(&records, id, &self.path)? else {
                 return Ok(Revoked::NotFound);
             };
-            if let Some(revoked_at) = rec.revoked_at {
+            if let Some(revoked_at) = rec.revoked_at.filter(|&at| at <= now) {
                 return Ok(Revoked::Already { revoked_at });
             }
+            // Not revoked, or only scheduled (a rotation's grace): revoked now.
             rec.revoked_at = Some(now);
             records
                 .insert(id, encode(&rec)?.as_slice())
                 .backend(&self.path)?;
-            Ok(Revoked::Now(rec))
+            Ok(Revoked::Now(Box::new(rec)))
         })
     }
 
     /// Revokes, at `now`, every not-yet-revoked app password of `user`
-    /// (expired ones included) and returns the ids revoked by this call,
+    /// (expired ones and ones in a rotation's grace included) and returns
+    /// the ids revoked by this call,
     /// ordered by `created_at`, then id.
     pub(super) fn revoke_user(&self, user: &str, now: u64) -> Result<Vec<String>, StoreError> {
         self.write(|txn| {
@@ -201,7 +203,7 @@ impl Redb {
             recs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
             let mut revoked = Vec::new();
             for mut rec in recs {
-                if rec.revoked_at.is_none() {
+                if !rec.is_revoked(now) {
                     rec.revoked_at = Some(now);
                     records
                         .insert(rec.id.as_str(), encode(&rec)?.as_slice())
@@ -223,17 +225,97 @@ impl Redb {
                 let Some(mut rec) = load(&records, &usage.id, &self.path)? else {
                     continue;
                 };
-                if rec.last_used_at.is_some_and(|last| usage.at < last) {
+                let before = rec.clone();
+                rec.record_use(&usage.addr, usage.at);
+                if rec == before {
                     continue;
                 }
-                rec.last_used_at = Some(usage.at);
-                rec.last_used_addr = Some(usage.addr.clone());
                 records
                     .insert(usage.id.as_str(), encode(&rec)?.as_slice())
                     .backend(&self.path)?;
             }
             Ok(())
         })
+    }
+
+    /// Replaces the active password `old_id` by `successor` in one durable
+    /// transaction: the successor is inserted (its `rotated_from` naming the
+    /// old one), the old record gets `rotated_to` and `revoked_at =
+    /// revoke_at` (`now` for at once, later for a grace period). The
+    /// successor shares the old one's name, so the name check skips it.
+    pub(super) fn rotate(
+        &self,
+        old_id: &str,
+        successor: &AppPassword,
+        now: u64,
+        revoke_at: u64,
+    ) -> Result<Rotated, StoreError> {
+        self.write(|txn| {
+            let mut records = txn.open_table(RECORDS).backend(&self.path)?;
+            let mut index = txn.open_multimap_table(USER_INDEX).backend(&self.path)?;
+            let Some(mut old) = load(&records, old_id, &self.path)? else {
+                return Ok(Rotated::NotFound);
+            };
+            if let Some(next) = &old.rotated_to {
+                return Ok(Rotated::AlreadyRotated(next.clone()));
+            }
+            match old.status(now) {
+                Status::Active => {}
+                other => return Ok(Rotated::NotActive(other)),
+            }
+            if records
+                .get(successor.id.as_str())
+                .backend(&self.path)?
+                .is_some()
+            {
+                return Err(StoreError::DuplicateId {
+                    id: successor.id.clone(),
+                });
+            }
+            for other in self.user_records(&index, &records, &successor.user)? {
+                if other.id != old.id && other.name == successor.name && holds_name(&other, now) {
+                    return Err(StoreError::DuplicateName {
+                        user: successor.user.clone(),
+                        name: successor.name.clone(),
+                    });
+                }
+            }
+            old.rotated_to = Some(successor.id.clone());
+            old.revoked_at = Some(revoke_at.max(now));
+            records
+                .insert(old.id.as_str(), encode(&old)?.as_slice())
+                .backend(&self.path)?;
+            records
+                .insert(successor.id.as_str(), encode(successor)?.as_slice())
+                .backend(&self.path)?;
+            index
+                .insert(successor.user.as_str(), successor.id.as_str())
+                .backend(&self.path)?;
+            Ok(Rotated::Now(Box::new(old)))
+        })
+    }
+
+    /// The current password of the lineage `id` belongs to: the end of its
+    /// `rotated_to` chain (`id` itself when it was never rotated). `None`
+    /// when `id` does not exist.
+    pub(super) fn lineage_current(&self, id: &str) -> Result<Option<AppPassword>, StoreError> {
+        let txn = self.db.begin_read().backend(&self.path)?;
+        let records = txn.open_table(RECORDS).backend(&self.path)?;
+        let Some(mut rec) = load(&records, id, &self.path)? else {
+            return Ok(None);
+        };
+        // Each rotation adds one link; the bound only guards against a
+        // corrupt (cyclic) chain.
+        for _ in 0..100_000 {
+            let Some(next) = rec.rotated_to.clone() else {
+                break;
+            };
+            match load(&records, &next, &self.path)? {
+                Some(n) => rec = n,
+                None => break,
+            }
+        }
+        Ok(Some(rec))
     }
 
     /// Runs `f` in one write transaction: committed (durably) if `f` succeeds,
@@ -287,7 +369,7 @@ impl Redb {
                 found.map(|v| v.value())
             };
             if let Some(found) = found {
-                migrate(txn, found)?;
+                migrate(txn, found, &self.path)?;
             }
             txn.open_table(RECORDS).backend(&self.path)?;
             txn.open_multimap_table(USER_INDEX).backend(&self.path)?;
@@ -301,8 +383,35 @@ impl Redb {
     }
 }
 
+/// Version 2 added limits, several last-used addresses and rotation
+/// lineage to the record, all optional (an old record means: no limit, no
+/// lineage). The one rewrite: a record's single last-used address becomes
+/// the first entry of its `last_used` list.
+fn migrate_v1_to_v2(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
+    let mut records = txn.open_table(RECORDS).backend(path)?;
+    let mut upgraded = Vec::new();
+    for entry in records.iter().backend(path)? {
+        let (key, value) = entry.backend(path)?;
+        let mut rec = decode(key.value(), value.value())?;
+        if let (Some(at), Some(addr), true) = (
+            rec.last_used_at,
+            rec.last_used_addr.clone(),
+            rec.last_used.is_empty(),
+        ) {
+            rec.record_use(&addr, at);
+            upgraded.push(rec);
+        }
+    }
+    for rec in upgraded {
+        records
+            .insert(rec.id.as_str(), encode(&rec)?.as_slice())
+            .backend(path)?;
+    }
+    Ok(())
+}
+
 /// Runs the migration steps from `found` up to [`SCHEMA_VERSION`].
-fn migrate(txn: &WriteTransaction, found: u64) -> Result<(), StoreError> {
+fn migrate(txn: &WriteTransaction, found: u64, path: &Path) -> Result<(), StoreError> {
     let unknown = StoreError::UnknownSchema {
         found,
         supported: SCHEMA_VERSION,
@@ -317,9 +426,15 @@ fn migrate(txn: &WriteTransaction, found: u64) -> Result<(), StoreError> {
         let Some(step) = step else {
             return Err(unknown);
         };
-        step(txn)?;
+        step(txn, path)?;
     }
     Ok(())
+}
+
+/// Whether `rec` keeps its name from being reused at `now`: active, and
+/// not rotated away (one in a rotation's grace has handed its name on).
+fn holds_name(rec: &AppPassword, now: u64) -> bool {
+    rec.status(now) == Status::Active && rec.rotated_to.is_none()
 }
 
 fn load(

@@ -9,7 +9,7 @@ use std::thread;
 
 mod pg;
 
-use super::redb::{META, MIGRATIONS, SCHEMA_KEY, SCHEMA_VERSION, USER_INDEX};
+use super::redb::{META, MIGRATIONS, RECORDS, SCHEMA_KEY, SCHEMA_VERSION, USER_INDEX};
 use super::*;
 
 const NOW: u64 = 1_700_000_000;
@@ -26,6 +26,11 @@ fn rec(id: &str, user: &str, name: &str, created_at: u64) -> AppPassword {
         revoked_at: None,
         last_used_at: None,
         last_used_addr: None,
+        last_used: Vec::new(),
+        repos: Vec::new(),
+        allow_from: Vec::new(),
+        rotated_from: None,
+        rotated_to: None,
     }
 }
 
@@ -178,7 +183,10 @@ fn status_and_display() {
     assert_eq!(r.status(NOW + 10), Status::Expired);
     r.revoked_at = Some(NOW + 1);
     assert_eq!(r.status(NOW + 10), Status::Revoked);
-    assert_eq!(r.status(NOW), Status::Revoked);
+    assert_eq!(r.status(NOW + 1), Status::Revoked);
+    // A revocation scheduled for later (a rotation's grace) is not one yet.
+    assert_eq!(r.status(NOW), Status::Active);
+    assert_eq!(r.stops_at(), Some(NOW + 1));
     assert_eq!(Status::Active.to_string(), "active");
     assert_eq!(Status::Expired.to_string(), "expired");
     assert_eq!(Status::Revoked.to_string(), "revoked");
@@ -285,7 +293,7 @@ fn revoke_now_already_not_found(fx: Fixture) {
     };
     assert_eq!(revoked.revoked_at, Some(NOW + 5));
     assert_eq!(revoked.status(NOW + 5), Status::Revoked);
-    assert_eq!(store.get("aaaaaaaaaaaa").unwrap(), Some(revoked));
+    assert_eq!(store.get("aaaaaaaaaaaa").unwrap(), Some(*revoked));
     assert_eq!(
         store.revoke("aaaaaaaaaaaa", NOW + 9).unwrap(),
         Revoked::Already {
@@ -508,7 +516,7 @@ fn debug_redacts_the_hash() {
         debug.contains("[redacted]") && debug.contains("laptop"),
         "{debug}"
     );
-    let debug = format!("{:?}", Revoked::Now(r.clone()));
+    let debug = format!("{:?}", Revoked::Now(Box::new(r.clone())));
     assert!(!debug.contains(&r.hash), "{debug}");
 }
 
@@ -687,4 +695,178 @@ fn postgres_revocations_reach_a_watching_store() {
     assert!(rx
         .recv_timeout(std::time::Duration::from_millis(300))
         .is_err());
+}
+
+/// redb only until the PostgreSQL backend implements rotation (#17).
+#[test]
+fn last_used_keeps_five_distinct_addresses_newest_first() {
+    let fx = Fixture::redb();
+    let store = &*fx.store;
+    store
+        .insert(&rec("id-1", "alice", "one", NOW), NOW)
+        .unwrap();
+    let usage = |at: u64, addr: &str| Usage {
+        id: "id-1".to_owned(),
+        at,
+        addr: addr.to_owned(),
+    };
+    let batch: Vec<Usage> = (0..7u64)
+        .map(|i| usage(NOW + i, &format!("10.0.0.{i}")))
+        .chain([usage(NOW + 20, "10.0.0.3"), usage(NOW + 1, "10.0.0.6")])
+        .collect();
+    store.record_usage(&batch).unwrap();
+    let one = store.get("id-1").unwrap().unwrap();
+    let got: Vec<(&str, u64)> = one
+        .last_used
+        .iter()
+        .map(|u| (u.addr.as_str(), u.at))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("10.0.0.3", NOW + 20),
+            ("10.0.0.6", NOW + 6),
+            ("10.0.0.5", NOW + 5),
+            ("10.0.0.4", NOW + 4),
+            ("10.0.0.2", NOW + 2),
+        ]
+    );
+    assert_eq!(one.last_used_at, Some(NOW + 20));
+    assert_eq!(one.last_used_addr.as_deref(), Some("10.0.0.3"));
+}
+
+/// redb only until the PostgreSQL backend implements rotation (#17).
+#[test]
+fn rotate_links_the_lineage_and_revokes_at_once_or_later() {
+    let fx = Fixture::redb();
+    let store = &*fx.store;
+    let mut old = rec("old-id", "alice", "ci", NOW);
+    old.repos = vec!["alice/a".into()];
+    store.insert(&old, NOW).unwrap();
+    let mut next = rec("next-id", "alice", "ci", NOW + 5);
+    next.rotated_from = Some("old-id".into());
+    let done = store.rotate("old-id", &next, NOW + 5, NOW + 65).unwrap();
+    let Rotated::Now(after) = done else {
+        panic!("{done:?}")
+    };
+    assert_eq!(after.rotated_to.as_deref(), Some("next-id"));
+    assert_eq!(after.status(NOW + 64), Status::Active, "in its grace");
+    assert_eq!(after.status(NOW + 65), Status::Revoked);
+    assert_eq!(store.list(Some("alice")).unwrap().len(), 2);
+    assert_eq!(
+        store
+            .rotate("old-id", &rec("x", "alice", "ci", NOW), NOW + 6, NOW + 6)
+            .unwrap(),
+        Rotated::AlreadyRotated("next-id".into())
+    );
+    // The successor rotates at once; the lineage's current one is the newest.
+    let third = rec("third-id", "alice", "ci", NOW + 7);
+    assert!(matches!(
+        store.rotate("next-id", &third, NOW + 7, NOW + 7).unwrap(),
+        Rotated::Now(_)
+    ));
+    assert_eq!(
+        store.get("next-id").unwrap().unwrap().status(NOW + 7),
+        Status::Revoked
+    );
+    for id in ["old-id", "next-id", "third-id"] {
+        assert_eq!(store.lineage_current(id).unwrap().unwrap().id, "third-id");
+    }
+    assert_eq!(store.lineage_current("nope").unwrap(), None);
+    assert_eq!(
+        store
+            .rotate("nope", &rec("y", "alice", "ci", NOW), NOW, NOW)
+            .unwrap(),
+        Rotated::NotFound
+    );
+    // Revoking a password in its grace revokes it now.
+    let mut graced = rec("grace-id", "bob", "ci", NOW);
+    graced.revoked_at = Some(NOW + 100);
+    store.insert(&graced, NOW).unwrap();
+    assert!(matches!(
+        store.revoke("grace-id", NOW + 1).unwrap(),
+        Revoked::Now(_)
+    ));
+    assert_eq!(
+        store.get("grace-id").unwrap().unwrap().revoked_at,
+        Some(NOW + 1)
+    );
+}
+
+/// redb only until the PostgreSQL backend implements rotation (#17).
+#[test]
+fn rotate_refuses_a_revoked_password_and_keeps_names_unique() {
+    let fx = Fixture::redb();
+    let store = &*fx.store;
+    store
+        .insert(&rec("old-id", "alice", "ci", NOW), NOW)
+        .unwrap();
+    store
+        .insert(&rec("other-id", "alice", "other", NOW), NOW)
+        .unwrap();
+    let mut clash = rec("new-id", "alice", "other", NOW);
+    clash.rotated_from = Some("old-id".into());
+    assert!(matches!(
+        store.rotate("old-id", &clash, NOW, NOW),
+        Err(StoreError::DuplicateName { .. })
+    ));
+    assert_eq!(store.get("new-id").unwrap(), None, "nothing half-done");
+    store.revoke("old-id", NOW).unwrap();
+    assert_eq!(
+        store
+            .rotate("old-id", &rec("n2", "alice", "ci", NOW), NOW, NOW)
+            .unwrap(),
+        Rotated::NotActive(Status::Revoked)
+    );
+}
+
+/// A store as schema version 1 wrote it: records without limits, lineage
+/// or an address list (the JSON layout of that release, written by hand).
+#[test]
+fn a_version_1_store_opens_and_its_records_mean_no_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.redb");
+    {
+        let db = ::redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(SCHEMA_KEY, 1).unwrap();
+            let mut records = txn.open_table(RECORDS).unwrap();
+            let v1 = r#"{"id":"aaaaaaaaaaaa","user":"alice","name":"laptop","scopes":["repository:read"],"hash":"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA","created_at":1700000000,"expires_at":null,"revoked_at":null,"last_used_at":1700000100,"last_used_addr":"192.0.2.1"}"#;
+            records.insert("aaaaaaaaaaaa", v1.as_bytes()).unwrap();
+            let unused = r#"{"id":"bbbbbbbbbbbb","user":"alice","name":"other","scopes":["repository:read"],"hash":"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA","created_at":1700000000,"expires_at":null,"revoked_at":null,"last_used_at":null,"last_used_addr":null}"#;
+            records.insert("bbbbbbbbbbbb", unused.as_bytes()).unwrap();
+            let mut index = txn.open_multimap_table(USER_INDEX).unwrap();
+            index.insert("alice", "aaaaaaaaaaaa").unwrap();
+            index.insert("alice", "bbbbbbbbbbbb").unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let r = store.get("aaaaaaaaaaaa").unwrap().unwrap();
+    assert!(r.repos.is_empty() && r.allow_from.is_empty());
+    assert_eq!(r.rotated_from, None);
+    assert_eq!(
+        r.last_used,
+        [LastUse {
+            addr: "192.0.2.1".into(),
+            at: 1_700_000_100
+        }]
+    );
+    assert_eq!(r.status(NOW), Status::Active);
+    assert!(store
+        .get("bbbbbbbbbbbb")
+        .unwrap()
+        .unwrap()
+        .last_used
+        .is_empty());
+    drop(store);
+    let db = ::redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(
+        meta.get(SCHEMA_KEY).unwrap().unwrap().value(),
+        SCHEMA_VERSION
+    );
 }

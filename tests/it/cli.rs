@@ -147,6 +147,9 @@ fn round_trip(cli: &dyn Fn(&[&str]) -> Output) {
         "scopes",
         "created_at",
         "expires_at",
+        "repos",
+        "allow_from",
+        "rotated_from",
     ]
     .into();
     assert_eq!(keys, want);
@@ -205,6 +208,12 @@ fn round_trip(cli: &dyn Fn(&[&str]) -> Output) {
             "last_used_at",
             "last_used_addr",
             "status",
+            "repos",
+            "allow_from",
+            "last_used",
+            "rotated_from",
+            "rotated_to",
+            "expiring_soon",
         ]
         .into();
         assert_eq!(keys, want, "{r}");

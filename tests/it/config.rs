@@ -377,6 +377,7 @@ fn shipped_routes_under_the_trailing_slash_rule() {
             // Its example `POST /api/2.0/repositories/x/x` is api-repository-admin's.
             "api-repositories-write",
             "health",
+            "whoami",
         ]
     );
 }

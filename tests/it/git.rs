@@ -664,3 +664,89 @@ fn clone_and_push_timing_through_gateway_versus_direct() {
         median(push_direct),
     );
 }
+
+/// Issue #14: a password limited to alice/project clones it; on alice/other
+/// it gets 403 naming the limit and git keeps the stored credential; the
+/// same credential, right after (cached), is still refused there.
+#[test]
+fn a_password_limited_to_one_repository_clones_it_and_gets_403_on_another() {
+    let site = Site::start();
+    let other = site.cgi.bare_repo("alice", "other");
+    let seed = site.git.home().join("seed");
+    site.git
+        .ok(&seed, &["push", "--quiet", other.to_str().unwrap(), "main"]);
+    let out = site.pg.cli(&[
+        "app-password",
+        "create",
+        "--user",
+        "alice",
+        "--name",
+        "deploy",
+        "--scope",
+        "repository:read",
+        "--repo",
+        "alice/project",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pw = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let creds = site.git.use_credential_store();
+    std::fs::write(&creds, format!("https://alice:{pw}@{}\n", site.pg.addr)).unwrap();
+    let home = site.git.home();
+    let clone = |repo: &str, dir: &str| {
+        site.git.run(
+            home,
+            &[
+                "clone",
+                "--quiet",
+                &site.url(&format!("/alice/{repo}.git")),
+                home.join(dir).to_str().unwrap(),
+            ],
+        )
+    };
+    let ok = clone("project", "project");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let saved = std::fs::read_to_string(&creds).unwrap();
+    for attempt in ["other-1", "other-2"] {
+        let refused = clone("other", attempt);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success());
+        assert!(stderr.contains("403"), "{stderr}");
+        assert!(!stderr.contains("Authentication failed"), "{stderr}");
+        // 403, not 401: git kept the saved password.
+        assert_eq!(std::fs::read_to_string(&creds).unwrap(), saved);
+    }
+    let r = site.https_get(
+        "/alice/other.git/info/refs?service=git-upload-pack",
+        Some(("alice", &pw)),
+    );
+    assert_eq!(r.status, 403);
+    assert!(
+        r.text()
+            .contains("limited to the repositories alice/project"),
+        "{}",
+        r.text()
+    );
+    // The backend never saw a request for the other repository.
+    assert!(!site
+        .cgi
+        .records()
+        .iter()
+        .any(|r| r.path.contains("/alice/other.git")));
+    // The shipped /-/whoami describes the password to the job holding it.
+    let me = site.https_get("/-/whoami", Some(("alice", &pw)));
+    assert_eq!(me.status, 200, "{}", me.text());
+    let v: serde_json::Value = serde_json::from_slice(&me.body).unwrap();
+    assert_eq!(v["repos"], serde_json::json!(["alice/project"]));
+}

@@ -24,6 +24,7 @@ mod durability;
 mod git;
 mod h2;
 mod lfs;
+mod limits;
 mod modules;
 mod oidc;
 mod paths;
