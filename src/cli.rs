@@ -185,7 +185,8 @@ pub enum StoreCommand {
     Copy {
         #[command(flatten)]
         config: ConfigArg,
-        /// The database: postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…].
+        /// The database: postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=… (password,
+        /// port and sslmode optional).
         #[arg(long, value_name = "URL")]
         to: String,
         /// Replace the app passwords the database already holds.
