@@ -36,6 +36,9 @@ const CHROMIUM_FLAGS: &[&str] = &[
     "--window-size=1100,900",
 ];
 
+/// How long a page element may take to appear under a loaded machine.
+const ELEMENT_WAIT: Duration = Duration::from_secs(20);
+
 /// A headless Chromium session and the chromedriver serving it.
 pub struct Browser {
     pub client: Client,
@@ -99,25 +102,45 @@ impl Browser {
         })
     }
 
-    /// The text of the element `css`.
+    /// The text of the element `css`, waiting for it to appear (a page
+    /// that a click or a redirect is still loading has none yet).
     pub async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
+        self.element(css)
             .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
             .text()
             .await
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+    }
+
+    /// Waits until the element `css` holds exactly `want`, or panics with
+    /// what it held at the deadline.
+    pub async fn wait_text(&self, css: &str, want: &str) {
+        let deadline = Instant::now() + ELEMENT_WAIT;
+        loop {
+            let found = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.ok(),
+                Err(_) => None,
+            };
+            if found.as_deref() == Some(want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{css}: {found:?}, want {want:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The element `css`, waiting for it to appear.
+    pub async fn element(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(ELEMENT_WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
     }
 
     pub async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap();
+        self.element(css).await.click().await.unwrap();
     }
 
     /// The whole page as HTML.

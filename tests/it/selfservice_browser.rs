@@ -148,15 +148,20 @@ fn alice_creates_uses_and_revokes_an_app_password_in_the_browser() {
 
         // Back on the list, with the new password on it.
         c.goto(&front.url(MOUNT)).await.unwrap();
-        assert_eq!(browser.text(&format!("#pw-{id} .status")).await, "active");
+        browser
+            .wait_text(&format!("#pw-{id} .status"), "active")
+            .await;
         if let Some(file) = std::env::var_os("PASSGATE_SCREENSHOT") {
             screenshot(&browser, Path::new(&file)).await;
         }
         // Revoke, through the confirmation step.
         browser.click("a[aria-label='Revoke laptop git']").await;
+        browser.element("#confirm-revoke").await;
         assert!(browser.source().await.contains("cannot be undone"));
         browser.click("#confirm-revoke").await;
-        assert_eq!(browser.text(&format!("#pw-{id} .status")).await, "revoked");
+        browser
+            .wait_text(&format!("#pw-{id} .status"), "revoked")
+            .await;
         assert_eq!(c.current_url().await.unwrap().path(), MOUNT);
 
         // The next clone fails at once, with 401.
