@@ -5,8 +5,10 @@
 //!
 //! - **The interface.** [`Store`] is the only store type outside this module;
 //!   its methods are the whole contract (insert, get, list, revoke, revoke a
-//!   user's, record usage, rotate, follow a rotation lineage). Engine types (redb's, later PostgreSQL's) never
-//!   appear in a signature outside `store/`.
+//!   user's, record usage, rotate, follow a rotation lineage), and both
+//!   backends implement all of it with the same semantics (`store/tests.rs`
+//!   runs one body per behaviour against each). Engine types never appear in
+//!   a signature outside `store/`.
 //! - **The backends**, one file each: `store/redb.rs` (the embedded default,
 //!   one file, one process) and `store/postgres.rs` (one database shared by
 //!   several gateways, with revocations pushed to all of them through
@@ -252,7 +254,7 @@ impl Store {
     ) -> Result<Rotated, StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.rotate(old_id, successor, now, revoke_at),
-            Backend::Postgres(_) => Err(StoreError::Unsupported { what: "rotate" }),
+            Backend::Postgres(b) => b.rotate(old_id, successor, now, revoke_at),
         }
     }
 
@@ -262,9 +264,7 @@ impl Store {
     pub fn lineage_current(&self, id: &str) -> Result<Option<AppPassword>, StoreError> {
         match &self.backend {
             Backend::Redb(b) => b.lineage_current(id),
-            Backend::Postgres(_) => Err(StoreError::Unsupported {
-                what: "rotation lineage",
-            }),
+            Backend::Postgres(b) => b.lineage_current(id),
         }
     }
 }

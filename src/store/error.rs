@@ -130,12 +130,6 @@ pub enum StoreError {
         /// How many it holds.
         count: u64,
     },
-    /// This backend does not offer the operation yet.
-    #[error("{what} is not supported by this store backend yet")]
-    Unsupported {
-        /// The operation.
-        what: &'static str,
-    },
     /// The database engine failed (I/O, corruption, …).
     #[error("the store at {} failed", path.display())]
     Backend {

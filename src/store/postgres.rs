@@ -5,9 +5,10 @@
 //! Table `app_passwords`, one row per password: a column per field that is
 //! queried or changed (`id` primary key, `user_name`, `name`, `scopes`,
 //! `hash`, `created_at`, `expires_at`, `revoked_at`, `last_used_at`,
-//! `last_used_addr`; times are unix seconds) and `record`, the whole record as
-//! serde_json, so fields without a column of their own survive a round trip.
-//! On read the columns win. Table `sessions` holds sign-in sessions
+//! `last_used_addr`, `rotated_from`, `rotated_to`; times are unix seconds) and
+//! `record`, the whole record as serde_json, so fields without a column of
+//! their own (the limits, the last addresses) survive a round trip. On read
+//! the columns win; a write of a field without a column rewrites `record`. Table `sessions` holds sign-in sessions
 //! (`postgres/sessions.rs`). Schema versions are rows of `passgate_schema`;
 //! `schema.rs` holds the migrations.
 //!
@@ -21,7 +22,14 @@
 //!   refuses two unrevoked, never-expiring passwords with one name.
 //! - **Revocation fan-out.** A revocation `NOTIFY`s [`CHANNEL`] with the id in
 //!   its transaction (delivered on commit); `listen.rs` hears it on every
-//!   gateway.
+//!   gateway. So does a rotation, for the old password, also when its
+//!   revocation is dated at the end of a grace period: each gateway then
+//!   forgets what it cached and reads the record again, whose revocation
+//!   time its cache honours from then on (no second notification is needed
+//!   when the grace ends).
+//! - **Future-dated revocations.** `revoked_at` may lie in the future (a
+//!   rotation's grace): every query that asks "revoked?" compares it with
+//!   the caller's `now`, exactly as [`AppPassword::is_revoked`] does.
 //! - **Never an open door.** A database that cannot be reached within
 //!   [`OP_TIMEOUT`] is [`StoreError::Unreachable`], which requests turn into 503.
 //!
@@ -45,7 +53,7 @@ use tokio_postgres::Row;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::error::{BackendError, Engine};
-use super::{AppPassword, Changes, Revoked, StoreError, Usage};
+use super::{AppPassword, Changes, Revoked, Rotated, Status, StoreError, Usage};
 use url::DbUrl;
 
 /// How many schema versions this build knows.
@@ -65,7 +73,15 @@ const POOL_SIZE: usize = 16;
 const USER_LOCK: i32 = 0x7067_6170;
 
 const COLUMNS: &str = "id, user_name, name, scopes, hash, created_at, expires_at, revoked_at, \
-                       last_used_at, last_used_addr, record";
+                       last_used_at, last_used_addr, rotated_from, rotated_to, record";
+
+/// Rows that keep their name from being reused at `$now` (the redb
+/// backend's `holds_name`): active, and not rotated away.
+const HOLDS_NAME: &str = "(revoked_at IS NULL OR revoked_at > $3) \
+                          AND (expires_at IS NULL OR expires_at > $3) AND rotated_to IS NULL";
+
+/// Rows not revoked at `$2`: never, or only from a later time on.
+const NOT_REVOKED: &str = "(revoked_at IS NULL OR revoked_at > $2)";
 
 /// The PostgreSQL store. See the module documentation.
 pub(super) struct Postgres {
@@ -188,24 +204,8 @@ impl Postgres {
             let txn = client.transaction().await?;
             txn.batch_execute("SET LOCAL synchronous_commit = on")
                 .await?;
-            txn.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                &[&USER_LOCK, &rec.user],
-            )
-            .await?;
-            let taken = txn
-                .query_opt(
-                    "SELECT 1 FROM app_passwords WHERE user_name = $1 AND name = $2 \
-                     AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3) LIMIT 1",
-                    &[&rec.user, &rec.name, &int(now)],
-                )
-                .await?;
-            if taken.is_some() {
-                return Err(Fail::Store(StoreError::DuplicateName {
-                    user: rec.user.clone(),
-                    name: rec.name.clone(),
-                }));
-            }
+            lock_user(&txn, &rec.user).await?;
+            check_name(&txn, &rec, None, now).await?;
             let inserted = insert_row(&txn, &rec).await?;
             if inserted == 0 {
                 return Err(Fail::Store(StoreError::DuplicateId { id: rec.id.clone() }));
@@ -298,7 +298,7 @@ impl Postgres {
                 .query_opt(
                     &format!(
                         "UPDATE app_passwords SET revoked_at = $2 \
-                         WHERE id = $1 AND revoked_at IS NULL RETURNING {COLUMNS}"
+                         WHERE id = $1 AND {NOT_REVOKED} RETURNING {COLUMNS}"
                     ),
                     &[&id, &int(now)],
                 )
@@ -317,7 +317,7 @@ impl Postgres {
                         Some(Some(at)) => Revoked::Already {
                             revoked_at: unint(at),
                         },
-                        // Unreachable: the update matched no unrevoked row.
+                        // Unreachable: the update matched no row not yet revoked.
                         Some(None) | None => Revoked::NotFound,
                     }
                 }
@@ -336,8 +336,10 @@ impl Postgres {
                 .await?;
             let rows = txn
                 .query(
-                    "UPDATE app_passwords SET revoked_at = $2 \
-                     WHERE user_name = $1 AND revoked_at IS NULL RETURNING id, created_at",
+                    &format!(
+                        "UPDATE app_passwords SET revoked_at = $2 \
+                         WHERE user_name = $1 AND {NOT_REVOKED} RETURNING id, created_at"
+                    ),
                     &[&user, &int(now)],
                 )
                 .await?;
@@ -357,33 +359,163 @@ impl Postgres {
         })
     }
 
-    /// One statement per batch, whatever its size.
+    /// One transaction per batch, whatever its size: the rows are read
+    /// (locked, in id order, so that two gateways flushing at once cannot
+    /// deadlock), merged in Rust exactly as the redb backend merges them
+    /// ([`AppPassword::record_use`]), and written back in one statement.
     pub(super) fn record_usage(&self, batch: &[Usage]) -> Result<(), StoreError> {
-        // Newest use per id (the last one of a second wins, as in redb):
-        // an UPDATE … FROM would pick among duplicates arbitrarily.
-        let mut newest: std::collections::HashMap<&str, &Usage> = Default::default();
-        for u in batch {
-            match newest.get(u.id.as_str()) {
-                Some(seen) if seen.at > u.at => {}
-                _ => {
-                    newest.insert(&u.id, u);
-                }
-            }
-        }
-        let ids: Vec<String> = newest.keys().map(|id| (*id).to_owned()).collect();
-        let ats: Vec<i64> = newest.values().map(|u| int(u.at)).collect();
-        let addrs: Vec<String> = newest.values().map(|u| u.addr.clone()).collect();
+        let batch = batch.to_vec();
         self.run(move |pool| async move {
-            let client = pool.get().await?;
-            client
-                .execute(
-                    "UPDATE app_passwords AS a SET last_used_at = u.at, last_used_addr = u.addr \
-                     FROM unnest($1::text[], $2::int8[], $3::text[]) AS u(id, at, addr) \
-                     WHERE a.id = u.id AND (a.last_used_at IS NULL OR a.last_used_at <= u.at)",
-                    &[&ids, &ats, &addrs],
+            let mut ids: Vec<&str> = batch.iter().map(|u| u.id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await?;
+            txn.batch_execute("SET LOCAL synchronous_commit = on")
+                .await?;
+            let rows = txn
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM app_passwords WHERE id = ANY($1) \
+                         ORDER BY id FOR UPDATE"
+                    ),
+                    &[&ids],
                 )
                 .await?;
+            let mut changed = Vec::new();
+            for row in &rows {
+                let mut rec = record(row)?;
+                let before = rec.clone();
+                let id = rec.id.clone();
+                for u in batch.iter().filter(|u| u.id == id) {
+                    rec.record_use(&u.addr, u.at);
+                }
+                if rec != before {
+                    changed.push(rec);
+                }
+            }
+            if !changed.is_empty() {
+                let ids: Vec<&str> = changed.iter().map(|r| r.id.as_str()).collect();
+                let ats: Vec<Option<i64>> =
+                    changed.iter().map(|r| r.last_used_at.map(int)).collect();
+                let addrs: Vec<Option<&str>> = changed
+                    .iter()
+                    .map(|r| r.last_used_addr.as_deref())
+                    .collect();
+                let lists = changed
+                    .iter()
+                    .map(|r| {
+                        serde_json::to_value(&r.last_used).map_err(|source| StoreError::Encode {
+                            id: r.id.clone(),
+                            source,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                txn.execute(
+                    "UPDATE app_passwords AS a SET last_used_at = u.at, last_used_addr = u.addr, \
+                     record = jsonb_set(a.record, '{last_used}', u.list) \
+                     FROM unnest($1::text[], $2::int8[], $3::text[], $4::jsonb[]) \
+                          AS u(id, at, addr, list) \
+                     WHERE a.id = u.id",
+                    &[&ids, &ats, &addrs, &lists],
+                )
+                .await?;
+            }
+            txn.commit().await?;
             Ok(())
+        })
+    }
+
+    /// The redb backend's `rotate`, in one transaction under the user's
+    /// lock: the old row is locked and checked, gets `rotated_to` and its
+    /// (possibly future) revocation time, the successor is inserted, and
+    /// every gateway is told to forget what it cached of the old one.
+    pub(super) fn rotate(
+        &self,
+        old_id: &str,
+        successor: &AppPassword,
+        now: u64,
+        revoke_at: u64,
+    ) -> Result<Rotated, StoreError> {
+        let (old_id, next) = (old_id.to_owned(), successor.clone());
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await?;
+            txn.batch_execute("SET LOCAL synchronous_commit = on")
+                .await?;
+            lock_user(&txn, &next.user).await?;
+            let row = txn
+                .query_opt(
+                    &format!("SELECT {COLUMNS} FROM app_passwords WHERE id = $1 FOR UPDATE"),
+                    &[&old_id],
+                )
+                .await?;
+            let Some(old) = row.as_ref().map(record).transpose()? else {
+                return Ok(Rotated::NotFound);
+            };
+            if let Some(to) = old.rotated_to {
+                return Ok(Rotated::AlreadyRotated(to));
+            }
+            match old.status(now) {
+                Status::Active => {}
+                other => return Ok(Rotated::NotActive(other)),
+            }
+            let exists = txn
+                .query_opt("SELECT 1 FROM app_passwords WHERE id = $1", &[&next.id])
+                .await?;
+            if exists.is_some() {
+                return Err(Fail::Store(StoreError::DuplicateId {
+                    id: next.id.clone(),
+                }));
+            }
+            check_name(&txn, &next, Some(&old_id), now).await?;
+            // The old row first: until it is revoked it holds the name in
+            // the unique index the successor enters.
+            let row = txn
+                .query_one(
+                    &format!(
+                        "UPDATE app_passwords SET rotated_to = $2, revoked_at = $3 \
+                         WHERE id = $1 RETURNING {COLUMNS}"
+                    ),
+                    &[&old_id, &next.id, &int(revoke_at.max(now))],
+                )
+                .await?;
+            if insert_row(&txn, &next).await? == 0 {
+                return Err(Fail::Store(StoreError::DuplicateId {
+                    id: next.id.clone(),
+                }));
+            }
+            txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &old_id])
+                .await?;
+            let old = record(&row)?;
+            txn.commit().await?;
+            Ok(Rotated::Now(Box::new(old)))
+        })
+    }
+
+    /// The end of the `rotated_to` chain from `id` (`id` itself when never
+    /// rotated; the last existing record when a link is missing).
+    pub(super) fn lineage_current(&self, id: &str) -> Result<Option<AppPassword>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            // The depth bound only guards against a corrupt (cyclic) chain.
+            let row = client
+                .query_opt(
+                    &format!(
+                        "WITH RECURSIVE chain(id, rotated_to, depth) AS ( \
+                             SELECT id, rotated_to, 0 FROM app_passwords WHERE id = $1 \
+                             UNION ALL \
+                             SELECT a.id, a.rotated_to, c.depth + 1 \
+                             FROM app_passwords a JOIN chain c ON a.id = c.rotated_to \
+                             WHERE c.depth < 100000) \
+                         SELECT {COLUMNS} FROM app_passwords \
+                         WHERE id = (SELECT id FROM chain ORDER BY depth DESC LIMIT 1)"
+                    ),
+                    &[&id],
+                )
+                .await?;
+            row.as_ref().map(record).transpose()
         })
     }
 
@@ -448,6 +580,43 @@ impl Health {
     }
 }
 
+/// Takes the per-user advisory lock that serialises the name checks of
+/// `user`'s inserts and rotations (held until the transaction ends).
+async fn lock_user(txn: &tokio_postgres::Transaction<'_>, user: &str) -> Result<(), Fail> {
+    txn.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&USER_LOCK, &user],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Refuses `rec`'s name when another of its user's passwords (other than
+/// `except`, the one a rotation replaces) holds it at `now`.
+async fn check_name(
+    txn: &tokio_postgres::Transaction<'_>,
+    rec: &AppPassword,
+    except: Option<&str>,
+    now: u64,
+) -> Result<(), Fail> {
+    let taken = txn
+        .query_opt(
+            &format!(
+                "SELECT 1 FROM app_passwords WHERE user_name = $1 AND name = $2 \
+                 AND {HOLDS_NAME} AND ($4::text IS NULL OR id <> $4) LIMIT 1"
+            ),
+            &[&rec.user, &rec.name, &int(now), &except],
+        )
+        .await?;
+    match taken {
+        Some(_) => Err(Fail::Store(StoreError::DuplicateName {
+            user: rec.user.clone(),
+            name: rec.name.clone(),
+        })),
+        None => Ok(()),
+    }
+}
+
 /// Inserts `rec` unless its id exists; the number of rows inserted.
 async fn insert_row(txn: &tokio_postgres::Transaction<'_>, rec: &AppPassword) -> Result<u64, Fail> {
     let json = serde_json::to_value(rec).map_err(|source| StoreError::Encode {
@@ -458,7 +627,7 @@ async fn insert_row(txn: &tokio_postgres::Transaction<'_>, rec: &AppPassword) ->
         .execute(
             &format!(
                 "INSERT INTO app_passwords ({COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                  ON CONFLICT (id) DO NOTHING"
             ),
             &[
@@ -472,6 +641,8 @@ async fn insert_row(txn: &tokio_postgres::Transaction<'_>, rec: &AppPassword) ->
                 &rec.revoked_at.map(int),
                 &rec.last_used_at.map(int),
                 &rec.last_used_addr,
+                &rec.rotated_from,
+                &rec.rotated_to,
                 &json,
             ],
         )
@@ -524,6 +695,8 @@ fn record(row: &Row) -> Result<AppPassword, Fail> {
     rec.revoked_at = row.try_get::<_, Option<i64>>("revoked_at")?.map(unint);
     rec.last_used_at = row.try_get::<_, Option<i64>>("last_used_at")?.map(unint);
     rec.last_used_addr = row.try_get("last_used_addr")?;
+    rec.rotated_from = row.try_get("rotated_from")?;
+    rec.rotated_to = row.try_get("rotated_to")?;
     Ok(rec)
 }
 

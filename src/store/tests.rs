@@ -120,6 +120,11 @@ backend_tests!(
     concurrent_inserts_with_distinct_ids_all_land,
     concurrent_inserts_with_same_name_exactly_one_wins,
     sessions_expire_are_taken_once_and_purged,
+    last_used_keeps_five_distinct_addresses_newest_first,
+    rotate_links_the_lineage_and_revokes_at_once_or_later,
+    rotate_refuses_a_revoked_password_and_keeps_names_unique,
+    a_password_in_its_grace_has_handed_its_name_on,
+    limits_and_lineage_survive_a_reopen,
 );
 
 fn sessions_expire_are_taken_once_and_purged(fx: Fixture) {
@@ -697,10 +702,7 @@ fn postgres_revocations_reach_a_watching_store() {
         .is_err());
 }
 
-/// redb only until the PostgreSQL backend implements rotation (#17).
-#[test]
-fn last_used_keeps_five_distinct_addresses_newest_first() {
-    let fx = Fixture::redb();
+fn last_used_keeps_five_distinct_addresses_newest_first(fx: Fixture) {
     let store = &*fx.store;
     store
         .insert(&rec("id-1", "alice", "one", NOW), NOW)
@@ -735,10 +737,7 @@ fn last_used_keeps_five_distinct_addresses_newest_first() {
     assert_eq!(one.last_used_addr.as_deref(), Some("10.0.0.3"));
 }
 
-/// redb only until the PostgreSQL backend implements rotation (#17).
-#[test]
-fn rotate_links_the_lineage_and_revokes_at_once_or_later() {
-    let fx = Fixture::redb();
+fn rotate_links_the_lineage_and_revokes_at_once_or_later(fx: Fixture) {
     let store = &*fx.store;
     let mut old = rec("old-id", "alice", "ci", NOW);
     old.repos = vec!["alice/a".into()];
@@ -793,10 +792,7 @@ fn rotate_links_the_lineage_and_revokes_at_once_or_later() {
     );
 }
 
-/// redb only until the PostgreSQL backend implements rotation (#17).
-#[test]
-fn rotate_refuses_a_revoked_password_and_keeps_names_unique() {
-    let fx = Fixture::redb();
+fn rotate_refuses_a_revoked_password_and_keeps_names_unique(fx: Fixture) {
     let store = &*fx.store;
     store
         .insert(&rec("old-id", "alice", "ci", NOW), NOW)
@@ -818,6 +814,95 @@ fn rotate_refuses_a_revoked_password_and_keeps_names_unique() {
             .unwrap(),
         Rotated::NotActive(Status::Revoked)
     );
+}
+
+/// The name rule of a rotation's grace: the old password still works, but
+/// its name belongs to the successor; revoking everything of the user
+/// revokes the graced one now.
+fn a_password_in_its_grace_has_handed_its_name_on(fx: Fixture) {
+    let store = &*fx.store;
+    store
+        .insert(&rec("old-id", "alice", "ci", NOW), NOW)
+        .unwrap();
+    let mut next = rec("next-id", "alice", "ci", NOW);
+    next.rotated_from = Some("old-id".into());
+    assert!(matches!(
+        store.rotate("old-id", &next, NOW, NOW + 3600).unwrap(),
+        Rotated::Now(_)
+    ));
+    // The successor holds the name: a third "ci" is refused.
+    assert!(matches!(
+        store.insert(&rec("third", "alice", "ci", NOW + 1), NOW + 1),
+        Err(StoreError::DuplicateName { .. })
+    ));
+    // Once the successor is revoked, the name is free although the old
+    // one is still in its grace.
+    store.revoke("next-id", NOW + 2).unwrap();
+    assert_eq!(
+        store.get("old-id").unwrap().unwrap().status(NOW + 2),
+        Status::Active
+    );
+    store
+        .insert(&rec("fourth", "alice", "ci", NOW + 3), NOW + 3)
+        .unwrap();
+    // Rotating a password in its grace again is refused: it was rotated.
+    assert_eq!(
+        store
+            .rotate(
+                "old-id",
+                &rec("fifth", "alice", "ci", NOW + 4),
+                NOW + 4,
+                NOW + 4
+            )
+            .unwrap(),
+        Rotated::AlreadyRotated("next-id".into())
+    );
+    // revoke_user revokes the graced one at once, and only what was not
+    // yet revoked.
+    let revoked = store.revoke_user("alice", NOW + 5).unwrap();
+    assert_eq!(revoked, ["old-id", "fourth"]);
+    assert_eq!(
+        store.get("old-id").unwrap().unwrap().revoked_at,
+        Some(NOW + 5)
+    );
+}
+
+/// Everything #14 added to a record comes back after a reopen: limits, the
+/// address list, the lineage both ways and a future revocation.
+fn limits_and_lineage_survive_a_reopen(fx: Fixture) {
+    let mut old = rec("old-id", "alice", "ci", NOW);
+    old.repos = vec!["alice/a".into(), "bob/*".into()];
+    old.allow_from = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+    old.expires_at = Some(NOW + 86_400);
+    fx.store.insert(&old, NOW).unwrap();
+    fx.store
+        .record_usage(&[Usage {
+            id: "old-id".into(),
+            at: NOW + 1,
+            addr: "10.1.2.3".into(),
+        }])
+        .unwrap();
+    let mut next = old.clone();
+    next.id = "next-id".into();
+    next.hash.push('2');
+    next.rotated_from = Some("old-id".into());
+    next.last_used.clear();
+    next.last_used_at = None;
+    next.last_used_addr = None;
+    fx.store.rotate("old-id", &next, NOW + 2, NOW + 62).unwrap();
+    let before = fx.store.list(None).unwrap();
+    let fx = fx.reopen();
+    let after = fx.store.list(None).unwrap();
+    assert_eq!(before, after);
+    let old = fx.store.get("old-id").unwrap().unwrap();
+    assert_eq!(old.repos, ["alice/a", "bob/*"]);
+    assert_eq!(old.allow_from.len(), 2);
+    assert_eq!(old.last_used.len(), 1);
+    assert_eq!(old.rotated_to.as_deref(), Some("next-id"));
+    assert_eq!(old.revoked_at, Some(NOW + 62));
+    let next = fx.store.get("next-id").unwrap().unwrap();
+    assert_eq!(next.rotated_from.as_deref(), Some("old-id"));
+    assert_eq!(next.repos, ["alice/a", "bob/*"]);
 }
 
 /// A store as schema version 1 wrote it: records without limits, lineage
@@ -868,5 +953,95 @@ fn a_version_1_store_opens_and_its_records_mean_no_limit() {
     assert_eq!(
         meta.get(SCHEMA_KEY).unwrap().unwrap().value(),
         SCHEMA_VERSION
+    );
+}
+
+#[test]
+fn postgres_rotations_reach_a_watching_store() {
+    use std::sync::mpsc;
+    struct Sink(std::sync::Mutex<mpsc::Sender<String>>);
+    impl Changes for Sink {
+        fn revoked(&self, id: &str) {
+            let _ = self.0.lock().unwrap().send(id.to_owned());
+        }
+        fn resynced(&self) {
+            let _ = self.0.lock().unwrap().send("resynced".to_owned());
+        }
+    }
+    let Some(fx) = Fixture::postgres() else {
+        return;
+    };
+    let Place::Postgres(db) = &fx.place else {
+        unreachable!()
+    };
+    let other = Store::connect(&db.url).unwrap();
+    let (tx, rx) = mpsc::channel();
+    fx.store.watch(Arc::new(Sink(std::sync::Mutex::new(tx))));
+    let wait = std::time::Duration::from_secs(10);
+    assert_eq!(rx.recv_timeout(wait).unwrap(), "resynced");
+    other.insert(&rec("a1", "alice", "a", NOW), NOW).unwrap();
+    other.insert(&rec("b1", "alice", "b", NOW), NOW).unwrap();
+    // At once, and with a grace: both tell the other gateways, which then
+    // read the (future) revocation time.
+    other
+        .rotate("a1", &rec("a2", "alice", "a", NOW), NOW, NOW)
+        .unwrap();
+    assert_eq!(rx.recv_timeout(wait).unwrap(), "a1");
+    other
+        .rotate("b1", &rec("b2", "alice", "b", NOW), NOW, NOW + 60)
+        .unwrap();
+    assert_eq!(rx.recv_timeout(wait).unwrap(), "b1");
+    assert_eq!(
+        fx.store.get("b1").unwrap().unwrap().revoked_at,
+        Some(NOW + 60)
+    );
+    // A refused rotation tells nobody.
+    assert!(matches!(
+        other.rotate("a1", &rec("a3", "alice", "a", NOW), NOW, NOW),
+        Ok(Rotated::AlreadyRotated(_))
+    ));
+    assert!(rx
+        .recv_timeout(std::time::Duration::from_millis(300))
+        .is_err());
+}
+
+/// A database at schema version 2 (before the lineage columns), holding a
+/// record `store copy` brought in with a lineage in its JSON: the
+/// migration fills the columns from it.
+#[test]
+fn postgres_version_2_database_migrates_its_lineage() {
+    let Some(db) = pg::TestDb::create() else {
+        return;
+    };
+    drop(Store::connect(&db.url).unwrap());
+    db.execute(
+        "ALTER TABLE app_passwords DROP COLUMN rotated_from, DROP COLUMN rotated_to;
+         DELETE FROM passgate_schema WHERE version > 2;
+         INSERT INTO app_passwords (id, user_name, name, scopes, hash, created_at, revoked_at, record)
+         VALUES ('old-id', 'alice', 'ci', '{repo:read}', 'h', 1700000000, 1700000005,
+                 '{\"id\":\"old-id\",\"user\":\"alice\",\"name\":\"ci\",\"scopes\":[],\"hash\":\"h\",\"created_at\":1700000000,\"expires_at\":null,\"revoked_at\":1700000005,\"last_used_at\":null,\"last_used_addr\":null,\"repos\":[\"alice/a\"],\"rotated_to\":\"new-id\"}'),
+                ('new-id', 'alice', 'ci', '{repo:read}', 'h', 1700000005, NULL,
+                 '{\"id\":\"new-id\",\"user\":\"alice\",\"name\":\"ci\",\"scopes\":[],\"hash\":\"h\",\"created_at\":1700000005,\"expires_at\":null,\"revoked_at\":null,\"last_used_at\":null,\"last_used_addr\":null,\"rotated_from\":\"old-id\"}');",
+    );
+    let store = Store::connect(&db.url).unwrap();
+    assert_eq!(
+        db.query_i64("SELECT max(version)::int8 FROM passgate_schema"),
+        super::postgres::MIGRATION_COUNT as i64
+    );
+    let old = store.get("old-id").unwrap().unwrap();
+    assert_eq!(old.rotated_to.as_deref(), Some("new-id"));
+    assert_eq!(old.repos, ["alice/a"]);
+    assert_eq!(
+        store.lineage_current("old-id").unwrap().unwrap().id,
+        "new-id"
+    );
+    assert_eq!(
+        store
+            .get("new-id")
+            .unwrap()
+            .unwrap()
+            .rotated_from
+            .as_deref(),
+        Some("old-id")
     );
 }

@@ -3,6 +3,9 @@
 //! password on all within a second, a lost database gives 503 (never a
 //! pass) and recovers without a restart, and a revocation missed while a
 //! replica's notification connection was down is honoured once it is back.
+//! Rotation on a shared database: the old password stops on every replica
+//! (at once, or when its grace ends), the successor works on all, and
+//! `rotated_reuse = "revoke"` on one replica stops the successor on the others.
 //!
 //! Each test creates its own database (`passgate_test_<random>`, dropped
 //! afterwards) on the local server. Database outages are made with a TCP
@@ -186,14 +189,36 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 /// A replica: `passgate serve` on its own port, admin socket and temp dir,
 /// with `[store] url` pointing at `url`.
 pub fn replica(backend: &Backend, url: &str) -> Passgate {
-    Passgate::start_raw(tempfile::tempdir().unwrap(), &replica_config(backend, url))
+    replica_with(backend, url, "")
 }
 
-fn replica_config(backend: &Backend, url: &str) -> String {
-    let text = ConfigBuilder::new(&backend.url()).render();
+/// A replica with extra `[auth]` settings.
+fn replica_with(backend: &Backend, url: &str, auth_extra: &str) -> Passgate {
+    Passgate::start_raw(
+        tempfile::tempdir().unwrap(),
+        &replica_config(backend, url, auth_extra),
+    )
+}
+
+fn replica_config(backend: &Backend, url: &str, auth_extra: &str) -> String {
+    let mut builder = with_resource(ConfigBuilder::new(&backend.url()));
+    builder.auth_extra = auth_extra.to_owned();
+    let text = builder.render();
     let path = "path = \"data/passgate.redb\"";
     assert!(text.contains(path));
     text.replacen(path, &format!("url = {url:?}"), 1)
+}
+
+/// The default routes, with the Git fetch route naming its repository
+/// (for passwords limited to one).
+fn with_resource(mut builder: ConfigBuilder) -> ConfigBuilder {
+    let fetch = "query = { service = \"git-upload-pack\" }\n";
+    builder.routes = default_routes().replacen(
+        fetch,
+        &format!("{fetch}resource = \"{{owner}}/{{repo}}\"\n"),
+        1,
+    );
+    builder
 }
 
 const API: &str = "/api/x";
@@ -432,8 +457,8 @@ fn two_replicas_starting_at_once_on_an_empty_database_migrate_once() {
     let backend = Backend::start();
     let url = db.url(None);
     let configs = [
-        replica_config(&backend, &url),
-        replica_config(&backend, &url),
+        replica_config(&backend, &url, ""),
+        replica_config(&backend, &url, ""),
     ];
     let started: Vec<Passgate> = thread::scope(|s| {
         let handles: Vec<_> = configs
@@ -462,7 +487,7 @@ fn cli_without_a_server_says_the_database_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.toml");
     let backend = Backend::start();
-    std::fs::write(&config, replica_config(&backend, &db.url(Some(&relay)))).unwrap();
+    std::fs::write(&config, replica_config(&backend, &db.url(Some(&relay)), "")).unwrap();
     relay.cut();
     let o = std::process::Command::new(BIN)
         .args(["app-password", "list", "--config"])
@@ -592,4 +617,196 @@ fn store_copy_moves_a_redb_store_into_postgres_and_refuses_a_full_one() {
     assert_eq!(status(&gw, "alice", &active), 200);
     assert_eq!(status(&gw, "alice", &expired), 401);
     assert_eq!(status(&gw, "alice", &revoked), 401);
+}
+
+/// `rotate --json` through `gw`'s CLI: the successor's id and password.
+fn rotate(gw: &Passgate, id: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["app-password", "rotate", id, "--json"];
+    args.extend_from_slice(extra);
+    let o = gw.cli(&args);
+    expect_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rotated_from"], id);
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["password"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn a_rotation_through_one_replica_stops_the_old_password_on_the_other() {
+    let Some(db) = TestDb::create() else { return };
+    let backend = Backend::start();
+    let url = db.url(None);
+    let a = replica_with(&backend, &url, "rotated_reuse = \"revoke\"\n");
+    let b = replica(&backend, &url);
+
+    // At once: B has the old password cached when A rotates it.
+    let (id, old) = a.create("alice", "deploy", &["repository:read"]);
+    assert_eq!(status(&b, "alice", &old), 200);
+    let (new_id, new) = rotate(&a, &id, &[]);
+    let took = until_status(&b, &old, 401, Duration::from_secs(5))
+        .expect("the rotated-away password still works on B");
+    assert!(took < Duration::from_secs(1), "B stopped it after {took:?}");
+    assert_eq!(status(&b, "alice", &new), 200);
+    assert_eq!(status(&a, "alice", &new), 200);
+    assert!(
+        b.wait_log("rotated_reuse", Duration::from_secs(5)),
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(
+        status(&b, "alice", &new),
+        200,
+        "B is in log mode: the successor stays"
+    );
+
+    // With a grace: B, which cached the old password before, learns its
+    // stop time and stops it then, without a second notification.
+    let (gid, gold) = a.create("alice", "build", &["repository:read"]);
+    assert_eq!(status(&b, "alice", &gold), 200);
+    assert!(get(b.addr, API, Some(("alice", &gold)))
+        .headers
+        .get("x-app-password-expires")
+        .is_none());
+    let (_, gnew) = rotate(&a, &gid, &["--grace", "2s"]);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let shown = b.cli(&["app-password", "show", &gid, "--json"]);
+    expect_code(&shown, 0);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let stop = shown["revoked_at"].as_str().unwrap().to_owned();
+    loop {
+        let r = get(b.addr, API, Some(("alice", &gold)));
+        if r.headers
+            .get("x-app-password-expires")
+            .is_some_and(|v| v == stop.as_str())
+        {
+            assert_eq!(r.status, 200, "within its grace on B");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never announced the stop time {stop}: {:?}",
+            r.headers.get("x-app-password-expires")
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    until_status(&b, &gold, 401, Duration::from_secs(5)).expect("the grace never ended on B");
+    let late = std::time::SystemTime::now()
+        .duration_since(humantime::parse_rfc3339(&stop).unwrap())
+        .expect("B stopped the password before its grace ended");
+    assert!(
+        late < Duration::from_secs(1),
+        "B stopped it {late:?} after the grace"
+    );
+    assert_eq!(status(&b, "alice", &gnew), 200);
+
+    // Revoke mode on A: the first lineage's old secret presented there
+    // revokes its current password, which then stops on B too.
+    assert_eq!(status(&b, "alice", &new), 200);
+    assert_eq!(status(&a, "alice", &old), 401);
+    let took = until_status(&b, &new, 401, Duration::from_secs(5))
+        .expect("the lineage's current password still works on B");
+    assert!(took < Duration::from_secs(1), "B stopped it after {took:?}");
+    let shown = a.cli(&["app-password", "show", &new_id, "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["status"], "revoked");
+    assert_eq!(
+        status(&b, "alice", &gnew),
+        200,
+        "other lineages are untouched"
+    );
+}
+
+#[test]
+fn store_copy_keeps_limits_usage_and_rotation_lineage() {
+    let Some(db) = TestDb::create() else { return };
+    let backend = Backend::start();
+    let mut src = Passgate::start(&with_resource(ConfigBuilder::new(&backend.url())));
+    let create = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "app-password",
+            "create",
+            "--user",
+            "alice",
+            "--name",
+            name,
+            "--scope",
+            "repository:read",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = src.cli(&args);
+        expect_code(&o, 0);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["password"].as_str().unwrap().to_owned(),
+        )
+    };
+    // Limited to a repository and a network, used, then rotated at once.
+    let (lid, lold) = create(
+        "limited",
+        &[
+            "--repo",
+            "alice/repo",
+            "--allow-from",
+            "127.0.0.0/8",
+            "--expires-in",
+            "30d",
+        ],
+    );
+    assert_eq!(
+        get(src.addr, crate::cli::READ_ROUTE, Some(("alice", &lold))).status,
+        200
+    );
+    // Unlimited, used, then rotated with a grace that outlives the copy.
+    let (gid, gold) = create("graced", &[]);
+    assert_eq!(status(&src, "alice", &gold), 200);
+    let (_, lnew) = rotate(&src, &lid, &[]);
+    let (gnew_id, gnew) = rotate(&src, &gid, &["--grace", "1h"]);
+    // A clean stop writes the pending last-used facts.
+    src.signal("TERM");
+    assert_eq!(src.wait_exit(Duration::from_secs(10)), Some(0));
+    let list = |o: std::process::Output| {
+        expect_code(&o, 0);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let before = list(src.cli(&["app-password", "list", "--json"]));
+    let old = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == lid.as_str())
+        .unwrap();
+    assert_eq!(old["repos"], serde_json::json!(["alice/repo"]));
+    assert_eq!(old["allow_from"], serde_json::json!(["127.0.0.0/8"]));
+    assert_eq!(old["last_used"][0]["addr"], "127.0.0.1", "{old}");
+
+    let o = src.cli(&["store", "copy", "--to", &url_of(&db)]);
+    expect_code(&o, 0);
+    assert!(err(&o).contains("copied 4 app password(s)"), "{}", err(&o));
+
+    let gw = replica(&backend, &url_of(&db));
+    assert_eq!(list(gw.cli(&["app-password", "list", "--json"])), before);
+    // Same behaviour: the limits came along, the graced one still works,
+    // the rotated-at-once one does not.
+    let refs = |pw: &str, path: &str| get(gw.addr, path, Some(("alice", pw))).status;
+    assert_eq!(refs(&lnew, crate::cli::READ_ROUTE), 200);
+    assert_eq!(
+        refs(&lnew, "/alice/other.git/info/refs?service=git-upload-pack"),
+        403
+    );
+    assert_eq!(refs(&lold, crate::cli::READ_ROUTE), 401);
+    assert_eq!(status(&gw, "alice", &gold), 200);
+    assert_eq!(status(&gw, "alice", &gnew), 200);
+    // And the lineage goes on in PostgreSQL.
+    let (_, third) = rotate(&gw, &gnew_id, &[]);
+    assert_eq!(status(&gw, "alice", &third), 200);
+    assert_eq!(status(&gw, "alice", &gnew), 401);
+    assert_eq!(status(&gw, "alice", &gold), 200, "still in its own grace");
+}
+
+fn url_of(db: &TestDb) -> String {
+    db.url(None)
 }

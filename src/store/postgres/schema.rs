@@ -37,6 +37,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
          data    bytea NOT NULL
      );
      CREATE INDEX sessions_by_expiry ON sessions (expires);",
+    // 3: rotation lineage as columns (the name check and the lineage walk
+    // read them). Limits and the address list live in `record`; a record
+    // copied in by `store copy` may already carry a lineage there.
+    "ALTER TABLE app_passwords ADD COLUMN rotated_from text, ADD COLUMN rotated_to text;
+     UPDATE app_passwords SET rotated_from = record->>'rotated_from',
+                              rotated_to = record->>'rotated_to';",
 ];
 
 /// Creates or migrates the schema; refuses one newer than this build knows.
