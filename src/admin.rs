@@ -10,6 +10,8 @@
 //! - `POST /v1/app-passwords/{id}/rotate` (`RotateRequest`) → 201 `Created`
 //! - `POST /v1/revoke-user` (`{"user": U}`) → 200 `{"revoked": [ids]}`
 //! - `GET  /v1/stats` → 200 `{"argon2_runs": N}` (argon2id runs started)
+//! - `POST /v1/reload` → 200 `reload::Applied`, or 422 with the reason the
+//!   running config stays in force
 //!
 //! Errors are `{"error": "..."}` with 400 (bad request), 404, 409 or 500.
 //! The socket accepts no app password and no Basic auth at all: access is the
@@ -32,8 +34,9 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::audit::{self, AuditEvent, Via};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Live};
 use crate::manage::{self, CreateRequest, ManageError, RotateRequest};
+use crate::reload;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -128,7 +131,7 @@ fn server_uid() -> u32 {
 }
 
 /// Serves admin requests until the listener is dropped with the task.
-pub async fn serve(gw: Arc<Gateway>, listener: UnixListener, _path: PathBuf) {
+pub async fn serve(live: Arc<Live>, listener: UnixListener, _path: PathBuf) {
     let owner = server_uid();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -144,11 +147,11 @@ pub async fn serve(gw: Arc<Gateway>, listener: UnixListener, _path: PathBuf) {
             });
             continue;
         }
-        let gw = gw.clone();
+        let live = live.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let gw = gw.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(gw, req).await) }
+                let live = live.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(live, req).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -182,7 +185,9 @@ struct ErrorBody {
     usage: bool,
 }
 
-async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(live: Arc<Live>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    // The config in force when the request arrived serves all of it.
+    let gw = live.load();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
@@ -285,6 +290,14 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>
                     json(StatusCode::OK, &RevokedList { revoked: ids })
                 }
                 Err(e) => manage_error(&e),
+            }
+        }
+        (Method::POST, ["v1", "reload"]) => {
+            match tokio::task::spawn_blocking(move || reload::reload(&live, Via::AdminSocket)).await
+            {
+                Ok(Ok(applied)) => json(StatusCode::OK, &applied),
+                Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string(), false),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), false),
             }
         }
         (Method::GET, ["v1", "stats"]) => json(

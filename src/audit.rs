@@ -55,6 +55,8 @@ pub enum Via {
     /// with its right secret under `[auth] rotated_reuse = "revoke"` (the
     /// `rotated_reuse` line before it names the peer).
     RotatedReuse,
+    /// SIGHUP sent to the server.
+    Signal,
 }
 
 impl Via {
@@ -63,6 +65,7 @@ impl Via {
             Via::AdminSocket => "admin-socket",
             Via::Offline => "offline",
             Via::RotatedReuse => "rotated-reuse",
+            Via::Signal => "signal",
         }
     }
 }
@@ -159,6 +162,22 @@ pub enum AuditEvent<'a> {
         user: &'a str,
         name: &'a str,
     },
+    /// The config file re-read and put in force; `restart` lists the
+    /// changed keys that keep their running values until a restart
+    /// (space-separated, empty for none).
+    Reloaded {
+        via: Via,
+        file: &'a str,
+        restart: &'a str,
+    },
+    /// A reload refused: the running config stays in force.
+    ReloadRefused {
+        via: Via,
+        file: &'a str,
+        error: &'a str,
+    },
+    /// A copy of the store written (`store backup`, or before a migration).
+    BackedUp { via: Via, path: &'a str },
 }
 
 /// The events a client can cause at will, budgeted per address.
@@ -188,7 +207,10 @@ impl AuditEvent<'_> {
             AuditEvent::AdminRefused { .. }
             | AuditEvent::Created { .. }
             | AuditEvent::Revoked { .. }
-            | AuditEvent::Rotated { .. } => None,
+            | AuditEvent::Rotated { .. }
+            | AuditEvent::Reloaded { .. }
+            | AuditEvent::ReloadRefused { .. }
+            | AuditEvent::BackedUp { .. } => None,
         }
     }
 }
@@ -296,6 +318,15 @@ fn write(event: &AuditEvent<'_>) {
             name,
         } => {
             tracing::info!(target: "passgate::audit", peer = "local", reason = via.as_str(), event = "rotated", id = %id, successor = %successor, user = ?user, name = ?name);
+        }
+        AuditEvent::Reloaded { via, file, restart } => {
+            tracing::info!(target: "passgate::audit", peer = "local", reason = via.as_str(), event = "reloaded", outcome = "applied", file = %file, needs_restart = %restart);
+        }
+        AuditEvent::ReloadRefused { via, file, error } => {
+            tracing::error!(target: "passgate::audit", peer = "local", reason = via.as_str(), event = "reload_refused", outcome = "refused", file = %file, error = %error);
+        }
+        AuditEvent::BackedUp { via, path } => {
+            tracing::info!(target: "passgate::audit", peer = "local", reason = via.as_str(), event = "backed_up", path = %path);
         }
     }
 }

@@ -39,6 +39,7 @@ pub mod usage;
 pub mod verify;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,14 +101,21 @@ pub struct Authenticator {
     store: Arc<Store>,
     scopes: Scopes,
     username: UsernameMode,
-    cache: Cache,
+    /// Shared with the authenticators of later config reloads (as are the
+    /// throttle and verifier while their settings stay, the usage log and
+    /// the gates): a reload keeps what was verified and what is counted.
+    cache: Arc<Cache>,
     throttle: Arc<Throttle>,
-    verifier: Verifier,
-    usage: UsageLog,
+    verifier: Arc<Verifier>,
+    usage: Arc<UsageLog>,
     rotated_reuse: RotatedReuse,
     /// Single-flight gates for in-progress verifications, keyed by the keyed
     /// digest of the presented secret; entries live only while verifying.
-    flights: Gates,
+    flights: Arc<Gates>,
+    /// Set when a reload replaced the scope vocabulary: a verification this
+    /// authenticator finishes afterwards must not stay cached, its granted
+    /// set being in the old vocabulary's bits ([`Self::retire`]).
+    retired: AtomicBool,
 }
 
 impl Authenticator {
@@ -116,25 +124,89 @@ impl Authenticator {
         scopes: Scopes,
         cfg: &config::Auth,
     ) -> Result<Authenticator, verify::HashError> {
-        let limit = |b: config::Bucket| Limit {
-            burst: b.burst,
-            per: b.per,
-        };
         Ok(Authenticator {
             store,
             scopes,
             username: cfg.username,
-            cache: Cache::new(cfg.cache_ttl, cfg.cache_capacity),
-            throttle: Arc::new(Throttle::new(ThrottleConfig {
-                per_user_addr: limit(cfg.rate_limit.per_user_addr),
-                per_addr: limit(cfg.rate_limit.per_addr),
-                max_entries: cfg.rate_limit.max_entries,
-            })),
-            verifier: Verifier::new(cfg.verify_threads, cfg.verify_queue, &cfg.argon2)?,
-            usage: UsageLog::default(),
+            cache: Arc::new(Cache::new(cfg.cache_ttl, cfg.cache_capacity)),
+            throttle: Arc::new(throttle(cfg)),
+            verifier: Arc::new(Verifier::new(
+                cfg.verify_threads,
+                cfg.verify_queue,
+                &cfg.argon2,
+            )?),
+            usage: Arc::default(),
             rotated_reuse: cfg.rotated_reuse,
-            flights: DashMap::new(),
+            flights: Arc::default(),
+            retired: AtomicBool::new(false),
         })
+    }
+
+    /// The authenticator for a reloaded config (`cfg`, replacing `was`),
+    /// sharing this one's state: the cache, the usage log and the gates
+    /// always (`cache_ttl` and `cache_capacity` take a restart); the
+    /// brute-force counters unless `rate_limit` changed (then they start
+    /// afresh under the new limits); the verifier unless its queue or the
+    /// argon2 parameters changed. Call [`Self::retire`] on this one once
+    /// the new one serves.
+    pub fn reconfigured(
+        &self,
+        scopes: Scopes,
+        cfg: &config::Auth,
+        was: &config::Auth,
+    ) -> Result<Authenticator, verify::HashError> {
+        let throttle = if cfg.rate_limit == was.rate_limit {
+            self.throttle.clone()
+        } else {
+            Arc::new(throttle(cfg))
+        };
+        let verifier = if (cfg.verify_queue, cfg.argon2) == (was.verify_queue, was.argon2) {
+            self.verifier.clone()
+        } else {
+            Arc::new(Verifier::new(
+                cfg.verify_threads,
+                cfg.verify_queue,
+                &cfg.argon2,
+            )?)
+        };
+        Ok(Authenticator {
+            store: self.store.clone(),
+            scopes,
+            username: cfg.username,
+            cache: self.cache.clone(),
+            throttle,
+            verifier,
+            usage: self.usage.clone(),
+            rotated_reuse: cfg.rotated_reuse,
+            flights: self.flights.clone(),
+            retired: AtomicBool::new(false),
+        })
+    }
+
+    /// Called on the authenticator a reload replaced by `next`, once `next`
+    /// serves. The cache holds what a password *is* (user, granted scopes,
+    /// expiry), never a route's decision: every request checks its route's
+    /// scopes and limits afresh, so a changed route needs no flush. A changed
+    /// scope vocabulary does (granted sets are bits of the vocabulary): every
+    /// entry cached until now is made stale, so its next use re-reads the
+    /// record (no argon2 run) and grants it under the new vocabulary; and a
+    /// verification still running under this authenticator does not stay cached.
+    pub fn retire(&self, next: &Authenticator) {
+        if next.scopes != self.scopes {
+            self.retired.store(true, Ordering::SeqCst);
+            self.cache.resync(Instant::now());
+        }
+    }
+
+    /// Caches a verification (`read_at`: before its record was read).
+    fn remember(&self, secret: &str, verified: &Arc<Verified>, read_at: Instant, generation: u64) {
+        self.cache
+            .insert(secret, verified.clone(), read_at, generation);
+        // Checked after the insert: a reload that retires this authenticator
+        // later than this check makes the entry stale by its resync.
+        if self.retired.load(Ordering::SeqCst) {
+            self.cache.evict(&verified.id);
+        }
     }
 
     /// Authenticates the request's Basic credentials and checks `required` scopes.
@@ -376,8 +448,7 @@ impl Authenticator {
         let Ok(fresh) = self.verified(&record) else {
             return Ok(None);
         };
-        self.cache
-            .insert(secret, fresh.clone(), read_at, generation);
+        self.remember(secret, &fresh, read_at, generation);
         Ok(Some(fresh))
     }
 
@@ -498,8 +569,7 @@ impl Authenticator {
             tracing::error!(id, "stored record has scopes or a user that cannot be used");
             Reject::StoreUnavailable
         })?;
-        self.cache
-            .insert(secret, verified.clone(), read_at, generation);
+        self.remember(secret, &verified, read_at, generation);
         Ok(verified)
     }
 
@@ -592,6 +662,19 @@ impl Authenticator {
         audit_failure(reason, User::Name(user), id, client);
         Reject::Unauthorized(INVALID)
     }
+}
+
+/// The brute-force limits of `[auth] rate_limit`.
+fn throttle(cfg: &config::Auth) -> Throttle {
+    let limit = |b: config::Bucket| Limit {
+        burst: b.burst,
+        per: b.per,
+    };
+    Throttle::new(ThrottleConfig {
+        per_user_addr: limit(cfg.rate_limit.per_user_addr),
+        per_addr: limit(cfg.rate_limit.per_addr),
+        max_entries: cfg.rate_limit.max_entries,
+    })
 }
 
 type Gates = DashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>;

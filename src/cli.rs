@@ -1,11 +1,12 @@
-//! The command line: `serve`, `check-config`, `app-password create|list|show|rotate|revoke`,
-//! `store copy`.
+//! The command line: `serve`, `check-config`, `reload`,
+//! `app-password create|list|show|rotate|revoke`, `store backup|copy`.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config
 //! (clap's own usage errors exit 2 as well).
 
 pub mod app_password;
 pub mod check_config;
+pub mod reload;
 pub mod serve;
 pub mod store;
 
@@ -55,6 +56,13 @@ pub enum Command {
         /// Treat a warning (shadowed rule, refused trailing slash) as an error.
         #[arg(long)]
         strict: bool,
+    },
+    /// Make the running server re-read its config file (as SIGHUP does) and
+    /// say whether it applied it; a refused file changes nothing.
+    Reload {
+        /// Finds the admin socket; the server re-reads the file it was started with.
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Manage app passwords.
     #[command(subcommand)]
@@ -291,6 +299,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve { config } => serve::run(&config),
         Command::CheckConfig { config, strict } => check_config::run(&config, strict),
+        Command::Reload { config } => reload::run(&config),
         Command::AppPassword(cmd) => app_password::run(cmd),
         Command::Store(cmd) => store::run(cmd),
     }

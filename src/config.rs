@@ -103,7 +103,7 @@ pub struct Server {
     pub max_connections_per_addr: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -171,7 +171,7 @@ pub struct Argon2Params {
     pub parallelism: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
     pub per_user_addr: Bucket,
     pub per_addr: Bucket,
@@ -179,7 +179,7 @@ pub struct RateLimit {
 }
 
 /// `burst` failures allowed, refilled at `burst` per `per`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bucket {
     pub burst: u32,
@@ -197,7 +197,7 @@ pub struct Identity {
     pub page_user: Option<HeaderName>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub name: String,
     pub scheme: Scheme,
@@ -263,6 +263,94 @@ impl Config {
             }
         })?;
         Build { file, text }.config(raw)
+    }
+}
+
+/// Where the admin socket of a server started with `file` is, found even
+/// in a file that no longer parses as a whole (`passgate reload` must reach
+/// the server to hear why it refuses that file): `[admin] socket`, resolved
+/// as every path in the file is, else the default.
+pub fn admin_socket_of(file: &Path) -> Result<PathBuf, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_owned(),
+        source,
+    })?;
+    let socket = match toml::from_str::<toml::Table>(&text) {
+        Ok(table) => table
+            .get("admin")
+            .and_then(|a| a.get("socket"))
+            .and_then(|s| s.as_str())
+            .map(str::to_owned),
+        Err(_) => scan_admin_socket(&text),
+    };
+    let socket = socket.unwrap_or_else(|| RawAdmin::default().socket);
+    Ok(Build { file, text: &text }.path(&socket))
+}
+
+/// `socket = "…"` under `[admin]`, line by line, in a file toml refuses.
+fn scan_admin_socket(text: &str) -> Option<String> {
+    let mut in_admin = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_admin = line.split('#').next().map(str::trim) == Some("[admin]");
+            continue;
+        }
+        if in_admin && line.starts_with("socket") {
+            let table = toml::from_str::<toml::Table>(line).ok()?;
+            return table.get("socket")?.as_str().map(str::to_owned);
+        }
+    }
+    None
+}
+
+/// What `check-config` warns about; `serve` logs the same at start (#20)
+/// and on a reload.
+#[derive(Debug, Default)]
+pub struct Warnings {
+    /// Routes an earlier route makes unreachable.
+    pub shadowed: Vec<String>,
+    /// Routes ending in `/` whose requests are refused with 400.
+    pub slash: Vec<String>,
+}
+
+impl Config {
+    /// The warnings about the routes, each naming file and line.
+    pub fn warnings(&self) -> Warnings {
+        let shadowed = self
+            .routes
+            .shadowed()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}:{}: route \"{}\" can never match: route \"{}\" (line {}) takes all its requests",
+                    self.file.display(),
+                    s.later.line,
+                    s.later.name,
+                    s.earlier.name,
+                    s.earlier.line
+                )
+            })
+            .collect();
+        let slash = self
+            .routes
+            .slash_conflicts()
+            .iter()
+            .map(|c| {
+                let bare = c.bare.map_or_else(
+                    || "no route".to_owned(),
+                    |b| format!("route \"{}\" (line {})", b.name, b.line),
+                );
+                format!(
+                    "{}:{}: route \"{}\" ends in '/' but likely never applies: `{}` is refused with 400, because without the slash {} decides differently",
+                    self.file.display(),
+                    c.route.line,
+                    c.route.name,
+                    c.example,
+                    bare
+                )
+            })
+            .collect();
+        Warnings { shadowed, slash }
     }
 }
 

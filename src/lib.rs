@@ -20,7 +20,7 @@
 //!
 //! Around it: [`config`] (`proxy.toml`), [`scopes`] (vocabulary and implications),
 //! [`store`] (one type over redb or PostgreSQL), [`manage`] (creation rules), [`oidc`] (OpenID Connect sign-in),
-//! [`admin`] (the CLI's Unix socket),
+//! [`admin`] (the CLI's Unix socket), [`reload`] (SIGHUP and `passgate reload`),
 //! [`cli`] (the command line), [`gateway`] (shared state), [`telemetry`] (logging).
 //!
 //! Beneath everything, importing nothing of the request path: [`conn`]
@@ -53,6 +53,7 @@ pub mod oidc;
 pub mod path;
 pub mod peer;
 pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod scopes;
 pub mod selfservice;

@@ -50,7 +50,10 @@ pub async fn handle(
     req: Request<Incoming>,
     in_flight: InFlight,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let gw = &*worker.gw;
+    // Once per request: the request keeps this config to its end, whatever
+    // a reload swaps in meanwhile.
+    let current = worker.live.load();
+    let gw = &*current;
     let mut log = AccessLog::new(conn.peer, req.method().clone(), Instant::now());
     // An HTTP/2 request the connection caps left no place (the server wrote
     // its audit line when the place was refused).
@@ -65,7 +68,7 @@ pub async fn handle(
     let forwarded = if refused {
         Err(Reject::TooManyInFlight)
     } else {
-        forward(gw, &worker.upstreams, &conn, req, &mut log).await
+        forward(gw, gw.upstreams(worker.index), &conn, req, &mut log).await
     };
     let (mut resp, stall) = match forwarded {
         Ok(Served::Upstream(resp, stall)) => (resp.map(Either::Left), Some(stall)),

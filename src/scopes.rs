@@ -49,7 +49,7 @@ impl ScopeSet {
 }
 
 /// The declared vocabulary, in name order, with each scope's implication closure.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scopes {
     names: Vec<String>,
     /// `closure[i]` = scope `i` plus everything it implies, transitively.

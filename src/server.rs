@@ -46,8 +46,9 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::{self, AuditEvent};
+use crate::conn::ConnLimits;
 use crate::conn::{Activity, InFlight, Quiet, Tracked};
-use crate::gateway::{Gateway, Worker};
+use crate::gateway::{Live, Worker};
 use crate::headers;
 use crate::proxy::{self, Conn};
 use crate::tls::Tls;
@@ -62,7 +63,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// cross-thread wake-ups on the request path. Each worker drains and returns
 /// once `stop` turns true.
 pub fn spawn_workers(
-    gw: &Arc<Gateway>,
+    live: &Arc<Live>,
     listeners: &[std::net::TcpListener],
     tls: &Option<Arc<Tls>>,
     workers: usize,
@@ -74,12 +75,14 @@ pub fn spawn_workers(
             .iter()
             .map(std::net::TcpListener::try_clone)
             .collect::<io::Result<Vec<_>>>()?;
-        let (gw, tls, mut stop) = (gw.clone(), tls.clone(), stop.clone());
+        let (live, tls, mut stop) = (live.clone(), tls.clone(), stop.clone());
+        // Sized once: a reload keeps `auth.verify_threads` (it needs a restart).
+        let verify_threads = live.load().config.auth.verify_threads;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("passgate-verify")
             .on_thread_start(lower_this_thread)
-            .max_blocking_threads(gw.config.auth.verify_threads + STORE_READ_THREADS)
+            .max_blocking_threads(verify_threads + STORE_READ_THREADS)
             .build()?;
         let thread_main = move || {
             runtime.block_on(async move {
@@ -91,12 +94,7 @@ pub fn spawn_workers(
                     Ok(l) => l,
                     Err(e) => return tracing::error!(error = %e, "worker cannot use the listeners"),
                 };
-                let worker = match Worker::new(gw) {
-                    Ok(w) => Arc::new(w),
-                    Err(e) => {
-                        return tracing::error!(error = %e, "worker cannot build upstream clients")
-                    }
-                };
+                let worker = Arc::new(Worker { live, index: n });
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
@@ -146,7 +144,6 @@ pub async fn run(
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let tracker = TaskTracker::new();
-    let grace = worker.gw.config.server.shutdown_grace;
     let mut accept_loops = Vec::new();
     for listener in listeners {
         let listener = Listener {
@@ -159,6 +156,7 @@ pub async fn run(
         accept_loops.push(tokio::spawn(listener.run()));
     }
     shutdown.await;
+    let grace = worker.live.load().config.server.shutdown_grace;
     let _ = stop_tx.send(true);
     for handle in accept_loops {
         let _ = handle.await;
@@ -201,7 +199,7 @@ impl Listener {
                     continue;
                 }
             };
-            let gw = &self.worker.gw;
+            let gw = self.worker.live.load();
             let trusted = headers::is_trusted(peer.ip(), &gw.config.server.trusted_proxies);
             let slot = match gw.conn_limits.open(peer.ip(), trusted) {
                 Ok(slot) => slot,
@@ -218,6 +216,8 @@ impl Listener {
             };
             let handler = Handler {
                 worker: self.worker.clone(),
+                limits: gw.conn_limits.clone(),
+                settings: Settings::of(&gw),
                 peer,
                 trusted,
                 activity: Arc::new(Activity::new(slot)),
@@ -233,9 +233,29 @@ impl Listener {
     }
 }
 
+/// The connection-wide settings, from the config in force when the
+/// connection was accepted (a reload applies to the next connections).
+#[derive(Clone, Copy)]
+struct Settings {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Settings {
+    fn of(gw: &crate::gateway::Gateway) -> Settings {
+        Settings {
+            header_read_timeout: gw.config.server.header_read_timeout,
+            idle_timeout: gw.config.server.idle_timeout,
+        }
+    }
+}
+
 /// One accepted connection, from its TLS handshake to its close.
 struct Handler {
     worker: Arc<Worker>,
+    /// The connection caps (shared by every gateway a reload makes).
+    limits: Arc<ConnLimits>,
+    settings: Settings,
     peer: SocketAddr,
     /// The peer is one of `server.trusted_proxies`.
     trusted: bool,
@@ -249,7 +269,7 @@ impl Handler {
     /// `header_read_timeout`, then [`Self::serve`].
     async fn run(self, stream: TcpStream, tls: Option<Arc<Tls>>) -> io::Result<()> {
         let _ = stream.set_nodelay(true);
-        let deadline = self.worker.gw.config.server.header_read_timeout;
+        let deadline = self.settings.header_read_timeout;
         match tls {
             Some(tls) => {
                 let mut stream = stream;
@@ -287,13 +307,14 @@ impl Handler {
     {
         let Handler {
             worker,
+            limits,
+            settings,
             peer,
             trusted,
             activity,
             mut stop,
         } = self;
-        let cfg = &worker.gw.config.server;
-        let (header_timeout, idle) = (cfg.header_read_timeout, cfg.idle_timeout);
+        let (header_timeout, idle) = (settings.header_read_timeout, settings.idle_timeout);
         let conn = Arc::new(Conn {
             peer,
             peer_value: headers::peer_value(peer.ip()),
@@ -303,16 +324,16 @@ impl Handler {
             affinity: (!h2).then(|| Arc::new(Affinity::default())),
         });
         let svc = {
-            let (worker, activity) = (worker.clone(), activity.clone());
+            let (worker, activity, limits) = (worker.clone(), activity.clone(), limits.clone());
             service_fn(move |req| {
                 // HTTP/2: each request in flight holds an upstream connection,
                 // so it takes a place under the connection caps of its own.
-                let place = h2.then(|| worker.gw.conn_limits.open(conn.peer.ip(), conn.trusted));
+                let place = h2.then(|| limits.open(conn.peer.ip(), conn.trusted));
                 if let Some(Err(over)) = place {
                     audit::emit(AuditEvent::ConnLimited {
                         peer: conn.peer.ip(),
                         limit: over.as_str(),
-                        open: worker.gw.conn_limits.open_now(),
+                        open: limits.open_now(),
                     });
                 }
                 let guard = InFlight::enter(activity.clone(), place);

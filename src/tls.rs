@@ -1,11 +1,13 @@
-//! PEM certificate chain + key → rustls server config, and its reload on SIGHUP.
+//! PEM certificate chain + key → rustls server config, and its reload with
+//! the config (SIGHUP, `passgate reload`).
 //!
 //! TLS 1.2 and 1.3 only (rustls offers nothing older), ALPN `h2` then
 //! `http/1.1`. [`Tls`] holds the current acceptor behind a lock that is read
-//! once per *connection*, never per request; a reload swaps it so new
+//! once per *connection*, never per request; a reload reads the files first
+//! ([`Loaded::read`]) and then swaps them in ([`Tls::install`]), so new
 //! connections get the new certificate while open ones keep theirs. A reload
-//! that fails (missing file, bad PEM, key not matching the certificate) is
-//! reported and the old certificate stays in service.
+//! whose files fail (missing file, bad PEM, key not matching the certificate)
+//! is refused and the old certificate stays in service.
 //!
 //! A plain-HTTP request sent to a TLS listener (`http://` where `https://`
 //! was meant) gets a short 400 saying so, as nginx answers with 497, rather
@@ -81,44 +83,64 @@ pub enum TlsError {
 
 /// The reloadable TLS acceptor of all listeners.
 pub struct Tls {
+    /// Read once per accepted connection; written only by [`Tls::install`].
+    current: RwLock<Loaded>,
+}
+
+/// A certificate and key read from their files, ready to serve.
+#[derive(Clone)]
+pub struct Loaded {
     files: TlsFiles,
-    /// Read once per accepted connection; written only by `reload`.
-    current: RwLock<TlsAcceptor>,
+    acceptor: TlsAcceptor,
+}
+
+impl Loaded {
+    /// Reads `files`; nothing is put in service yet.
+    pub fn read(files: &TlsFiles) -> Result<Loaded, TlsError> {
+        Ok(Loaded {
+            files: files.clone(),
+            acceptor: acceptor(&files.cert, &files.key)?,
+        })
+    }
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
-            .field("files", &self.files)
+            .field("files", &self.files())
             .finish_non_exhaustive()
     }
 }
 
 impl Tls {
     pub fn load(files: &TlsFiles) -> Result<Tls, TlsError> {
-        let acceptor = acceptor(&files.cert, &files.key)?;
         Ok(Tls {
-            files: files.clone(),
-            current: RwLock::new(acceptor),
+            current: RwLock::new(Loaded::read(files)?),
         })
     }
 
     /// The acceptor for a new connection.
     pub fn acceptor(&self) -> TlsAcceptor {
         match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+            Ok(guard) => guard.acceptor.clone(),
+            Err(poisoned) => poisoned.into_inner().acceptor.clone(),
         }
     }
 
-    /// Re-reads the certificate and key; on error the old ones stay in service.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = acceptor(&self.files.cert, &self.files.key)?;
-        match self.current.write() {
-            Ok(mut guard) => *guard = fresh,
-            Err(poisoned) => *poisoned.into_inner() = fresh,
+    /// The files in service.
+    pub fn files(&self) -> TlsFiles {
+        match self.current.read() {
+            Ok(guard) => guard.files.clone(),
+            Err(poisoned) => poisoned.into_inner().files.clone(),
         }
-        Ok(())
+    }
+
+    /// Puts `loaded` in service: new connections get it, open ones keep theirs.
+    pub fn install(&self, loaded: Loaded) {
+        match self.current.write() {
+            Ok(mut guard) => *guard = loaded,
+            Err(poisoned) => *poisoned.into_inner() = loaded,
+        }
     }
 }
 

@@ -36,7 +36,8 @@ use body::Expiry;
 pub use body::{Progress, UpstreamBody};
 
 /// One backend and its connection pool.
-#[derive(Debug)]
+/// Clones share the connection pool (a reload keeps an unchanged upstream's).
+#[derive(Debug, Clone)]
 pub struct Upstream {
     pub config: config::Upstream,
     /// The config name, shared with access-log lines.

@@ -9,7 +9,7 @@ use crate::routes::Access;
 pub fn run(arg: &ConfigArg, strict: bool) -> Result<(), Failure> {
     let config = load(arg)?;
     print!("{}", describe(&config));
-    let w = warnings(&config);
+    let w = config.warnings();
     for line in w.shadowed.iter().chain(&w.slash) {
         eprintln!("warning: {line}");
     }
@@ -21,54 +21,6 @@ pub fn run(arg: &ConfigArg, strict: bool) -> Result<(), Failure> {
         )));
     }
     Ok(())
-}
-
-/// What `check-config` warns about; `serve` logs the same at start (#20).
-#[derive(Debug, Default)]
-pub struct Warnings {
-    /// Routes an earlier route makes unreachable.
-    pub shadowed: Vec<String>,
-    /// Routes ending in `/` whose requests are refused with 400.
-    pub slash: Vec<String>,
-}
-
-/// The warnings about `config`'s routes, each naming file and line.
-pub fn warnings(config: &Config) -> Warnings {
-    let shadowed = config
-        .routes
-        .shadowed()
-        .iter()
-        .map(|s| {
-            format!(
-                "{}:{}: route \"{}\" can never match: route \"{}\" (line {}) takes all its requests",
-                config.file.display(),
-                s.later.line,
-                s.later.name,
-                s.earlier.name,
-                s.earlier.line
-            )
-        })
-        .collect();
-    let slash = config
-        .routes
-        .slash_conflicts()
-        .iter()
-        .map(|c| {
-            let bare = c.bare.map_or_else(
-                || "no route".to_owned(),
-                |b| format!("route \"{}\" (line {})", b.name, b.line),
-            );
-            format!(
-                "{}:{}: route \"{}\" ends in '/' but likely never applies: `{}` is refused with 400, because without the slash {} decides differently",
-                config.file.display(),
-                c.route.line,
-                c.route.name,
-                c.example,
-                bare
-            )
-        })
-        .collect();
-    Warnings { shadowed, slash }
 }
 
 /// The routes in match order, one per line.

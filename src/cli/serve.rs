@@ -1,6 +1,7 @@
 //! `passgate serve`: start-up in a fixed order (config → logging → store →
 //! TLS → listeners → admin socket), background housekeeping, signals
-//! (SIGHUP reloads the certificate; SIGTERM/SIGINT drain and exit 0).
+//! (SIGHUP reloads the whole config, as `passgate reload` does; SIGTERM/SIGINT
+//! drain and exit 0).
 
 use std::sync::Arc;
 
@@ -8,9 +9,10 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{load, open_store, store_message, ConfigArg, Failure};
-use crate::gateway::{CacheEvictions, Gateway};
+use crate::audit::Via;
+use crate::gateway::{CacheEvictions, Gateway, Live};
 use crate::tls::Tls;
-use crate::{admin, audit, server, telemetry};
+use crate::{admin, audit, reload, server, telemetry};
 
 /// File descriptors beyond two per connection (its own and its upstream's):
 /// listeners, the store, the admin socket, logs, argon2 and store threads.
@@ -44,7 +46,7 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
     pin_malloc_mmap_threshold();
     let config = load(arg)?;
     let _log_guard = telemetry::init(config.server.log_format);
-    let warnings = super::check_config::warnings(&config);
+    let warnings = config.warnings();
     for line in warnings.shadowed.iter().chain(&warnings.slash) {
         tracing::warn!("{line}");
     }
@@ -86,11 +88,12 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         let admin_listener = admin::bind(&admin_path)
             .await
             .map_err(|e| Failure::Runtime(e.to_string()))?;
-        let gw = Arc::new(
-            Gateway::new(config, Arc::new(store)).map_err(|e| Failure::Runtime(e.to_string()))?,
-        );
-        gw.store
-            .watch(Arc::new(CacheEvictions(Arc::downgrade(&gw))));
+        let gw =
+            Gateway::new(config, Arc::new(store)).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let workers_wanted = gw.config.server.workers;
+        let store = gw.store.clone();
+        let live = Arc::new(Live::new(gw, tls.clone()));
+        store.watch(Arc::new(CacheEvictions(Arc::downgrade(&live))));
         // Signal handlers exist before anyone learns the gateway is up.
         let hup = signal(SignalKind::hangup())
             .map_err(|e| Failure::Runtime(format!("cannot install SIGHUP handler: {e}")))?;
@@ -102,14 +105,17 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
             }
         }
         tracing::info!(socket = %admin_path.display(), "admin socket ready");
-        let admin_task = tokio::spawn(admin::serve(gw.clone(), admin_listener, admin_path.clone()));
-        let housekeeping = tokio::spawn(housekeeping(gw.clone()));
+        let admin_task = tokio::spawn(admin::serve(
+            live.clone(),
+            admin_listener,
+            admin_path.clone(),
+        ));
+        let housekeeping = tokio::spawn(housekeeping(live.clone()));
         let audit_summaries = tokio::spawn(audit_summaries());
-        let reloader = tokio::spawn(reload_on_hup(hup, tls.clone()));
+        let reloader = tokio::spawn(reload_on_hup(hup, live.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let workers =
-            server::spawn_workers(&gw, &listeners, &tls, gw.config.server.workers, &stop_rx)
-                .map_err(|e| Failure::Runtime(format!("cannot start worker threads: {e}")))?;
+        let workers = server::spawn_workers(&live, &listeners, &tls, workers_wanted, &stop_rx)
+            .map_err(|e| Failure::Runtime(format!("cannot start worker threads: {e}")))?;
         drop(listeners);
         stop.await;
         tracing::info!("shutting down: no new connections, draining in-flight requests");
@@ -125,7 +131,7 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         audit_summaries.abort();
         audit::flush();
         reloader.abort();
-        let flush = gw.clone();
+        let flush = live.load();
         let _ = tokio::task::spawn_blocking(move || flush.auth.flush_usage()).await;
         let _ = std::fs::remove_file(&admin_path);
         tracing::info!("passgate stopped");
@@ -174,30 +180,21 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
     })
 }
 
-/// SIGHUP reloads the certificate; without TLS it is logged and ignored (never
-/// the default action, which would terminate the gateway on `systemctl reload`).
-async fn reload_on_hup(mut hup: tokio::signal::unix::Signal, tls: Option<Arc<Tls>>) {
+/// SIGHUP reloads the whole config, certificate included (`reload.rs`); a
+/// refused reload is logged and audited there and changes nothing.
+async fn reload_on_hup(mut hup: tokio::signal::unix::Signal, live: Arc<Live>) {
     while hup.recv().await.is_some() {
-        let Some(tls) = &tls else {
-            tracing::info!("SIGHUP: no [server.tls] configured, nothing to reload");
-            continue;
-        };
-        match tls.reload() {
-            Ok(()) => tracing::info!("TLS certificate reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "TLS reload failed; keeping the current certificate")
-            }
-        }
+        let live = live.clone();
+        let _ = tokio::task::spawn_blocking(move || reload::reload(&live, Via::Signal)).await;
     }
 }
 
-/// Flushes "last used" facts and prunes caches on a fixed period.
-async fn housekeeping(gw: Arc<Gateway>) {
-    let mut tick = tokio::time::interval(gw.config.auth.usage_flush);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Flushes "last used" facts and prunes caches every `[auth] usage_flush`
+/// (as the config in force says at each turn).
+async fn housekeeping(live: Arc<Live>) {
     loop {
-        tick.tick().await;
-        let g = gw.clone();
+        tokio::time::sleep(live.load().config.auth.usage_flush).await;
+        let g = live.load();
         let _ = tokio::task::spawn_blocking(move || {
             g.auth.flush_usage();
             g.auth.prune();

@@ -22,8 +22,9 @@ use crate::peer::AddrKey;
 /// The open-connection counts, shared by every worker.
 #[derive(Debug)]
 pub struct ConnLimits {
-    max_total: usize,
-    max_per_addr: usize,
+    /// The caps: atomics, as a config reload changes them while serving.
+    max_total: AtomicUsize,
+    max_per_addr: AtomicUsize,
     total: AtomicUsize,
     per_addr: DashMap<AddrKey, usize>,
 }
@@ -55,20 +56,28 @@ pub struct Slot {
 impl ConnLimits {
     pub fn new(max_total: usize, max_per_addr: usize) -> ConnLimits {
         ConnLimits {
-            max_total,
-            max_per_addr,
+            max_total: AtomicUsize::new(max_total),
+            max_per_addr: AtomicUsize::new(max_per_addr),
             total: AtomicUsize::new(0),
             per_addr: DashMap::new(),
         }
     }
 
+    /// New caps (a config reload): connections already open keep their
+    /// place; new ones are held to the new caps.
+    pub fn set_caps(&self, max_total: usize, max_per_addr: usize) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_addr.store(max_per_addr, Ordering::Relaxed);
+    }
+
     /// A place for a new connection from `peer`, unless a cap is reached;
     /// a `trusted` peer (a configured proxy) is held to the total only.
     pub fn open(self: &Arc<Self>, peer: IpAddr, trusted: bool) -> Result<Slot, Over> {
+        let max_total = self.max_total.load(Ordering::Relaxed);
         let taken = self
             .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_total).then_some(n + 1)
+                (n < max_total).then_some(n + 1)
             });
         if taken.is_err() {
             return Err(Over::Total);
@@ -81,7 +90,7 @@ impl ConnLimits {
         }
         let key = AddrKey::from(peer);
         let mut count = self.per_addr.entry(key).or_insert(0);
-        if *count >= self.max_per_addr {
+        if *count >= self.max_per_addr.load(Ordering::Relaxed) {
             drop(count);
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(Over::PerAddr);

@@ -30,6 +30,7 @@ mod oidc;
 mod paths;
 mod proxy;
 mod readme;
+mod reload;
 mod replicas;
 mod selfservice;
 mod selfservice_browser;
