@@ -197,7 +197,7 @@ pub struct Identity {
     pub page_user: Option<HeaderName>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: String,
     pub scheme: Scheme,
@@ -210,6 +210,22 @@ pub struct Upstream {
     pub credential: Option<HeaderValue>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+}
+
+impl Upstream {
+    /// Whether `other` connects the same way (a reload then keeps this
+    /// upstream's clients and pooled connections).
+    pub fn same_connection(&self, other: &Upstream) -> bool {
+        self.name == other.name
+            && self.scheme == other.scheme
+            && self.authority == other.authority
+            && self.base_path == other.base_path
+            && self.ca_file == other.ca_file
+            && self.preserve_host == other.preserve_host
+            && self.credential == other.credential
+            && self.connect_timeout == other.connect_timeout
+            && self.response_timeout == other.response_timeout
+    }
 }
 
 /// Everything that can be wrong with a config file.

@@ -78,7 +78,7 @@ impl Gateway {
         for own in self.upstreams.iter() {
             let mut fresh = Vec::with_capacity(config.upstreams.len());
             for wanted in &config.upstreams {
-                let kept = own.iter().find(|u| u.config == *wanted);
+                let kept = own.iter().find(|u| u.config.same_connection(wanted));
                 fresh.push(match kept {
                     Some(u) => u.clone(),
                     None => Upstream::new(wanted)?,
