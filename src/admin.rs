@@ -12,6 +12,8 @@
 //! - `GET  /v1/stats` → 200 `{"argon2_runs": N}` (argon2id runs started)
 //! - `POST /v1/reload` → 200 `reload::Applied`, or 422 with the reason the
 //!   running config stays in force
+//! - `POST /v1/backup` (`{"path": ABSOLUTE}`) → 201 `BackedUp`; 409 if the
+//!   file exists, 422 for a PostgreSQL store
 //!
 //! Errors are `{"error": "..."}` with 400 (bad request), 404, 409 or 500.
 //! The socket accepts no app password and no Basic auth at all: access is the
@@ -37,6 +39,7 @@ use crate::audit::{self, AuditEvent, Via};
 use crate::gateway::{Gateway, Live};
 use crate::manage::{self, CreateRequest, ManageError, RotateRequest};
 use crate::reload;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -300,6 +303,12 @@ async fn route(live: Arc<Live>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), false),
             }
         }
+        (Method::POST, ["v1", "backup"]) => {
+            let Ok(BackupRequest { path }) = serde_json::from_slice(&body) else {
+                return error(StatusCode::BAD_REQUEST, "malformed backup request", true);
+            };
+            backup(gw, path).await
+        }
         (Method::GET, ["v1", "stats"]) => json(
             StatusCode::OK,
             &Stats {
@@ -308,6 +317,71 @@ async fn route(live: Arc<Live>, req: Request<Incoming>) -> Response<Full<Bytes>>
         ),
         _ => error(StatusCode::NOT_FOUND, "unknown admin endpoint", true),
     }
+}
+
+/// `store backup`'s request: where the copy goes (absolute; the server's
+/// working directory is not the CLI's).
+#[derive(Serialize, Deserialize)]
+pub struct BackupRequest {
+    pub path: PathBuf,
+}
+
+/// `store backup`'s answer.
+#[derive(Serialize, Deserialize)]
+pub struct BackedUp {
+    pub path: PathBuf,
+    pub app_passwords: usize,
+}
+
+/// `store backup` while serving: the copy is written from one read
+/// transaction, so writes going on meanwhile are either in it or not, whole.
+async fn backup(gw: Arc<Gateway>, path: PathBuf) -> Response<Full<Bytes>> {
+    if !path.is_absolute() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "backup path must be absolute",
+            true,
+        );
+    }
+    let to = path.clone();
+    let out = tokio::task::spawn_blocking(move || gw.store.backup(&to)).await;
+    match out {
+        Ok(Ok(app_passwords)) => {
+            audit::emit(AuditEvent::BackedUp {
+                via: Via::AdminSocket,
+                path: &path.display().to_string(),
+            });
+            json(
+                StatusCode::CREATED,
+                &BackedUp {
+                    path,
+                    app_passwords,
+                },
+            )
+        }
+        Ok(Err(e @ StoreError::BackupExists { .. })) => {
+            error(StatusCode::CONFLICT, &e.to_string(), false)
+        }
+        Ok(Err(e @ StoreError::BackupPostgres { .. })) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string(), false)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "backup failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, &chain(&e), false)
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), false),
+    }
+}
+
+/// An error and its causes, for the operator who asked.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    msg
 }
 
 /// `rotate`: the successor is committed before it is answered; the old

@@ -188,6 +188,15 @@ pub enum AppPasswordCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
+    /// Write a consistent copy of the redb store to FILE (a new file), while
+    /// `serve` runs (through its admin socket) or not. Restore: stop the
+    /// server and put the copy in place of the store file.
+    Backup {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The copy to write; an existing file is never overwritten.
+        file: PathBuf,
+    },
     /// Copy every app password into a PostgreSQL database (e.g. the redb
     /// file into the database several gateways will share).
     Copy {

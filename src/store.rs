@@ -176,6 +176,19 @@ impl Store {
         postgres::Postgres::open(to)?.import(records, replace)
     }
 
+    /// Writes a consistent copy of a redb store to `to`, a file that must
+    /// not exist (while serving too: the copy is one read transaction's
+    /// view); returns how many app passwords it holds. A PostgreSQL store is
+    /// refused with [`StoreError::BackupPostgres`] (pg_dump's job).
+    pub fn backup(&self, to: &Path) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Redb(b) => b.backup(to),
+            Backend::Postgres(b) => Err(StoreError::BackupPostgres {
+                url: b.url().to_string(),
+            }),
+        }
+    }
+
     /// Stores a new app password.
     ///
     /// Fails with [`StoreError::DuplicateId`] if the id exists and with

@@ -130,6 +130,26 @@ pub enum StoreError {
         /// How many it holds.
         count: u64,
     },
+    /// `store backup` to a file that exists: a backup never overwrites.
+    #[error("{} exists; refusing to overwrite it: choose a new file name", path.display())]
+    BackupExists {
+        /// The file asked for.
+        path: PathBuf,
+    },
+    /// The backup file could not be written.
+    #[error("cannot write the backup {}", path.display())]
+    BackupWrite {
+        /// The file asked for.
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// `store backup` of a PostgreSQL store: that is the database's tools' job.
+    #[error("the store is the PostgreSQL database {url}: back it up with pg_dump (for example `pg_dump --format=custom --file=FILE DBNAME`) and restore with pg_restore; `passgate store backup` copies redb stores")]
+    BackupPostgres {
+        /// The database URL, without its password.
+        url: String,
+    },
     /// The database engine failed (I/O, corruption, …).
     #[error("the store at {} failed", path.display())]
     Backend {

@@ -13,7 +13,8 @@
 //!
 //! - **Schema versioning.** [`Redb::open`] writes [`SCHEMA_VERSION`] into a new
 //!   store, runs the migration steps (see `MIGRATIONS`) on an older one, and
-//!   refuses a newer one with [`StoreError::UnknownSchema`].
+//!   refuses a newer one with [`StoreError::UnknownSchema`]. Before migrating,
+//!   it copies the file next to itself (`redb/backup.rs`) and logs where.
 //! - **Durability.** Every mutating method is one write transaction committed
 //!   with redb's default `Durability::Immediate` (fsync) before it returns.
 //! - **File safety.** A missing parent directory is created with mode 0700 and a
@@ -37,6 +38,7 @@ use ::redb::{
 use super::error::{open_error, OrBackend};
 use super::{AppPassword, Revoked, Rotated, Status, StoreError, Usage};
 
+mod backup;
 mod sessions;
 
 /// The schema version this build writes and understands.
@@ -87,23 +89,38 @@ impl Redb {
                 .create(parent)
                 .map_err(open_err)?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(open_err)?;
-        let db = ::redb::Builder::new()
-            .create_file(file)
-            .map_err(|e| open_error(path, e))?;
-        let store = Redb {
-            db,
+        let mut store = Redb {
+            db: open_file(path)?,
             path: path.to_path_buf(),
         };
+        if let Some(old) = store.older_schema()? {
+            // Closed for the copy, so the copy is the file as last committed.
+            drop(store);
+            let copy = backup::pre_migration_copy(path, old)?;
+            tracing::warn!(
+                store = %path.display(),
+                backup = %copy.display(),
+                "store schema version {old} is older than {SCHEMA_VERSION}: copied the store to {} before migrating it",
+                copy.display()
+            );
+            store = Redb {
+                db: open_file(path)?,
+                path: path.to_path_buf(),
+            };
+        }
         store.init_schema()?;
         Ok(store)
+    }
+
+    /// The schema version of a store a migration is about to upgrade.
+    fn older_schema(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().backend(&self.path)?;
+        let meta = match txn.open_table(META) {
+            Err(::redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            other => other.backend(&self.path)?,
+        };
+        let found = meta.get(SCHEMA_KEY).backend(&self.path)?.map(|v| v.value());
+        Ok(found.filter(|&v| (1..SCHEMA_VERSION).contains(&v)))
     }
 
     /// The path the store was opened at.
@@ -381,6 +398,24 @@ impl Redb {
             Ok(())
         })
     }
+}
+
+/// Opens (or creates, mode 0600) the redb file at `path`, locking it.
+fn open_file(path: &Path) -> Result<::redb::Database, StoreError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    ::redb::Builder::new()
+        .create_file(file)
+        .map_err(|e| open_error(path, e))
 }
 
 /// Version 2 added limits, several last-used addresses and rotation

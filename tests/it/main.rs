@@ -15,6 +15,7 @@ mod admin;
 mod attacks;
 mod audit;
 mod auth;
+mod backup;
 mod browser;
 mod cache;
 mod cgi;

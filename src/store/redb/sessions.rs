@@ -8,7 +8,7 @@ use super::Redb;
 use crate::store::error::OrBackend;
 use crate::store::StoreError;
 
-const SESSIONS: TableDefinition<'static, &'static str, &'static [u8]> =
+pub(super) const SESSIONS: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("sessions");
 
 impl Redb {
