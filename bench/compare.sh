@@ -1,28 +1,42 @@
 #!/usr/bin/env bash
-# User-space instructions per request under callgrind, same load for each
-# server: passgate (release, one worker, one app-password route), nginx
-# auth_basic {SHA} + proxy_pass (keepalive upstream) and nginx plain
-# proxy_pass, all in front of the same backend (nginx `return 200` with a
-# 30-byte JSON body). Each server runs alone under callgrind (nginx with
-# master_process off, one worker); wrk -t1 -c4 warms up, the counters are
-# zeroed (callgrind_control -z), a counted run follows and is dumped
-# (callgrind_control -d). Prints each count and passgate's two ratios.
-# Counts do not depend on machine load, so a shared machine measures fine.
+# passgate against nginx, three ways, same backend (nginx `return 200` with a
+# 30-byte JSON body), cached auth, each server with one worker:
+#
+# 1. user-space instructions per request under callgrind: passgate, nginx
+#    auth_basic {SHA} + proxy_pass (keepalive upstream) and nginx plain
+#    proxy_pass, each alone under callgrind (nginx with master_process off,
+#    one worker); wrk -t1 -c4 warms up, the counters are zeroed
+#    (callgrind_control -z), a counted run follows and is dumped
+#    (callgrind_control -d). Deterministic: load from elsewhere does not move it.
+# 2. CPU time per request, user and system apart, outside valgrind: the
+#    server's utime/stime from /proc/PID/stat around each wrk run, divided by
+#    the requests wrk completed.
+# 3. req/s pinned: each server on core $GW_CPU (taskset), the backend and wrk
+#    on core $LOAD_CPU; one server loaded at a time, in rotating order, round
+#    after round. 2 and 3 come from the same runs; on a shared machine they are
+#    noisy, hence min/median/max over the rounds.
 #
 # usage: bench/compare.sh [seconds] [warm-up seconds]   (default 5 and 2)
-# needs valgrind, wrk, nginx, curl, python3. Keeps the callgrind outputs in
-# the temp dir it prints, for callgrind_annotate.
+# env:   ROUNDS=5 (pinned rounds)  CONNS=16 (pinned wrk connections)
+#        GW_CPU=1 LOAD_CPU=0  NGINX=path  ONLY=callgrind|pinned  NO_BUILD=1
+# needs valgrind, wrk, nginx, curl, python3, taskset. Keeps the callgrind
+# outputs and per-round results in the temp dir it prints.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 SECS=${1:-5}
 WARM=${2:-2}
+ROUNDS=${ROUNDS:-5}
+CONNS=${CONNS:-16}
+GW_CPU=${GW_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+ONLY=${ONLY:-}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
-for tool in valgrind callgrind_control callgrind_annotate wrk curl python3 "$NGINX"; do
+for tool in valgrind callgrind_control callgrind_annotate wrk curl python3 taskset "$NGINX"; do
     command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
 done
-(cd "$ROOT" && cargo build --release -q)
+[[ -n ${NO_BUILD:-} ]] || (cd "$ROOT" && cargo build --release -q --bin passgate)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/passgate-compare.XXXXXX")
 PIDS=()
 cleanup() {
@@ -58,13 +72,26 @@ $2
 }
 EOF
 }
-# start NAME [valgrind args...]: start nginx NAME in its own process group.
+# start_nginx NAME [wrapper args...]: nginx NAME in its own process group;
+# its pid (the wrapper's, which execs or is valgrind) in $LAST.
 start_nginx() {
     local name=$1
     shift
     setsid "$@" "$NGINX" -p "$WORK/$name" -c "$WORK/$name/nginx.conf" >"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
     LAST=$!
+}
+# start_passgate [wrapper args...]. The malloc setting serve would re-exec
+# itself with, set up front: valgrind does not follow the exec.
+start_passgate() {
+    MALLOC_MMAP_THRESHOLD_=131072 RUST_LOG=warn setsid "$@" \
+        "$TARGET_DIR/release/passgate" serve --config "$WORK/proxy.toml" >>"$WORK/passgate.log" 2>&1 &
+    PIDS+=($!)
+    LAST=$!
+}
+stop() { # pid
+    kill -- "-$1" 2>/dev/null || kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
 }
 wait_200() { # url [curl args]
     local url=$1
@@ -84,7 +111,7 @@ PROXY_BODY="        location / {
 
 nginx_conf backend "        listen 127.0.0.1:$BP;
         location / { default_type application/json; return 200 '{\"ok\":true,\"bench\":\"compare\"}'; }"
-start_nginx backend
+start_nginx backend taskset -c "$LOAD_CPU"
 wait_200 "http://127.0.0.1:$BP/small"
 
 USER_NAME=alice
@@ -111,10 +138,17 @@ nginx_conf sha "        listen 127.0.0.1:$SP;
 $PROXY_BODY"
 nginx_conf plain "        listen 127.0.0.1:$NP;
 $PROXY_BODY"
+declare -A URL=(
+    [passgate]="http://127.0.0.1:$PP/small"
+    [sha]="http://127.0.0.1:$SP/small"
+    [plain]="http://127.0.0.1:$NP/small"
+)
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
 
-# measure NAME URL: instructions per request of the callgrind process $LAST.
-measure() {
-    local name=$1 url=$2 vg=$LAST n total outs
+# count NAME: instructions per request of the callgrind process $LAST.
+count() {
+    local name=$1 url=${URL[$1]} vg=$LAST n total outs
     wait_200 "$url" -H "$AUTH"
     wrk -t1 -c4 -d"${WARM}s" -H "$AUTH" "$url" >/dev/null
     callgrind_control -z "$vg" >/dev/null 2>&1
@@ -123,32 +157,99 @@ measure() {
     sleep 1
     outs=("$WORK/$name.callgrind".*) # sorted: the last is the dump after the counted run
     total=$(callgrind_annotate "${outs[-1]}" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-    kill -- "-$vg" 2>/dev/null || true
-    wait "$vg" 2>/dev/null || true
-    echo "$((total / n))"
+    stop "$vg"
+    printf 'instr\t%s\t%s\n' "$name" "$((total / n))" >>"$RESULTS"
     echo "$name: $n requests, $total instructions (${outs[-1]})" >&2
 }
-VG=(valgrind --tool=callgrind --dump-instr=no)
+if [[ $ONLY != pinned ]]; then
+    VG=(valgrind --tool=callgrind --dump-instr=no)
+    start_passgate "${VG[@]}" --callgrind-out-file="$WORK/passgate.callgrind.%p"
+    count passgate
+    start_nginx sha "${VG[@]}" --callgrind-out-file="$WORK/sha.callgrind.%p"
+    count sha
+    start_nginx plain "${VG[@]}" --callgrind-out-file="$WORK/plain.callgrind.%p"
+    count plain
+fi
 
-# The malloc setting serve would re-exec itself with, set up front: valgrind
-# does not follow the exec.
-MALLOC_MMAP_THRESHOLD_=131072 RUST_LOG=warn setsid "${VG[@]}" \
-    --callgrind-out-file="$WORK/passgate.callgrind.%p" \
-    "$TARGET_DIR/release/passgate" serve --config "$WORK/proxy.toml" >"$WORK/passgate.log" 2>&1 &
-PIDS+=($!)
-LAST=$!
-pg=$(measure passgate "http://127.0.0.1:$PP/small")
-start_nginx sha "${VG[@]}" --callgrind-out-file="$WORK/sha.callgrind.%p"
-sha=$(measure sha "http://127.0.0.1:$SP/small")
-start_nginx plain "${VG[@]}" --callgrind-out-file="$WORK/plain.callgrind.%p"
-plain=$(measure plain "http://127.0.0.1:$NP/small")
-
-python3 - "$pg" "$sha" "$plain" <<'EOF'
+# cpu PID: "utime stime" in clock ticks, all threads of the process.
+cpu() {
+    local f
+    read -r -a f <"/proc/$1/stat"
+    echo "${f[13]} ${f[14]}"
+}
+if [[ $ONLY != callgrind ]]; then
+    declare -A PID
+    start_passgate taskset -c "$GW_CPU"
+    PID[passgate]=$LAST
+    start_nginx sha taskset -c "$GW_CPU"
+    PID[sha]=$LAST
+    start_nginx plain taskset -c "$GW_CPU"
+    PID[plain]=$LAST
+    order=(passgate sha plain)
+    for name in "${order[@]}"; do
+        wait_200 "${URL[$name]}" -H "$AUTH"
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" -H "$AUTH" "${URL[$name]}" >/dev/null
+    done
+    tick=$(getconf CLK_TCK)
+    for round in $(seq "$ROUNDS"); do
+        for name in "${order[@]}"; do
+            read -r u0 s0 < <(cpu "${PID[$name]}")
+            out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -H "$AUTH" "${URL[$name]}")
+            read -r u1 s1 < <(cpu "${PID[$name]}")
+            n=$(awk '/requests in/ {print $1}' <<<"$out")
+            rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+            bad=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+            [[ -z $bad ]] || { echo "$name answered $bad non-2xx responses" >&2; exit 1; }
+            python3 - "$name" "$rps" "$n" "$tick" "$u0" "$s0" "$u1" "$s1" >>"$RESULTS" <<'ROW'
 import sys
-pg, sha, plain = (int(a) for a in sys.argv[1:])
-print("user-space instructions per request (callgrind, wrk -t1 -c4, cached auth)")
-print(f"  passgate (app-password)            {pg:>8,}")
-print(f"  nginx auth_basic {{SHA}} + proxy_pass {sha:>8,}   passgate / this = {pg / sha:.2f}x")
-print(f"  nginx plain proxy_pass             {plain:>8,}   passgate / this = {pg / plain:.2f}x")
+name, rps, n, tick, u0, s0, u1, s1 = sys.argv[1:]
+per = lambda a, b: (int(b) - int(a)) / int(tick) * 1e6 / int(n)
+for kind, val in [("rps", float(rps)), ("user", per(u0, u1)), ("sys", per(s0, s1)),
+                  ("cpu", per(u0, u1) + per(s0, s1))]:
+    print(f"{kind}\t{name}\t{val}")
+ROW
+        done
+        order=("${order[@]:1}" "${order[0]}") # rotate: no server always goes first
+        echo "round $round of $ROUNDS done" >&2
+    done
+fi
+
+python3 - "$RESULTS" "$SECS" "$ROUNDS" "$CONNS" "$GW_CPU" "$LOAD_CPU" <<'EOF'
+import statistics, sys
+from collections import defaultdict
+path, secs, rounds, conns, gw, load = sys.argv[1:]
+v = defaultdict(list)
+for line in open(path):
+    kind, name, val = line.split("\t")
+    v[kind, name].append(float(val))
+names = [("passgate", "passgate (app-password, cached)"),
+         ("sha", "nginx auth_basic {SHA} + proxy_pass"),
+         ("plain", "nginx plain proxy_pass")]
+
+def row(kind, label, fmt, spread, lower_better=True):
+    if not v[kind, "passgate"]:
+        return
+    print(f"\n{label}")
+    pg = statistics.median(v[kind, "passgate"])
+    for key, desc in names:
+        xs = v[kind, key]
+        med = statistics.median(xs)
+        text = f"  {desc:<37} {fmt(med):>9}"
+        if spread and len(xs) > 1:
+            text += f"  (min {fmt(min(xs))}, max {fmt(max(xs))})"
+        if key != "passgate" and med:
+            text += f"   passgate / this = {pg / med:.2f}x"
+        print(text)
+
+row("instr", "user-space instructions per request (callgrind, wrk -t1 -c4, deterministic)",
+    lambda x: f"{x:,.0f}", False)
+note = f"pinned: server on core {gw}, wrk -t1 -c{conns} + backend on core {load}; " \
+       f"{rounds} rounds x {secs} s, median (min, max); noisy on a shared machine"
+if v["rps", "passgate"]:
+    print(f"\n{note}")
+row("user", "user CPU per request, us", lambda x: f"{x:.2f}", True)
+row("sys", "system CPU per request, us", lambda x: f"{x:.2f}", True)
+row("cpu", "user + system CPU per request, us", lambda x: f"{x:.2f}", True)
+row("rps", "requests per second", lambda x: f"{x:,.0f}", True)
 EOF
-echo "callgrind outputs: $WORK"
+echo "callgrind outputs and per-round results: $WORK"

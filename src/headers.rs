@@ -23,7 +23,8 @@
 use std::net::IpAddr;
 
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE,
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -31,19 +32,20 @@ use ipnet::IpNet;
 use crate::auth::cache::Verified;
 use crate::config::Identity;
 
-/// Hop-by-hop headers that never cross the gateway (besides those named in `Connection`).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
+/// Hop-by-hop headers that never cross the gateway (besides those named in
+/// `Connection`). At most 32: [`strip_hop_by_hop`] marks them in a bit set.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
     // Without `Trailer`, hyper sends no request trailers upstream: identity
     // headers cannot be smuggled in a trailer section.
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 /// Forwarding headers: kept from a configured trusted proxy (under their
@@ -120,9 +122,18 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
 
 /// Removes hop-by-hop headers, and every header named in `Connection`.
 /// With `keep_upgrade`, a WebSocket-style `Upgrade` survives with `Connection: upgrade`.
+///
+/// One pass over the names marks the hop-by-hop ones present; only those
+/// are removed. Keep-alive clients send none; most backends send
+/// `Connection: keep-alive` on every response, so this runs per request.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Usual case (keep-alive clients send none of them): one pass, no lookups.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+    let mut present = 0u32;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and an
@@ -136,18 +147,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         None
     };
+    // Names listed in `Connection` that are not hop-by-hop already (those
+    // go below): `keep-alive` alone, the usual value, needs no parsing.
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|n| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(n))
+        })
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     if let Some(up) = upgrade {
         headers.insert(UPGRADE, up);
@@ -181,14 +202,19 @@ pub fn strip_spoofed(headers: &mut HeaderMap, identity: &Identity, trusted: bool
 
 /// Sets `X-Forwarded-For/Proto/Host` for the upstream.
 pub fn add_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
-    match (hop.trusted, joined(headers, X_FORWARDED_FOR.as_str())) {
-        (true, Some(prev)) => {
+    // Only a trusted proxy's list is kept: looked up for no one else.
+    match hop
+        .trusted
+        .then(|| joined(headers, &X_FORWARDED_FOR))
+        .flatten()
+    {
+        Some(prev) => {
             let peer = canonical(hop.peer);
             if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {peer}")) {
                 headers.insert(X_FORWARDED_FOR, v);
             }
         }
-        _ => {
+        None => {
             headers.insert(X_FORWARDED_FOR, hop.peer_value.clone());
         }
     }
@@ -237,7 +263,7 @@ pub fn set_host(
     headers.insert(HOST, value);
 }
 
-fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut out: Option<String> = None;
     for v in headers.get_all(name) {
         let s = v.to_str().ok()?;
