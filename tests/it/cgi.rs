@@ -42,12 +42,27 @@ pub(crate) struct CgiRecord {
     pub(crate) method: String,
     pub(crate) path: String,
     pub(crate) query: String,
-    /// What `REMOTE_USER` was set to (from `X-Forwarded-User`), if anything.
-    pub(crate) remote_user: Option<String>,
+    /// Every `X-Forwarded-User` value the request carried, in order (the
+    /// first became `REMOTE_USER`). More than one is a defect the tests must
+    /// see, so [`CgiRecord::remote_user`] refuses it.
+    pub(crate) forwarded_users: Vec<String>,
     /// What `HTTP_GIT_PROTOCOL` was set to (from `Git-Protocol`), if anything.
     pub(crate) git_protocol: Option<String>,
     /// The status `git http-backend` answered with (0 when it wrote no headers).
     pub(crate) status: u16,
+}
+
+impl CgiRecord {
+    /// The one `X-Forwarded-User` value (`REMOTE_USER`), or None; a request
+    /// that carried several fails the test.
+    pub(crate) fn remote_user(&self) -> Option<&str> {
+        assert!(
+            self.forwarded_users.len() <= 1,
+            "the backend got {} X-Forwarded-User values: {self:?}",
+            self.forwarded_users.len()
+        );
+        self.forwarded_users.first().map(String::as_str)
+    }
 }
 
 struct Shared {
@@ -150,7 +165,12 @@ async fn handle(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> Result<Response<CgiBody>, Infallible> {
-    let remote_user = header_str(&req, "x-forwarded-user");
+    let forwarded_users: Vec<String> = req
+        .headers()
+        .get_all("x-forwarded-user")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
     let git_protocol = header_str(&req, "git-protocol");
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
@@ -183,7 +203,7 @@ async fn handle(
             cmd.env(var, v);
         }
     }
-    if let Some(user) = &remote_user {
+    if let Some(user) = forwarded_users.first() {
         cmd.env("REMOTE_USER", user);
     }
     let mut child = match cmd.spawn() {
@@ -258,7 +278,7 @@ async fn handle(
         method,
         path,
         query,
-        remote_user,
+        forwarded_users,
         git_protocol,
         status,
     });
@@ -377,7 +397,7 @@ fn http_backend_refuses_push_without_remote_user_and_accepts_it_from_x_forwarded
         .filter(|r| r.path.ends_with("/git-receive-pack"))
         .collect();
     assert_eq!(pushes.len(), 1, "{pushes:?}");
-    assert_eq!(pushes[0].remote_user.as_deref(), Some("alice"));
+    assert_eq!(pushes[0].remote_user(), Some("alice"));
     assert_eq!(pushes[0].status, 200);
 
     // http.receivepack=true allows anonymous pushes (what the gateway replaces).

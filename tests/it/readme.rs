@@ -201,7 +201,7 @@ fn readme_quick_start_runs_as_written() {
         desk.git
             .records()
             .iter()
-            .any(|r| r.remote_user.as_deref() == Some("alice") && r.status == 200),
+            .any(|r| r.remote_user() == Some("alice") && r.status == 200),
         "{:?}",
         desk.git.records()
     );
@@ -222,9 +222,7 @@ fn readme_git_walkthrough_runs_as_written_and_the_credential_sticks() {
         .git
         .records()
         .iter()
-        .filter(|r| {
-            r.path.ends_with("/git-upload-pack") && r.remote_user.as_deref() == Some("alice")
-        })
+        .filter(|r| r.path.ends_with("/git-upload-pack") && r.remote_user() == Some("alice"))
         .count();
     assert!(fetches >= 1, "{:?}", desk.git.records());
 }

@@ -51,11 +51,17 @@ pub struct Echo {
 }
 
 impl Echo {
+    /// The one value of header `name`; a request that carried it twice
+    /// fails the test (a second, forged copy must never hide behind the
+    /// first). Read `headers` directly where several are expected.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .and_then(|v| v.first())
-            .map(String::as_str)
+        let values = self.headers.get(&name.to_ascii_lowercase())?;
+        assert!(
+            values.len() == 1,
+            "the backend got {} {name} headers: {values:?}",
+            values.len()
+        );
+        values.first().map(String::as_str)
     }
     pub fn has(&self, name: &str) -> bool {
         self.headers.contains_key(&name.to_ascii_lowercase())
@@ -386,6 +392,11 @@ pub struct Passgate {
     pub logs: Arc<Mutex<Vec<String>>>,
     /// A soft open-files limit to start the process under (`ulimit -Sn`).
     soft_nofile: Option<u64>,
+    /// Turns true once the current process's stderr reached its end: every
+    /// line it wrote is then in `logs`.
+    stderr_closed: Arc<std::sync::atomic::AtomicBool>,
+    /// The uid (and gid) to run the process as, when the test runs as root.
+    run_as: Option<u32>,
 }
 
 impl Passgate {
@@ -397,6 +408,34 @@ impl Passgate {
 
     pub fn start_in(dir: tempfile::TempDir, builder: &ConfigBuilder) -> Passgate {
         Passgate::start_under(dir, builder, None)
+    }
+
+    /// Starts `passgate serve` as `uid` (gid the same) on a directory that
+    /// user owns; the test must run as root.
+    pub fn start_as(builder: &ConfigBuilder, uid: u32) -> Passgate {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("proxy.toml");
+        std::fs::write(&config, builder.render()).unwrap();
+        let owned = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{uid}"))
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(owned.success(), "chown {uid} {}", dir.path().display());
+        let mut pg = Passgate {
+            dir,
+            config,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: builder.tls.is_some(),
+            child: None,
+            logs: Arc::new(Mutex::new(Vec::new())),
+            soft_nofile: None,
+            stderr_closed: Arc::default(),
+            run_as: Some(uid),
+        };
+        pg.spawn();
+        pg
     }
 
     /// Starts `passgate serve` under a soft open-files limit of `soft`.
@@ -419,6 +458,8 @@ impl Passgate {
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
             soft_nofile,
+            stderr_closed: Arc::default(),
+            run_as: None,
         };
         pg.spawn();
         pg
@@ -439,6 +480,10 @@ impl Passgate {
             }
             None => Command::new(BIN),
         };
+        if let Some(uid) = self.run_as {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(uid);
+        }
         let mut child = command
             .args(["serve", "--config"])
             .arg(&self.config)
@@ -450,6 +495,8 @@ impl Passgate {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let logs = self.logs.clone();
+        self.stderr_closed = Arc::default();
+        let closed = self.stderr_closed.clone();
         let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
         std::thread::spawn(move || {
             let mut sent = false;
@@ -474,6 +521,7 @@ impl Passgate {
                 }
                 logs.lock().unwrap().push(line);
             }
+            closed.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(addr) => self.addr = addr,
@@ -563,18 +611,50 @@ impl Passgate {
         assert!(status.success());
     }
 
-    /// Waits for the process to exit; returns its exit code.
+    /// Waits for the process to exit; returns its exit code (None when it
+    /// is still running after `limit`; a death by signal fails the test).
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let child = self.child.as_mut()?;
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some(status) = child.try_wait().unwrap() {
                 self.child = None;
-                return status.code();
+                let code = status.code();
+                assert!(code.is_some(), "passgate died: {status}");
+                return code;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Sends `sig` (`TERM` or `INT`), then waits up to `limit` for the
+    /// process to exit and for the last line of its stderr: afterwards
+    /// [`Passgate::log_text`] holds every line it wrote, shutdown flush
+    /// included. Returns the exit code; fails the test when it did not exit.
+    pub fn stop(&mut self, sig: &str, limit: Duration) -> i32 {
+        self.signal(sig);
+        self.wait_stopped(limit)
+    }
+
+    /// [`Passgate::stop`] without sending anything: for a process already
+    /// told to stop.
+    pub fn wait_stopped(&mut self, limit: Duration) -> i32 {
+        let start = Instant::now();
+        let code = self.wait_exit(limit).unwrap_or_else(|| {
+            panic!(
+                "passgate did not exit within {limit:?}; logs:\n{}",
+                self.log_text()
+            )
+        });
+        while !self.stderr_closed.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                start.elapsed() < limit,
+                "passgate exited but its stderr stayed open"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        code
     }
 
     pub fn kill9(&mut self) {
@@ -593,7 +673,7 @@ impl Passgate {
                 .find(|l| l.starts_with(name))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
+                .unwrap_or_else(|| panic!("no {name} in /proc/PID/status:\n{status}"))
         };
         (field("VmRSS:"), field("VmHWM:"))
     }
@@ -699,13 +779,17 @@ pub fn get(addr: SocketAddr, target: &str, auth: Option<(&str, &str)>) -> Reply 
     }
 }
 
+/// Reads a response whole; a body that breaks off fails the test (a
+/// truncated body is never mistaken for an empty one).
 pub async fn collect(resp: Response<Incoming>) -> Reply {
     let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes().to_vec())
-        .unwrap_or_default();
+    let body = match body.collect().await {
+        Ok(c) => c.to_bytes().to_vec(),
+        Err(e) => panic!(
+            "the body of a {} response broke off: {e} (headers {:?})",
+            parts.status, parts.headers
+        ),
+    };
     Reply {
         status: parts.status.as_u16(),
         headers: parts.headers,
@@ -714,16 +798,29 @@ pub async fn collect(resp: Response<Incoming>) -> Reply {
     }
 }
 
-/// Writes raw bytes and reads until the server closes or `limit` passes.
-/// For requests hyper's client would refuse to send (bad targets, smuggling).
+/// Writes raw bytes and reads until the server closes (or resets) the
+/// connection or one whole response has arrived. For requests hyper's client
+/// would refuse to send (bad targets, smuggling). Neither within `limit` fails
+/// the test, showing what did arrive: a hung server is never read as a
+/// closed one.
 pub fn raw(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(limit)).unwrap();
     s.write_all(bytes).unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
-    let start = Instant::now();
-    while start.elapsed() < limit {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timed_out = || {
+            panic!(
+                "no whole response and no close within {limit:?}; got {:?}",
+                String::from_utf8_lossy(&out)
+            )
+        };
+        if left.is_zero() {
+            timed_out();
+        }
+        s.set_read_timeout(Some(left)).unwrap();
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
@@ -733,6 +830,16 @@ pub fn raw(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
                     break;
                 }
             }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                timed_out()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A reset is the server closing the connection.
             Err(_) => break,
         }
     }
@@ -751,7 +858,9 @@ fn response_complete(buf: &[u8]) -> bool {
         .and_then(|v| v.trim().parse::<usize>().ok());
     match len {
         Some(n) => buf.len() >= head_end + 4 + n,
-        None => false,
+        // A response that has no body by its status.
+        None if matches!(raw_status(&text), 204 | 304) => true,
+        None => head.contains("transfer-encoding: chunked") && text.ends_with("\r\n0\r\n\r\n"),
     }
 }
 
@@ -818,6 +927,8 @@ impl Passgate {
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
             soft_nofile: None,
+            stderr_closed: Arc::default(),
+            run_as: None,
         };
         pg.spawn();
         pg
@@ -929,6 +1040,8 @@ impl Passgate {
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
             soft_nofile: None,
+            stderr_closed: Arc::default(),
+            run_as: None,
         };
         pg.spawn();
         pg
