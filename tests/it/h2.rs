@@ -525,6 +525,8 @@ struct Recorder {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Request heads read so far, bodies finished or not.
     heads: Arc<AtomicUsize>,
+    /// Connections accepted and not yet read to their end.
+    open: Arc<AtomicUsize>,
 }
 
 impl Recorder {
@@ -533,14 +535,37 @@ impl Recorder {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let heads = Arc::new(AtomicUsize::new(0));
-        let (log, count) = (seen.clone(), heads.clone());
+        let open = Arc::new(AtomicUsize::new(0));
+        let (log, count, live) = (seen.clone(), heads.clone(), open.clone());
         std::thread::spawn(move || {
             for s in listener.incoming().flatten() {
-                let (log, count) = (log.clone(), count.clone());
-                std::thread::spawn(move || record(s, &log, &count));
+                let (log, count, live) = (log.clone(), count.clone(), live.clone());
+                live.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    record(s, &log, &count);
+                    live.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
-        Recorder { addr, seen, heads }
+        Recorder {
+            addr,
+            seen,
+            heads,
+            open,
+        }
+    }
+
+    /// Waits until every connection has been read to its end (the gateway
+    /// closed it): after the gateway exits, everything it sent is recorded.
+    fn wait_all_closed(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while self.open.load(Ordering::SeqCst) > 0 {
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     fn url(&self) -> String {
@@ -1302,7 +1327,7 @@ fn identity_in_request_trailers_never_reaches_the_backend() {
 /// contract no stream above its last-stream id was or will be processed.
 #[test]
 fn rapid_reset_flood_gets_goaway() {
-    let (backend, pg) = gateway();
+    let (backend, mut pg) = gateway();
     const STREAMS: u32 = 2_000;
     let mut conn = H2Conn::open(pg.addr);
     let mut burst = Vec::new();
@@ -1323,16 +1348,22 @@ fn rapid_reset_flood_gets_goaway() {
         "every stream was processed: {goaway:?}"
     );
     assert!(conn.closes_within(WAIT), "the connection stayed open");
+    assert_still_serves(&pg);
     // Requests forwarded meanwhile are bounded by the streams processed.
-    std::thread::sleep(Duration::from_millis(300));
-    let seen = backend.seen();
+    // Once the gateway has exited and the backend has read every connection
+    // to its end, nothing more can arrive (issue #21: a sleep stood here).
+    assert_eq!(pg.stop("TERM", Duration::from_secs(30)), 0);
     assert!(
-        seen.len() as u32 <= last.div_ceil(2),
-        "{} requests forwarded, last stream {last}",
-        seen.len()
+        backend.wait_all_closed(Duration::from_secs(30)),
+        "upstream connections still open after the gateway exited"
+    );
+    let seen = backend.seen();
+    let forwarded = seen.iter().filter(|s| s.path() == "/public/rr").count() as u32;
+    assert!(
+        forwarded <= last.div_ceil(2),
+        "{forwarded} requests forwarded, last stream {last}"
     );
     assert_backend_clean(&seen);
-    assert_still_serves(&pg);
 }
 
 /// MadeYouReset-style flood: requests the server itself must reset (here,

@@ -73,16 +73,53 @@ fn unknown_operation_malformed_and_oversized_bodies_are_refused() {
 
 #[test]
 fn body_is_not_read_before_authentication() {
+    // Only the head is sent; the body is held back until the answer has
+    // arrived. A gateway that read the body before checking the password
+    // would wait for it and never answer (issue #21: the test used to send
+    // the whole body up front, which proved nothing).
+    use std::io::{Read, Write};
     let backend = Backend::start();
     let pg = Passgate::start(&lfs_config(&backend));
-    let r = http1(
-        pg.addr,
-        "POST",
-        "/alice/repo.git/info/lfs/objects/batch",
-        &[],
-        br#"{"operation":"upload"}"#,
-    );
-    assert_eq!(r.status, 401);
+    let (id, read) = pg.create("alice", "read", &["repository:read"]);
+    let body = br#"{"operation":"download","objects":[]}"#;
+    for (what, auth) in [
+        ("no credentials", None),
+        (
+            "a wrong secret",
+            Some(basic("alice", &crate::auth::wrong_secret_token(&id))),
+        ),
+    ] {
+        let mut s = std::net::TcpStream::connect(pg.addr).unwrap();
+        let auth = auth.map_or(String::new(), |a| format!("authorization: {a}\r\n"));
+        write!(
+            s,
+            "POST /alice/repo.git/info/lfs/objects/batch HTTP/1.1\r\nhost: x\r\n{auth}\
+             content-type: application/vnd.git-lfs+json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                other => panic!(
+                    "{what}: no answer before the body was sent ({other:?}); got {:?}",
+                    String::from_utf8_lossy(&head)
+                ),
+            }
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert_eq!(raw_status(&head), 401, "{what}: {head}");
+        // Sending the body now may fail (the gateway may have closed): fine.
+        let _ = s.write_all(body);
+    }
+    // The same head with the body, and the right password, passes: the
+    // route is not simply refusing everything.
+    let r = batch(&pg, &read, body);
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 #[test]

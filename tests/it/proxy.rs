@@ -825,27 +825,41 @@ fn websocket_tunnels_count_under_the_connection_caps_and_idle_timeout() {
     // two descriptors and an upstream connection each) and still be closed
     // when nothing moves for idle_timeout.
     let (_backend, pg) =
-        gateway_with_server("idle_timeout = \"1s\"\nmax_connections_per_addr = 2\n");
+        gateway_with_server("idle_timeout = \"2s\"\nmax_connections_per_addr = 2\n");
+    // Each tunnel's 101 means the gateway counted it: no wait needed.
     let (mut first, _) = open_tunnel(pg.addr).expect("first tunnel");
-    let _second = open_tunnel(pg.addr).expect("second tunnel");
-    std::thread::sleep(Duration::from_millis(200));
+    let (mut second, _) = open_tunnel(pg.addr).expect("second tunnel");
     assert!(
         open_tunnel(pg.addr).is_err(),
         "a third tunnel got past max_connections_per_addr = 2"
     );
-    // The first keeps working while bytes move...
-    for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(500));
+    // The first keeps working while bytes move (every 0.6 s, for 3 s: past
+    // idle_timeout, with room for a slow round trip)...
+    let moving = Instant::now();
+    while moving.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(600));
         first.write_all(b"still here").unwrap();
         let mut got = [0u8; 10];
         first.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"still here");
     }
     // ...and both are closed once silent, which frees their places.
-    let took = closed_within(&mut first, Duration::from_secs(5)).expect("tunnel still open");
-    assert!(took >= Duration::from_millis(900), "{took:?}");
-    std::thread::sleep(Duration::from_millis(1500));
-    let (mut again, _) = open_tunnel(pg.addr).expect("a tunnel after the others closed");
+    let took = closed_within(&mut first, Duration::from_secs(10)).expect("tunnel still open");
+    assert!(took >= Duration::from_millis(1900), "{took:?}");
+    closed_within(&mut second, Duration::from_secs(10)).expect("second tunnel still open");
+    // The places come back when the gateway has dropped both: poll for it
+    // (a refused attempt is closed at once and holds no place).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut again, _) = loop {
+        match open_tunnel(pg.addr) {
+            Ok(t) => break t,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no tunnel after the others closed: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     again.write_all(b"x").unwrap();
     let mut got = [0u8; 1];
     again.read_exact(&mut got).unwrap();
