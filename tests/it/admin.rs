@@ -170,3 +170,116 @@ fn management_without_a_server_writes_audit_lines_too() {
         "{err}"
     );
 }
+
+/// True when the tests run as root (else the uid tests skip with a notice).
+fn root() -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::metadata(dir.path()).unwrap().uid() == 0
+}
+
+/// `passgate ARGS --config CONFIG` run as uid (and gid) 65534, nobody.
+fn cli_as_nobody(config: &Path, args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("PASSGATE_CONFIG")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_peer_of_another_uid_is_refused_even_when_the_file_mode_lets_it_in() {
+    // Issue #21: the socket's mode is the first fence, the peer-credential
+    // check the second. Open the first (an operator's chmod) to test the
+    // second: uid 65534 connects, and must get nothing.
+    if !root() {
+        eprintln!("skipped: needs root to run a client as another uid");
+        return;
+    }
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    pg.create("alice", "the-secret-name", &["repository:read"]);
+    let socket = pg.dir.path().join("data/admin.sock");
+    for (path, mode) in [
+        (pg.dir.path().to_owned(), 0o755),
+        (pg.dir.path().join("data"), 0o755),
+        (pg.config.clone(), 0o644),
+        (socket.clone(), 0o666),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = cli_as_nobody(&pg.config, &["app-password", "list"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "uid 65534 was answered:\n{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains("the-secret-name"), "{stdout}");
+    assert!(
+        pg.wait_log("event=\"admin_refused\"", Duration::from_secs(10)),
+        "no audit line:\n{}",
+        pg.log_text()
+    );
+    assert!(pg.log_text().contains("uid=65534"), "{}", pg.log_text());
+    // Root and the server's own uid are still served.
+    assert_eq!(pg.argon2_runs(), 0);
+}
+
+#[test]
+fn the_cli_refuses_a_server_running_as_another_uid() {
+    // Issue #21: a socket planted by someone else could answer `revoke`
+    // without revoking. Here the server runs as nobody; root's CLI must
+    // refuse to talk to it (root trusts only itself), and say why.
+    if !root() {
+        eprintln!("skipped: needs root to run the server as another uid");
+        return;
+    }
+    let backend = Backend::start();
+    let pg = Passgate::start_as(&ConfigBuilder::new(&backend.url()), 65534);
+    // Its own user is served...
+    let out = cli_as_nobody(
+        &pg.config,
+        &[
+            "app-password",
+            "create",
+            "--user",
+            "alice",
+            "--name",
+            "ci",
+            "--scope",
+            "repository:read",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let password = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let id = &password[5..17];
+    // ...root is not: neither a revoke nor a list is sent.
+    for args in [
+        vec!["app-password", "revoke", id],
+        vec!["app-password", "list"],
+    ] {
+        let out = pg.cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("served by uid 65534"), "{stderr}");
+    }
+    // The password was not revoked.
+    assert_eq!(
+        get(
+            pg.addr,
+            "/alice/repo.git/info/refs?service=git-upload-pack",
+            Some(("alice", &password))
+        )
+        .status,
+        200
+    );
+}

@@ -1,7 +1,7 @@
 //! Crash safety of the store: `kill -9` of the CLI (offline) and of the
 //! server (CLI through the admin socket) at random moments never loses a
-//! password that was printed and never corrupts the file; a store written by
-//! a newer schema is refused.
+//! password that was printed and never corrupts the file, nor undoes a
+//! confirmed revocation; a store written by a newer schema is refused.
 
 // Test helpers outside #[test] fns, and polling/kill timing on plain threads.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
@@ -310,4 +310,33 @@ fn store_with_an_unknown_schema_version_is_refused() {
         std::fs::read(&store).unwrap() == before,
         "a refused store was modified"
     );
+}
+
+#[test]
+fn a_revocation_survives_kill_9_right_after_it_is_confirmed() {
+    // Issue #21: `revoke` answers once the store has committed; a crash the
+    // next instant must not bring the password back.
+    let backend = Backend::start();
+    let mut pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let target = READ_ROUTE;
+    assert_eq!(get(pg.addr, target, Some(("alice", &pw))).status, 200);
+    let out = pg.cli(&["app-password", "revoke", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pg.kill9();
+    pg.spawn();
+    let r = get(pg.addr, target, Some(("alice", &pw)));
+    assert_eq!(
+        r.status,
+        401,
+        "revoked password works after a crash: {}",
+        r.text()
+    );
+    let out = pg.cli(&["app-password", "show", &id, "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["status"], "revoked", "{shown}");
 }

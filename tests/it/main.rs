@@ -25,6 +25,7 @@ mod durability;
 mod git;
 mod h2;
 mod lfs;
+mod lifecycle;
 mod limits;
 mod modules;
 mod oidc;

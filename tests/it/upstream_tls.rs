@@ -44,3 +44,48 @@ fn https_upstream_with_an_untrusted_certificate_is_a_502() {
         r.text()
     );
 }
+
+/// `serve` on a config whose `[upstreams.app]` names `ca_file`: the exit
+/// code and stderr (it must not start).
+fn serve_with_ca_file(dir: &std::path::Path, ca_file: &std::path::Path) -> (Option<i32>, String) {
+    let b = ConfigBuilder::new("https://localhost:9");
+    let text = b.render().replace(
+        "url = \"https://localhost:9\"",
+        &format!(
+            "url = \"https://localhost:9\"\nca_file = {:?}",
+            ca_file.display().to_string()
+        ),
+    );
+    assert!(text.contains("ca_file"));
+    let config = dir.join("proxy.toml");
+    std::fs::write(&config, text).unwrap();
+    crate::lifecycle::serve_exits(&config)
+}
+
+#[test]
+fn a_missing_or_unusable_ca_file_stops_serve_naming_the_file() {
+    // Issue #21: a bad ca_file must be a clear start-up error, not a 502 on
+    // every request later.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-ca.pem");
+    let garbage = dir.path().join("garbage-ca.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let key_only = dir.path().join("key-only.pem");
+    let certs = Certs::generate(dir.path(), "backend");
+    std::fs::copy(&certs.key_path, &key_only).unwrap();
+    for (file, why) in [
+        (&missing, "cannot read ca_file"),
+        (&garbage, "holds no usable certificate"),
+        (&key_only, "holds no usable certificate"),
+    ] {
+        let (code, stderr) = serve_with_ca_file(dir.path(), file);
+        assert_eq!(code, Some(1), "{}: {stderr}", file.display());
+        assert!(
+            stderr.contains(&file.display().to_string()),
+            "the file is named: {stderr}"
+        );
+        assert!(stderr.contains(why), "{why}: {stderr}");
+        assert!(stderr.contains("upstream \"app\""), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
