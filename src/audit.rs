@@ -178,6 +178,45 @@ pub enum AuditEvent<'a> {
     },
     /// A copy of the store written (`store backup`, or before a migration).
     BackedUp { via: Via, path: &'a str },
+    /// An app password created on the self-service page; `peer` is the
+    /// client (after trusted proxies), `user` the signed-in user.
+    PageCreated {
+        peer: IpAddr,
+        id: &'a str,
+        user: &'a str,
+        name: &'a str,
+        scopes: &'a str,
+    },
+    /// An app password of `user` revoked on the self-service page by `by`
+    /// (the user, or an admin).
+    PageRevoked {
+        peer: IpAddr,
+        id: &'a str,
+        user: &'a str,
+        by: &'a str,
+    },
+    /// An app password rotated on the self-service page by its user.
+    PageRotated {
+        peer: IpAddr,
+        id: &'a str,
+        successor: &'a str,
+        user: &'a str,
+        name: &'a str,
+    },
+    /// A sign-in to the self-service page (OIDC); `step_up`: a renewed one
+    /// before creating a password.
+    SignedIn {
+        peer: IpAddr,
+        user: &'a str,
+        method: &'static str,
+        step_up: bool,
+    },
+    /// A sign-out from the self-service page.
+    SignedOut {
+        peer: IpAddr,
+        user: &'a str,
+        method: &'static str,
+    },
 }
 
 /// The events a client can cause at will, budgeted per address.
@@ -204,13 +243,19 @@ impl AuditEvent<'_> {
             AuditEvent::RotatedReuse { peer, .. } => Some((Kind::AuthFailed, peer)),
             AuditEvent::ConnLimited { peer, .. } => Some((Kind::ConnLimited, peer)),
             AuditEvent::SignInFailed { peer, .. } => Some((Kind::AuthFailed, peer)),
+            // Each needs a signed-in user or this machine's operator.
             AuditEvent::AdminRefused { .. }
             | AuditEvent::Created { .. }
             | AuditEvent::Revoked { .. }
             | AuditEvent::Rotated { .. }
             | AuditEvent::Reloaded { .. }
             | AuditEvent::ReloadRefused { .. }
-            | AuditEvent::BackedUp { .. } => None,
+            | AuditEvent::BackedUp { .. }
+            | AuditEvent::PageCreated { .. }
+            | AuditEvent::PageRevoked { .. }
+            | AuditEvent::PageRotated { .. }
+            | AuditEvent::SignedIn { .. }
+            | AuditEvent::SignedOut { .. } => None,
         }
     }
 }
@@ -327,6 +372,39 @@ fn write(event: &AuditEvent<'_>) {
         }
         AuditEvent::BackedUp { via, path } => {
             tracing::info!(target: "passgate::audit", peer = "local", reason = via.as_str(), event = "backed_up", path = %path);
+        }
+        AuditEvent::PageCreated {
+            peer,
+            id,
+            user,
+            name,
+            scopes,
+        } => {
+            tracing::info!(target: "passgate::audit", peer = %Peer(peer), reason = "web", event = "created", id = %id, user = ?user, name = ?name, scopes = %scopes, via = "web");
+        }
+        AuditEvent::PageRevoked { peer, id, user, by } => {
+            tracing::info!(target: "passgate::audit", peer = %Peer(peer), reason = "web", event = "revoked", id = %id, user = ?user, by = ?by, via = "web");
+        }
+        AuditEvent::PageRotated {
+            peer,
+            id,
+            successor,
+            user,
+            name,
+        } => {
+            tracing::info!(target: "passgate::audit", peer = %Peer(peer), reason = "web", event = "rotated", id = %id, successor = %successor, user = ?user, name = ?name, via = "web");
+        }
+        AuditEvent::SignedIn {
+            peer,
+            user,
+            method,
+            step_up,
+        } => {
+            let reason = if step_up { "step-up" } else { "sign-in" };
+            tracing::info!(target: "passgate::audit", peer = %Peer(peer), reason, event = "signed_in", user = ?user, method, step_up, via = "web");
+        }
+        AuditEvent::SignedOut { peer, user, method } => {
+            tracing::info!(target: "passgate::audit", peer = %Peer(peer), reason = "sign-out", event = "signed_out", user = ?user, method, via = "web");
         }
     }
 }
@@ -706,5 +784,243 @@ mod tests {
         assert_eq!(a.to_string(), b.to_string(), "the same name, the same hash");
         assert_ne!(a.to_string(), Shown(User::Unchecked("hunter3")).to_string());
         assert_eq!(Shown(User::None).to_string(), "-");
+    }
+
+    /// One sample per variant; the index is the variant's place in this
+    /// exhaustive match, so a new variant fails to compile here until it
+    /// gets an index, and [`docs_list_every_audit_line_as_written`] fails
+    /// until it gets a sample (and docs/logs.md a line).
+    fn variant(e: &AuditEvent<'_>) -> usize {
+        match e {
+            AuditEvent::AuthFailed { .. } => 0,
+            AuditEvent::RateLimited { .. } => 1,
+            AuditEvent::WebRefused { .. } => 2,
+            AuditEvent::ScopeDenied { .. } => 3,
+            AuditEvent::LimitDenied { .. } => 4,
+            AuditEvent::RotatedReuse { .. } => 5,
+            AuditEvent::ConnLimited { .. } => 6,
+            AuditEvent::SignInFailed { .. } => 7,
+            AuditEvent::AdminRefused { .. } => 8,
+            AuditEvent::Created { .. } => 9,
+            AuditEvent::Revoked { .. } => 10,
+            AuditEvent::Rotated { .. } => 11,
+            AuditEvent::PageCreated { .. } => 12,
+            AuditEvent::PageRevoked { .. } => 13,
+            AuditEvent::PageRotated { .. } => 14,
+            AuditEvent::SignedIn { .. } => 15,
+            AuditEvent::SignedOut { .. } => 16,
+            AuditEvent::Reloaded { .. } => 17,
+            AuditEvent::ReloadRefused { .. } => 18,
+            AuditEvent::BackedUp { .. } => 19,
+        }
+    }
+    const VARIANTS: usize = 20;
+
+    fn samples() -> Vec<AuditEvent<'static>> {
+        let peer = ip("192.0.2.1");
+        let mut out = vec![
+            AuditEvent::AuthFailed {
+                peer,
+                reason: "wrong-secret",
+                user: User::Name("alice"),
+                id: "abcdefghijkl",
+            },
+            AuditEvent::RateLimited {
+                peer,
+                user: User::None,
+                retry_after: Duration::from_secs(3),
+            },
+            AuditEvent::WebRefused { peer, route: "web" },
+            AuditEvent::ScopeDenied {
+                peer,
+                user: "alice",
+                id: "abcdefghijkl",
+                missing: "repository:write",
+            },
+            AuditEvent::LimitDenied {
+                peer,
+                reason: "repository-not-allowed",
+                user: "alice",
+                id: "abcdefghijkl",
+                resource: Some("alice/b"),
+            },
+            AuditEvent::RotatedReuse {
+                peer,
+                user: "alice",
+                id: "abcdefghijkl",
+                current: Some("mnopqrstuvwx"),
+                action: "logged",
+            },
+            AuditEvent::ConnLimited {
+                peer,
+                limit: "per-address",
+                open: 9,
+            },
+            AuditEvent::SignInFailed {
+                peer,
+                method: "oidc",
+                error: "state-mismatch",
+            },
+            AuditEvent::AdminRefused { uid: Some(1000) },
+            AuditEvent::PageCreated {
+                peer,
+                id: "abcdefghijkl",
+                user: "alice",
+                name: "laptop",
+                scopes: "repository:read",
+            },
+            AuditEvent::PageRevoked {
+                peer,
+                id: "abcdefghijkl",
+                user: "bob",
+                by: "root",
+            },
+            AuditEvent::PageRotated {
+                peer,
+                id: "abcdefghijkl",
+                successor: "mnopqrstuvwx",
+                user: "alice",
+                name: "laptop",
+            },
+            AuditEvent::SignedIn {
+                peer,
+                user: "alice",
+                method: "oidc",
+                step_up: false,
+            },
+            AuditEvent::SignedOut {
+                peer,
+                user: "alice",
+                method: "oidc",
+            },
+        ];
+        for via in [Via::AdminSocket, Via::Offline, Via::RotatedReuse] {
+            out.push(AuditEvent::Revoked {
+                via,
+                id: "abcdefghijkl",
+            });
+        }
+        for via in [Via::AdminSocket, Via::Signal] {
+            out.push(AuditEvent::Reloaded {
+                via,
+                file: "proxy.toml",
+                restart: "",
+            });
+            out.push(AuditEvent::ReloadRefused {
+                via,
+                file: "proxy.toml",
+                error: "proxy.toml:3: listen: bad",
+            });
+        }
+        for via in [Via::AdminSocket, Via::Offline] {
+            out.push(AuditEvent::BackedUp {
+                via,
+                path: "/var/backups/passgate.redb",
+            });
+            out.push(AuditEvent::Created {
+                via,
+                id: "abcdefghijkl",
+                user: "alice",
+                name: "laptop",
+                scopes: "repository:read",
+            });
+            out.push(AuditEvent::Rotated {
+                via,
+                id: "abcdefghijkl",
+                successor: "mnopqrstuvwx",
+                user: "alice",
+                name: "laptop",
+            });
+        }
+        out
+    }
+
+    /// The line `write` produces for `event`, in the human format.
+    fn line_of(event: &AuditEvent<'_>) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_level(false)
+            .with_target(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || write(event));
+        let bytes = buf.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap().trim().to_owned()
+    }
+
+    /// The field names of a line (`peer reason event …`), and its event.
+    fn shape(line: &str) -> (Vec<String>, String) {
+        let mut keys = Vec::new();
+        let mut event = String::new();
+        for token in line.split_whitespace() {
+            let Some((key, value)) = token.split_once('=') else {
+                continue;
+            };
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                continue;
+            }
+            if key == "event" {
+                event = value.trim_matches('"').to_owned();
+            }
+            keys.push(key.to_owned());
+        }
+        (keys, event)
+    }
+
+    /// docs/logs.md lists, in its audit block, exactly the lines `write`
+    /// produces: the same events with the same fields in the same order.
+    #[test]
+    fn docs_list_every_audit_line_as_written() {
+        let samples = samples();
+        let mut seen = [false; VARIANTS];
+        for s in &samples {
+            seen[variant(s)] = true;
+        }
+        assert!(
+            seen.iter().all(|&s| s),
+            "a variant without a sample: {seen:?}"
+        );
+        let docs = include_str!("../docs/logs.md");
+        let block = docs
+            .split("## Audit events")
+            .nth(1)
+            .and_then(|rest| rest.split("```").nth(1))
+            .expect("docs/logs.md has an audit block");
+        let documented: Vec<(Vec<String>, String)> = block
+            .lines()
+            .map(shape)
+            .filter(|(_, event)| !event.is_empty() && event != "suppressed")
+            .collect();
+        let written: Vec<(Vec<String>, String)> =
+            samples.iter().map(|s| shape(&line_of(s))).collect();
+        for (s, w) in samples.iter().zip(&written) {
+            assert_eq!(&w.0[..2], ["peer", "reason"], "{s:?}: {}", line_of(s));
+            assert!(
+                documented.contains(w),
+                "docs/logs.md lacks the line {:?} (written: {})",
+                w,
+                line_of(s)
+            );
+        }
+        for d in &documented {
+            assert!(
+                written.contains(d),
+                "docs/logs.md lists a line no event writes: {d:?}"
+            );
+        }
     }
 }

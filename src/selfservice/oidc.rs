@@ -34,6 +34,7 @@ use maud::{html, DOCTYPE};
 
 use super::identity::{SignInOutcome, SignedIn};
 use super::Peer;
+use crate::audit::{self, AuditEvent};
 use crate::clock::unix_now;
 use crate::error::PageError;
 use crate::gateway::Gateway;
@@ -185,7 +186,12 @@ impl OidcIdentity {
             blocking(gw, move |s| s.delete_session(&key).map(|_| ())).await?;
         }
         self.purge(gw, now).await;
-        tracing::info!(target: "passgate::audit", event = "signed_in", user = ?who.user, method = "oidc", step_up = pending.max_age.is_some(), via = "web", peer = %conn.addr);
+        audit::emit(AuditEvent::SignedIn {
+            peer: conn.addr,
+            user: &who.user,
+            method: "oidc",
+            step_up: pending.max_age.is_some(),
+        });
         let mut resp = continue_page(&pending);
         let headers = resp.headers_mut();
         headers.append(SET_COOKIE, session::session_cookie(tls, &id, ttl));
@@ -208,7 +214,11 @@ impl OidcIdentity {
             let key = session::session_key(id);
             blocking(gw, move |s| s.delete_session(&key).map(|_| ())).await?;
         }
-        tracing::info!(target: "passgate::audit", event = "signed_out", user = ?who.user, method = "oidc", via = "web", peer = %conn.addr);
+        audit::emit(AuditEvent::SignedOut {
+            peer: conn.addr,
+            user: &who.user,
+            method: "oidc",
+        });
         let markup = html! {
             (DOCTYPE)
             html lang="en" {

@@ -9,6 +9,7 @@ use http_body_util::Full;
 
 use super::views::{self, CreateForm, ListView};
 use super::{see_other, Cx, Form, CREATES_PER_HOUR};
+use crate::audit::{self, AuditEvent};
 use crate::clock::unix_now;
 use crate::config::PageExpiry;
 use crate::error::PageError;
@@ -78,7 +79,13 @@ pub(super) async fn create(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page
         }
         Err(e) => return Err(unavailable(&ManageError::Task(e))),
     };
-    tracing::info!(target: "passgate::audit", event = "created", id = %created.id, user = ?created.user, name = ?created.name, scopes = %created.scopes.join(" "), via = "web", peer = %cx.client);
+    audit::emit(AuditEvent::PageCreated {
+        peer: cx.client,
+        id: &created.id,
+        user: &created.user,
+        name: &created.name,
+        scopes: &created.scopes.join(" "),
+    });
     let key = cx.page.keep_unshown(&me, created);
     Ok(see_other(&format!("{}/new/{key}", cx.mount())))
 }
@@ -119,7 +126,12 @@ pub(super) async fn revoke(cx: &Cx<'_>, form: &Form) -> Page {
     };
     cx.gw.auth.revoked(&r.id);
     if r.revoked_now {
-        tracing::info!(target: "passgate::audit", event = "revoked", id = %r.id, user = ?record.user, by = ?cx.who.user, via = "web", peer = %cx.client);
+        audit::emit(AuditEvent::PageRevoked {
+            peer: cx.client,
+            id: &r.id,
+            user: &record.user,
+            by: &cx.who.user,
+        });
     }
     Ok(see_other(&list_url(cx, &record.user)))
 }
@@ -153,7 +165,12 @@ pub(super) async fn revoke_all(cx: &Cx<'_>, form: &Form) -> Page {
     };
     for id in &ids {
         cx.gw.auth.revoked(id);
-        tracing::info!(target: "passgate::audit", event = "revoked", id = %id, user = ?owner, by = ?cx.who.user, via = "web", peer = %cx.client);
+        audit::emit(AuditEvent::PageRevoked {
+            peer: cx.client,
+            id,
+            user: &owner,
+            by: &cx.who.user,
+        });
     }
     Ok(see_other(&list_url(cx, &owner)))
 }

@@ -472,7 +472,7 @@ fn another_users_id_is_404_unless_the_user_is_an_admin() {
     assert_eq!(location(&r), format!("{MOUNT}?user=bob"));
     assert_eq!(site.status_of(&id), "revoked");
     assert!(site.pg.wait_log(
-        &format!("event=\"revoked\" id={id} user=\"bob\" by=\"root\" via=\"web\""),
+        &format!("reason=\"web\" event=\"revoked\" id={id} user=\"bob\" by=\"root\" via=\"web\""),
         std::time::Duration::from_secs(5)
     ));
 }
@@ -620,7 +620,7 @@ fn a_created_password_is_shown_once_works_and_revoking_it_stops_it_at_once() {
     );
     let id = pw[5..17].to_owned();
     assert!(site.pg.wait_log(
-        &format!("event=\"created\" id={id} user=\"alice\" name=\"laptop\" scopes=repository:read via=\"web\" peer=127.0.0.2"),
+        &format!("peer=127.0.0.2 reason=\"web\" event=\"created\" id={id} user=\"alice\" name=\"laptop\" scopes=repository:read via=\"web\""),
         std::time::Duration::from_secs(5)
     ));
     // Revoke through the confirmation page's form.
