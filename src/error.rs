@@ -229,6 +229,10 @@ pub enum PageError {
     /// 413: a form larger than any the page sends.
     #[error("form too large")]
     FormTooLarge,
+    /// 409: a rotation refused (the password is no longer active, was
+    /// rotated before, or its lifetime is no longer allowed).
+    #[error("this app password cannot be rotated: {0}")]
+    NotRotatable(String),
     /// A sign-in at the OIDC issuer failed (status by cause, below).
     #[error("sign-in failed: {0}")]
     SignIn(crate::oidc::SignInError),
@@ -252,6 +256,7 @@ impl PageError {
             PageError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             PageError::ShownOnce => StatusCode::GONE,
             PageError::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            PageError::NotRotatable(_) => StatusCode::CONFLICT,
             PageError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             PageError::SignIn(e) => sign_in_status(e),
         }

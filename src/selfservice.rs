@@ -1,5 +1,5 @@
-//! The self-service app-password page (`[selfservice]`): users list, create
-//! and revoke their own app passwords behind their primary sign-in.
+//! The self-service app-password page (`[selfservice]`): users list, create,
+//! rotate and revoke their own app passwords behind their primary sign-in.
 //!
 //! Everything under the mount is answered here and never forwarded; `proxy`
 //! hands such requests over before route matching. Each request goes, in
@@ -11,9 +11,12 @@
 //!
 //! Names, scopes, expiry and durability are decided by `manage`, as for the
 //! CLI: a password shown here is committed. The page adds only its own
-//! rules: who may see and revoke which passwords, at most
-//! [`CREATES_PER_HOUR`] creations per user per hour, and showing a new
-//! password once (after the POST, a redirect to a one-time page).
+//! rules: who may see and revoke which passwords (and that only its owner
+//! rotates one: a rotation creates a password), at most
+//! [`CREATES_PER_HOUR`] creations (rotations included) per user per hour,
+//! and showing a new password once (after the POST, a redirect to a
+//! one-time page). The limits typed into the form (`repo`, `allow_from`,
+//! one per line) are read by the CLI's parser, in `manage`.
 
 pub mod csrf;
 pub mod identity;
@@ -189,19 +192,21 @@ impl<'a> Page<'a> {
             "" | "/" if read => page::list(&cx, query).await,
             "/revoke" if read => page::confirm_revoke(&cx, query).await,
             "/revoke-all" if read => page::confirm_revoke_all(&cx, query).await,
+            "/rotate" if read => page::confirm_rotate(&cx, query).await,
             "/logout" if post => {
                 cx.form(&parts, body).await?;
                 cx.page.identity.sign_out(gw, &cx.who, &parts, conn).await
             }
-            "/create" | "/revoke" | "/revoke-all" if post => {
+            "/create" | "/revoke" | "/revoke-all" | "/rotate" if post => {
                 let form = cx.form(&parts, body).await?;
                 match sub {
                     "/create" => page::create(&cx, &form, conn).await,
                     "/revoke" => page::revoke(&cx, &form).await,
+                    "/rotate" => page::rotate(&cx, &form, conn).await,
                     _ => page::revoke_all(&cx, &form).await,
                 }
             }
-            "" | "/" | "/create" | "/revoke" | "/revoke-all" | "/logout" => {
+            "" | "/" | "/create" | "/revoke" | "/revoke-all" | "/rotate" | "/logout" => {
                 Err(PageError::MethodNotAllowed)
             }
             _ => match sub.strip_prefix("/new/") {

@@ -13,7 +13,8 @@ use crate::audit::{self, AuditEvent};
 use crate::clock::unix_now;
 use crate::config::PageExpiry;
 use crate::error::PageError;
-use crate::manage::{self, CreateRequest, Listed, ManageError};
+use crate::limits::LimitError;
+use crate::manage::{self, CreateRequest, Listed, ManageError, RotateRequest};
 use crate::store::AppPassword;
 
 type Page = Result<Response<Full<Bytes>>, PageError>;
@@ -31,16 +32,20 @@ pub(super) async fn create(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page
     if let Some(redirect) = step_up.await {
         return redirect;
     }
-    let filled = CreateForm {
+    let mut filled = CreateForm {
         name: form.one("name")?.unwrap_or_default().trim().to_owned(),
         scopes: form.all("scope").map(str::to_owned).collect(),
         expires: form.one("expires")?.unwrap_or_default().to_owned(),
         expires_on: form.one("expires_on")?.unwrap_or_default().to_owned(),
+        repos: form.one("repo")?.unwrap_or_default().to_owned(),
+        allow_from: form.one("allow_from")?.unwrap_or_default().to_owned(),
+        bad: None,
     };
     let me = cx.who.user.clone();
     let expires_in = match expiry_seconds(&filled.expires, &filled.expires_on) {
         Ok(e) => e,
         Err(msg) => {
+            filled.bad = Some("expires");
             return render_list(cx, &me, filled, Some(msg), StatusCode::BAD_REQUEST).await;
         }
     };
@@ -49,8 +54,8 @@ pub(super) async fn create(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page
         name: filled.name.clone(),
         scopes: filled.scopes.clone(),
         expires_in,
-        repos: Vec::new(),
-        allow_from: Vec::new(),
+        repos: lines(&filled.repos),
+        allow_from: lines(&filled.allow_from),
     };
     // One creation at a time: the count and the insert must not interleave.
     let guard = cx.page.state.create_lock.lock().await;
@@ -75,6 +80,7 @@ pub(super) async fn create(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page
                 e if e.is_usage() => StatusCode::BAD_REQUEST,
                 _ => return Err(unavailable(&e)),
             };
+            filled.bad = bad_field(&e);
             return render_list(cx, &me, filled, Some(form_message(&e)), status).await;
         }
         Err(e) => return Err(unavailable(&ManageError::Task(e))),
@@ -85,6 +91,72 @@ pub(super) async fn create(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page
         user: &created.user,
         name: &created.name,
         scopes: &created.scopes.join(" "),
+    });
+    let key = cx.page.keep_unshown(&me, created);
+    Ok(see_other(&format!("{}/new/{key}", cx.mount())))
+}
+
+/// `GET {mount}/rotate?id=ID`: the confirmation step (changes nothing).
+pub(super) async fn confirm_rotate(cx: &Cx<'_>, query: Option<&str>) -> Page {
+    let id = query_param(query, "id").ok_or(PageError::NotFound)?;
+    let record = own_record(cx, &id).await?;
+    Ok(views::confirm_rotate_page(cx, &manage::list_row(&record)))
+}
+
+/// `POST {mount}/rotate` (`id`, `grace`): a successor with the same name,
+/// scopes and limits, shown once like a created password; the old one
+/// stops at once or after the grace. Counts as a creation.
+pub(super) async fn rotate(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page {
+    let id = form.one("id")?.ok_or(PageError::NotFound)?.to_owned();
+    let grace = match form.one("grace")?.unwrap_or("0") {
+        "0" => 0,
+        "1h" => 3600,
+        "1d" => 86_400,
+        _ => return Err(PageError::BadForm("grace: choose at once, 1 hour or 1 day")),
+    };
+    own_record(cx, &id).await?;
+    let step_up = cx.page.identity.step_up(cx.gw, &cx.who, &cx.origin, conn);
+    if let Some(redirect) = step_up.await {
+        return redirect;
+    }
+    let me = cx.who.user.clone();
+    let guard = cx.page.state.create_lock.lock().await;
+    let recent = created_this_hour(cx, &me).await?;
+    if recent >= CREATES_PER_HOUR {
+        drop(guard);
+        let msg = format!(
+            "you have created {recent} app passwords in the last hour; wait a while before rotating one"
+        );
+        let form = CreateForm::defaults(cx.page.config.default_expiry);
+        return render_list(cx, &me, form, Some(msg), StatusCode::TOO_MANY_REQUESTS).await;
+    }
+    let (store, config) = (cx.gw.store.clone(), cx.gw.config.clone());
+    let old = id.clone();
+    let req = RotateRequest {
+        expires_in: None,
+        grace: Some(grace),
+    };
+    // As for a revocation: no verification running now may cache the old one.
+    cx.gw.auth.revoking(&id);
+    let out =
+        tokio::task::spawn_blocking(move || manage::rotate(&store, &config, &old, &req)).await;
+    cx.gw.auth.revoked(&id);
+    drop(guard);
+    let created = match out {
+        Ok(Ok(created)) => created,
+        Ok(Err(e)) if e.is_usage() || matches!(e, ManageError::DuplicateName { .. }) => {
+            return Err(PageError::NotRotatable(e.to_string()))
+        }
+        Ok(Err(ManageError::NotFound(_))) => return Err(PageError::NotFound),
+        Ok(Err(e)) => return Err(unavailable(&e)),
+        Err(e) => return Err(unavailable(&ManageError::Task(e))),
+    };
+    audit::emit(AuditEvent::PageRotated {
+        peer: cx.client,
+        id: &id,
+        successor: &created.id,
+        user: &created.user,
+        name: &created.name,
     });
     let key = cx.page.keep_unshown(&me, created);
     Ok(see_other(&format!("{}/new/{key}", cx.mount())))
@@ -229,6 +301,16 @@ async fn owned_record(cx: &Cx<'_>, id: &str) -> Result<AppPassword, PageError> {
     }
 }
 
+/// The record behind `id` if it is the signed-in user's own: a rotation
+/// creates a password, which nobody does for someone else, admins included.
+async fn own_record(cx: &Cx<'_>, id: &str) -> Result<AppPassword, PageError> {
+    let record = owned_record(cx, id).await?;
+    if record.user != cx.who.user {
+        return Err(PageError::NotFound);
+    }
+    Ok(record)
+}
+
 async fn listed(cx: &Cx<'_>, owner: &str) -> Result<Vec<Listed>, PageError> {
     let store = cx.gw.store.clone();
     let user = owner.to_owned();
@@ -293,9 +375,40 @@ pub(super) fn is_date(s: &str) -> bool {
         })
 }
 
-/// A creation error as the form shows it (the CLI's flag names removed).
+/// A textarea's entries: one per line, blank lines skipped.
+fn lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The form field a creation error is about, if one.
+fn bad_field(e: &ManageError) -> Option<&'static str> {
+    match e {
+        ManageError::BadName | ManageError::DuplicateName { .. } => Some("name"),
+        ManageError::NoScopes { .. } | ManageError::Scope(_) => Some("scope"),
+        ManageError::TooLong { .. } | ManageError::ExpiryRequired { .. } => Some("expires"),
+        ManageError::Limit(LimitError::BadRepo(_) | LimitError::GitSuffix(..)) => Some("repo"),
+        ManageError::Limit(LimitError::BadCidr(_)) => Some("allow_from"),
+        _ => None,
+    }
+}
+
+/// A creation error as the form shows it (the CLI's flag names removed,
+/// the form's field named instead).
 fn form_message(e: &ManageError) -> String {
     match e {
+        ManageError::Limit(LimitError::BadRepo(v)) => format!(
+            "Repositories (repo): {v:?} is not OWNER/NAME or OWNER/* (one per line)"
+        ),
+        ManageError::Limit(LimitError::GitSuffix(v, stem)) => {
+            format!("Repositories (repo): give {v:?} without \".git\", as {stem}")
+        }
+        ManageError::Limit(LimitError::BadCidr(v)) => format!(
+            "Allowed networks (allow_from): {v:?} is not an address or a CIDR block such as 192.0.2.0/24 (one per line)"
+        ),
         ManageError::NoScopes { .. } => "choose at least one scope".to_owned(),
         ManageError::ExpiryRequired { max } => {
             format!("passwords here must expire within {max}: choose an expiry")
@@ -352,6 +465,15 @@ mod tests {
             expiry_seconds("date", "2999-01-01").unwrap().unwrap() / 86_400,
             far / 86_400
         );
+    }
+
+    #[test]
+    fn textarea_lines_skip_blanks_and_trim() {
+        assert_eq!(
+            lines(" alice/a \r\n\n\tbob/*\n  "),
+            ["alice/a".to_owned(), "bob/*".to_owned()]
+        );
+        assert!(lines("").is_empty());
     }
 
     #[test]

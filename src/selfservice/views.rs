@@ -28,6 +28,12 @@ pub(super) struct CreateForm {
     pub(super) scopes: Vec<String>,
     pub(super) expires: String,
     pub(super) expires_on: String,
+    /// `repo` as typed: one `OWNER/NAME` or `OWNER/*` per line.
+    pub(super) repos: String,
+    /// `allow_from` as typed: one address or CIDR block per line.
+    pub(super) allow_from: String,
+    /// The field the error is about, marked `aria-invalid` when re-shown.
+    pub(super) bad: Option<&'static str>,
 }
 
 impl CreateForm {
@@ -82,12 +88,13 @@ pub(super) fn list_page(cx: &Cx<'_>, v: &ListView<'_>) -> Response<Full<Bytes>> 
                     table id="passwords" {
                         thead { tr {
                             th scope="col" { "Name" } th scope="col" { "ID" } th scope="col" { "Scopes" }
+                            th scope="col" { "Limits" }
                             th scope="col" { "Created" } th scope="col" { "Expires" }
                             th scope="col" { "Last used" } th scope="col" { "Status" }
                             th scope="col" { span.visually-hidden { "Actions" } }
                         } }
                         tbody {
-                            @for r in v.rows { (row(mount, r, v.now)) }
+                            @for r in v.rows { (row(mount, r, v.now, own)) }
                         }
                     }
                 }
@@ -115,7 +122,7 @@ pub(super) fn list_page(cx: &Cx<'_>, v: &ListView<'_>) -> Response<Full<Bytes>> 
     respond(StatusCode::OK, layout(cx, &title, body))
 }
 
-fn row(mount: &str, r: &Listed, now: u64) -> Markup {
+fn row(mount: &str, r: &Listed, now: u64, own: bool) -> Markup {
     let expires = r.expires_at.as_deref().and_then(unix_of);
     let soon = r.status == "active" && expires.is_some_and(|e| e.saturating_sub(now) <= SOON);
     html! {
@@ -123,6 +130,7 @@ fn row(mount: &str, r: &Listed, now: u64) -> Markup {
             td.name { (r.name) }
             td { code { (r.id) } }
             td { @for s in &r.scopes { span.scope { (s) } " " } }
+            td.limits-cell { (limits(&r.repos, &r.allow_from)) }
             td { (when(&r.created_at)) }
             td.soon[soon] {
                 @match &r.expires_at {
@@ -134,17 +142,40 @@ fn row(mount: &str, r: &Listed, now: u64) -> Markup {
                 }
             }
             td {
-                @match &r.last_used_at {
-                    Some(t) => {
-                        (when(t))
-                        @if let Some(a) = &r.last_used_addr { br; span.addr { "from " (a) } }
-                    },
-                    None => "never",
+                @if r.last_used.is_empty() {
+                    @match &r.last_used_at {
+                        Some(t) => {
+                            (when(t))
+                            @if let Some(a) = &r.last_used_addr { br; span.addr { "from " (a) } }
+                        },
+                        None => "never",
+                    }
+                } @else {
+                    ul.limits.last-used {
+                        @for u in &r.last_used {
+                            li { (when(&u.at)) " " span.addr { "from " (u.addr) } }
+                        }
+                    }
                 }
             }
-            td { span class=(format!("status status-{}", r.status)) { (r.status) } }
+            td {
+                span class=(format!("status status-{}", r.status)) { (r.status) }
+                @if let Some(to) = &r.rotated_to {
+                    br;
+                    span.addr {
+                        "replaced by " code { (to) }
+                        @if r.status == "active" {
+                            @if let Some(at) = &r.revoked_at { "; stops " (when(at)) }
+                        }
+                    }
+                }
+            }
             td {
                 @if r.status == "active" {
+                    @if own && r.rotated_to.is_none() {
+                        a.button.small href=(format!("{mount}/rotate?id={}", r.id)) aria-label=(format!("Rotate {}", r.name)) { "Rotate…" }
+                        " "
+                    }
                     a.button.small.danger href=(format!("{mount}/revoke?id={}", r.id)) aria-label=(format!("Revoke {}", r.name)) { "Revoke…" }
                 }
             }
@@ -154,6 +185,11 @@ fn row(mount: &str, r: &Listed, now: u64) -> Markup {
 
 fn create_form(cx: &Cx<'_>, form: &CreateForm, error: Option<&str>) -> Markup {
     let mount = cx.mount();
+    // The field the error is about; the name when the error names none.
+    let invalid = |field: &str| {
+        let about = form.bad.unwrap_or("name");
+        (error.is_some() && about == field).then_some("true")
+    };
     let max = cx.gw.config.auth.max_lifetime;
     let mut choices: Vec<(String, String)> = CHOICES
         .iter()
@@ -189,7 +225,7 @@ fn create_form(cx: &Cx<'_>, form: &CreateForm, error: Option<&str>) -> Markup {
                     label for="name" { "Name" }
                     input type="text" id="name" name="name" value=(form.name) required maxlength="100"
                         autocomplete="off" spellcheck="false" aria-describedby="name-hint"
-                        aria-invalid=[error.map(|_| "true")];
+                        aria-invalid=[invalid("name")];
                     p.hint id="name-hint" { "What will use it, e.g. “laptop git” or “CI deploy job”." }
                 }
                 fieldset.field {
@@ -225,6 +261,22 @@ fn create_form(cx: &Cx<'_>, form: &CreateForm, error: Option<&str>) -> Markup {
                         @if let Some(m) = max { " Passwords here expire within " (span_of(m)) "." }
                     }
                 }
+                div.field {
+                    label for="repo" { "Repositories " span.muted { "(optional)" } }
+                    textarea id="repo" name="repo" rows="3" autocomplete="off" spellcheck="false"
+                        aria-describedby="repo-hint" aria-invalid=[invalid("repo")] { (form.repos) }
+                    p.hint id="repo-hint" {
+                        "One " code { "OWNER/NAME" } " or " code { "OWNER/*" } " per line: the password works only for those repositories. Empty: no limit."
+                    }
+                }
+                div.field {
+                    label for="allow_from" { "Allowed networks " span.muted { "(optional)" } }
+                    textarea id="allow_from" name="allow_from" rows="2" autocomplete="off" spellcheck="false"
+                        aria-describedby="allow-from-hint" aria-invalid=[invalid("allow_from")] { (form.allow_from) }
+                    p.hint id="allow-from-hint" {
+                        "One address or CIDR block (such as " code { "192.0.2.0/24" } ") per line: the password works only from there. Empty: from anywhere."
+                    }
+                }
                 button.primary type="submit" { "Create app password" }
             }
         }
@@ -241,6 +293,9 @@ pub(super) fn created_page(cx: &Cx<'_>, c: &Created) -> Response<Full<Bytes>> {
     let body = html! {
         h1 { "Your new app password" }
         p.notice role="status" { strong { "Copy it now." } " It is shown this once: passgate keeps only a hash and cannot show it again." }
+        @if let Some(old) = &c.rotated_from {
+            p id="rotated-from" { "It replaces app password " code { (old) } ", which stops working at once or when the grace you chose ends. Put the new one where the old one was used." }
+        }
         div.secret {
             code id="new-password" { (c.password) }
             button type="button" id="copy" hidden { "Copy" }
@@ -250,6 +305,7 @@ pub(super) fn created_page(cx: &Cx<'_>, c: &Created) -> Response<Full<Bytes>> {
             dt { "User name" } dd { code { (c.user) } }
             dt { "Scopes" } dd { @for s in &c.scopes { span.scope { (s) } " " } }
             dt { "Expires" } dd { @match &c.expires_at { Some(e) => (when(e)), None => "never" } }
+            dt { "Limits" } dd { (limits(&c.repos, &c.allow_from)) }
             dt { "ID" } dd { code { (c.id) } }
         }
         h2 { "How to use it" }
@@ -284,6 +340,39 @@ pub(super) fn confirm_revoke_page(cx: &Cx<'_>, r: &Listed) -> Response<Full<Byte
         }
     };
     respond(StatusCode::OK, layout(cx, "Revoke app password", body))
+}
+
+pub(super) fn confirm_rotate_page(cx: &Cx<'_>, r: &Listed) -> Response<Full<Bytes>> {
+    let mount = cx.mount();
+    let back = back_href(cx, &r.user);
+    let body = html! {
+        h1 { "Rotate “" (r.name) "”?" }
+        @if r.status == "active" && r.rotated_to.is_none() {
+            p { "A new app password with the same name, scopes and limits replaces " code { (r.id) } ". It is shown once, like a new one. The old one stops working at the time you choose." }
+            form.confirm method="post" action=(format!("{mount}/rotate")) {
+                input type="hidden" name="csrf" value=(cx.csrf());
+                input type="hidden" name="id" value=(r.id);
+                div.field {
+                    label for="grace" { "The old password stops" }
+                    select id="grace" name="grace" {
+                        option value="0" selected { "at once" }
+                        option value="1h" { "in 1 hour" }
+                        option value="1d" { "in 1 day" }
+                    }
+                }
+                button.primary type="submit" id="confirm-rotate" { "Rotate app password" }
+                " "
+                a.button href=(back) { "Cancel" }
+            }
+        } @else if r.rotated_to.is_some() {
+            p { "This app password was already rotated." }
+            p { a.button href=(back) { "Back" } }
+        } @else {
+            p { "This app password is " (r.status) ": only an active one can be rotated." }
+            p { a.button href=(back) { "Back" } }
+        }
+    };
+    respond(StatusCode::OK, layout(cx, "Rotate app password", body))
 }
 
 pub(super) fn confirm_revoke_all_page(
@@ -416,6 +505,20 @@ fn user_query(user: &str) -> String {
     form_urlencoded::Serializer::new(String::new())
         .append_pair("user", user)
         .finish()
+}
+
+/// A password's limits: its repositories and networks, or "none".
+fn limits(repos: &[String], allow_from: &[String]) -> Markup {
+    html! {
+        @if repos.is_empty() && allow_from.is_empty() {
+            span.muted { "none" }
+        } @else {
+            ul.limits {
+                @for r in repos { li.repo { code { (r) } } }
+                @for n in allow_from { li.net { "from " code { (n) } } }
+            }
+        }
+    }
 }
 
 /// The form value for an expiry: `30d`-style when a whole number of days.

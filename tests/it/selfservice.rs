@@ -749,3 +749,290 @@ fn every_input_on_the_page_has_a_label_and_the_one_time_page_survives_a_head() {
     assert_eq!(shown.status, 200);
     assert!(shown.text().contains("id=\"new-password\""));
 }
+
+/// Creates a password with limits typed into the form's textareas.
+fn create_limited(site: &Site, user: &str, name: &str, repo: &str, allow_from: &str) -> Reply {
+    let form = format!(
+        "csrf={}&name={}&expires=7d&scope=repository%3Aread&repo={}&allow_from={}",
+        site.csrf(user),
+        enc(name),
+        enc(repo),
+        enc(allow_from)
+    );
+    site.post_as(user, &format!("{MOUNT}/create"), &form, &[])
+}
+
+/// The successor's password from a rotation's one-time page.
+fn rotate_shown(site: &Site, user: &str, id: &str, grace: &str) -> String {
+    let confirm = site.get_as(user, &format!("{MOUNT}/rotate?id={id}"));
+    assert_eq!(confirm.status, 200, "{}", confirm.text());
+    let confirm = confirm.text();
+    assert!(confirm.contains("id=\"confirm-rotate\""), "{confirm}");
+    let csrf = between(&confirm, "name=\"csrf\" value=\"", "\"");
+    let r = site.post_as(
+        user,
+        &format!("{MOUNT}/rotate"),
+        &format!("csrf={csrf}&id={id}&grace={grace}"),
+        &[],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let page = site.get_as(user, location(&r)).text();
+    assert!(
+        page.contains(&format!("replaces app password <code>{id}</code>")),
+        "{page}"
+    );
+    between(&page, "<code id=\"new-password\">", "</code>")
+}
+
+#[test]
+fn limits_typed_one_per_line_are_kept_and_listed() {
+    let site = Site::start();
+    let r = create_limited(
+        &site,
+        "alice",
+        "deploy",
+        "alice/site\r\n\r\n  alice/docs  \r\nbob/*",
+        "10.0.0.0/8\r\n127.0.0.1",
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let page = site.get_as("alice", location(&r)).text();
+    let pw = between(&page, "<code id=\"new-password\">", "</code>");
+    let id = pw[5..17].to_owned();
+    for shown in [
+        "alice/site",
+        "alice/docs",
+        "bob/*",
+        "10.0.0.0/8",
+        "127.0.0.1/32",
+    ] {
+        assert!(
+            page.contains(&format!("<code>{shown}</code>")),
+            "{shown}: {page}"
+        );
+    }
+    let out = site.pg.cli(&["app-password", "show", &id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["repos"],
+        serde_json::json!(["alice/docs", "alice/site", "bob/*"])
+    );
+    assert_eq!(
+        v["allow_from"],
+        serde_json::json!(["10.0.0.0/8", "127.0.0.1/32"])
+    );
+    // The list shows them on the password's row.
+    let list = site.get_as("alice", MOUNT).text();
+    let row = between(&list, &format!("<tr id=\"pw-{id}\">"), "</tr>");
+    assert!(row.contains("<code>bob/*</code>"), "{row}");
+    assert!(row.contains("<code>10.0.0.0/8</code>"), "{row}");
+    // The default routes name no repository: a limited password is refused
+    // there with 403, which shows the limit is enforced.
+    assert_eq!(
+        get(site.pg.addr, "/api/x", Some(("alice", &pw))).status,
+        403
+    );
+}
+
+#[test]
+fn a_bad_repository_or_network_is_a_400_naming_the_field_and_creates_nothing() {
+    let site = Site::start();
+    let cases = [
+        ("a b", "", "repo", "Repositories (repo)"),
+        ("alice/site.git", "", "repo", "without &quot;.git&quot;"),
+        ("alice", "", "repo", "Repositories (repo)"),
+        (
+            "",
+            "10.0.0.0/33",
+            "allow_from",
+            "Allowed networks (allow_from)",
+        ),
+        (
+            "alice/a",
+            "not-a-net",
+            "allow_from",
+            "Allowed networks (allow_from)",
+        ),
+    ];
+    for (repo, net, field, message) in cases {
+        let r = create_limited(&site, "alice", "ci", repo, net);
+        assert_eq!(r.status, 400, "{repo:?} {net:?}: {}", r.text());
+        let text = r.text();
+        assert!(text.contains("id=\"form-error\""), "{text}");
+        assert!(text.contains(message), "{message}: {text}");
+        // The form is shown again, the bad field marked, what was typed kept.
+        assert!(text.contains("<form class=\"create\""), "{text}");
+        assert!(text.contains(&format!("name=\"{field}\" rows=")), "{text}");
+        let marked = between(&text, &format!("id=\"{field}\""), ">");
+        assert!(
+            marked.contains("aria-invalid=\"true\""),
+            "{field}: {marked}"
+        );
+        assert!(text.contains("value=\"ci\""), "{text}");
+    }
+    assert_eq!(site.count(), 0);
+}
+
+#[test]
+fn script_in_the_repository_field_is_escaped_everywhere() {
+    let site = Site::start();
+    // A valid OWNER/NAME to the parser, and markup to a careless page.
+    let repo = "<script>alert(1)</script>";
+    let r = create_limited(&site, "alice", "x\"><b>", repo, "");
+    assert_eq!(r.status, 303, "{}", r.text());
+    let shown = site.get_as("alice", location(&r)).text();
+    let list = site.get_as("alice", MOUNT).text();
+    for page in [&shown, &list] {
+        assert!(!page.contains("<script>alert"), "{page}");
+        assert!(!page.contains("<b>"), "{page}");
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{page}"
+        );
+    }
+    // Re-shown after an error (a bad network), the typed text stays escaped.
+    let r = create_limited(
+        &site,
+        "alice",
+        "y",
+        "</textarea><script>alert(2)</script>",
+        "x",
+    );
+    assert_eq!(r.status, 400);
+    assert!(!r.text().contains("<script>alert(2)"), "{}", r.text());
+    assert!(r.text().contains("&lt;/textarea&gt;&lt;script&gt;alert(2)"));
+}
+
+#[test]
+fn rotating_on_the_page_replaces_the_password_and_shows_the_successor_once() {
+    let site = Site::start();
+    let r = create_limited(&site, "alice", "deploy", "", "127.0.0.0/8");
+    let page = site.get_as("alice", location(&r)).text();
+    let old = between(&page, "<code id=\"new-password\">", "</code>");
+    let id = old[5..17].to_owned();
+    assert_eq!(
+        get(site.pg.addr, "/api/x", Some(("alice", &old))).status,
+        200
+    );
+    let list = site.get_as("alice", MOUNT).text();
+    assert!(
+        list.contains(&format!("href=\"{MOUNT}/rotate?id={id}\"")),
+        "{list}"
+    );
+
+    let new = rotate_shown(&site, "alice", &id, "0");
+    assert!(new.starts_with("pgap_") && new != old, "{new}");
+    let new_id = new[5..17].to_owned();
+    // At once: the old one stops (cached before), the successor works and
+    // kept the limit.
+    assert_eq!(
+        get(site.pg.addr, "/api/x", Some(("alice", &old))).status,
+        401
+    );
+    assert_eq!(
+        get(site.pg.addr, "/api/x", Some(("alice", &new))).status,
+        200
+    );
+    let out = site.pg.cli(&["app-password", "show", &new_id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rotated_from"], id.as_str());
+    assert_eq!(v["name"], "deploy");
+    assert_eq!(v["allow_from"], serde_json::json!(["127.0.0.0/8"]));
+    assert!(site.pg.wait_log(
+        &format!(
+            "peer=127.0.0.2 reason=\"web\" event=\"rotated\" id={id} successor={new_id} user=\"alice\" name=\"deploy\" via=\"web\""
+        ),
+        std::time::Duration::from_secs(5)
+    ));
+    // A rotated-away password cannot be rotated again: 409, nothing made.
+    let csrf = site.csrf("alice");
+    let count = site.count();
+    let r = site.post_as(
+        "alice",
+        &format!("{MOUNT}/rotate"),
+        &format!("csrf={csrf}&id={id}&grace=0"),
+        &[],
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("already rotated"), "{}", r.text());
+    assert_eq!(site.count(), count);
+
+    // With a grace, the old one works until then and the list says so.
+    let third = rotate_shown(&site, "alice", &new_id, "1h");
+    assert_eq!(
+        get(site.pg.addr, "/api/x", Some(("alice", &new))).status,
+        200
+    );
+    assert_eq!(
+        get(site.pg.addr, "/api/x", Some(("alice", &third))).status,
+        200
+    );
+    let list = site.get_as("alice", MOUNT).text();
+    let row = between(&list, &format!("<tr id=\"pw-{new_id}\">"), "</tr>");
+    assert!(row.contains("replaced by"), "{row}");
+    assert!(row.contains("stops"), "{row}");
+    assert!(!row.contains("/rotate?id="), "{row}");
+    // A grace the page does not offer is refused.
+    let r = site.post_as(
+        "alice",
+        &format!("{MOUNT}/rotate"),
+        &format!("csrf={csrf}&id={}&grace=100y", &third[5..17]),
+        &[],
+    );
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn rotating_needs_the_csrf_token_and_ones_own_password() {
+    let site = Site::start();
+    let (id, pw) = site.create_shown("bob", "bobs", &["repository:read"]);
+    let count = site.count();
+    let target = format!("{MOUNT}/rotate");
+    // No token, a wrong one, another user's, another origin: 403.
+    let wrong = "0".repeat(64);
+    let bobs = site.csrf("bob");
+    for form in [
+        format!("id={id}&grace=0"),
+        format!("csrf={wrong}&id={id}&grace=0"),
+        format!("csrf={}&id={id}&grace=0", site.csrf("alice")),
+    ] {
+        let r = site.post_as("bob", &target, &form, &[]);
+        assert_eq!(r.status, 403, "{form}: {}", r.text());
+    }
+    let r = site.post_as(
+        "bob",
+        &target,
+        &format!("csrf={bobs}&id={id}&grace=0"),
+        &[("origin", "http://evil.example")],
+    );
+    assert_eq!(r.status, 403);
+    // Another user's password: 404, for an admin too (nobody creates a
+    // password for someone else), on the confirmation page and the POST.
+    for user in ["alice", "root"] {
+        assert_eq!(
+            site.get_as(user, &format!("{MOUNT}/rotate?id={id}")).status,
+            404,
+            "{user}"
+        );
+        let r = site.post_as(
+            user,
+            &target,
+            &format!("csrf={}&id={id}&grace=0", site.csrf(user)),
+            &[],
+        );
+        assert_eq!(r.status, 404, "{user}: {}", r.text());
+        assert!(!r.text().contains("pgap_"), "{}", r.text());
+    }
+    // A GET never rotates.
+    assert_eq!(
+        site.get_as("bob", &format!("{target}?id={id}&grace=0&csrf={bobs}"))
+            .status,
+        200
+    );
+    assert_eq!(site.count(), count);
+    assert_eq!(site.status_of(&id), "active");
+    assert_eq!(get(site.pg.addr, "/api/x", Some(("bob", &pw))).status, 200);
+    // An admin's list of bob's passwords offers no Rotate button.
+    let list = site.get_as("root", &format!("{MOUNT}?user=bob")).text();
+    assert!(list.contains(&id));
+    assert!(!list.contains("/rotate?id="), "{list}");
+}

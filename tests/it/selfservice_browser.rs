@@ -222,3 +222,119 @@ fn the_page_cannot_be_framed_by_another_site() {
         browser.close().await;
     });
 }
+
+/// Issue #14 on the page: alice creates a password limited to one
+/// repository in the browser, real git clones that repository and gets 403
+/// on another, she rotates it on the page, and the old password then fails
+/// while the successor (same limit) works.
+#[test]
+fn alice_limits_a_password_to_one_repository_and_rotates_it_in_the_browser() {
+    let cgi = GitServer::start();
+    let project = cgi.bare_repo("alice", "project");
+    let other = cgi.bare_repo("alice", "other");
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let seed = home.join("seed");
+    std::fs::create_dir(&seed).unwrap();
+    for args in [
+        &["init", "--quiet", "--initial-branch=main"][..],
+        &["commit", "--quiet", "--allow-empty", "-m", "first"],
+        &["push", "--quiet", project.to_str().unwrap(), "main"],
+        &["push", "--quiet", other.to_str().unwrap(), "main"],
+    ] {
+        let out = git(home, &seed, args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let mut config = page_config(&cgi.url());
+    // Every Git route names its repository, so a limited password can be used.
+    config.routes = GIT_ROUTES.replace(
+        "access = \"app-password\"\n",
+        "access = \"app-password\"\nresource = \"{owner}/{repo}\"\n",
+    );
+    let pg = Passgate::start(&config);
+    let front = Front::start(pg.addr, TRUSTED.parse().unwrap(), "remote-user", "alice");
+    let clone = |password: &str, repo: &str, dir: &str| {
+        let url = format!("http://alice:{password}@{}/alice/{repo}.git", pg.addr);
+        git(
+            home,
+            home,
+            &["clone", "--quiet", &url, home.join(dir).to_str().unwrap()],
+        )
+    };
+
+    block_on(async {
+        let Some(browser) = Browser::start().await else {
+            return;
+        };
+        let c = &browser.client;
+        c.goto(&front.url(MOUNT)).await.unwrap();
+        browser
+            .element("#name")
+            .await
+            .send_keys("deploy")
+            .await
+            .unwrap();
+        browser
+            .click("input[name=scope][value='repository:read']")
+            .await;
+        browser
+            .element("#repo")
+            .await
+            .send_keys("alice/project")
+            .await
+            .unwrap();
+        browser.click("form.create button[type=submit]").await;
+        let old = browser.text("#new-password").await;
+        assert!(old.starts_with("pgap_") && old.len() == 55, "{old}");
+        let old_id = old[5..17].to_owned();
+        assert!(browser
+            .source()
+            .await
+            .contains("<code>alice/project</code>"));
+
+        // Real git: the allowed repository clones, the other gets 403.
+        let out = clone(&old, "project", "project-1");
+        assert!(out.status.success(), "clone: {out:?}");
+        let out = clone(&old, "other", "other-1");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("403"), "{stderr}");
+
+        // Rotate it on the list page, through the confirmation step.
+        c.goto(&front.url(MOUNT)).await.unwrap();
+        browser
+            .wait_text(&format!("#pw-{old_id} .status"), "active")
+            .await;
+        browser.click("a[aria-label='Rotate deploy']").await;
+        browser.element("#confirm-rotate").await;
+        browser.click("#confirm-rotate").await;
+        browser.element("#rotated-from").await;
+        let new = browser.text("#new-password").await;
+        assert!(new.starts_with("pgap_") && new != old, "{new}");
+        let new_id = new[5..17].to_owned();
+        assert!(browser.text("#rotated-from").await.contains(&old_id));
+
+        // The old password fails at once; the successor works, same limit.
+        let out = clone(&old, "project", "project-2");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("Authentication failed"), "{stderr}");
+        let out = clone(&new, "project", "project-3");
+        assert!(out.status.success(), "clone with the successor: {out:?}");
+        let out = clone(&new, "other", "other-2");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("403"), "{stderr}");
+
+        // The list shows the old one replaced, the new one active.
+        c.goto(&front.url(MOUNT)).await.unwrap();
+        browser
+            .wait_text(&format!("#pw-{new_id} .status"), "active")
+            .await;
+        let list = browser.source().await;
+        assert!(
+            list.contains(&format!("replaced by <code>{new_id}</code>")),
+            "{list}"
+        );
+        assert!(!list.contains(&new), "the list never shows a secret");
+        browser.close().await;
+    });
+}
