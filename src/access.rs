@@ -23,6 +23,7 @@ use crate::auth::cache::Verified;
 use crate::auth::{token, Demand, Repo};
 use crate::error::Reject;
 use crate::gateway::Gateway;
+use crate::metrics::{self, AuthOutcome};
 use crate::path::NormalPath;
 use crate::routes::{Access, Route};
 use crate::scopes::ScopeSet;
@@ -83,16 +84,34 @@ pub async fn check(
                 scopes: route.required,
                 repo,
             };
-            gw.auth
-                .authenticate(headers, client, demand)
-                .await
-                .map(Grant::AppPassword)
+            let verified = gw.auth.authenticate(headers, client, demand).await;
+            metrics::record_auth(outcome(&verified));
+            verified.map(Grant::AppPassword)
         }
-        Access::Introspect => gw
-            .auth
-            .authenticate(headers, client, Demand::scopes(ScopeSet::EMPTY))
-            .await
-            .map(Grant::Introspect),
+        Access::Introspect => {
+            let demand = Demand::scopes(ScopeSet::EMPTY);
+            let verified = gw.auth.authenticate(headers, client, demand).await;
+            metrics::record_auth(outcome(&verified));
+            verified.map(Grant::Introspect)
+        }
+    }
+}
+
+/// The metrics label of an authentication's result.
+fn outcome<T>(result: &Result<T, Reject>) -> AuthOutcome {
+    let Err(reject) = result else {
+        return AuthOutcome::Success;
+    };
+    match reject {
+        Reject::Unauthorized(m) if *m == crate::auth::INVALID => AuthOutcome::Invalid,
+        Reject::Unauthorized(_) => AuthOutcome::Missing,
+        Reject::RateLimited { .. } => AuthOutcome::RateLimited,
+        Reject::Overloaded { .. } => AuthOutcome::Overloaded,
+        Reject::MissingScope { .. } => AuthOutcome::MissingScope,
+        Reject::AddressNotAllowed { .. } => AuthOutcome::AddressNotAllowed,
+        Reject::RepoNotAllowed { .. } => AuthOutcome::RepoNotAllowed,
+        Reject::StoreUnavailable => AuthOutcome::StoreUnavailable,
+        _ => AuthOutcome::BadRequest,
     }
 }
 

@@ -225,7 +225,9 @@ impl Authenticator {
             self.credentials(headers, client, &mut creds)?;
             let (user, now) = (creds.user(), Instant::now());
             let token = self.parse(user, creds.password(), client, now)?;
-            let stale = match self.cache.lookup(token.id(), token.secret(), now) {
+            let lookup = self.cache.lookup(token.id(), token.secret(), now);
+            crate::metrics::record_cache(matches!(lookup, Lookup::Fresh(_)));
+            let stale = match lookup {
                 Lookup::Fresh(v) if v.expires_at.is_none_or(|e| unix_now() < e) => {
                     return self.finish(v, user, token.id(), client, demand)
                 }
@@ -395,6 +397,11 @@ impl Authenticator {
     /// the record before the commit unable to cache it.
     pub fn revoked(&self, id: &str) {
         self.cache.invalidate(id);
+    }
+
+    /// argon2id verifications `(running, waiting, capacity)` (for metrics).
+    pub fn verify_load(&self) -> (usize, usize, usize) {
+        self.verifier.load()
     }
 
     /// How many argon2id runs this gateway has started (tests and metrics).

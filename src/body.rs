@@ -29,6 +29,8 @@ pub struct AccessLog {
     pub start: Instant,
     pub path: Option<crate::path::NormalPath>,
     pub route: Option<std::sync::Arc<str>>,
+    /// The route's counters (`None`: no route took the request).
+    pub metrics: Option<std::sync::Arc<crate::metrics::RouteMetrics>>,
     pub upstream: Option<std::sync::Arc<str>>,
     pub user: Option<std::sync::Arc<str>>,
     /// Keeps the connection counted as busy until the response is done.
@@ -45,6 +47,7 @@ impl AccessLog {
             start,
             path: None,
             route: None,
+            metrics: None,
             upstream: None,
             user: None,
             in_flight: None,
@@ -60,6 +63,7 @@ impl AccessLog {
             start,
             path,
             route,
+            metrics,
             upstream,
             user,
             in_flight,
@@ -67,6 +71,7 @@ impl AccessLog {
             reject,
         } = self;
         drop(in_flight);
+        crate::metrics::record_request(metrics.as_deref(), &method, status, start);
         if !crate::telemetry::access::enabled() {
             return;
         }

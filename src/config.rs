@@ -40,6 +40,15 @@ pub struct Config {
     pub routes: Routes,
     /// `[selfservice]`: the app-password page; `None` = no page.
     pub selfservice: Option<SelfService>,
+    /// `[metrics]`: the Prometheus and health listener; `None` = none.
+    pub metrics: Option<Metrics>,
+}
+
+/// `[metrics]`: where `/metrics`, `/healthz` and `/readyz` are served.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Its own plain-HTTP socket, never one of `server.listen`.
+    pub listen: SocketAddr,
 }
 
 /// `[selfservice]`: where the page is mounted and how it learns who is signed in.
@@ -210,6 +219,8 @@ pub struct Upstream {
     pub credential: Option<HeaderValue>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// Its failures, counted without a lookup (`metrics.rs`).
+    pub metrics: std::sync::Arc<crate::metrics::UpstreamMetrics>,
 }
 
 impl Upstream {
@@ -421,8 +432,13 @@ impl Build<'_> {
             PageIdentity::Header { user_header } => Some(user_header.clone()),
             PageIdentity::Oidc(_) => None,
         });
+        let metrics = match raw.metrics {
+            Some(m) => Some(self.metrics(m, &server)?),
+            None => None,
+        };
         Ok(Config {
             file: self.file.to_owned(),
+            metrics,
             server,
             store: self.store(raw.store)?,
             admin_socket: self.path(&raw.admin.socket),
@@ -501,6 +517,34 @@ impl Build<'_> {
                 })
             })
             .collect()
+    }
+
+    /// `[metrics] listen`: one address, not one the proxy listens on (nor
+    /// the same port on a wildcard address that covers it).
+    fn metrics(&self, raw: Spanned<RawMetrics>, server: &Server) -> Result<Metrics, ConfigError> {
+        let raw = raw.into_inner();
+        let span = raw.listen.span();
+        let Some(listen) = self.listen(vec![raw.listen])?.into_iter().next() else {
+            return self.err(span, "metrics.listen", "an address is required");
+        };
+        // Port 0 (tests) is a fresh port each time: it never clashes.
+        let overlaps = |a: &SocketAddr| {
+            listen.port() != 0
+                && a.port() == listen.port()
+                && (a.ip() == listen.ip()
+                    || a.ip().is_unspecified()
+                    || listen.ip().is_unspecified())
+        };
+        if let Some(clash) = server.listen.iter().find(|a| overlaps(a)) {
+            return self.err(
+                span,
+                "metrics.listen",
+                format!(
+                    "{listen} is also served by server.listen ({clash}): the metrics listener needs its own port"
+                ),
+            );
+        }
+        Ok(Metrics { listen })
     }
 
     fn server(&self, raw: RawServer) -> Result<Server, ConfigError> {
@@ -798,6 +842,7 @@ impl Build<'_> {
             );
         }
         Ok(Upstream {
+            metrics: crate::metrics::upstream(&name),
             name,
             scheme,
             authority,
@@ -958,8 +1003,10 @@ impl Build<'_> {
                     )
                 }
             };
+            let name: std::sync::Arc<str> = r.name.into_inner().into();
             out.push(Route {
-                name: r.name.into_inner().into(),
+                metrics: crate::metrics::route(&name),
+                name,
                 line: line_of(self.text, span.start),
                 methods,
                 pattern,
@@ -1079,6 +1126,13 @@ struct RawConfig {
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
     selfservice: Option<Spanned<RawSelfService>>,
+    metrics: Option<Spanned<RawMetrics>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Spanned<String>,
 }
 
 #[derive(Deserialize)]

@@ -23,7 +23,8 @@
 //! [`admin`] (the CLI's Unix socket), [`reload`] (SIGHUP and `passgate reload`),
 //! [`cli`] (the command line), [`gateway`] (shared state), [`telemetry`] (logging).
 //!
-//! Beneath everything, importing nothing of the request path: [`conn`]
+//! Beneath everything, importing nothing of the request path: [`metrics`]
+//! (Prometheus counters and the `/metrics`, `/healthz`, `/readyz` listener), [`conn`]
 //! (connection caps, activity and in-flight bookkeeping), [`peer`] (a client
 //! address as the per-address limits count it), [`clock`] (Unix seconds).
 //!
@@ -49,6 +50,7 @@ pub mod gateway;
 pub mod headers;
 pub mod limits;
 pub mod manage;
+pub mod metrics;
 pub mod oidc;
 pub mod path;
 pub mod peer;

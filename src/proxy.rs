@@ -106,6 +106,7 @@ async fn forward(
     if let Some(page) = &gw.config.selfservice {
         if selfservice::mounts(page, path.as_str()) {
             log.route = Some(Arc::from("selfservice"));
+            log.metrics = Some(crate::metrics::selfservice().clone());
             let peer = selfservice::Peer {
                 addr: conn.peer.ip(),
                 tls: conn.tls,
@@ -123,6 +124,7 @@ async fn forward(
         .find(req.method(), path, query)
         .map_err(route_reject)?;
     log.route = Some(route.name.clone());
+    log.metrics = Some(route.metrics.clone());
     let client = headers::client_addr(
         conn.peer.ip(),
         req.headers(),
@@ -160,7 +162,8 @@ async fn forward(
             conn.affinity.as_ref(),
             progress.as_deref(),
         )
-        .await?;
+        .await
+        .inspect_err(|e| upstream_failed(upstream, e))?;
     let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded && upgrade.is_none() {
         // A switch nobody asked for: nothing may be tunnelled, and the
@@ -361,6 +364,16 @@ pub(crate) fn valid_host(host: &[u8]) -> bool {
 /// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2 reg-name).
 fn reg_name_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&c)
+}
+
+/// Counts a failed upstream request under its upstream's name.
+fn upstream_failed(upstream: &Upstream, e: &Reject) {
+    let why = match e {
+        Reject::UpstreamUnavailable => crate::metrics::UpstreamFailure::Unavailable,
+        Reject::UpstreamTimeout => crate::metrics::UpstreamFailure::Timeout,
+        _ => return,
+    };
+    upstream.config.metrics.failed(why);
 }
 
 fn route_reject(e: crate::routes::RouteError) -> Reject {

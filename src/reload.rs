@@ -28,6 +28,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "auth.verify_threads",
     "auth.cache_ttl",
     "auth.cache_capacity",
+    "metrics.listen",
 ];
 
 /// A reload put in force.
@@ -188,6 +189,12 @@ fn keep_running(new: &mut Config, running: &Config) -> Vec<String> {
     if n.cache_capacity != r.cache_capacity {
         note("auth.cache_capacity", r.cache_capacity.to_string());
         n.cache_capacity = r.cache_capacity;
+    }
+    let listen = |m: &Option<crate::config::Metrics>| m.as_ref().map(|m| m.listen);
+    if listen(&new.metrics) != listen(&running.metrics) {
+        let keeps = listen(&running.metrics).map_or("none".to_owned(), |a| a.to_string());
+        note("metrics.listen", keeps);
+        new.metrics = running.metrics.clone();
     }
     restart
 }

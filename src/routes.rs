@@ -66,6 +66,9 @@ impl fmt::Display for Access {
 pub struct Route {
     /// Shared so the access log can hold it without copying.
     pub name: std::sync::Arc<str>,
+    /// Its request counters and durations, resolved once here so that a
+    /// request records without a lookup (`metrics.rs`).
+    pub metrics: std::sync::Arc<crate::metrics::RouteMetrics>,
     /// Line of the entry in the config file, for messages.
     pub line: usize,
     /// `None` = any method.
@@ -190,6 +193,8 @@ impl Route {
     pub fn decision(&self) -> Decision<'_> {
         let Route {
             name: _,
+            // Counts what happens; decides nothing.
+            metrics: _,
             line: _,
             methods: _,
             pattern: _,
@@ -395,8 +400,10 @@ mod tests {
         query: &[(&str, &str)],
         access: Access,
     ) -> Route {
+        let name: std::sync::Arc<str> = name.into();
         Route {
-            name: name.into(),
+            metrics: crate::metrics::route(&name),
+            name,
             line: 1,
             methods: methods.map(|m| {
                 m.iter()

@@ -92,6 +92,8 @@ pub struct Tls {
 pub struct Loaded {
     files: TlsFiles,
     acceptor: TlsAcceptor,
+    /// The leaf certificate's `notAfter`, Unix seconds (for the expiry metric).
+    not_after: Option<i64>,
 }
 
 impl Loaded {
@@ -100,6 +102,7 @@ impl Loaded {
         Ok(Loaded {
             files: files.clone(),
             acceptor: acceptor(&files.cert, &files.key)?,
+            not_after: not_after(&files.cert),
         })
     }
 }
@@ -132,6 +135,14 @@ impl Tls {
         match self.current.read() {
             Ok(guard) => guard.files.clone(),
             Err(poisoned) => poisoned.into_inner().files.clone(),
+        }
+    }
+
+    /// When the certificate in service expires, Unix seconds.
+    pub fn not_after(&self) -> Option<i64> {
+        match self.current.read() {
+            Ok(guard) => guard.not_after,
+            Err(poisoned) => poisoned.into_inner().not_after,
         }
     }
 
@@ -179,6 +190,15 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> 
         .map_err(mismatch)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The `notAfter` of the first (leaf) certificate in `cert`, Unix seconds.
+fn not_after(cert: &Path) -> Option<i64> {
+    use x509_cert::der::Decode;
+    let der = CertificateDer::pem_file_iter(cert).ok()?.next()?.ok()?;
+    let parsed = x509_cert::Certificate::from_der(der.as_ref()).ok()?;
+    let at = parsed.tbs_certificate.validity.not_after.to_unix_duration();
+    i64::try_from(at.as_secs()).ok()
 }
 
 fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {

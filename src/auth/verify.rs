@@ -82,6 +82,9 @@ pub struct Verifier {
     dummy: Arc<str>,
     /// argon2id runs started, dummy ones included.
     runs: Arc<AtomicU64>,
+    /// The sizes of `run` and `admit`, for [`Self::load`].
+    threads: usize,
+    capacity: usize,
     /// Tests hold this lock to keep a started run from finishing.
     #[cfg(test)]
     pub(crate) hold: Arc<std::sync::Mutex<()>>,
@@ -97,9 +100,19 @@ impl Verifier {
             run: Arc::new(Semaphore::new(threads)),
             dummy: dummy.into(),
             runs: Arc::new(AtomicU64::new(0)),
+            threads,
+            capacity: threads + queue,
             #[cfg(test)]
             hold: Arc::default(),
         })
+    }
+
+    /// Verifications now `(running, waiting for a thread, capacity)`:
+    /// beyond `capacity` admitted at once, requests get 503.
+    pub fn load(&self) -> (usize, usize, usize) {
+        let admitted = self.capacity.saturating_sub(self.admit.available_permits());
+        let running = self.threads.saturating_sub(self.run.available_permits());
+        (running, admitted.saturating_sub(running), self.capacity)
     }
 
     /// How many argon2id runs have started.

@@ -11,8 +11,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::{load, open_store, store_message, ConfigArg, Failure};
 use crate::audit::Via;
 use crate::gateway::{CacheEvictions, Gateway, Live};
+use crate::store::Status;
 use crate::tls::Tls;
-use crate::{admin, audit, reload, server, telemetry};
+use crate::{admin, audit, metrics, reload, server, telemetry};
 
 /// File descriptors beyond two per connection (its own and its upstream's):
 /// listeners, the store, the admin socket, logs, argon2 and store threads.
@@ -58,6 +59,23 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start runtime: {e}")))?;
     runtime.block_on(async move {
+        // First, so that `/readyz` answers 503 while the store opens.
+        let metrics_task = match &config.metrics {
+            Some(m) => {
+                let l = metrics::listener::bind(m.listen).await.map_err(|e| {
+                    Failure::Runtime(format!(
+                        "cannot listen on {} (metrics.listen): {e}",
+                        m.listen
+                    ))
+                })?;
+                metrics::enable();
+                if let Ok(addr) = l.local_addr() {
+                    tracing::info!(%addr, "metrics on http://{addr}/metrics");
+                }
+                Some(tokio::spawn(metrics::listener::serve(l)))
+            }
+            None => None,
+        };
         // Blocking (file lock, or connecting and migrating): off the runtime.
         let opened = {
             let config = config.clone();
@@ -94,6 +112,9 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         let store = gw.store.clone();
         let live = Arc::new(Live::new(gw, tls.clone()));
         store.watch(Arc::new(CacheEvictions(Arc::downgrade(&live))));
+        metrics::set_source(Box::new(Gauges {
+            live: Arc::downgrade(&live),
+        }));
         // Signal handlers exist before anyone learns the gateway is up.
         let hup = signal(SignalKind::hangup())
             .map_err(|e| Failure::Runtime(format!("cannot install SIGHUP handler: {e}")))?;
@@ -117,7 +138,9 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         let workers = server::spawn_workers(&live, &listeners, &tls, workers_wanted, &stop_rx)
             .map_err(|e| Failure::Runtime(format!("cannot start worker threads: {e}")))?;
         drop(listeners);
+        metrics::set_ready(true);
         stop.await;
+        metrics::set_ready(false);
         tracing::info!("shutting down: no new connections, draining in-flight requests");
         let _ = stop_tx.send(true);
         let _ = tokio::task::spawn_blocking(move || {
@@ -131,12 +154,60 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         audit_summaries.abort();
         audit::flush();
         reloader.abort();
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
         let flush = live.load();
         let _ = tokio::task::spawn_blocking(move || flush.auth.flush_usage()).await;
         let _ = std::fs::remove_file(&admin_path);
         tracing::info!("passgate stopped");
         Ok(())
     })
+}
+
+/// What a scrape reads from the running gateway (`metrics::Source`).
+struct Gauges {
+    /// Weak: the metrics listener must not keep the gateway (and its store) alive.
+    live: std::sync::Weak<Live>,
+}
+
+impl metrics::Source for Gauges {
+    fn sample(&self) -> metrics::Sample {
+        let Some(live) = self.live.upgrade() else {
+            return metrics::Sample::default();
+        };
+        let gw = live.load();
+        let (running, waiting, capacity) = gw.auth.verify_load();
+        let app_passwords = match gw.store.list(None) {
+            Ok(records) => {
+                let now = crate::clock::unix_now();
+                let all = [Status::Active, Status::Expired, Status::Revoked];
+                all.map(|st| {
+                    let n = records.iter().filter(|r| r.status(now) == st).count();
+                    (st.as_str(), n as u64)
+                })
+                .to_vec()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: cannot count app passwords");
+                Vec::new()
+            }
+        };
+        metrics::Sample {
+            open_connections: gw.conn_limits.open_now() as u64,
+            verify_running: running as u64,
+            verify_waiting: waiting as u64,
+            verify_capacity: capacity as u64,
+            app_passwords,
+            cert_not_after: live.tls.as_ref().and_then(|t| t.not_after()),
+        }
+    }
+
+    fn store_ready(&self) -> bool {
+        self.live
+            .upgrade()
+            .is_some_and(|live| live.load().store.ready())
+    }
 }
 
 /// glibc raises its mmap threshold each time a large mmapped block is freed,

@@ -27,6 +27,7 @@ mod h2;
 mod lfs;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod modules;
 mod oidc;
 mod paths;

@@ -1,0 +1,513 @@
+//! Prometheus metrics and the health endpoints of `[metrics] listen`.
+//!
+//! Owns every counter the gateway exposes, their names and label values, and
+//! the text a scrape returns (OpenMetrics, through `prometheus-client`). It
+//! imports nothing of the request path: the request path calls in here
+//! (`record_*`, [`RouteMetrics::record`]), and `serve` hands over, once the
+//! gateway exists, a [`Source`] for what is read at scrape time (open
+//! connections, the argon2 queue, app passwords by status, certificate expiry).
+//!
+//! Recording never takes a lock and never allocates: global counters are
+//! atomics, and the per-route and per-upstream series are resolved when the
+//! config is compiled ([`route`], [`upstream`]) and kept next to the route
+//! they count, so a request only follows a pointer it already holds. A config
+//! built again (a reload) gets the same series for the same names and new
+//! ones for new names. Label values come only from the config and from fixed
+//! sets, never from a path, a user name or an address.
+//!
+//! Without `[metrics]` nothing is recorded: each `record_*` is one relaxed load.
+//!
+//! - [`series`]: per-route requests and durations, per-upstream failures;
+//! - [`listener`]: the listener answering `/metrics`, `/healthz`, `/readyz`.
+
+pub mod listener;
+pub mod series;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+pub use series::{RouteMetrics, UpstreamFailure, UpstreamMetrics};
+
+/// Set once `serve` has a metrics listener: recording is skipped before.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether anything is recorded (a `[metrics]` section is configured).
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Relaxed)
+}
+
+/// Turns recording on (`serve`, when `[metrics]` is configured).
+pub fn enable() {
+    ENABLED.store(true, Relaxed);
+}
+
+// ---- per-route and per-upstream series ----
+
+/// Every route series ever handed out, by name, so a config built again
+/// keeps counting into the same series.
+static ROUTES: Mutex<Vec<Arc<RouteMetrics>>> = Mutex::new(Vec::new());
+static UPSTREAMS: Mutex<Vec<Arc<UpstreamMetrics>>> = Mutex::new(Vec::new());
+
+/// The `route` label of requests that matched no route (400, 404, …).
+pub const UNROUTED: &str = "(none)";
+/// The `route` label of the self-service page.
+pub const SELFSERVICE: &str = "(selfservice)";
+
+/// The series of the route called `name` (config time, never per request).
+pub fn route(name: &Arc<str>) -> Arc<RouteMetrics> {
+    let mut all = ROUTES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(m) = all.iter().find(|m| *m.name == **name) {
+        return m.clone();
+    }
+    let m = Arc::new(RouteMetrics::new(name.clone()));
+    all.push(m.clone());
+    m
+}
+
+/// The series of the upstream called `name` (config time, never per request).
+pub fn upstream(name: &str) -> Arc<UpstreamMetrics> {
+    let mut all = UPSTREAMS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(m) = all.iter().find(|m| &*m.name == name) {
+        return m.clone();
+    }
+    let m = Arc::new(UpstreamMetrics::new(Arc::from(name)));
+    all.push(m.clone());
+    m
+}
+
+/// The series of requests that no route took.
+pub fn unrouted() -> &'static RouteMetrics {
+    static UNROUTED_SERIES: LazyLock<Arc<RouteMetrics>> =
+        LazyLock::new(|| route(&Arc::from(UNROUTED)));
+    &UNROUTED_SERIES
+}
+
+/// The series of the self-service page.
+pub fn selfservice() -> &'static Arc<RouteMetrics> {
+    static PAGE: LazyLock<Arc<RouteMetrics>> = LazyLock::new(|| route(&Arc::from(SELFSERVICE)));
+    &PAGE
+}
+
+/// Counts one finished request on `route` (or on [`unrouted`]).
+#[inline]
+pub fn record_request(
+    route: Option<&RouteMetrics>,
+    method: &http::Method,
+    status: u16,
+    start: std::time::Instant,
+) {
+    if enabled() {
+        route
+            .unwrap_or_else(|| unrouted())
+            .record(method, status, start.elapsed());
+    }
+}
+
+// ---- global counters ----
+
+/// How an authentication on an `app-password` or `introspect` route ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// A valid password holding what the route demands.
+    Success,
+    /// No credentials, or none with a password (a client asking for the challenge).
+    Missing,
+    /// Wrong, unknown, malformed, revoked or expired credentials (401).
+    Invalid,
+    /// Refused by the brute-force limits (429).
+    RateLimited,
+    /// Every verification slot busy (503).
+    Overloaded,
+    /// A valid password without the route's scope (403).
+    MissingScope,
+    /// A valid password used from outside its `--allow-from` networks (403).
+    AddressNotAllowed,
+    /// A valid password limited to other repositories (403).
+    RepoNotAllowed,
+    /// The store could not be read (503).
+    StoreUnavailable,
+    /// A malformed request (two `Authorization` headers: 400).
+    BadRequest,
+}
+
+impl AuthOutcome {
+    const ALL: [AuthOutcome; 10] = [
+        AuthOutcome::Success,
+        AuthOutcome::Missing,
+        AuthOutcome::Invalid,
+        AuthOutcome::RateLimited,
+        AuthOutcome::Overloaded,
+        AuthOutcome::MissingScope,
+        AuthOutcome::AddressNotAllowed,
+        AuthOutcome::RepoNotAllowed,
+        AuthOutcome::StoreUnavailable,
+        AuthOutcome::BadRequest,
+    ];
+
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthOutcome::Success => "success",
+            AuthOutcome::Missing => "missing",
+            AuthOutcome::Invalid => "invalid",
+            AuthOutcome::RateLimited => "rate_limited",
+            AuthOutcome::Overloaded => "overloaded",
+            AuthOutcome::MissingScope => "missing_scope",
+            AuthOutcome::AddressNotAllowed => "address_not_allowed",
+            AuthOutcome::RepoNotAllowed => "repo_not_allowed",
+            AuthOutcome::StoreUnavailable => "store_unavailable",
+            AuthOutcome::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// The outcome of a `SIGHUP` / `passgate reload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new config is in force.
+    Applied,
+    /// The file failed validation; the running config stays.
+    Rejected,
+}
+
+impl ReloadOutcome {
+    const ALL: [ReloadOutcome; 2] = [ReloadOutcome::Applied, ReloadOutcome::Rejected];
+
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadOutcome::Applied => "applied",
+            ReloadOutcome::Rejected => "rejected",
+        }
+    }
+}
+
+static AUTH: [AtomicU64; AuthOutcome::ALL.len()] = [const { AtomicU64::new(0) }; 10];
+static RELOADS: [AtomicU64; ReloadOutcome::ALL.len()] = [const { AtomicU64::new(0) }; 2];
+static CACHE_HITS: AtomicU64 = AtomicU64::new(0);
+static CACHE_MISSES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one authentication outcome; a 429 and a verifier 503 are also
+/// what `passgate_rate_limited_requests_total` and
+/// `passgate_verifier_refusals_total` count.
+#[inline]
+pub fn record_auth(outcome: AuthOutcome) {
+    if enabled() {
+        if let Some(c) = AUTH.get(outcome as usize) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Counts one lookup in the verification cache: `hit` when a fresh entry
+/// answered without a store read or argon2id.
+#[inline]
+pub fn record_cache(hit: bool) {
+    if enabled() {
+        if hit { &CACHE_HITS } else { &CACHE_MISSES }.fetch_add(1, Relaxed);
+    }
+}
+
+/// Counts one config reload (`SIGHUP` or `passgate reload`) by outcome.
+pub fn record_reload(outcome: ReloadOutcome) {
+    if let Some(c) = RELOADS.get(outcome as usize) {
+        c.fetch_add(1, Relaxed);
+    }
+}
+
+fn load(counters: &[AtomicU64], i: usize) -> u64 {
+    counters.get(i).map_or(0, |c| c.load(Relaxed))
+}
+
+// ---- scrape-time state ----
+
+/// What is read at scrape time rather than counted: handed over by `serve`
+/// once the gateway exists.
+pub trait Source: Send + Sync + 'static {
+    /// Called on a blocking thread: may read the store.
+    fn sample(&self) -> Sample;
+    /// Whether the store answers (for `/readyz`).
+    fn store_ready(&self) -> bool;
+}
+
+/// One scrape's readings.
+#[derive(Debug, Default, Clone)]
+pub struct Sample {
+    /// Open client connections (HTTP/2 requests in flight included).
+    pub open_connections: u64,
+    /// argon2id verifications running on a verification thread.
+    pub verify_running: u64,
+    /// Verifications admitted and waiting for a thread.
+    pub verify_waiting: u64,
+    /// Verifications that may run or wait at once (`verify_threads + verify_queue`).
+    pub verify_capacity: u64,
+    /// App passwords by status label (`active`, `expired`, `revoked`);
+    /// empty when the store could not be read.
+    pub app_passwords: Vec<(&'static str, u64)>,
+    /// The serving certificate's `notAfter`, Unix seconds (TLS only).
+    pub cert_not_after: Option<i64>,
+}
+
+static SOURCE: OnceLock<Box<dyn Source>> = OnceLock::new();
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// Hands over what scrapes read (once; later calls are ignored).
+pub fn set_source(source: Box<dyn Source>) {
+    let _ = SOURCE.set(source);
+}
+
+/// `serve` says the store is open and every listener bound (true), or that
+/// shutdown has begun (false).
+pub fn set_ready(ready: bool) {
+    READY.store(ready, Relaxed);
+}
+
+/// What `/readyz` answers: started, not stopping, and the store answers.
+pub fn ready() -> bool {
+    READY.load(Relaxed) && SOURCE.get().is_some_and(|s| s.store_ready())
+}
+
+/// The scrape-time readings (blocking: may read the store).
+pub fn sample() -> Option<Sample> {
+    SOURCE.get().map(|s| s.sample())
+}
+
+// ---- exposition ----
+
+/// The whole exposition for one scrape, OpenMetrics text.
+pub fn render(sample: Option<Sample>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape { sample }));
+    let mut out = String::with_capacity(16 * 1024);
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    out
+}
+
+/// Everything, read once per scrape.
+#[derive(Debug)]
+struct Scrape {
+    sample: Option<Sample>,
+}
+
+type Fmt = Result<(), std::fmt::Error>;
+
+fn counter(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> Fmt {
+    let c = ConstCounter::new(value);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: i64,
+) -> Fmt {
+    let g = ConstGauge::new(value);
+    g.encode(e.encode_descriptor(name, help, unit, g.metric_type())?)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Fmt {
+        let info = Info::new([("version", env!("CARGO_PKG_VERSION"))]);
+        info.encode(e.encode_descriptor(
+            "passgate_build",
+            "The running passgate version",
+            None,
+            info.metric_type(),
+        )?)?;
+        self.requests(&mut e)?;
+        self.auth(&mut e)?;
+        self.upstreams(&mut e)?;
+        let reloads = RELOADS.each_ref();
+        let mut m = e.encode_descriptor(
+            "passgate_config_reloads",
+            "Config reloads (SIGHUP, passgate reload) by outcome",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, n) in ReloadOutcome::ALL.iter().zip(reloads) {
+            ConstCounter::new(n.load(Relaxed))
+                .encode(m.encode_family(&[("outcome", outcome.as_str())])?)?;
+        }
+        if let Some(s) = &self.sample {
+            self.sampled(&mut e, s)?;
+        }
+        Ok(())
+    }
+}
+
+impl Scrape {
+    fn requests(&self, e: &mut DescriptorEncoder<'_>) -> Fmt {
+        let routes: Vec<Arc<RouteMetrics>> = ROUTES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut m = e.encode_descriptor(
+            "passgate_http_requests",
+            "Finished requests by route, method and status code",
+            None,
+            MetricType::Counter,
+        )?;
+        for r in &routes {
+            for (method, status, n) in r.requests() {
+                let code = match status {
+                    0 => "other".to_owned(),
+                    s => s.to_string(),
+                };
+                let labels = [("route", &*r.name), ("method", method), ("code", &code)];
+                ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "passgate_http_request_duration",
+            "Time from request head to the end of the response body, by route",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for r in &routes {
+            let h = r.duration();
+            if h.count == 0 {
+                continue;
+            }
+            m.encode_family(&[("route", &*r.name)])?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    h.sum_seconds,
+                    h.count,
+                    &h.buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+
+    fn auth(&self, e: &mut DescriptorEncoder<'_>) -> Fmt {
+        let mut m = e.encode_descriptor(
+            "passgate_auth_outcomes",
+            "Authentications on app-password and introspect routes, by outcome",
+            None,
+            MetricType::Counter,
+        )?;
+        for o in AuthOutcome::ALL {
+            ConstCounter::new(load(&AUTH, o as usize))
+                .encode(m.encode_family(&[("outcome", o.as_str())])?)?;
+        }
+        counter(
+            e,
+            "passgate_rate_limited_requests",
+            "Requests refused with 429 by the brute-force limits",
+            load(&AUTH, AuthOutcome::RateLimited as usize),
+        )?;
+        counter(
+            e,
+            "passgate_verifier_refusals",
+            "Requests refused with 503 because every argon2id verification slot was busy",
+            load(&AUTH, AuthOutcome::Overloaded as usize),
+        )?;
+        let mut m = e.encode_descriptor(
+            "passgate_verification_cache_lookups",
+            "Verification cache lookups: hit (answered from the cache) or miss",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, c) in [("hit", &CACHE_HITS), ("miss", &CACHE_MISSES)] {
+            ConstCounter::new(c.load(Relaxed)).encode(m.encode_family(&[("result", result)])?)?;
+        }
+        Ok(())
+    }
+
+    fn upstreams(&self, e: &mut DescriptorEncoder<'_>) -> Fmt {
+        let all: Vec<Arc<UpstreamMetrics>> = UPSTREAMS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut m = e.encode_descriptor(
+            "passgate_upstream_errors",
+            "Requests an upstream failed: unavailable (502) or timeout (504)",
+            None,
+            MetricType::Counter,
+        )?;
+        for u in &all {
+            for why in UpstreamFailure::ALL {
+                let labels = [("upstream", &*u.name), ("kind", why.as_str())];
+                ConstCounter::new(u.errors(why)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sampled(&self, e: &mut DescriptorEncoder<'_>, s: &Sample) -> Fmt {
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        gauge(
+            e,
+            "passgate_open_connections",
+            "Open client connections (each HTTP/2 request in flight counts as one)",
+            None,
+            int(s.open_connections),
+        )?;
+        gauge(
+            e,
+            "passgate_verifier_running",
+            "argon2id verifications running now",
+            None,
+            int(s.verify_running),
+        )?;
+        gauge(
+            e,
+            "passgate_verifier_queue_depth",
+            "argon2id verifications admitted and waiting for a thread",
+            None,
+            int(s.verify_waiting),
+        )?;
+        gauge(
+            e,
+            "passgate_verifier_capacity",
+            "argon2id verifications that may run or wait at once; beyond it, 503",
+            None,
+            int(s.verify_capacity),
+        )?;
+        if !s.app_passwords.is_empty() {
+            let mut m = e.encode_descriptor(
+                "passgate_app_passwords",
+                "App passwords in the store, by status",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (status, n) in &s.app_passwords {
+                ConstGauge::new(int(*n)).encode(m.encode_family(&[("status", *status)])?)?;
+            }
+        }
+        if let Some(at) = s.cert_not_after {
+            gauge(
+                e,
+                "passgate_tls_certificate_expiry",
+                "Seconds until the serving TLS certificate expires (negative once expired)",
+                Some(&Unit::Seconds),
+                at.saturating_sub(crate_clock_now()),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Unix seconds now (kept local: this module imports nothing of the crate).
+fn crate_clock_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
