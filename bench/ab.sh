@@ -9,6 +9,7 @@
 #   AB_LOAD: h1 (default: wrk -t2 -c64, HTTP/1.1 keep-alive) or h2
 #            (h2load -t2 -c16 -m8, cleartext HTTP/2 with prior knowledge)
 # e.g.:  bench/ab.sh HEAD~1          # the last commit against the working tree
+#        AB_METRICS=1 bench/ab.sh . .  # one build, B with a [metrics] listener
 #
 # Why this exists: a change can cut callgrind's instructions per request
 # (bench/instructions.sh) and still serve fewer requests per second; fat LTO
@@ -63,14 +64,18 @@ BIN_B=$(binary "$REV_B")
 (cd "$ROOT" && cargo build --release -q --example bench_backend)
 BACKEND=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bench_backend
 
-mapfile -t ports < <(python3 "$HERE/lib.py" ports 3)
+mapfile -t ports < <(python3 "$HERE/lib.py" ports 4)
 setsid "$BACKEND" "${ports[0]}" >"$WORK/backend.log" 2>&1 &
 PIDS+=($!)
 declare -A AUTH
 for side in a b; do
     port=${ports[1]}
     bin=$BIN_A
+    metrics=""
     if [[ $side == b ]]; then port=${ports[2]} bin=$BIN_B; fi
+    if [[ $side == b && ${AB_METRICS:-0} == 1 ]]; then
+        metrics=$'[metrics]\nlisten = "127.0.0.1:'"${ports[3]}"'"'
+    fi
     mkdir -p "$WORK/$side"
     cat >"$WORK/$side/proxy.toml" <<EOF
 [server]
@@ -79,6 +84,7 @@ listen = ["127.0.0.1:$port"]
 path = "$WORK/$side/passgate.redb"
 [admin]
 socket = "$WORK/$side/admin.sock"
+$metrics
 $(python3 "$HERE/lib.py" bench-routes "http://127.0.0.1:${ports[0]}")
 EOF
     pw=$("$bin" app-password create --config "$WORK/$side/proxy.toml" \

@@ -5,6 +5,8 @@
 # doing, so they compare builds where req/s on a shared machine cannot.
 #
 # usage: bench/instructions.sh [seconds]      (default 5; needs valgrind, wrk)
+#        METRICS=1 bench/instructions.sh      (with a [metrics] listener: the
+#                                              cost of recording, scraped once at the end)
 # Leaves callgrind.out in the temp dir it prints, for callgrind_annotate.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,8 +23,10 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-mapfile -t ports < <(python3 "$HERE/lib.py" ports 2)
-BP=${ports[0]} PP=${ports[1]}
+mapfile -t ports < <(python3 "$HERE/lib.py" ports 3)
+BP=${ports[0]} PP=${ports[1]} MP=${ports[2]}
+METRICS_TOML=""
+if [[ ${METRICS:-0} == 1 ]]; then METRICS_TOML=$'[metrics]\nlisten = "127.0.0.1:'"$MP"'"'; fi
 setsid "$TARGET_DIR/release/examples/bench_backend" "$BP" >"$WORK/backend.log" 2>&1 &
 PIDS+=($!)
 mkdir -p "$WORK/data"
@@ -34,6 +38,7 @@ workers = 1
 path = "$WORK/data/passgate.redb"
 [admin]
 socket = "$WORK/data/admin.sock"
+$METRICS_TOML
 $(python3 "$HERE/lib.py" bench-routes "http://127.0.0.1:$BP")
 EOF
 PW=$("$TARGET_DIR/release/passgate" app-password create --config "$WORK/proxy.toml" \
@@ -59,3 +64,6 @@ outs=("$WORK"/callgrind.out*) # glob expansion is sorted
 out=${outs[-1]}
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "$n requests, $((total / n)) instructions per proxied request ($out)"
+if [[ ${METRICS:-0} == 1 ]]; then
+    curl -s "http://127.0.0.1:$MP/metrics" | grep -E '^passgate_http_requests_total' || true
+fi

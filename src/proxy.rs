@@ -124,7 +124,9 @@ async fn forward(
         .find(req.method(), path, query)
         .map_err(route_reject)?;
     log.route = Some(route.name.clone());
-    log.metrics = Some(route.metrics.clone());
+    if crate::metrics::enabled() {
+        log.metrics = Some(route.metrics.clone());
+    }
     let client = headers::client_addr(
         conn.peer.ip(),
         req.headers(),

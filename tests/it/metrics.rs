@@ -367,3 +367,51 @@ fn check_config_refuses_a_metrics_address_the_proxy_listens_on() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("unknown field `path`"), "{err}");
 }
+
+/// A self-signed certificate for 127.0.0.1 valid until `year`-01-01, written
+/// over `cert.pem` and `key.pem` in `dir`.
+fn cert_until(dir: &std::path::Path, year: i32) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(year, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn certificate_expiry_follows_the_certificate_in_service() {
+    const JAN_2030: i64 = 1_893_456_000;
+    const JAN_2031: i64 = 1_924_992_000;
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = cert_until(certs.path(), 2030);
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.tls = Some((cert, key));
+    b.extra.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let pg = Passgate::start(&b);
+    let m = metrics_addr(&pg);
+    let expiry = || {
+        let s = samples(&scrape(m));
+        *s.get("passgate_tls_certificate_expiry_seconds{}")
+            .expect("an expiry gauge with TLS") as i64
+    };
+    assert!((expiry() - (JAN_2030 - unix_now())).abs() < 60);
+    // Renewed and reloaded (SIGHUP): the gauge follows.
+    cert_until(certs.path(), 2031);
+    pg.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (expiry() - (JAN_2031 - unix_now())).abs() >= 60 {
+        assert!(Instant::now() < deadline, "expiry not updated after SIGHUP");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
