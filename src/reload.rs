@@ -15,6 +15,7 @@
 use crate::audit::{self, AuditEvent, Via};
 use crate::config::{Config, ConfigError, StoreConfig};
 use crate::gateway::{GatewayError, Live};
+use crate::metrics::{self, ReloadOutcome};
 use crate::tls::{Loaded, TlsError};
 
 /// The keys a reload does not change (they need a restart), as reported.
@@ -68,6 +69,7 @@ pub fn reload(live: &Live, via: Via) -> Result<Applied, ReloadError> {
     let outcome = prepare_and_swap(live, &old.config);
     match &outcome {
         Ok(applied) => {
+            metrics::record_reload(ReloadOutcome::Applied);
             for w in &applied.warnings {
                 tracing::warn!("{w}");
             }
@@ -86,11 +88,14 @@ pub fn reload(live: &Live, via: Via) -> Result<Applied, ReloadError> {
             });
             tracing::info!(file = %file, "config reloaded");
         }
-        Err(e) => audit::emit(AuditEvent::ReloadRefused {
-            via,
-            file: &file,
-            error: &e.to_string(),
-        }),
+        Err(e) => {
+            metrics::record_reload(ReloadOutcome::Rejected);
+            audit::emit(AuditEvent::ReloadRefused {
+                via,
+                file: &file,
+                error: &e.to_string(),
+            });
+        }
     }
     outcome
 }

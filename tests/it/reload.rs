@@ -144,6 +144,9 @@ fn a_broken_file_is_refused_and_the_old_config_keeps_serving() {
     let backend = Backend::start();
     let mut builder = ConfigBuilder::new(&backend.url());
     builder.auth_extra = GENEROUS.to_owned();
+    builder
+        .extra
+        .push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
     let pg = Passgate::start(&builder);
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let good = builder.render();
@@ -183,6 +186,31 @@ fn a_broken_file_is_refused_and_the_old_config_keeps_serving() {
     });
     assert!(pg.log_text().contains("unknown scope"));
     assert_eq!(status(&pg, "/admin/x", None), 403);
+    // And the good file again: applied. Counted by outcome.
+    write_config(&pg, &good);
+    assert_eq!(reload(&pg).0, 0);
+    let reloads = reload_counts(&pg);
+    assert_eq!(reloads, (1, 6), "(applied, rejected)");
+}
+
+/// `passgate_config_reloads_total` by outcome from `/metrics`: (applied, rejected).
+fn reload_counts(pg: &Passgate) -> (u64, u64) {
+    assert!(pg.wait_log("metrics on http://", Duration::from_secs(10)));
+    let text = pg.log_text();
+    let rest = text.split("metrics on http://").nth(1).unwrap();
+    let addr = rest.split('/').next().unwrap().parse().unwrap();
+    let scraped = http1(addr, "GET", "/metrics", &[], b"").text();
+    let count = |outcome: &str| {
+        let series = format!("passgate_config_reloads_total{{outcome=\"{outcome}\"}} ");
+        scraped
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series} in {scraped}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (count("applied"), count("rejected"))
 }
 
 #[test]
