@@ -145,7 +145,10 @@ impl Activity {
 
     /// Bytes moved, or the connection was asked to close: the idle clock restarts.
     pub fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
+        // Called on every read and write with bytes: whole seconds and
+        // milliseconds apart, no 128-bit `as_millis` division.
+        let since = self.epoch.elapsed();
+        let ms = since.as_secs() * 1000 + u64::from(since.subsec_millis());
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 

@@ -32,6 +32,9 @@
 //! every entry verified before that instant stale, whatever its age.
 //!
 //! DashMap shards the map, so concurrent requests never take a global lock.
+//! Its keys are public ids that only a successful verification inserts, so
+//! a client cannot fill it with colliding keys: the map and the generation
+//! slots hash with foldhash (seeded per process) rather than SipHash.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +44,6 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use http::HeaderValue;
 use ipnet::IpNet;
-use subtle::ConstantTimeEq;
 
 use crate::scopes::ScopeSet;
 
@@ -75,7 +77,8 @@ pub struct Verified {
 
 #[derive(Debug)]
 struct Entry {
-    digest: [u8; 32],
+    /// Compared in constant time (`blake3::Hash`'s `PartialEq`).
+    digest: blake3::Hash,
     until: Instant,
     /// The id's revocation generation read before its record was.
     generation: u64,
@@ -95,13 +98,13 @@ pub enum Lookup {
 /// id → last successful verification, for `ttl`.
 #[derive(Debug)]
 pub struct Cache {
-    map: DashMap<Box<str>, Entry>,
+    map: DashMap<Box<str>, Entry, foldhash::fast::RandomState>,
     key: [u8; 32],
     ttl: Duration,
     capacity: usize,
     /// Revocation generations by slot of the id: bumped around every revocation.
     generations: Box<[AtomicU64]>,
-    slot_hasher: std::collections::hash_map::RandomState,
+    slot_hasher: foldhash::fast::RandomState,
     /// Entries verified before `epoch` + this many nanoseconds are stale
     /// ([`Cache::resync`]); 0 until the first resync. An atomic, so a lookup
     /// reads it without a lock.
@@ -112,12 +115,12 @@ pub struct Cache {
 impl Cache {
     pub fn new(ttl: Duration, capacity: usize) -> Cache {
         Cache {
-            map: DashMap::new(),
+            map: DashMap::default(),
             key: rand::random(),
             ttl,
             capacity,
             generations: (0..GENERATIONS).map(|_| AtomicU64::new(0)).collect(),
-            slot_hasher: std::collections::hash_map::RandomState::new(),
+            slot_hasher: foldhash::fast::RandomState::default(),
             stale_before: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -155,8 +158,7 @@ impl Cache {
         let Some(entry) = self.map.get(id) else {
             return Lookup::Miss;
         };
-        let digest = self.digest(secret);
-        if !bool::from(entry.digest.ct_eq(&digest)) || entry.generation != self.generation(id) {
+        if entry.digest != self.keyed(secret) || entry.generation != self.generation(id) {
             return Lookup::Miss;
         }
         if now < entry.until && !self.resynced_since(entry.until) {
@@ -177,7 +179,11 @@ impl Cache {
 
     /// The keyed digest of a presented secret (also the single-flight key).
     pub fn digest(&self, secret: &str) -> [u8; 32] {
-        *blake3::keyed_hash(&self.key, secret.as_bytes()).as_bytes()
+        *self.keyed(secret).as_bytes()
+    }
+
+    fn keyed(&self, secret: &str) -> blake3::Hash {
+        blake3::keyed_hash(&self.key, secret.as_bytes())
     }
 
     /// Remembers a successful verification (skipped when the cache is full of
@@ -194,7 +200,7 @@ impl Cache {
             }
         }
         let entry = Entry {
-            digest: self.digest(secret),
+            digest: self.keyed(secret),
             until: now + self.ttl,
             generation,
             verified: verified.clone(),

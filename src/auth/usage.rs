@@ -18,8 +18,9 @@ type Recent = [Option<(u64, IpAddr)>; LAST_USED_KEPT];
 #[derive(Debug, Default)]
 pub struct UsageLog {
     /// Keyed by the cached record's `Arc<str>` id: recording a use allocates
-    /// nothing once the id is present.
-    pending: DashMap<Arc<str>, Recent>,
+    /// nothing once the id is present. Only verified ids get here, so a
+    /// fast hasher suffices (see `cache.rs`).
+    pending: DashMap<Arc<str>, Recent, foldhash::fast::RandomState>,
 }
 
 impl UsageLog {
