@@ -6,6 +6,8 @@
 //! Rotation on a shared database: the old password stops on every replica
 //! (at once, or when its grace ends), the successor works on all, and
 //! `rotated_reuse = "revoke"` on one replica stops the successor on the others.
+//! `/readyz` is 503 while the store is still opening (a migration waiting for
+//! its lock) and while the database is unreachable, 200 otherwise (#15).
 //!
 //! Each test creates its own database (`passgate_test_<random>`, dropped
 //! afterwards) on the local server. Database outages are made with a TCP
@@ -809,4 +811,121 @@ fn store_copy_keeps_limits_usage_and_rotation_lineage() {
 
 fn url_of(db: &TestDb) -> String {
     db.url(None)
+}
+
+// ----------------------------------------------------------- readiness --
+
+/// Key of the advisory lock `passgate serve` takes while migrating the
+/// schema (`store/postgres/schema.rs`): holding it keeps a starting gateway
+/// in the middle of opening its store.
+const MIGRATION_LOCK: i64 = 0x7061_7373_6761_7465;
+
+/// Holds the migration lock on its own session until the returned sender
+/// is dropped; returns once the lock is held.
+fn hold_migration_lock(db: &TestDb) -> std::sync::mpsc::Sender<()> {
+    let url = format!("{}/{}", server_url(), db.name);
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    thread::spawn(move || {
+        block_on(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(conn);
+            client
+                .simple_query(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                .await
+                .unwrap();
+            held_tx.send(()).unwrap();
+            // Until the sender is dropped; then the session (and its lock) ends.
+            let _ = tokio::task::spawn_blocking(move || release_rx.recv()).await;
+            drop(client);
+            let _ = driver.await;
+        });
+    });
+    held_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("could not take the migration lock");
+    release_tx
+}
+
+/// `/readyz` status, polled until it is `want` (or the deadline).
+fn until_ready_is(m: SocketAddr, want: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if http1(m, "GET", "/readyz", &[], b"").status == want {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn readyz_is_503_while_the_store_opens_and_while_the_database_is_unreachable() {
+    let Some(db) = TestDb::create() else { return };
+    let backend = Backend::start();
+    let relay = Relay::start();
+    // The metrics listener binds before the store opens, so its address must
+    // be known before `serve` reports the proxy listening: a port that was
+    // free a moment ago.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let m: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let text = format!(
+        "{}\n[metrics]\nlisten = \"{m}\"\n",
+        replica_config(&backend, &db.url(Some(&relay)), "")
+    );
+    let lock = hold_migration_lock(&db);
+    let starting = thread::spawn(move || Passgate::start_raw(tempfile::tempdir().unwrap(), &text));
+
+    // Alive but not ready while the migration waits for the lock.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(m).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the metrics listener never came up"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(http1(m, "GET", "/healthz", &[], b"").status, 200);
+    for _ in 0..5 {
+        assert_eq!(http1(m, "GET", "/readyz", &[], b"").status, 503);
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !starting.is_finished(),
+        "serve came up while the store could not open"
+    );
+
+    drop(lock);
+    let gw = starting.join().unwrap();
+    assert!(
+        until_ready_is(m, 200, Duration::from_secs(15)),
+        "never ready: {}",
+        gw.log_text()
+    );
+    let (_, pw) = gw.create("alice", "ci", &["repository:read"]);
+    assert_eq!(status(&gw, "alice", &pw), 200);
+
+    // The database goes away: not ready (a load balancer sends traffic
+    // elsewhere), still alive; back when it returns.
+    relay.cut();
+    assert!(
+        until_ready_is(m, 503, Duration::from_secs(15)),
+        "still ready with the database cut: {}",
+        gw.log_text()
+    );
+    assert_eq!(http1(m, "GET", "/healthz", &[], b"").status, 200);
+    relay.restore();
+    assert!(
+        until_ready_is(m, 200, Duration::from_secs(20)),
+        "not ready again after the database came back: {}",
+        gw.log_text()
+    );
 }
