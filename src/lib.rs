@@ -24,7 +24,9 @@
 //! [`cli`] (the command line), [`gateway`] (shared state), [`telemetry`] (logging).
 //!
 //! Beneath everything, importing nothing of the request path: [`metrics`]
-//! (Prometheus counters and the `/metrics`, `/healthz`, `/readyz` listener), [`conn`]
+//! (Prometheus counters and the `/metrics`, `/healthz`, `/readyz` listener),
+//! [`connector`] (the rustls + hyper connector of the upstreams and the OIDC
+//! issuer client), [`conn`]
 //! (connection caps, activity and in-flight bookkeeping), [`peer`] (a client
 //! address as the per-address limits count it), [`clock`] (Unix seconds).
 //!
@@ -43,6 +45,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod connector;
 pub mod error;
 #[cfg(fuzzing)]
 pub mod fuzz_logic;

@@ -8,7 +8,6 @@
 //!
 //! This module never decides who may call what; it only carries requests.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,12 +21,10 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 
 use crate::config;
+use crate::connector::{self, CaFileError};
 use crate::error::Reject;
 
 mod body;
@@ -58,36 +55,27 @@ pub enum UpstreamError {
     NoCertificates { name: String, path: String },
 }
 
+impl UpstreamError {
+    /// The `ca_file` error of upstream `name`.
+    fn from_ca_file(name: &str, e: CaFileError) -> UpstreamError {
+        let name = name.to_owned();
+        match e {
+            CaFileError::Read { path, source } => UpstreamError::CaFile { name, path, source },
+            CaFileError::Empty { path } => UpstreamError::NoCertificates { name, path },
+        }
+    }
+}
+
 impl Upstream {
     pub fn new(config: &config::Upstream) -> Result<Upstream, UpstreamError> {
-        let roots = match &config.ca_file {
-            Some(path) => roots_from(&config.name, path)?,
-            None => RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            },
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-        let tls = match tls {
-            Ok(t) => t,
-            // The ring provider always supports the default versions.
-            Err(_) => rustls::ClientConfig::builder()
-                .with_root_certificates(RootCertStore::empty())
-                .with_no_client_auth(),
-        };
+        let roots = connector::roots(config.ca_file.as_deref())
+            .map_err(|e| UpstreamError::from_ca_file(&config.name, e))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = connector::https_or_http(roots, http);
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -272,31 +260,6 @@ fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
         next = err.source();
     }
     false
-}
-
-fn roots_from(name: &str, path: &Path) -> Result<RootCertStore, UpstreamError> {
-    let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|source| UpstreamError::CaFile {
-        name: name.to_owned(),
-        path: path.display().to_string(),
-        source,
-    })?;
-    for cert in certs {
-        let cert = cert.map_err(|source| UpstreamError::CaFile {
-            name: name.to_owned(),
-            path: path.display().to_string(),
-            source,
-        })?;
-        // A certificate rustls cannot use is skipped; none usable is an error below.
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        return Err(UpstreamError::NoCertificates {
-            name: name.to_owned(),
-            path: path.display().to_string(),
-        });
-    }
-    Ok(roots)
 }
 
 /// How long an idle per-connection upstream connection is trusted to still

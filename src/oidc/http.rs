@@ -14,7 +14,6 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,9 +23,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use openidconnect::{AsyncHttpClient, HttpRequest, HttpResponse};
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+
+use crate::connector;
+pub use crate::connector::CaFileError;
 
 /// The whole exchange with the issuer, connect to last byte.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,19 +47,6 @@ pub enum HttpError {
     Request(#[from] http::Error),
 }
 
-/// Why the TLS roots could not be loaded from `ca_file`.
-#[derive(Debug, thiserror::Error)]
-pub enum CaFileError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: rustls_pki_types::pem::Error,
-    },
-    #[error("{path} holds no usable certificate")]
-    Empty { path: String },
-}
-
 /// A cheap-to-clone client to one issuer.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -76,32 +62,11 @@ impl std::fmt::Debug for HttpClient {
 impl HttpClient {
     /// A client trusting `ca_file`'s certificates, or the Mozilla roots.
     pub fn new(ca_file: Option<&Path>) -> Result<HttpClient, CaFileError> {
-        let roots = match ca_file {
-            Some(path) => roots_from(path)?,
-            None => RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            },
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-        let tls = match tls {
-            Ok(t) => t,
-            // The ring provider always supports the default versions.
-            Err(_) => rustls::ClientConfig::builder()
-                .with_root_certificates(RootCertStore::empty())
-                .with_no_client_auth(),
-        };
+        let roots = connector::roots(ca_file)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(REQUEST_TIMEOUT));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = connector::https_or_http(roots, http);
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -154,27 +119,6 @@ pub fn allowed_url(uri: &http::Uri) -> bool {
 pub fn loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
-}
-
-fn roots_from(path: &Path) -> Result<RootCertStore, CaFileError> {
-    let shown = || path.display().to_string();
-    let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|source| CaFileError::Read {
-        path: shown(),
-        source,
-    })?;
-    for cert in certs {
-        let cert = cert.map_err(|source| CaFileError::Read {
-            path: shown(),
-            source,
-        })?;
-        // A certificate rustls cannot use is skipped; none usable is an error below.
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        return Err(CaFileError::Empty { path: shown() });
-    }
-    Ok(roots)
 }
 
 #[cfg(test)]
