@@ -149,12 +149,9 @@ impl Postgres {
     /// Connects, then creates or migrates the schema (once, however many
     /// gateways start at the same moment).
     pub(super) fn open(url: &DbUrl) -> Result<Postgres, StoreError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("passgate-db")
-            .enable_all()
-            .build()
-            .map_err(|source| StoreError::Runtime { source })?;
+        // Everything that can fail comes before the runtime: a runtime
+        // dropped on an early return panics when the caller is async (the
+        // CLI), where a clear error was due.
         let connector = tls::connector(url).map_err(|source| StoreError::DatabaseTls {
             url: url.shown().to_owned(),
             source,
@@ -181,6 +178,12 @@ impl Postgres {
                 url: url.shown().to_owned(),
                 source: BackendError::new(Engine::PoolBuild(e)),
             })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("passgate-db")
+            .enable_all()
+            .build()
+            .map_err(|source| StoreError::Runtime { source })?;
         let store = Postgres {
             pool,
             url: url.clone(),

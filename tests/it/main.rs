@@ -31,6 +31,7 @@ mod metrics;
 mod modules;
 mod oidc;
 mod paths;
+mod pg_tls;
 mod proxy;
 mod readme;
 mod reload;
