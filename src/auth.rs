@@ -129,7 +129,7 @@ impl Authenticator {
             scopes,
             username: cfg.username,
             cache: Arc::new(Cache::new(cfg.cache_ttl, cfg.cache_capacity)),
-            throttle: Arc::new(throttle(cfg)),
+            throttle: Arc::new(Throttle::new(throttle_config(cfg))),
             verifier: Arc::new(Verifier::new(
                 cfg.verify_threads,
                 cfg.verify_queue,
@@ -145,8 +145,8 @@ impl Authenticator {
     /// The authenticator for a reloaded config (`cfg`, replacing `was`),
     /// sharing this one's state: the cache, the usage log and the gates
     /// always (`cache_ttl` and `cache_capacity` take a restart); the
-    /// brute-force counters unless `rate_limit` changed (then they start
-    /// afresh under the new limits); the verifier unless its queue or the
+    /// brute-force counters (under a changed `rate_limit`, each bucket keeps
+    /// the failures it holds and refills at the new rate); the verifier unless its queue or the
     /// argon2 parameters changed. Call [`Self::retire`] on this one once
     /// the new one serves.
     pub fn reconfigured(
@@ -158,7 +158,10 @@ impl Authenticator {
         let throttle = if cfg.rate_limit == was.rate_limit {
             self.throttle.clone()
         } else {
-            Arc::new(throttle(cfg))
+            Arc::new(
+                self.throttle
+                    .reconfigured(throttle_config(cfg), Instant::now()),
+            )
         };
         let verifier = if (cfg.verify_queue, cfg.argon2) == (was.verify_queue, was.argon2) {
             self.verifier.clone()
@@ -672,16 +675,16 @@ impl Authenticator {
 }
 
 /// The brute-force limits of `[auth] rate_limit`.
-fn throttle(cfg: &config::Auth) -> Throttle {
+fn throttle_config(cfg: &config::Auth) -> ThrottleConfig {
     let limit = |b: config::Bucket| Limit {
         burst: b.burst,
         per: b.per,
     };
-    Throttle::new(ThrottleConfig {
+    ThrottleConfig {
         per_user_addr: limit(cfg.rate_limit.per_user_addr),
         per_addr: limit(cfg.rate_limit.per_addr),
         max_entries: cfg.rate_limit.max_entries,
-    })
+    }
 }
 
 type Gates = DashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>;

@@ -151,6 +151,15 @@ impl Rate {
         Some(Rate { interval, window })
     }
 
+    /// The time to full under this rate of a bucket `debt` from full under
+    /// `was`: the same tokens taken (the part-refilled one pro rata), at
+    /// most an empty bucket.
+    fn rescaled(self, debt: Duration, was: Rate) -> Duration {
+        let nanos = debt.as_nanos().saturating_mul(self.interval.as_nanos())
+            / was.interval.as_nanos().max(1);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)).min(self.window)
+    }
+
     /// `Err(wait)` if the bucket whose arrival time is `tat` is empty at `now`.
     fn check(self, tat: Instant, now: Instant) -> Result<(), Duration> {
         let used = tat
@@ -194,6 +203,34 @@ impl Throttle {
             origin: Instant::now(),
             last_forced_prune: AtomicU64::new(0),
         }
+    }
+
+    /// A throttle under new limits that keeps what this one has counted
+    /// (a reload that changes `rate_limit`): an attacker must not get a
+    /// fresh budget by waiting for an operator's reload. Each bucket keeps
+    /// the failures it holds at `now`, counted in tokens, and refills from
+    /// there at the new rate; a bucket holding more than the new `burst` is
+    /// empty. The user-name hash key is kept, so the keys still match.
+    /// Failures recorded here after the call are not carried over (the
+    /// requests in flight during a reload).
+    pub fn reconfigured(&self, cfg: ThrottleConfig, now: Instant) -> Throttle {
+        let next = Throttle {
+            per_user: Rate::new(cfg.per_user_addr),
+            per_addr: Rate::new(cfg.per_addr),
+            max_entries: cfg.max_entries,
+            users: DashMap::new(),
+            addrs: DashMap::new(),
+            user_hasher: self.user_hasher.clone(),
+            origin: self.origin,
+            last_forced_prune: AtomicU64::new(0),
+        };
+        let (users, addrs) = (
+            self.per_user.zip(next.per_user),
+            self.per_addr.zip(next.per_addr),
+        );
+        carry_over(&self.users, &next.users, users, cfg.max_entries, now);
+        carry_over(&self.addrs, &next.addrs, addrs, cfg.max_entries, now);
+        next
     }
 
     /// `Err(retry_after)` when `user` at `addr` must be refused at `now`
@@ -369,6 +406,32 @@ fn charge<K: Eq + Hash>(map: &DashMap<K, Instant>, key: K, rate: Rate, now: Inst
     map.entry(key)
         .and_modify(|tat| *tat = rate.charge(Some(*tat), now))
         .or_insert_with(|| rate.charge(None, now));
+}
+
+/// Copies the non-full buckets of `from` into `to` with as many tokens
+/// taken under the new rate as under the old one (`rates`: old, new; `None`
+/// when either limit is off), at most `max_entries`, the emptiest first.
+fn carry_over<K: Eq + Hash + Clone>(
+    from: &DashMap<K, Instant>,
+    to: &DashMap<K, Instant>,
+    rates: Option<(Rate, Rate)>,
+    max_entries: usize,
+    now: Instant,
+) {
+    let Some((was, rate)) = rates else {
+        return;
+    };
+    let mut held: Vec<(Duration, K)> = from
+        .iter()
+        .map(|e| (e.value().saturating_duration_since(now), e.key().clone()))
+        .filter(|(debt, _)| !debt.is_zero())
+        .collect();
+    held.sort_unstable_by_key(|(debt, _)| std::cmp::Reverse(*debt));
+    for (debt, key) in held.into_iter().take(max_entries) {
+        if let Some(tat) = now.checked_add(rate.rescaled(debt, was)) {
+            to.insert(key, tat);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -629,6 +692,68 @@ mod tests {
         }
         let wait = Rate::new(huge).map(|r| r.interval);
         assert_eq!(wait, Some(MAX_WINDOW / 2), "window clamped");
+    }
+
+    fn limits(user: (u32, u64), addr: (u32, u64), max_entries: usize) -> ThrottleConfig {
+        let limit = |(burst, secs): (u32, u64)| Limit {
+            burst,
+            per: SEC * u32::try_from(secs).unwrap(),
+        };
+        ThrottleConfig {
+            per_user_addr: limit(user),
+            per_addr: limit(addr),
+            max_entries,
+        }
+    }
+
+    #[test]
+    fn new_limits_keep_the_failures_counted_so_far() {
+        let (a, now) = (ip("192.0.2.1"), Instant::now());
+        // 3 per 30 s for a (user, address); the address limit out of the way.
+        let t = Throttle::new(limits((3, 30), (1000, 1000), 100));
+        assert_eq!(exhaust(&t, "mallory", a, now), 3);
+        // A larger burst at the same refill rate: two more, not five.
+        let looser = t.reconfigured(limits((5, 50), (1000, 1000), 100), now);
+        assert_eq!(
+            exhaust(&looser, "MALLORY", a, now),
+            2,
+            "same user, case-folded"
+        );
+        // The same burst refilling slower: still refused, for the new wait.
+        let slower = t.reconfigured(limits((3, 180), (1000, 1000), 100), now);
+        assert_eq!(slower.check("mallory", a, now), Err(SEC * 60));
+        // A smaller burst than the failures held: empty, not overdrawn.
+        let tighter = t.reconfigured(limits((2, 20), (1000, 1000), 100), now);
+        assert_eq!(tighter.check("mallory", a, now), Err(SEC * 10));
+        // Time spent before the reload counts as refill at the old rate.
+        let later = t.reconfigured(limits((3, 30), (1000, 1000), 100), now + SEC * 15);
+        assert_eq!(exhaust(&later, "mallory", a, now + SEC * 15), 1);
+        assert_eq!(later.check("mallory", a, now + SEC * 15), Err(SEC * 5));
+        // Others are untouched.
+        assert_eq!(exhaust(&looser, "alice", a, now), 5);
+    }
+
+    #[test]
+    fn new_limits_keep_address_buckets_and_bound_them() {
+        let now = Instant::now();
+        let t = throttle(1000, 5, 100);
+        for i in 1..=4u8 {
+            let addr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, i));
+            for _ in 0..i {
+                t.record_failure("u", addr, now);
+            }
+        }
+        // Two entries kept: the emptiest buckets (192.0.2.4 and .3).
+        let kept = t.reconfigured(limits((1000, 1000), (2, 20), 2), now);
+        assert_eq!(kept.addrs.len(), 2);
+        assert!(kept.check("x", ip("192.0.2.4"), now).is_err());
+        assert!(kept.check("x", ip("192.0.2.1"), now).is_ok());
+        // A limit turned off keeps nothing; one turned on starts empty.
+        let off = t.reconfigured(limits((1000, 1000), (0, 20), 100), now);
+        assert!(off.addrs.is_empty());
+        assert!(off.check("x", ip("192.0.2.4"), now).is_ok());
+        let on = off.reconfigured(limits((1000, 1000), (2, 20), 100), now);
+        assert!(on.check("x", ip("192.0.2.4"), now).is_ok());
     }
 
     #[test]

@@ -303,3 +303,42 @@ fn a_download_started_before_a_reload_completes_intact() {
     }
     assert_eq!(body, SIZE, "the download was cut");
 }
+
+/// Brute-force counters survive a reload that changes `rate_limit`: the
+/// failures already counted still count under the new limits, so waiting
+/// for an operator's reload gives an attacker no fresh budget.
+#[test]
+fn a_rate_limit_change_keeps_the_failures_already_counted() {
+    let backend = Backend::start();
+    let mut builder = ConfigBuilder::new(&backend.url());
+    let limits = |burst: u32, per: &str| {
+        format!(
+            "[auth.rate_limit]\nper_user_addr = {{ burst = {burst}, per = \"{per}\" }}\n\
+             per_addr = {{ burst = 10000, per = \"1m\" }}\n"
+        )
+    };
+    builder.auth_extra = limits(3, "1m");
+    let pg = Passgate::start(&builder);
+    let wrong = Some(("mallory", "not-an-app-password"));
+    let answers: Vec<u16> = (0..4).map(|_| status(&pg, "/api/x", wrong)).collect();
+    assert_eq!(answers, [401, 401, 401, 429]);
+
+    // The same burst refilling ten times slower: still refused, with the
+    // new rate's wait (one token: 200 s).
+    builder.auth_extra = limits(3, "10m");
+    write_config(&pg, &builder.render());
+    let (code, err) = reload(&pg);
+    assert_eq!(code, 0, "{err}");
+    let r = get(pg.addr, "/api/x", wrong);
+    assert_eq!(r.status, 429, "a reload must not reset the counters");
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((150..=200).contains(&wait), "Retry-After {wait}");
+
+    // A larger burst (5 per 5 minutes): the 3 failures held leave 2.
+    builder.auth_extra = limits(5, "5m");
+    write_config(&pg, &builder.render());
+    let (code, err) = reload(&pg);
+    assert_eq!(code, 0, "{err}");
+    let answers: Vec<u16> = (0..3).map(|_| status(&pg, "/api/x", wrong)).collect();
+    assert_eq!(answers, [401, 401, 429]);
+}
