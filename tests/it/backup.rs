@@ -178,47 +178,6 @@ fn a_postgres_store_is_pointed_to_pg_dump() {
     assert!(!dir.path().join("copy").exists());
 }
 
-/// A store as schema 1 wrote it, with one password (as in `limits.rs`).
-fn schema_1_store(file: &Path) -> String {
-    use passgate::auth::token::NewToken;
-    let token = NewToken::generate();
-    let argon2 = passgate::config::Argon2Params {
-        memory_kib: 256,
-        iterations: 1,
-        parallelism: 1,
-    };
-    let hash = passgate::auth::verify::hash_secret(token.secret(), &argon2).unwrap();
-    let record = serde_json::json!({
-        "id": token.id(), "user": "alice", "name": "old laptop",
-        "scopes": ["repository:read"], "hash": hash, "created_at": 1_700_000_000u64,
-        "expires_at": null, "revoked_at": null,
-        "last_used_at": null, "last_used_addr": null
-    })
-    .to_string();
-    let db = redb::Database::create(file).unwrap();
-    let txn = db.begin_write().unwrap();
-    {
-        txn.open_table(META)
-            .unwrap()
-            .insert("schema_version", 1)
-            .unwrap();
-        let records: redb::TableDefinition<'_, &str, &[u8]> =
-            redb::TableDefinition::new("app_passwords");
-        txn.open_table(records)
-            .unwrap()
-            .insert(token.id(), record.as_bytes())
-            .unwrap();
-        let index: redb::MultimapTableDefinition<'_, &str, &str> =
-            redb::MultimapTableDefinition::new("user_index");
-        txn.open_multimap_table(index)
-            .unwrap()
-            .insert("alice", token.id())
-            .unwrap();
-    }
-    txn.commit().unwrap();
-    token.token().expose().to_owned()
-}
-
 const META: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("meta");
 
 fn schema_of(file: &Path) -> u64 {
@@ -234,7 +193,7 @@ fn a_migration_is_preceded_by_an_automatic_backup() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
     let store = dir.path().join("data/passgate.redb");
-    let password = schema_1_store(&store);
+    let (_, password) = schema_1_store(&store, None);
     let backend = Backend::start();
     let b = builder(&backend);
     let mut pg = Passgate::start_in(dir, &b);

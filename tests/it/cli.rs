@@ -79,15 +79,6 @@ pub(crate) fn output_within(cmd: &mut Command, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn create_args<'a>(user: &'a str, name: &'a str, scopes: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["app-password", "create", "--user", user, "--name", name];
-    for s in scopes {
-        args.push("--scope");
-        args.push(s);
-    }
-    args
-}
-
 fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", out(o), err(o)))

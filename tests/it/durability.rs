@@ -40,18 +40,8 @@ impl Rng {
 
 fn spawn_create(config: &std::path::Path, name: &str) -> Child {
     Command::new(BIN)
-        .args([
-            "app-password",
-            "create",
-            "--user",
-            "alice",
-            "--name",
-            name,
-            "--scope",
-            "repository:read",
-            "--json",
-            "--config",
-        ])
+        .args(create_args("alice", name, &["repository:read"]))
+        .args(["--json", "--config"])
         .arg(config)
         .env_remove("PASSGATE_CONFIG")
         .stdout(Stdio::piped())

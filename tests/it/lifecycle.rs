@@ -185,36 +185,3 @@ fn serve_on_a_listen_address_in_use_exits_1_naming_it() {
     );
     drop(taken);
 }
-
-/// Runs `passgate serve` on `config` and expects it to exit by itself:
-/// (exit code, stderr).
-pub(crate) fn serve_exits(config: &std::path::Path) -> (Option<i32>, String) {
-    let mut child = std::process::Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env_remove("PASSGATE_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("passgate serve kept running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status.code(), stderr)
-}

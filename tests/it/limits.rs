@@ -65,41 +65,14 @@ fn start(server_extra: &str, auth_extra: &str) -> (Backend, Passgate) {
     (backend, Passgate::start(&b))
 }
 
-/// `create --json` with extra flags; the whole JSON answer.
+/// `create --json` for alice with `repository:read` and extra flags; the
+/// whole JSON answer.
 fn create(pg: &Passgate, name: &str, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
-        "app-password",
-        "create",
-        "--user",
-        "alice",
-        "--name",
-        name,
-        "--scope",
-        "repository:read",
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let out = pg.cli(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    pg.create_json("alice", name, &["repository:read"], extra)
 }
 
 fn pw(v: &serde_json::Value) -> &str {
     v["password"].as_str().unwrap()
-}
-
-fn json_of(pg: &Passgate, args: &[&str]) -> serde_json::Value {
-    let out = pg.cli(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 const REFS: &str = ".git/info/refs?service=git-upload-pack";
@@ -253,7 +226,7 @@ fn allow_from_is_checked_against_the_client_address_after_trusted_proxies() {
     let id = p["id"].as_str().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let shown = json_of(&pg, &["app-password", "show", id, "--json"]);
+        let shown = pg.cli_json(&["app-password", "show", id, "--json"]);
         let addrs: Vec<&str> = shown["last_used"]
             .as_array()
             .unwrap()
@@ -289,7 +262,7 @@ fn show_and_list_carry_the_last_distinct_addresses() {
     let id = p["id"].as_str().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let shown = loop {
-        let shown = json_of(&pg, &["app-password", "show", id, "--json"]);
+        let shown = pg.cli_json(&["app-password", "show", id, "--json"]);
         if shown["last_used"].as_array().unwrap().len() == 5 {
             break shown;
         }
@@ -305,7 +278,7 @@ fn show_and_list_carry_the_last_distinct_addresses() {
     // Seven addresses were used within the same second or two: five stay.
     assert_eq!(addrs.len(), 5);
     assert!(addrs.iter().all(|a| a.starts_with("127.0.0.")), "{addrs:?}");
-    let listed = json_of(&pg, &["app-password", "list", "--json"]);
+    let listed = pg.cli_json(&["app-password", "list", "--json"]);
     assert_eq!(listed[0]["last_used"], shown["last_used"]);
     assert!(
         !String::from_utf8_lossy(&pg.cli(&["app-password", "show", id]).stdout).contains(pw(&p))
@@ -384,13 +357,6 @@ fn introspect_describes_the_password_and_never_its_secret() {
     );
 }
 
-/// `rotate --json` through the CLI; the successor's JSON.
-fn rotate(pg: &Passgate, id: &str, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["app-password", "rotate", id, "--json"];
-    args.extend_from_slice(extra);
-    json_of(pg, &args)
-}
-
 #[test]
 fn rotation_replaces_the_password_and_a_reused_old_one_is_logged() {
     let (_b, pg) = start("", "");
@@ -401,7 +367,7 @@ fn rotation_replaces_the_password_and_a_reused_old_one_is_logged() {
         200,
         "cached before the rotation"
     );
-    let new = rotate(&pg, old_id, &[]);
+    let new = pg.rotate_json(old_id, &[]);
     assert_eq!(new["rotated_from"], old["id"]);
     for key in ["user", "name", "scopes", "repos", "allow_from"] {
         assert_eq!(new[key], old[key], "{key}");
@@ -429,7 +395,7 @@ fn rotation_replaces_the_password_and_a_reused_old_one_is_logged() {
         200,
         "log mode keeps the successor"
     );
-    let shown = json_of(&pg, &["app-password", "show", old_id, "--json"]);
+    let shown = pg.cli_json(&["app-password", "show", old_id, "--json"]);
     assert_eq!(shown["rotated_to"], new["id"]);
     assert_eq!(shown["status"], "revoked");
     // A rotated-away password cannot be rotated again.
@@ -446,7 +412,7 @@ fn rotation_replaces_the_password_and_a_reused_old_one_is_logged() {
 fn rotation_with_a_grace_keeps_the_old_password_until_then() {
     let (_b, pg) = start("", "");
     let old = create(&pg, "deploy", &[]);
-    let new = rotate(&pg, old["id"].as_str().unwrap(), &["--grace", "2s"]);
+    let new = pg.rotate_json(old["id"].as_str().unwrap(), &["--grace", "2s"]);
     let r = refs(&pg, "alice/a", pw(&old));
     assert_eq!(r.status, 200, "within the grace");
     assert!(
@@ -468,8 +434,8 @@ fn rotation_with_a_grace_keeps_the_old_password_until_then() {
 fn in_revoke_mode_reusing_a_rotated_password_revokes_the_current_one() {
     let (_b, pg) = start("", "rotated_reuse = \"revoke\"\n");
     let first = create(&pg, "deploy", &[]);
-    let second = rotate(&pg, first["id"].as_str().unwrap(), &[]);
-    let third = rotate(&pg, second["id"].as_str().unwrap(), &[]);
+    let second = pg.rotate_json(first["id"].as_str().unwrap(), &[]);
+    let third = pg.rotate_json(second["id"].as_str().unwrap(), &[]);
     assert_eq!(refs(&pg, "alice/a", pw(&third)).status, 200);
     // A wrong secret with the old id revokes nothing.
     let forged = format!("{}{}", &pw(&first)[..17], "A".repeat(pw(&first).len() - 17));
@@ -490,15 +456,12 @@ fn in_revoke_mode_reusing_a_rotated_password_revokes_the_current_one() {
         "the revocation is audited"
     );
     assert_eq!(refs(&pg, "alice/a", pw(&third)).status, 401);
-    let shown = json_of(
-        &pg,
-        &[
-            "app-password",
-            "show",
-            third["id"].as_str().unwrap(),
-            "--json",
-        ],
-    );
+    let shown = pg.cli_json(&[
+        "app-password",
+        "show",
+        third["id"].as_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(shown["status"], "revoked");
 }
 
@@ -533,7 +496,7 @@ fn a_rotation_printed_before_a_kill_9_survives_it() {
     assert_eq!(refs(&pg, "alice/a", pw(&old)).status, 401);
     // Offline too (no server): the successor is on disk before it is printed.
     pg.kill9();
-    let offline = rotate(&pg, new["id"].as_str().unwrap(), &[]);
+    let offline = pg.rotate_json(new["id"].as_str().unwrap(), &[]);
     pg.spawn();
     assert_eq!(refs(&pg, "alice/a", pw(&offline)).status, 200);
     assert_eq!(refs(&pg, "alice/a", pw(&new)).status, 401);
@@ -548,7 +511,7 @@ fn list_expiring_shows_active_passwords_that_stop_soon() {
     let gone = create(&pg, "gone", &["--expires-in", "1d"]);
     let out = pg.cli(&["app-password", "revoke", gone["id"].as_str().unwrap()]);
     assert!(out.status.success());
-    let listed = json_of(&pg, &["app-password", "list", "--expiring", "7d", "--json"]);
+    let listed = pg.cli_json(&["app-password", "list", "--expiring", "7d", "--json"]);
     let ids: Vec<&str> = listed
         .as_array()
         .unwrap()
@@ -631,52 +594,17 @@ upstream = "app"
 /// record layout: its password keeps working, with no limits.
 #[test]
 fn a_store_written_by_the_previous_schema_opens_and_its_passwords_work_unlimited() {
-    use passgate::auth::token::NewToken;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
-    let token = NewToken::generate();
-    let argon2 = passgate::config::Argon2Params {
-        memory_kib: 256,
-        iterations: 1,
-        parallelism: 1,
-    };
-    let hash = passgate::auth::verify::hash_secret(token.secret(), &argon2).unwrap();
-    let record = serde_json::json!({
-        "id": token.id(), "user": "alice", "name": "old laptop",
-        "scopes": ["repository:read"], "hash": hash, "created_at": 1_700_000_000u64,
-        "expires_at": null, "revoked_at": null,
-        "last_used_at": 1_700_000_100u64, "last_used_addr": "192.0.2.1"
-    })
-    .to_string();
-    {
-        let db = redb::Database::create(dir.path().join("data/passgate.redb")).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let meta: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("meta");
-            let records: redb::TableDefinition<'_, &str, &[u8]> =
-                redb::TableDefinition::new("app_passwords");
-            let index: redb::MultimapTableDefinition<'_, &str, &str> =
-                redb::MultimapTableDefinition::new("user_index");
-            txn.open_table(meta)
-                .unwrap()
-                .insert("schema_version", 1)
-                .unwrap();
-            txn.open_table(records)
-                .unwrap()
-                .insert(token.id(), record.as_bytes())
-                .unwrap();
-            txn.open_multimap_table(index)
-                .unwrap()
-                .insert("alice", token.id())
-                .unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    let (id, password) = schema_1_store(
+        &dir.path().join("data/passgate.redb"),
+        Some((1_700_000_100, "192.0.2.1")),
+    );
     let backend = Backend::start();
     let mut b = ConfigBuilder::new(&backend.url());
     b.routes = routes();
     let pg = Passgate::start_in(dir, &b);
-    let password = token.token().expose();
+    let password = password.as_str();
     for repo in ["alice/a", "bob/anything"] {
         assert_eq!(refs(&pg, repo, password).status, 200, "{repo}");
     }
@@ -684,7 +612,7 @@ fn a_store_written_by_the_previous_schema_opens_and_its_passwords_work_unlimited
         get(pg.addr, "/api/user", Some(("alice", password))).status,
         200
     );
-    let shown = json_of(&pg, &["app-password", "show", token.id(), "--json"]);
+    let shown = pg.cli_json(&["app-password", "show", &id, "--json"]);
     assert_eq!(shown["repos"], serde_json::json!([]));
     // The migrated address is kept (behind this test's own uses, once flushed).
     let addrs: Vec<&str> = shown["last_used"]

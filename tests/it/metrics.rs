@@ -11,14 +11,9 @@ use std::time::{Duration, Instant};
 use crate::auth::unknown_token;
 use crate::support::*;
 
-const ROUTES: &str = r#"
-[[routes]]
-name = "api"
-path = "/api/**"
-access = "app-password"
-scopes = ["repository:read"]
-upstream = "app"
-
+/// Besides [`API_ROUTE`] and [`ADMIN_DENY_ROUTE`]: a push route, a slow
+/// public one and one to an upstream that is down.
+const MORE_ROUTES: &str = r#"
 [[routes]]
 name = "push"
 methods = ["POST"]
@@ -26,11 +21,6 @@ path = "/git/**"
 access = "app-password"
 scopes = ["repository:write"]
 upstream = "app"
-
-[[routes]]
-name = "admin"
-path = "/admin/**"
-access = "deny"
 
 [[routes]]
 name = "slow"
@@ -60,7 +50,7 @@ fn gateway(backend: &Backend) -> Passgate {
         dead_port()
     );
     b.auth_extra = "verify_threads = 1\nverify_queue = 0\n[auth.rate_limit]\nper_user_addr = { burst = 3, per = \"1m\" }\nper_addr = { burst = 5, per = \"1m\" }\n".to_owned();
-    b.routes = ROUTES.to_owned();
+    b.routes = [API_ROUTE, MORE_ROUTES, ADMIN_DENY_ROUTE].concat();
     Passgate::start(&b)
 }
 

@@ -372,26 +372,7 @@ fn override_headers_never_reach_the_backend_even_from_a_trusted_proxy() {
 fn unmatched_path_is_404_deny_is_403_and_public_needs_no_credentials() {
     let backend = Backend::start();
     let mut b = ConfigBuilder::new(&backend.url());
-    b.routes = r#"
-[[routes]]
-name = "api"
-path = "/api/**"
-access = "app-password"
-scopes = ["repository:read"]
-upstream = "app"
-
-[[routes]]
-name = "admin"
-path = "/admin/**"
-access = "deny"
-
-[[routes]]
-name = "public"
-path = "/public/**"
-access = "public"
-upstream = "app"
-"#
-    .to_owned();
+    b.routes = [API_ROUTE, ADMIN_DENY_ROUTE, PUBLIC_ROUTE].concat();
     let pg = Passgate::start(&b);
 
     let r = get(pg.addr, "/elsewhere/x", None);

@@ -559,25 +559,10 @@ fn store_copy_moves_a_redb_store_into_postgres_and_refuses_a_full_one() {
     // A redb store, offline (no server): active, expired, revoked, used.
     let (dir, config) = crate::cli::offline(&ConfigBuilder::new(&backend.url()));
     let create = |name: &str, extra: &[&str]| {
-        let mut args = vec![
-            "app-password",
-            "create",
-            "--user",
-            "alice",
-            "--name",
-            name,
-            "--scope",
-            "repository:read",
-            "--json",
-        ];
+        let mut args = create_args("alice", name, &["repository:read"]);
+        args.push("--json");
         args.extend_from_slice(extra);
-        let o = crate::cli::run(&config, &args);
-        expect_code(&o, 0);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        (
-            v["id"].as_str().unwrap().to_owned(),
-            v["password"].as_str().unwrap().to_owned(),
-        )
+        id_and_password(&output_json(&crate::cli::run(&config, &args), &args))
     };
     let (_, active) = create("active", &[]);
     let (_, expired) = create("expired", &["--expires-in", "1s"]);
@@ -623,16 +608,9 @@ fn store_copy_moves_a_redb_store_into_postgres_and_refuses_a_full_one() {
 
 /// `rotate --json` through `gw`'s CLI: the successor's id and password.
 fn rotate(gw: &Passgate, id: &str, extra: &[&str]) -> (String, String) {
-    let mut args = vec!["app-password", "rotate", id, "--json"];
-    args.extend_from_slice(extra);
-    let o = gw.cli(&args);
-    expect_code(&o, 0);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = gw.rotate_json(id, extra);
     assert_eq!(v["rotated_from"], id);
-    (
-        v["id"].as_str().unwrap().to_owned(),
-        v["password"].as_str().unwrap().to_owned(),
-    )
+    id_and_password(&v)
 }
 
 #[test]
@@ -725,27 +703,8 @@ fn store_copy_keeps_limits_usage_and_rotation_lineage() {
     let Some(db) = TestDb::create() else { return };
     let backend = Backend::start();
     let mut src = Passgate::start(&with_resource(ConfigBuilder::new(&backend.url())));
-    let create = |name: &str, extra: &[&str]| {
-        let mut args = vec![
-            "app-password",
-            "create",
-            "--user",
-            "alice",
-            "--name",
-            name,
-            "--scope",
-            "repository:read",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        let o = src.cli(&args);
-        expect_code(&o, 0);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        (
-            v["id"].as_str().unwrap().to_owned(),
-            v["password"].as_str().unwrap().to_owned(),
-        )
-    };
+    let create =
+        |name: &str, extra: &[&str]| src.create_with("alice", name, &["repository:read"], extra);
     // Limited to a repository and a network, used, then rotated at once.
     let (lid, lold) = create(
         "limited",

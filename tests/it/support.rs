@@ -327,7 +327,19 @@ impl ConfigBuilder {
 /// The routes most tests use: git-like app-password routes, a deny, a public
 /// and a web catch-all, all to upstream `app`.
 pub fn default_routes() -> String {
-    r#"
+    [
+        GIT_ROUTES,
+        API_ROUTE,
+        ADMIN_DENY_ROUTE,
+        PUBLIC_ROUTE,
+        WEB_ROUTE,
+    ]
+    .concat()
+}
+
+/// `git-fetch`, `git-push-refs`, `git-receive`: git's smart HTTP on
+/// `/{owner}/{repo}.git/…`, needing `repository:read` / `repository:write`.
+pub const GIT_ROUTES: &str = r#"
 [[routes]]
 name = "git-fetch"
 methods = ["GET"]
@@ -353,33 +365,43 @@ path = "/{owner}/{repo}.git/git-receive-pack"
 access = "app-password"
 scopes = ["repository:write"]
 upstream = "app"
+"#;
 
+/// `api`: `/api/**` with an app password holding `repository:read`.
+pub const API_ROUTE: &str = r#"
 [[routes]]
 name = "api"
 path = "/api/**"
 access = "app-password"
 scopes = ["repository:read"]
 upstream = "app"
+"#;
 
+/// `admin`: `/admin/**` refused (403).
+pub const ADMIN_DENY_ROUTE: &str = r#"
 [[routes]]
 name = "admin"
 path = "/admin/**"
 access = "deny"
+"#;
 
+/// `public`: `/public/**` with no credentials.
+pub const PUBLIC_ROUTE: &str = r#"
 [[routes]]
 name = "public"
 path = "/public/**"
 access = "public"
 upstream = "app"
+"#;
 
+/// `web`: everything else, for a browser session (never an app password).
+pub const WEB_ROUTE: &str = r#"
 [[routes]]
 name = "web"
 path = "/**"
 access = "web"
 upstream = "app"
-"#
-    .to_owned()
-}
+"#;
 
 /// The real binary, serving a generated config from its own temp directory.
 pub struct Passgate {
@@ -423,19 +445,30 @@ impl Passgate {
             .status()
             .unwrap();
         assert!(owned.success(), "chown {uid} {}", dir.path().display());
-        let mut pg = Passgate {
+        let mut pg = Passgate::unstarted(dir, config, builder.tls.is_some(), None, Some(uid));
+        pg.spawn();
+        pg
+    }
+
+    /// A process not yet started, on `config` in `dir`; [`Passgate::spawn`] starts it.
+    fn unstarted(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        tls: bool,
+        soft_nofile: Option<u64>,
+        run_as: Option<u32>,
+    ) -> Passgate {
+        Passgate {
             dir,
             config,
             addr: "127.0.0.1:0".parse().unwrap(),
-            tls: builder.tls.is_some(),
+            tls,
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
-            soft_nofile: None,
+            soft_nofile,
             stderr_closed: Arc::default(),
-            run_as: Some(uid),
-        };
-        pg.spawn();
-        pg
+            run_as,
+        }
     }
 
     /// Starts `passgate serve` under a soft open-files limit of `soft`.
@@ -450,17 +483,7 @@ impl Passgate {
     ) -> Passgate {
         let config = dir.path().join("proxy.toml");
         std::fs::write(&config, builder.render()).unwrap();
-        let mut pg = Passgate {
-            dir,
-            config,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: builder.tls.is_some(),
-            child: None,
-            logs: Arc::new(Mutex::new(Vec::new())),
-            soft_nofile,
-            stderr_closed: Arc::default(),
-            run_as: None,
-        };
+        let mut pg = Passgate::unstarted(dir, config, builder.tls.is_some(), soft_nofile, None);
         pg.spawn();
         pg
     }
@@ -569,38 +592,42 @@ impl Passgate {
         self.create_with(user, name, scopes, &["--expires-in", expires_in])
     }
 
-    fn create_with(
+    /// `app-password create --json` with `extra` flags (`--repo`,
+    /// `--expires-in`, …); returns (id, password).
+    pub fn create_with(
         &self,
         user: &str,
         name: &str,
         scopes: &[&str],
         extra: &[&str],
     ) -> (String, String) {
-        let mut args = vec![
-            "app-password",
-            "create",
-            "--user",
-            user,
-            "--name",
-            name,
-            "--json",
-        ];
-        for s in scopes {
-            args.push("--scope");
-            args.push(s);
-        }
+        id_and_password(&self.create_json(user, name, scopes, extra))
+    }
+
+    /// `app-password create --json` with `extra` flags: the whole answer.
+    pub fn create_json(
+        &self,
+        user: &str,
+        name: &str,
+        scopes: &[&str],
+        extra: &[&str],
+    ) -> serde_json::Value {
+        let mut args = create_args(user, name, scopes);
+        args.push("--json");
         args.extend_from_slice(extra);
-        let out = self.cli(&args);
-        assert!(
-            out.status.success(),
-            "create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (
-            v["id"].as_str().unwrap().to_owned(),
-            v["password"].as_str().unwrap().to_owned(),
-        )
+        self.cli_json(&args)
+    }
+
+    /// `app-password rotate ID --json` with `extra` flags: the successor's JSON.
+    pub fn rotate_json(&self, id: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["app-password", "rotate", id, "--json"];
+        args.extend_from_slice(extra);
+        self.cli_json(&args)
+    }
+
+    /// Runs a CLI command that must succeed and print JSON; the JSON.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        output_json(&self.cli(args), args)
     }
 
     pub fn signal(&self, sig: &str) {
@@ -725,6 +752,118 @@ impl Drop for Passgate {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+// -------------------------------------------------------------------- cli --
+
+/// `app-password create --user USER --name NAME --scope S…`.
+pub fn create_args<'a>(user: &'a str, name: &'a str, scopes: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["app-password", "create", "--user", user, "--name", name];
+    for s in scopes {
+        args.push("--scope");
+        args.push(s);
+    }
+    args
+}
+
+/// The JSON a CLI run printed; a run that failed (exit code not 0) fails the
+/// test, naming `args` and showing its stderr.
+pub fn output_json(out: &Output, args: &[&str]) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The id and password of a `create --json` or `rotate --json` answer.
+pub fn id_and_password(v: &serde_json::Value) -> (String, String) {
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["password"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Runs `passgate serve` on `config` and expects it to exit by itself
+/// within 30 s (running longer fails the test): (exit code, stderr).
+pub fn serve_exits(config: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env_remove("PASSGATE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("passgate serve kept running on {}", config.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
+// ------------------------------------------------------------------ store --
+
+/// Writes a redb store as schema 1 (the release before repository and
+/// address limits) wrote it, holding one `repository:read` password of
+/// alice's named "old laptop", last used at `last_used` (Unix seconds,
+/// address) if given. Returns (id, password).
+pub fn schema_1_store(file: &Path, last_used: Option<(u64, &str)>) -> (String, String) {
+    use passgate::auth::token::NewToken;
+    let token = NewToken::generate();
+    let argon2 = passgate::config::Argon2Params {
+        memory_kib: 256,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let hash = passgate::auth::verify::hash_secret(token.secret(), &argon2).unwrap();
+    let record = serde_json::json!({
+        "id": token.id(), "user": "alice", "name": "old laptop",
+        "scopes": ["repository:read"], "hash": hash, "created_at": 1_700_000_000u64,
+        "expires_at": null, "revoked_at": null,
+        "last_used_at": last_used.map(|(at, _)| at),
+        "last_used_addr": last_used.map(|(_, addr)| addr),
+    })
+    .to_string();
+    let db = redb::Database::create(file).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let meta: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("meta");
+        txn.open_table(meta)
+            .unwrap()
+            .insert("schema_version", 1)
+            .unwrap();
+        let records: redb::TableDefinition<'_, &str, &[u8]> =
+            redb::TableDefinition::new("app_passwords");
+        txn.open_table(records)
+            .unwrap()
+            .insert(token.id(), record.as_bytes())
+            .unwrap();
+        let index: redb::MultimapTableDefinition<'_, &str, &str> =
+            redb::MultimapTableDefinition::new("user_index");
+        txn.open_multimap_table(index)
+            .unwrap()
+            .insert("alice", token.id())
+            .unwrap();
+    }
+    txn.commit().unwrap();
+    (token.id().to_owned(), token.token().expose().to_owned())
 }
 
 // ---------------------------------------------------------------- clients --
@@ -919,17 +1058,7 @@ impl Passgate {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("proxy.toml");
         std::fs::write(&config, config_text).unwrap();
-        let mut pg = Passgate {
-            dir,
-            config,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: false,
-            child: None,
-            logs: Arc::new(Mutex::new(Vec::new())),
-            soft_nofile: None,
-            stderr_closed: Arc::default(),
-            run_as: None,
-        };
+        let mut pg = Passgate::unstarted(dir, config, false, None, None);
         pg.spawn();
         pg
     }
@@ -1032,17 +1161,7 @@ impl Passgate {
         let tls = toml
             .lines()
             .any(|l| l.trim_start().starts_with("[server.tls]"));
-        let mut pg = Passgate {
-            dir,
-            config,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls,
-            child: None,
-            logs: Arc::new(Mutex::new(Vec::new())),
-            soft_nofile: None,
-            stderr_closed: Arc::default(),
-            run_as: None,
-        };
+        let mut pg = Passgate::unstarted(dir, config, tls, None, None);
         pg.spawn();
         pg
     }

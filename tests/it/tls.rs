@@ -7,8 +7,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -233,38 +231,6 @@ fn sighup_reloads_the_certificate_for_new_connections_and_keeps_old_ones() {
     assert_eq!(send_kept(&mut kept, "/repo/last").status, 200);
 }
 
-/// Runs `passgate serve` on a config expected to fail; (exit code, stderr).
-fn serve_fails(config: &Path) -> (Option<i32>, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env_remove("PASSGATE_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("passgate serve kept running on a broken TLS config");
-        }
-        pause(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status.code(), stderr)
-}
-
 #[test]
 fn startup_fails_with_code_1_naming_a_missing_cert_or_mismatched_key() {
     let backend = Backend::start();
@@ -279,13 +245,13 @@ fn startup_fails_with_code_1_naming_a_missing_cert_or_mismatched_key() {
     let mut builder = ConfigBuilder::new(&backend.url());
     builder.tls = Some((missing.clone(), certs_a.key_path.clone()));
     std::fs::write(&config, builder.render()).unwrap();
-    let (code, stderr) = serve_fails(&config);
+    let (code, stderr) = serve_exits(&config);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("no-such-cert.pem"), "{stderr}");
 
     builder.tls = Some((certs_a.cert_path.clone(), certs_b.key_path.clone()));
     std::fs::write(&config, builder.render()).unwrap();
-    let (code, stderr) = serve_fails(&config);
+    let (code, stderr) = serve_exits(&config);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&certs_b.key_path.display().to_string()),

@@ -59,7 +59,7 @@ fn serve_with_ca_file(dir: &std::path::Path, ca_file: &std::path::Path) -> (Opti
     assert!(text.contains("ca_file"));
     let config = dir.join("proxy.toml");
     std::fs::write(&config, text).unwrap();
-    crate::lifecycle::serve_exits(&config)
+    serve_exits(&config)
 }
 
 #[test]
