@@ -4,35 +4,16 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::support::*;
 
 /// Runs `passgate serve` on `dir`'s config and expects it to exit at once:
 /// (exit code, stderr). A server that starts instead fails the test.
 fn serve_refused(dir: &Path) -> (i32, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(dir.join("proxy.toml"))
-        .env_remove("PASSGATE_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            return (status.code().unwrap_or(-1), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve started although it should have refused");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (code, err) = serve_exits(&dir.join("proxy.toml"));
+    (code.unwrap_or(-1), err)
 }
 
 fn config_in(dir: &Path) {
@@ -133,16 +114,7 @@ fn management_without_a_server_writes_audit_lines_too() {
             .output()
             .unwrap()
     };
-    let out = cli(&[
-        "app-password",
-        "create",
-        "--user",
-        "alice",
-        "--name",
-        "ci",
-        "--scope",
-        "repository:read",
-    ]);
+    let out = cli(&create_args("alice", "ci", &["repository:read"]));
     assert!(
         out.status.success(),
         "{}",
@@ -244,16 +216,7 @@ fn the_cli_refuses_a_server_running_as_another_uid() {
     // Its own user is served...
     let out = cli_as_nobody(
         &pg.config,
-        &[
-            "app-password",
-            "create",
-            "--user",
-            "alice",
-            "--name",
-            "ci",
-            "--scope",
-            "repository:read",
-        ],
+        &create_args("alice", "ci", &["repository:read"]),
     );
     assert!(
         out.status.success(),

@@ -678,18 +678,9 @@ fn a_password_limited_to_one_repository_clones_it_and_gets_403_on_another() {
     let seed = site.git.home().join("seed");
     site.git
         .ok(&seed, &["push", "--quiet", other.to_str().unwrap(), "main"]);
-    let out = site.pg.cli(&[
-        "app-password",
-        "create",
-        "--user",
-        "alice",
-        "--name",
-        "deploy",
-        "--scope",
-        "repository:read",
-        "--repo",
-        "alice/project",
-    ]);
+    let mut args = create_args("alice", "deploy", &["repository:read"]);
+    args.extend(["--repo", "alice/project"]);
+    let out = site.pg.cli(&args);
     assert!(
         out.status.success(),
         "{}",
