@@ -88,13 +88,8 @@ pub enum AppPasswordCommand {
         #[arg(long = "scope", value_name = "SCOPE", required = true)]
         scopes: Vec<String>,
         /// Lifetime, e.g. "90d", "12h" (required when `[auth] max_lifetime` is set).
-        #[arg(
-            long,
-            value_name = "DURATION",
-            value_parser = parse_duration_arg,
-            allow_hyphen_values = true
-        )]
-        expires_in: Option<std::time::Duration>,
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+        expires_in: Option<DurationArg>,
         /// Limit the password to a repository, OWNER/NAME or OWNER/*; repeat for several.
         #[arg(long = "repo", value_name = "OWNER/NAME")]
         repos: Vec<String>,
@@ -116,13 +111,8 @@ pub enum AppPasswordCommand {
         #[arg(long, value_enum)]
         status: Option<StatusFilter>,
         /// Only active passwords that stop working within this time, e.g. "7d".
-        #[arg(
-            long,
-            value_name = "DURATION",
-            value_parser = parse_duration_arg,
-            allow_hyphen_values = true
-        )]
-        expiring: Option<std::time::Duration>,
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+        expiring: Option<DurationArg>,
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
@@ -145,21 +135,11 @@ pub enum AppPasswordCommand {
         /// The id of the password to replace.
         id: String,
         /// Lifetime of the new password (default: the old one's).
-        #[arg(
-            long,
-            value_name = "DURATION",
-            value_parser = parse_duration_arg,
-            allow_hyphen_values = true
-        )]
-        expires_in: Option<std::time::Duration>,
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+        expires_in: Option<DurationArg>,
         /// Keep the old password working this long (default: revoked at once).
-        #[arg(
-            long,
-            value_name = "DURATION",
-            value_parser = parse_duration_arg,
-            allow_hyphen_values = true
-        )]
-        grace: Option<std::time::Duration>,
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+        grace: Option<DurationArg>,
         /// Print one JSON object (like `create --json`) instead.
         #[arg(long)]
         json: bool,
@@ -210,6 +190,21 @@ pub enum StoreCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// The value of a duration option (`--expires-in`, `--expiring`, `--grace`):
+/// "90d", "12h", parsed as `proxy.toml` durations are. Its options take
+/// `allow_hyphen_values`, so that "-1d" gets the parser's own message rather
+/// than clap's "unexpected argument".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationArg(pub std::time::Duration);
+
+impl std::str::FromStr for DurationArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::config::parse_duration(s).map(DurationArg)
+    }
 }
 
 /// `list --status`: the statuses `list` shows.
@@ -297,10 +292,6 @@ pub fn store_message(config: &Config, e: &StoreError) -> String {
         }
         _ => e.to_string(),
     }
-}
-
-fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    crate::config::parse_duration(s)
 }
 
 /// Runs the parsed command.

@@ -42,7 +42,7 @@ async fn dispatch(cmd: AppPasswordCommand) -> Result<(), Failure> {
                 user,
                 name,
                 scopes,
-                expires_in: expires_in.map(|d| d.as_secs().max(1)),
+                expires_in: expires_in.map(|d| d.0.as_secs().max(1)),
                 repos,
                 allow_from,
             };
@@ -77,7 +77,7 @@ async fn dispatch(cmd: AppPasswordCommand) -> Result<(), Failure> {
             json,
         } => {
             let config = load(&config)?;
-            let expiring = expiring.map(|d| d.as_secs());
+            let expiring = expiring.map(|d| d.0.as_secs());
             let mut rows: Vec<Listed> = match Via::open(&config).await? {
                 Via::Socket(s) => {
                     let uri = lifecycle::list_uri(user.as_deref(), expiring);
@@ -100,7 +100,10 @@ async fn dispatch(cmd: AppPasswordCommand) -> Result<(), Failure> {
             expires_in,
             grace,
             json,
-        } => lifecycle::rotate(&config, &id, expires_in, grace, json).await,
+        } => {
+            let (expires_in, grace) = (expires_in.map(|d| d.0), grace.map(|d| d.0));
+            lifecycle::rotate(&config, &id, expires_in, grace, json).await
+        }
         AppPasswordCommand::Revoke {
             config,
             id,
