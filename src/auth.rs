@@ -216,7 +216,9 @@ impl Authenticator {
     ///
     /// A cache hit is answered without an await, so the decoded credentials
     /// (a stack buffer) never live in the request's future; a miss or a stale
-    /// entry takes the boxed slow path, which decodes the header again.
+    /// entry takes the boxed slow path, which decodes the header again. A
+    /// header value the cache remembers ([`Cache::presented`]) is not decoded
+    /// at all: its secret is checked by digest against the same entry.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
@@ -224,15 +226,34 @@ impl Authenticator {
         demand: Demand<'_>,
     ) -> Result<Arc<Verified>, Reject> {
         let stale = {
+            let now = Instant::now();
+            // A header value that decoded to a fresh verification before is
+            // not decoded again: the cache remembers what it decoded to.
+            let value = basic::authorization(headers)
+                .ok()
+                .flatten()
+                .filter(|v| v.len() <= basic::MAX_HEADER_LEN);
+            if let Some((v, user)) = value.and_then(|v| self.cache.presented(v.as_bytes(), now)) {
+                if v.expires_at.is_none_or(|e| unix_now() < e) {
+                    crate::metrics::record_cache(true);
+                    let id = v.id.clone();
+                    return self.finish(v, &user, &id, client, demand);
+                }
+            }
             let mut creds = basic::BasicCredentials::new();
             self.credentials(headers, client, &mut creds)?;
-            let (user, now) = (creds.user(), Instant::now());
+            let user = creds.user();
             let token = self.parse(user, creds.password(), client, now)?;
-            let lookup = self.cache.lookup(token.id(), token.secret(), now);
+            let digest = self.cache.keyed(token.secret());
+            let lookup = self.cache.lookup_digest(token.id(), &digest, now);
             crate::metrics::record_cache(matches!(lookup, Lookup::Fresh(_)));
             let stale = match lookup {
                 Lookup::Fresh(v) if v.expires_at.is_none_or(|e| unix_now() < e) => {
-                    return self.finish(v, user, token.id(), client, demand)
+                    if let Some(value) = value {
+                        self.cache
+                            .remember_presented(value.as_bytes(), user, &digest, &v);
+                    }
+                    return self.finish(v, user, token.id(), client, demand);
                 }
                 // Past its stop time: verified afresh, so the refusal says
                 // why (expired, or revoked by a rotation: `rotated_reuse`).

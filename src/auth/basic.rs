@@ -24,7 +24,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use http::header::AUTHORIZATION;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// Cap on the whole encoded `Authorization` header value, in bytes.
 pub const MAX_HEADER_LEN: usize = 2048;
@@ -150,14 +150,23 @@ impl Drop for BasicCredentials {
 /// deviation from the rules in the module documentation is an error, after
 /// which `creds` reads as an empty user and password.
 pub fn decode(headers: &HeaderMap, creds: &mut BasicCredentials) -> Result<bool, BasicError> {
+    match authorization(headers)? {
+        None => Ok(false),
+        Some(value) => decode_value(value.as_bytes(), creds).map(|()| true),
+    }
+}
+
+/// The request's one `Authorization` header, undecoded: `None` without
+/// one, [`BasicError::Multiple`] with more.
+pub fn authorization(headers: &HeaderMap) -> Result<Option<&HeaderValue>, BasicError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Ok(false);
+        return Ok(None);
     };
     if values.next().is_some() {
         return Err(BasicError::Multiple);
     }
-    decode_value(value.as_bytes(), creds).map(|()| true)
+    Ok(Some(value))
 }
 
 pub(crate) fn decode_value(value: &[u8], creds: &mut BasicCredentials) -> Result<(), BasicError> {

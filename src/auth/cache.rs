@@ -31,6 +31,18 @@
 //! while its notification connection was down; [`Cache::resync`] then makes
 //! every entry verified before that instant stale, whatever its age.
 //!
+//! A second, smaller map remembers what an `Authorization` header value
+//! decoded to ([`Cache::presented`]): keyed by a keyed BLAKE3 digest of the
+//! whole value (its own random key; the value itself is never kept), it
+//! holds the user name, the id and the secret's keyed digest. Decoding is a
+//! pure function of the value, so this map grants nothing by itself: a hit
+//! is answered only when the id's entry above is fresh for that very secret
+//! digest (compared in constant time) and generation, exactly as a
+//! [`Cache::lookup`] would answer. Revocation, staleness and resync thus
+//! stop a remembered header as fast as a decoded one. Only values that
+//! decoded to a fresh verification are remembered, at most `capacity` of
+//! them; [`Cache::prune`] drops those whose id's entry is gone.
+//!
 //! DashMap shards the map, so concurrent requests never take a global lock.
 //! Its keys are public ids that only a successful verification inserts, so
 //! a client cannot fill it with colliding keys: the map and the generation
@@ -85,6 +97,15 @@ struct Entry {
     verified: Arc<Verified>,
 }
 
+/// What an `Authorization` value decoded to, under the value's keyed digest.
+#[derive(Debug)]
+struct Presented {
+    /// The secret's keyed digest, as the id's [`Entry`] holds it.
+    secret: blake3::Hash,
+    id: Arc<str>,
+    user: Arc<str>,
+}
+
 /// The answer of [`Cache::lookup`].
 #[derive(Debug)]
 pub enum Lookup {
@@ -100,6 +121,10 @@ pub enum Lookup {
 pub struct Cache {
     map: DashMap<Box<str>, Entry, foldhash::fast::RandomState>,
     key: [u8; 32],
+    /// `Authorization` value digest → what it decoded to ([`Cache::presented`]).
+    presented: DashMap<blake3::Hash, Presented, foldhash::fast::RandomState>,
+    /// Keys the digests of whole `Authorization` values.
+    presented_key: [u8; 32],
     ttl: Duration,
     capacity: usize,
     /// Revocation generations by slot of the id: bumped around every revocation.
@@ -117,6 +142,8 @@ impl Cache {
         Cache {
             map: DashMap::default(),
             key: rand::random(),
+            presented: DashMap::default(),
+            presented_key: rand::random(),
             ttl,
             capacity,
             generations: (0..GENERATIONS).map(|_| AtomicU64::new(0)).collect(),
@@ -155,10 +182,16 @@ impl Cache {
 
     /// The cached verification of `id` for exactly this `secret`.
     pub fn lookup(&self, id: &str, secret: &str, now: Instant) -> Lookup {
+        self.lookup_digest(id, &self.keyed(secret), now)
+    }
+
+    /// [`Cache::lookup`] for a secret given by its keyed digest ([`Cache::keyed`]).
+    pub fn lookup_digest(&self, id: &str, digest: &blake3::Hash, now: Instant) -> Lookup {
         let Some(entry) = self.map.get(id) else {
             return Lookup::Miss;
         };
-        if entry.digest != self.keyed(secret) || entry.generation != self.generation(id) {
+        // `blake3::Hash` compares in constant time.
+        if entry.digest != *digest || entry.generation != self.generation(id) {
             return Lookup::Miss;
         }
         if now < entry.until && !self.resynced_since(entry.until) {
@@ -182,8 +215,61 @@ impl Cache {
         *self.keyed(secret).as_bytes()
     }
 
-    fn keyed(&self, secret: &str) -> blake3::Hash {
+    /// The keyed digest of a presented secret, as entries hold it.
+    pub fn keyed(&self, secret: &str) -> blake3::Hash {
         blake3::keyed_hash(&self.key, secret.as_bytes())
+    }
+
+    /// The fresh verification, and the user name, of a whole `Authorization`
+    /// value remembered by [`Cache::remember_presented`]: answered only when
+    /// [`Cache::lookup`] would answer `Fresh` for the secret it decoded to.
+    /// `None` (decode it) otherwise.
+    pub fn presented(&self, value: &[u8], now: Instant) -> Option<(Arc<Verified>, Arc<str>)> {
+        let (secret, id, user) = {
+            let p = self.presented.get(&self.keyed_value(value))?;
+            (p.secret, p.id.clone(), p.user.clone())
+        };
+        match self.lookup_digest(&id, &secret, now) {
+            Lookup::Fresh(v) => Some((v, user)),
+            Lookup::Stale(_) | Lookup::Miss => None,
+        }
+    }
+
+    /// Remembers that the `Authorization` value `value` decodes to `user`
+    /// and the secret whose keyed digest is `secret`, for `verified` (just
+    /// answered `Fresh` for it). When full, every remembered value is
+    /// forgotten: one holder of a valid password can spell its header in
+    /// many ways, and a scan for dead values on each of those would cost
+    /// every request the whole map; a clear costs each value one decoding.
+    pub fn remember_presented(
+        &self,
+        value: &[u8],
+        user: &str,
+        secret: &blake3::Hash,
+        verified: &Verified,
+    ) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if self.presented.len() >= self.capacity {
+            self.presented.clear();
+        }
+        let presented = Presented {
+            secret: *secret,
+            id: verified.id.clone(),
+            user: Arc::from(user),
+        };
+        self.presented.insert(self.keyed_value(value), presented);
+    }
+
+    fn keyed_value(&self, value: &[u8]) -> blake3::Hash {
+        blake3::keyed_hash(&self.presented_key, value)
+    }
+
+    /// Forgets remembered values whose id no longer has an entry for their secret.
+    fn prune_presented(&self) {
+        self.presented
+            .retain(|_, p| self.map.get(&*p.id).is_some_and(|e| e.digest == p.secret));
     }
 
     /// Remembers a successful verification (skipped when the cache is full of
@@ -217,6 +303,7 @@ impl Cache {
     pub fn prune(&self, now: Instant) {
         let keep = self.ttl * STALE_FOR;
         self.map.retain(|_, e| now < e.until + keep);
+        self.prune_presented();
     }
 
     pub fn len(&self) -> usize {
@@ -334,10 +421,78 @@ mod tests {
         assert!(matches!(c.lookup("racing", "s", renewed), Lookup::Stale(_)));
     }
 
+    /// Inserts `id` for `secret` and remembers `value` as decoding to it.
+    fn remembered(c: &Cache, value: &str, id: &str, secret: &str, now: Instant) {
+        c.insert(secret, verified(id), now, c.generation(id));
+        let Lookup::Fresh(v) = c.lookup(id, secret, now) else {
+            panic!("not fresh");
+        };
+        c.remember_presented(value.as_bytes(), "alice", &c.keyed(secret), &v);
+    }
+
+    #[test]
+    fn a_remembered_value_answers_only_while_its_secret_is_fresh() {
+        let c = Cache::new(Duration::from_secs(30), 10);
+        let now = Instant::now();
+        remembered(&c, "Basic one", "id1", "s", now);
+        let hit = c.presented(b"Basic one", now).expect("remembered");
+        assert_eq!(&*hit.1, "alice");
+        assert!(c.presented(b"Basic onE", now).is_none());
+        assert!(c.presented(b"Basic one ", now).is_none());
+        // Stale: decoded again, so the caller renews it.
+        assert!(c
+            .presented(b"Basic one", now + Duration::from_secs(30))
+            .is_none());
+        // Another secret verified for the id since: the old value is not it.
+        c.insert("t", verified("id1"), now, c.generation("id1"));
+        assert!(c.presented(b"Basic one", now).is_none());
+    }
+
+    #[test]
+    fn a_remembered_value_stops_at_revocation_and_resync() {
+        let c = Cache::new(Duration::from_secs(30), 10);
+        let now = Instant::now();
+        remembered(&c, "Basic one", "id1", "s", now);
+        let before = c.generation("id1");
+        c.invalidate("id1");
+        assert!(c.presented(b"Basic one", now).is_none());
+        // A verification that read the record before the revocation.
+        c.insert("s", verified("id1"), now, before);
+        assert!(c.presented(b"Basic one", now).is_none());
+
+        remembered(&c, "Basic two", "id2", "s", now);
+        let later = now + Duration::from_secs(1);
+        c.resync(later);
+        assert!(c.presented(b"Basic two", later).is_none());
+    }
+
+    #[test]
+    fn remembered_values_are_bounded() {
+        let c = Cache::new(Duration::from_secs(30), 3);
+        let now = Instant::now();
+        for i in 0..10 {
+            remembered(&c, &format!("Basic {i}"), "id1", "s", now);
+            assert!(c.presented.len() <= 3);
+        }
+        assert!(c.presented(b"Basic 9", now).is_some());
+        // Pruning drops the values of an id that is gone.
+        c.evict("id1");
+        c.prune(now);
+        assert!(c.presented.is_empty());
+    }
+
     #[test]
     fn the_plaintext_is_not_kept() {
         let c = Cache::new(Duration::from_secs(30), 10);
-        c.insert("very-secret-value", verified("id1"), Instant::now(), 0);
-        assert!(!format!("{c:?}").contains("very-secret-value"));
+        let now = Instant::now();
+        remembered(
+            &c,
+            "Basic very-secret-header",
+            "id1",
+            "very-secret-value",
+            now,
+        );
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
     }
 }

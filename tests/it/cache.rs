@@ -74,3 +74,77 @@ fn an_expired_cache_entry_is_renewed_but_never_for_a_revoked_password() {
     std::thread::sleep(Duration::from_millis(1300));
     assert_eq!(get(pg.addr, "/api/x", Some(("alice", &pw))).status, 401);
 }
+
+/// GET `/api/x` with this exact `Authorization` value.
+fn with_header(pg: &Passgate, value: &str) -> Reply {
+    http1(pg.addr, "GET", "/api/x", &[("authorization", value)], b"")
+}
+
+#[test]
+fn a_remembered_header_value_stops_at_revocation_in_every_spelling() {
+    // Issue #18: a header value seen before is not decoded again; what it
+    // decoded to must not outlive the password.
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let canonical = basic("alice", &pw);
+    let encoded = canonical.strip_prefix("Basic ").unwrap();
+    let spellings = [
+        canonical.clone(),
+        format!("basic {encoded}"),
+        format!("BASIC   {encoded}"),
+    ];
+    // Three times each: the first decodes (and verifies once), the second
+    // is remembered, the third answered from what was remembered.
+    for _ in 0..3 {
+        for value in &spellings {
+            let r = with_header(&pg, value);
+            assert_eq!(r.status, 200, "{value}: {}", r.text());
+            assert_eq!(r.echo().header("x-forwarded-user"), Some("alice"));
+        }
+    }
+    assert_eq!(pg.argon2_runs(), 1, "one credential, one argon2 run");
+    let out = pg.cli(&["app-password", "revoke", &id]);
+    assert!(out.status.success());
+    for value in &spellings {
+        assert_eq!(with_header(&pg, value).status, 401, "{value}");
+    }
+}
+
+#[test]
+fn a_header_one_byte_off_a_remembered_one_is_never_answered_for_it() {
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let value = basic("alice", &pw);
+    for _ in 0..3 {
+        assert_eq!(with_header(&pg, &value).status, 200);
+    }
+    // Every base64 character that covers the token: one character off
+    // changes the decoded token, which its checksum then refuses.
+    let first = "Basic ".len() + "alice:".len() / 3 * 4;
+    let last = value.len() - 1 - value.matches('=').count();
+    for i in first..=last {
+        let mut off = value.clone().into_bytes();
+        off[i] = if off[i] == b'A' { b'B' } else { b'A' };
+        let off = String::from_utf8(off).unwrap();
+        let r = with_header(&pg, &off);
+        assert!(matches!(r.status, 401 | 429), "byte {i}: {}", r.status);
+    }
+    // The guesses count against the address, not against a cached password.
+    assert_eq!(with_header(&pg, &value).status, 200);
+}
+
+#[test]
+fn a_remembered_header_with_someone_elses_name_stays_refused() {
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    assert_eq!(get(pg.addr, "/api/x", Some(("alice", &pw))).status, 200);
+    // Alice's password under Bob's name, again and again: the cache knows
+    // the secret, the name is checked on every request.
+    for _ in 0..4 {
+        assert_eq!(get(pg.addr, "/api/x", Some(("bob", &pw))).status, 401);
+    }
+    assert_eq!(get(pg.addr, "/api/x", Some(("alice", &pw))).status, 200);
+}
