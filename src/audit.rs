@@ -12,8 +12,9 @@
 //! never reaches the log. A user name sent beside something that is not an
 //! app password is always hashed: it may be an account password.
 //!
-//! A client can cause `auth_failed` (and `rotated_reuse`, counted with it),
-//! `rate_limited`, `web_refused`, `scope_denied` (and `limit_denied`,
+//! A client can cause `auth_failed` (and `rotated_reuse` and
+//! `sign_in_failed`, counted with it), `rate_limited` (and
+//! `sign_in_limited`), `web_refused`, `scope_denied` (and `limit_denied`,
 //! counted with it) and `conn_limited` lines as fast as it can send requests
 //! (measured before this gate: 80,000 lines, 10 MB, per second). So per
 //! client address (IPv6: its /64) and second, the first line is always
@@ -141,6 +142,13 @@ pub enum AuditEvent<'a> {
         method: &'static str,
         error: &'a str,
     },
+    /// A sign-in to the self-service page not started (no pre-login record
+    /// written): `limit` is `per-address` (429) or `in-progress` (503).
+    SignInLimited {
+        peer: IpAddr,
+        limit: &'static str,
+        retry_after: Duration,
+    },
     /// An admin-socket client of another uid refused.
     AdminRefused { uid: Option<u32> },
     /// An app password created.
@@ -243,6 +251,7 @@ impl AuditEvent<'_> {
             AuditEvent::RotatedReuse { peer, .. } => Some((Kind::AuthFailed, peer)),
             AuditEvent::ConnLimited { peer, .. } => Some((Kind::ConnLimited, peer)),
             AuditEvent::SignInFailed { peer, .. } => Some((Kind::AuthFailed, peer)),
+            AuditEvent::SignInLimited { peer, .. } => Some((Kind::RateLimited, peer)),
             // Each needs a signed-in user or this machine's operator.
             AuditEvent::AdminRefused { .. }
             | AuditEvent::Created { .. }
@@ -338,6 +347,13 @@ fn write(event: &AuditEvent<'_>) {
             error,
         } => {
             tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = "sign-in-failed", event = "sign_in_failed", method, error = ?error, via = "web");
+        }
+        AuditEvent::SignInLimited {
+            peer,
+            limit,
+            retry_after,
+        } => {
+            tracing::warn!(target: "passgate::audit", peer = %Peer(peer), reason = %limit, event = "sign_in_limited", method = "oidc", retry_after_s = retry_after.as_secs(), via = "web");
         }
         AuditEvent::AdminRefused { uid } => {
             let uid = uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());
@@ -812,9 +828,10 @@ mod tests {
             AuditEvent::Reloaded { .. } => 17,
             AuditEvent::ReloadRefused { .. } => 18,
             AuditEvent::BackedUp { .. } => 19,
+            AuditEvent::SignInLimited { .. } => 20,
         }
     }
-    const VARIANTS: usize = 20;
+    const VARIANTS: usize = 21;
 
     fn samples() -> Vec<AuditEvent<'static>> {
         let peer = ip("192.0.2.1");
@@ -860,6 +877,11 @@ mod tests {
                 peer,
                 method: "oidc",
                 error: "state-mismatch",
+            },
+            AuditEvent::SignInLimited {
+                peer,
+                limit: "per-address",
+                retry_after: Duration::from_secs(20),
             },
             AuditEvent::AdminRefused { uid: Some(1000) },
             AuditEvent::PageCreated {

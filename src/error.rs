@@ -236,6 +236,16 @@ pub enum PageError {
     /// A sign-in at the OIDC issuer failed (status by cause, below).
     #[error("sign-in failed: {0}")]
     SignIn(crate::oidc::SignInError),
+    /// 429: this client address started its share of sign-ins (each one is
+    /// a pre-login record in the store); `Retry-After` seconds.
+    #[error(
+        "too many sign-ins were started from your address; try again in {retry_after} seconds"
+    )]
+    TooManySignIns { retry_after: u64 },
+    /// 503: as many sign-ins are in progress as the gateway keeps at once;
+    /// `Retry-After` seconds.
+    #[error("too many sign-ins are in progress right now; try again in {retry_after} seconds")]
+    SignInsBusy { retry_after: u64 },
     /// 503: the store failed (logged where it happened).
     #[error("the app-password store is unavailable; try again shortly")]
     Unavailable,
@@ -259,6 +269,18 @@ impl PageError {
             PageError::NotRotatable(_) => StatusCode::CONFLICT,
             PageError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             PageError::SignIn(e) => sign_in_status(e),
+            PageError::TooManySignIns { .. } => StatusCode::TOO_MANY_REQUESTS,
+            PageError::SignInsBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Seconds for `Retry-After`, for the refusals that end by themselves.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            PageError::TooManySignIns { retry_after } | PageError::SignInsBusy { retry_after } => {
+                Some((*retry_after).max(1))
+            }
+            _ => None,
         }
     }
 }
@@ -376,6 +398,8 @@ mod tests {
             (PageError::BadForm("x"), 400),
             (PageError::FormTooLarge, 413),
             (PageError::Unavailable, 503),
+            (PageError::TooManySignIns { retry_after: 5 }, 429),
+            (PageError::SignInsBusy { retry_after: 5 }, 503),
         ];
         for (e, status) in table {
             assert_eq!(e.status().as_u16(), status, "{e:?}");

@@ -64,8 +64,6 @@ pub const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 9] = [
 pub const JWKS_REFETCH_EVERY: Duration = Duration::from_secs(10);
 /// The discovery document (and its JWKS) is fetched again after this long.
 pub const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
-/// A pre-login record lives this long: the time to sign in at the issuer.
-pub const PENDING_TTL: Duration = Duration::from_secs(600);
 /// Clock skew tolerated between passgate and the issuer (`iat`, `auth_time`).
 pub const SKEW: Duration = Duration::from_secs(60);
 
@@ -115,7 +113,8 @@ pub enum SignInError {
 }
 
 /// A browser's sign-in in progress, kept server-side (in the store) under
-/// the random id of its pre-login cookie until the callback or [`PENDING_TTL`].
+/// the random id of its pre-login cookie until the callback or the end of
+/// `sign_in_timeout`.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Pending {
     pub state: String,
@@ -129,9 +128,23 @@ pub struct Pending {
     pub return_to: String,
     /// Unix seconds.
     pub started: u64,
-    /// The session this sign-in renews (a step-up): the same user must come back.
+    /// The user whose session this sign-in renews (a step-up): only a
+    /// sign-in of that same user gets [`Pending::resume`] back.
     #[serde(default)]
     pub renews: Option<String>,
+    /// What the page was doing when it asked for the step-up, to offer again
+    /// once signed in (never carried out by the callback itself).
+    #[serde(default)]
+    pub resume: Option<Resume>,
+}
+
+/// A page action interrupted by a step-up: its name (`create`, `rotate`)
+/// and the form fields the user filled in, without the CSRF token. Kept
+/// server-side in the pre-login record, never in a URL or a log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub action: String,
+    pub fields: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -141,6 +154,8 @@ impl std::fmt::Debug for Pending {
             .field("max_age", &self.max_age)
             .field("return_to", &self.return_to)
             .field("started", &self.started)
+            .field("renews", &self.renews)
+            .field("resume", &self.resume.as_ref().map(|r| &r.action))
             .finish_non_exhaustive()
     }
 }
@@ -227,6 +242,7 @@ impl Oidc {
             return_to: return_to.to_owned(),
             started: unix_now(),
             renews: None,
+            resume: None,
         };
         Ok((url.to_string(), pending))
     }
@@ -241,7 +257,7 @@ impl Oidc {
         code: &str,
     ) -> Result<SignIn, SignInError> {
         use subtle::ConstantTimeEq as _;
-        if unix_now().saturating_sub(pending.started) > PENDING_TTL.as_secs() {
+        if unix_now().saturating_sub(pending.started) > self.config.sign_in_timeout.as_secs() {
             return Err(SignInError::NoPending);
         }
         if !bool::from(state.as_bytes().ct_eq(pending.state.as_bytes())) {

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use http::header::{
     HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION,
-    REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    REFERRER_POLICY, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -44,7 +44,7 @@ use crate::gateway::Gateway;
 use crate::manage::Created;
 
 use self::csrf::Csrf;
-use self::identity::{Identity, SignInOutcome, SignedIn};
+use self::identity::{Identity, Own, SignInOutcome, SignedIn};
 
 /// Creations allowed per user in any hour (counted in the store, so a
 /// restart or another gateway on the same store does not reset it).
@@ -168,25 +168,32 @@ impl<'a> Page<'a> {
             };
         }
         if let Some(own) = self.identity.serve_own(gw, sub, &parts, conn).await {
-            return own;
+            return match own? {
+                Own::Page(resp) => Ok(resp),
+                Own::Resume {
+                    who,
+                    resume,
+                    cookies,
+                } => {
+                    let cx = self.cx(gw, who, &parts, conn)?;
+                    // Signed in whatever the form's fate: the cookies go on
+                    // an error page too.
+                    let mut resp = page::resume(&cx, &resume)
+                        .await
+                        .unwrap_or_else(|e| views::error_page(cx.mount(), &e));
+                    for cookie in cookies {
+                        resp.headers_mut().append(SET_COOKIE, cookie);
+                    }
+                    Ok(resp)
+                }
+            };
         }
-        let who = match self.identity.signed_in(gw, &parts, conn).await {
+        let who = match self.identity.signed_in(gw, sub, &parts, conn).await {
             SignInOutcome::SignedIn(who) => who,
             SignInOutcome::Redirect(resp) => return Ok(resp),
             SignInOutcome::Refuse(e) => return Err(e),
         };
-        let cx = Cx {
-            gw,
-            page: self,
-            who,
-            client: crate::headers::client_addr(
-                conn.addr,
-                &parts.headers,
-                &gw.config.server.trusted_proxies,
-            ),
-            origin: csrf::own_origin(&parts, conn.tls, conn.trusted)
-                .ok_or(PageError::BadForm("request without a host"))?,
-        };
+        let cx = self.cx(gw, who, &parts, conn)?;
         let post = parts.method == Method::POST;
         match sub {
             "" | "/" if read => page::list(&cx, query).await,
@@ -217,6 +224,31 @@ impl<'a> Page<'a> {
                 None => Err(PageError::NotFound),
             },
         }
+    }
+
+    /// The context of a request by `who`.
+    fn cx<'g>(
+        self,
+        gw: &'g Gateway,
+        who: SignedIn,
+        parts: &http::request::Parts,
+        conn: &Peer,
+    ) -> Result<Cx<'g>, PageError>
+    where
+        'a: 'g,
+    {
+        Ok(Cx {
+            gw,
+            page: self,
+            who,
+            client: crate::headers::client_addr(
+                conn.addr,
+                &parts.headers,
+                &gw.config.server.trusted_proxies,
+            ),
+            origin: csrf::own_origin(parts, conn.tls, conn.trusted)
+                .ok_or(PageError::BadForm("request without a host"))?,
+        })
     }
 
     fn is_admin(&self, user: &str) -> bool {

@@ -29,6 +29,12 @@ pub struct RawOidc {
     pub allowed_groups: Option<Vec<String>>,
     #[serde(default)]
     pub ca_file: Option<String>,
+    #[serde(default)]
+    pub sign_in_timeout: Option<String>,
+    #[serde(default)]
+    pub sign_ins_per_address: Option<u32>,
+    #[serde(default)]
+    pub max_sign_ins_in_progress: Option<u32>,
 }
 
 /// `[selfservice.oidc]`, checked.
@@ -46,6 +52,14 @@ pub struct OidcConfig {
     /// Empty: everyone the issuer signs in may use the page.
     pub allowed_groups: Vec<String>,
     pub ca_file: Option<PathBuf>,
+    /// How long a sign-in at the issuer may take: the life of a pre-login
+    /// record and its cookie.
+    pub sign_in_timeout: Duration,
+    /// Sign-ins one client address (IPv6: its /64) may start per
+    /// [`SIGN_IN_WINDOW`]: each writes a pre-login record to the store.
+    pub sign_ins_per_address: u32,
+    /// Sign-ins started and not yet expired, at most, on this gateway.
+    pub max_sign_ins_in_progress: u32,
 }
 
 impl std::fmt::Debug for OidcConfig {
@@ -62,6 +76,9 @@ impl std::fmt::Debug for OidcConfig {
             .field("session_ttl", &self.session_ttl)
             .field("allowed_groups", &self.allowed_groups)
             .field("ca_file", &self.ca_file)
+            .field("sign_in_timeout", &self.sign_in_timeout)
+            .field("sign_ins_per_address", &self.sign_ins_per_address)
+            .field("max_sign_ins_in_progress", &self.max_sign_ins_in_progress)
             .finish()
     }
 }
@@ -77,6 +94,18 @@ pub struct OidcConfigError {
 pub const DEFAULT_USERNAME_CLAIM: &str = "preferred_username";
 pub const DEFAULT_REAUTH_AFTER: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// The time to sign in at the issuer, by default.
+pub const DEFAULT_SIGN_IN_TIMEOUT: Duration = Duration::from_secs(600);
+/// The longest `sign_in_timeout`: a pre-login record is a store write an
+/// anonymous visitor causes, so it must not live for long.
+pub const MAX_SIGN_IN_TIMEOUT: Duration = Duration::from_secs(3600);
+/// `sign_ins_per_address` counts sign-ins started in this window.
+pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(600);
+pub const DEFAULT_SIGN_INS_PER_ADDRESS: u32 = 30;
+pub const DEFAULT_MAX_SIGN_INS_IN_PROGRESS: u32 = 10_000;
+/// The largest `max_sign_ins_in_progress` (the gateway keeps one time per
+/// sign-in in progress in memory to count them).
+pub const MAX_SIGN_INS_IN_PROGRESS: u32 = 1_000_000;
 
 impl RawOidc {
     /// Checks every key; paths are relative to `base` (the config file's
@@ -167,6 +196,35 @@ impl RawOidc {
             self.session_ttl,
             DEFAULT_SESSION_TTL,
         )?;
+        let sign_in_timeout = duration(
+            "selfservice.oidc.sign_in_timeout",
+            self.sign_in_timeout,
+            DEFAULT_SIGN_IN_TIMEOUT,
+        )?;
+        if sign_in_timeout > MAX_SIGN_IN_TIMEOUT {
+            return err(
+                "selfservice.oidc.sign_in_timeout",
+                "must be at most 1h".into(),
+            );
+        }
+        let sign_ins_per_address = self
+            .sign_ins_per_address
+            .unwrap_or(DEFAULT_SIGN_INS_PER_ADDRESS);
+        if sign_ins_per_address == 0 {
+            return err(
+                "selfservice.oidc.sign_ins_per_address",
+                "must be at least 1".into(),
+            );
+        }
+        let max_sign_ins_in_progress = self
+            .max_sign_ins_in_progress
+            .unwrap_or(DEFAULT_MAX_SIGN_INS_IN_PROGRESS);
+        if !(1..=MAX_SIGN_INS_IN_PROGRESS).contains(&max_sign_ins_in_progress) {
+            return err(
+                "selfservice.oidc.max_sign_ins_in_progress",
+                format!("must be between 1 and {MAX_SIGN_INS_IN_PROGRESS}"),
+            );
+        }
         let allowed_groups = self.allowed_groups.unwrap_or_default();
         if allowed_groups.iter().any(String::is_empty) {
             return err(
@@ -189,6 +247,9 @@ impl RawOidc {
             session_ttl,
             allowed_groups,
             ca_file,
+            sign_in_timeout,
+            sign_ins_per_address,
+            max_sign_ins_in_progress,
         })
     }
 }
@@ -207,6 +268,9 @@ mod tests {
             session_ttl: None,
             allowed_groups: None,
             ca_file: None,
+            sign_in_timeout: None,
+            sign_ins_per_address: None,
+            max_sign_ins_in_progress: None,
         }
     }
 
@@ -246,6 +310,36 @@ mod tests {
             r.build(Path::new("/"), secs).unwrap_err().key,
             "selfservice.oidc.reauth_after"
         );
+    }
+
+    #[test]
+    fn sign_in_bounds() {
+        let c = raw("https://id.example/")
+            .build(Path::new("/"), secs)
+            .unwrap();
+        assert_eq!(c.sign_in_timeout, DEFAULT_SIGN_IN_TIMEOUT);
+        assert_eq!(c.sign_ins_per_address, DEFAULT_SIGN_INS_PER_ADDRESS);
+        assert_eq!(c.max_sign_ins_in_progress, DEFAULT_MAX_SIGN_INS_IN_PROGRESS);
+        let build = |f: &dyn Fn(&mut RawOidc)| {
+            let mut r = raw("https://id.example/");
+            f(&mut r);
+            r.build(Path::new("/"), secs).map_err(|e| e.key)
+        };
+        assert_eq!(
+            build(&|r| r.sign_in_timeout = Some("3601s".into())).unwrap_err(),
+            "selfservice.oidc.sign_in_timeout"
+        );
+        assert_eq!(
+            build(&|r| r.sign_ins_per_address = Some(0)).unwrap_err(),
+            "selfservice.oidc.sign_ins_per_address"
+        );
+        for bad in [0, MAX_SIGN_INS_IN_PROGRESS + 1] {
+            assert_eq!(
+                build(&|r| r.max_sign_ins_in_progress = Some(bad)).unwrap_err(),
+                "selfservice.oidc.max_sign_ins_in_progress"
+            );
+        }
+        assert!(build(&|r| r.sign_in_timeout = Some("2s".into())).is_ok());
     }
 
     #[test]

@@ -13,19 +13,21 @@
 //! `/callback`, `/logout`) and a freshness check before creation
 //! ([`Identity::step_up`]).
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use bytes::Bytes;
+use http::header::HeaderValue;
 use http::request::Parts;
 use http::{HeaderName, Response};
 use http_body_util::Full;
-
-use std::sync::Arc;
 
 use super::oidc::OidcIdentity;
 use super::Peer;
 use crate::config::PageIdentity;
 use crate::error::PageError;
 use crate::gateway::Gateway;
-use crate::oidc::SignInError;
+use crate::oidc::{Resume, SignInError};
 
 /// A signed-in user, as the page sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,21 @@ pub enum SignInOutcome {
     Refuse(PageError),
 }
 
+/// What an identity's own page under the mount answers.
+#[derive(Debug)]
+pub enum Own {
+    /// A finished response.
+    Page(Response<Full<Bytes>>),
+    /// Signed in again after a step-up: the page shows the action that
+    /// needed it again, its form filled in, as `who` (the new session, whose
+    /// `cookies` go with the answer). Nothing is done until it is submitted.
+    Resume {
+        who: SignedIn,
+        resume: Resume,
+        cookies: Vec<HeaderValue>,
+    },
+}
+
 /// How the page learns who is signed in; built from `[selfservice]`.
 #[derive(Debug)]
 pub enum Identity {
@@ -72,11 +89,18 @@ impl Identity {
         }
     }
 
-    /// Who sent this request, or what to answer instead.
-    pub async fn signed_in(&self, gw: &Gateway, req: &Parts, conn: &Peer) -> SignInOutcome {
+    /// Who sent this request (`sub`: its path below the mount), or what to
+    /// answer instead.
+    pub async fn signed_in(
+        &self,
+        gw: &Gateway,
+        sub: &str,
+        req: &Parts,
+        conn: &Peer,
+    ) -> SignInOutcome {
         match self {
             Identity::Header { user_header } => header_user(req, conn, user_header),
-            Identity::Oidc(Ok(o)) => o.signed_in(gw, req, conn).await,
+            Identity::Oidc(Ok(o)) => o.signed_in(gw, sub, req, conn).await,
             Identity::Oidc(Err(e)) => SignInOutcome::Refuse(PageError::SignIn(e.clone())),
         }
     }
@@ -89,7 +113,7 @@ impl Identity {
         sub: &str,
         req: &Parts,
         conn: &Peer,
-    ) -> Option<Result<Response<Full<Bytes>>, PageError>> {
+    ) -> Option<Result<Own, PageError>> {
         if sub != "/callback" {
             return None;
         }
@@ -103,18 +127,21 @@ impl Identity {
         }
     }
 
-    /// Before a password is created: `Some(redirect)` when the sign-in is too
-    /// old and must be renewed first (step-up); `None` to go ahead.
+    /// Before a password is created or rotated: `Some(page)` when the
+    /// sign-in is too old and must be renewed first (step-up), keeping
+    /// `resume` to show again after it; `None` to go ahead.
     pub async fn step_up(
         &self,
         gw: &Gateway,
         who: &SignedIn,
         origin: &str,
         conn: &Peer,
+        client: IpAddr,
+        resume: Resume,
     ) -> Option<Result<Response<Full<Bytes>>, PageError>> {
         match self {
             Identity::Header { .. } => None,
-            Identity::Oidc(Ok(o)) => o.step_up(gw, who, origin, conn).await,
+            Identity::Oidc(Ok(o)) => o.step_up(gw, who, origin, conn, client, resume).await,
             Identity::Oidc(Err(e)) => Some(Err(PageError::SignIn(e.clone()))),
         }
     }

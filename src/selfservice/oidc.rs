@@ -3,27 +3,38 @@
 //! The protocol and every check on the ID token live in `crate::oidc`; this
 //! file ties them to the browser and the store:
 //!
-//! - **Not signed in**: a GET goes to the issuer (302) after a pre-login
-//!   record (state, nonce, PKCE verifier) is stored under a random cookie;
-//!   a POST gets the 401 page (nothing is replayed after a sign-in).
+//! - **Not signed in**: a top-level GET of the page itself goes to the
+//!   issuer (302) after a pre-login record (state, nonce, PKCE verifier) is
+//!   stored under a random cookie. That is a store write any anonymous
+//!   visitor causes, so it is bounded ([`SignInLimits`]): per client address
+//!   (429), in all on this gateway (503), and expired records are swept when
+//!   sign-ins start. Nothing else writes one: another GET under the mount is
+//!   sent to the page (302), a HEAD, a prefetch or a subresource load (an
+//!   `<img>` on another site, by its `Sec-Fetch-Dest`) gets the 401 page, a
+//!   POST too (nothing is replayed after a sign-in).
 //! - **`{mount}/callback`**: the pre-login record is taken (used once), the
 //!   code exchanged, the ID token verified; a new session (random 256-bit id,
 //!   stored for `session_ttl`) is created and its cookie set. The browser is
 //!   then sent on by a small page, not a redirect: the cookie is
 //!   `SameSite=Strict` and a redirect chain that began on the issuer's site
 //!   would not carry it.
-//! - **Step-up**: creating a password with a sign-in older than
+//! - **Step-up**: creating or rotating a password with a sign-in older than
 //!   `reauth_after` answers a page that goes on to the issuer with `max_age`
 //!   (a page, not a redirect: CSP `form-action 'self'` forbids redirecting
-//!   the form's POST to another origin); the callback checks `auth_time` and
-//!   says to submit the form again.
+//!   the form's POST to another origin). The form the user filled in (it
+//!   passed the origin and CSRF checks) goes into the pre-login record
+//!   ([`Resume`]); the callback checks `auth_time` and, when the same user
+//!   came back, hands the form to the page to show again, filled in, under
+//!   the new session's CSRF token: nothing is done until it is submitted.
 //! - **`POST {mount}/logout`** (CSRF-checked by the page): deletes the session.
 //!
 //! Every failure is a [`PageError::SignIn`] (status in `error.rs`) and an
 //! audit line; none creates a session.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, LOCATION, SET_COOKIE};
@@ -32,18 +43,21 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use maud::{html, DOCTYPE};
 
-use super::identity::{SignInOutcome, SignedIn};
+mod limits;
+
+use self::limits::{navigation, Refused, SignInLimits};
+use super::identity::{Own, SignInOutcome, SignedIn};
 use super::Peer;
 use crate::audit::{self, AuditEvent};
 use crate::clock::unix_now;
 use crate::error::PageError;
 use crate::gateway::Gateway;
 use crate::oidc::session::{self, Session};
-use crate::oidc::{Oidc, OidcConfig, Pending, SignInError, PENDING_TTL};
+use crate::oidc::{Oidc, OidcConfig, Pending, Resume, SignInError};
 
-/// Expired sessions are purged at most this often (seconds).
+/// Expired sessions and pre-login records are purged at most this often
+/// (seconds).
 const PURGE_EVERY: u64 = 60;
-
 /// The OIDC identity of one page.
 #[derive(Debug)]
 pub struct OidcIdentity {
@@ -51,6 +65,7 @@ pub struct OidcIdentity {
     config: OidcConfig,
     mount: String,
     last_purge: AtomicU64,
+    limits: SignInLimits,
 }
 
 /// The relying party outlives requests (its discovery and key set cache);
@@ -71,13 +86,21 @@ impl OidcIdentity {
             config: config.clone(),
             mount: mount.to_owned(),
             last_purge: AtomicU64::new(0),
+            limits: SignInLimits::new(config),
         });
         *current = Some(made.clone());
         Ok(made)
     }
 
-    /// The session named by the request's cookie, or a sign-in to start.
-    pub async fn signed_in(&self, gw: &Gateway, req: &Parts, conn: &Peer) -> SignInOutcome {
+    /// The session named by the request's cookie, or a sign-in to start
+    /// (`sub`: the path below the mount).
+    pub async fn signed_in(
+        &self,
+        gw: &Gateway,
+        sub: &str,
+        req: &Parts,
+        conn: &Peer,
+    ) -> SignInOutcome {
         let Some(origin) = super::csrf::own_origin(req, conn.tls, conn.trusted) else {
             return SignInOutcome::Refuse(PageError::BadForm("request without a host"));
         };
@@ -97,72 +120,86 @@ impl OidcIdentity {
                 Err(e) => return SignInOutcome::Refuse(e),
             }
         }
-        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+        // Only a browser opening the page itself starts a sign-in (a
+        // pre-login record in the store); see the module doc.
+        if req.method != http::Method::GET || !navigation(&req.headers) {
             return SignInOutcome::Refuse(PageError::SignInRequired);
         }
-        let return_to = self.mount.clone();
-        match self.start(gw, &origin, None, &return_to).await {
+        if !matches!(sub, "" | "/") {
+            return SignInOutcome::Redirect(found(&self.mount));
+        }
+        let client =
+            crate::headers::client_addr(conn.addr, &req.headers, &gw.config.server.trusted_proxies);
+        let started = self.start(gw, conn, client, &origin, None, None).await;
+        match started {
             Ok(resp) => SignInOutcome::Redirect(resp),
-            Err(e) => SignInOutcome::Refuse(self.failed(e, conn)),
+            Err(e) => SignInOutcome::Refuse(e),
         }
     }
 
-    /// `Some(redirect)` to the issuer with `max_age` when the sign-in of
-    /// `who` is older than `reauth_after`.
+    /// `Some(page)` going on to the issuer with `max_age` when the sign-in
+    /// of `who` is older than `reauth_after`; `resume` (the action and the
+    /// form that needed it) is kept for the callback to hand back.
     pub async fn step_up(
         &self,
         gw: &Gateway,
         who: &SignedIn,
         origin: &str,
         conn: &Peer,
+        client: IpAddr,
+        resume: Resume,
     ) -> Option<Result<Response<Full<Bytes>>, PageError>> {
         let reauth = self.rp.config().reauth_after;
         let auth_time = who.auth_time.unwrap_or(0);
         if auth_time + reauth.as_secs() >= unix_now() {
             return None;
         }
-        let return_to = format!("{}?signed-in-again", self.mount);
-        let started = self.start(gw, origin, Some(reauth), &return_to).await;
-        Some(match started {
+        let (heading, why) = match resume.action.as_str() {
+            super::page::ROTATE => (
+                "Sign in again to rotate an app password",
+                "Your last sign-in is too old for rotating a password. Nothing was rotated: sign in again, then confirm the rotation.",
+            ),
+            _ => (
+                "Sign in again to create an app password",
+                "Your last sign-in is too old for creating a password. Nothing was created: sign in again, then check your form, which is kept, and create the password.",
+            ),
+        };
+        let renews = Some((who.user.clone(), resume));
+        let started = self
+            .start(gw, conn, client, origin, Some(reauth), renews)
+            .await;
+        Some(started.map(|mut resp| {
             // Not a redirect: the form's POST may not be redirected to
             // another origin (CSP form-action 'self'); a link may be followed.
-            Ok(mut resp) => {
-                let to = resp.headers_mut().remove(LOCATION);
-                let to = to.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-                let markup = html! {
-                    (DOCTYPE)
-                    html lang="en" {
-                        head {
-                            meta charset="utf-8";
-                            meta http-equiv="refresh" content=(format!("0;url={to}"));
-                            title { "Sign in again — passgate" }
-                        }
-                        body {
-                            main {
-                                h1 id="step-up" { "Sign in again to create an app password" }
-                                p { "Your last sign-in is too old for creating a password. Nothing was created: sign in again, then submit the form again." }
-                                p { a id="sign-in-again" href=(to) { "Sign in again" } }
-                            }
+            let to = resp.headers_mut().remove(LOCATION);
+            let to = to.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+            let markup = html! {
+                (DOCTYPE)
+                html lang="en" {
+                    head {
+                        meta charset="utf-8";
+                        meta http-equiv="refresh" content=(format!("0;url={to}"));
+                        title { "Sign in again — passgate" }
+                    }
+                    body {
+                        main {
+                            h1 id="step-up" { (heading) }
+                            p { (why) }
+                            p { a id="sign-in-again" href=(to) { "Sign in again" } }
                         }
                     }
-                };
-                let mut page = html_response(StatusCode::OK, markup.into_string());
-                for cookie in resp.headers().get_all(SET_COOKIE) {
-                    page.headers_mut().append(SET_COOKIE, cookie.clone());
                 }
-                Ok(page)
+            };
+            let mut page = html_response(StatusCode::OK, markup.into_string());
+            for cookie in resp.headers().get_all(SET_COOKIE) {
+                page.headers_mut().append(SET_COOKIE, cookie.clone());
             }
-            Err(e) => Err(self.failed(e, conn)),
-        })
+            page
+        }))
     }
 
     /// `GET {mount}/callback`: the issuer's answer.
-    pub async fn callback(
-        &self,
-        gw: &Gateway,
-        req: &Parts,
-        conn: &Peer,
-    ) -> Result<Response<Full<Bytes>>, PageError> {
+    pub async fn callback(&self, gw: &Gateway, req: &Parts, conn: &Peer) -> Result<Own, PageError> {
         let origin = super::csrf::own_origin(req, conn.tls, conn.trusted)
             .ok_or(PageError::BadForm("request without a host"))?;
         let tls = origin.starts_with("https://");
@@ -192,11 +229,30 @@ impl OidcIdentity {
             method: "oidc",
             step_up: pending.max_age.is_some(),
         });
-        let mut resp = continue_page(&pending);
-        let headers = resp.headers_mut();
-        headers.append(SET_COOKIE, session::session_cookie(tls, &id, ttl));
-        headers.append(SET_COOKIE, session::login_cookie(tls, "", 0));
-        Ok(resp)
+        let cookies = vec![
+            session::session_cookie(tls, &id, ttl),
+            session::login_cookie(tls, "", 0),
+        ];
+        // A step-up's form goes back only to the user who filled it in.
+        let same_user = pending.renews.as_deref() == Some(who.user.as_str());
+        if let Some(resume) = pending.resume.filter(|_| same_user) {
+            let who = SignedIn {
+                user: who.user,
+                binding: session::session_key(&id),
+                can_sign_out: true,
+                auth_time: Some(who.auth_time),
+            };
+            return Ok(Own::Resume {
+                who,
+                resume,
+                cookies,
+            });
+        }
+        let mut resp = continue_page(&self.mount);
+        for cookie in cookies {
+            resp.headers_mut().append(SET_COOKIE, cookie);
+        }
+        Ok(Own::Page(resp))
     }
 
     /// `POST {mount}/logout`, after the page checked origin and CSRF.
@@ -244,35 +300,52 @@ impl OidcIdentity {
         Ok(resp)
     }
 
-    /// Starts a sign-in: stores the pre-login record and answers 302 to the
-    /// issuer with its cookie.
+    /// Starts a sign-in from `client`: within [`SignInLimits`], stores the
+    /// pre-login record (with the user it renews and the form to resume, for
+    /// a step-up) and answers 302 to the issuer with its cookie.
     async fn start(
         &self,
         gw: &Gateway,
+        conn: &Peer,
+        client: IpAddr,
         origin: &str,
-        max_age: Option<std::time::Duration>,
-        return_to: &str,
-    ) -> Result<Response<Full<Bytes>>, SignInError> {
+        max_age: Option<Duration>,
+        renews: Option<(String, Resume)>,
+    ) -> Result<Response<Full<Bytes>>, PageError> {
+        let now = unix_now();
+        let ttl = self.config.sign_in_timeout.as_secs();
+        if let Err(refused) = self.limits.admit(client, now + ttl) {
+            let (limit, wait) = match refused {
+                Refused::PerAddress(wait) => ("per-address", wait),
+                Refused::InProgress(wait) => ("in-progress", wait),
+            };
+            audit::emit(AuditEvent::SignInLimited {
+                peer: client,
+                limit,
+                retry_after: wait,
+            });
+            let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(match refused {
+                Refused::PerAddress(_) => PageError::TooManySignIns { retry_after },
+                Refused::InProgress(_) => PageError::SignInsBusy { retry_after },
+            });
+        }
+        self.purge(gw, now).await;
         let redirect_uri = format!("{origin}{}/callback", self.mount);
-        let (url, pending) = self.rp.begin(&redirect_uri, max_age, return_to).await?;
+        let begun = self.rp.begin(&redirect_uri, max_age, &self.mount).await;
+        let (url, mut pending) = begun.map_err(|e| self.failed(e, conn))?;
+        if let Some((user, resume)) = renews {
+            pending.renews = Some(user);
+            pending.resume = Some(resume);
+        }
         let id = session::new_id();
         let key = session::login_key(&id);
         let bytes = session::encode_pending(&pending);
-        let expires = unix_now() + PENDING_TTL.as_secs();
-        blocking(gw, move |s| s.put_session(&key, &bytes, expires))
-            .await
-            .map_err(|_| SignInError::IssuerUnreachable("the store is unavailable".into()))?;
-        let mut resp = Response::new(Full::new(Bytes::new()));
-        *resp.status_mut() = StatusCode::FOUND;
-        let headers = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&url) {
-            headers.insert(LOCATION, v);
-        }
+        blocking(gw, move |s| s.put_session(&key, &bytes, now + ttl)).await?;
+        let mut resp = found(&url);
         let tls = origin.starts_with("https://");
-        headers.append(
-            SET_COOKIE,
-            session::login_cookie(tls, &id, PENDING_TTL.as_secs()),
-        );
+        resp.headers_mut()
+            .append(SET_COOKIE, session::login_cookie(tls, &id, ttl));
         Ok(resp)
     }
 
@@ -371,37 +444,35 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// The page after a successful callback: on to `return_to`.
-fn continue_page(pending: &Pending) -> Response<Full<Bytes>> {
-    let to = &pending.return_to;
-    let again = pending.max_age.is_some();
-    let refresh = if again {
-        format!("3;url={to}")
-    } else {
-        format!("0;url={to}")
-    };
+/// The page after a successful sign-in: on to the page (`mount`).
+fn continue_page(mount: &str) -> Response<Full<Bytes>> {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
-                meta http-equiv="refresh" content=(refresh);
+                meta http-equiv="refresh" content=(format!("0;url={mount}"));
                 title { "Signed in — passgate" }
             }
             body {
                 main {
-                    @if again {
-                        h1 id="signed-in-again" { "You signed in again" }
-                        p { "Your form was not submitted. Fill it in and create the app password again." }
-                    } @else {
-                        h1 { "Signed in" }
-                    }
-                    p { a id="continue" href=(to) { "Continue to your app passwords" } }
+                    h1 { "Signed in" }
+                    p { a id="continue" href=(mount) { "Continue to your app passwords" } }
                 }
             }
         }
     };
     html_response(StatusCode::OK, markup.into_string())
+}
+
+/// 302 Found to `location`.
+fn found(location: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp
 }
 
 fn html_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -15,9 +15,14 @@ use crate::config::PageExpiry;
 use crate::error::PageError;
 use crate::limits::LimitError;
 use crate::manage::{self, CreateRequest, Listed, ManageError, RotateRequest};
+use crate::oidc::Resume;
 use crate::store::AppPassword;
 
 type Page = Result<Response<Full<Bytes>>, PageError>;
+
+/// The actions a step-up can interrupt, as [`Resume::action`] names them.
+pub(super) const CREATE: &str = "create";
+pub(super) const ROTATE: &str = "rotate";
 
 /// `GET {mount}[?user=NAME]`: the list and, for one's own list, the create form.
 pub(super) async fn list(cx: &Cx<'_>, query: Option<&str>) -> Page {
@@ -26,12 +31,41 @@ pub(super) async fn list(cx: &Cx<'_>, query: Option<&str>) -> Page {
     render_list(cx, &owner, form, None, StatusCode::OK).await
 }
 
+/// After a step-up: the interrupted action's form again, filled in as the
+/// user left it, under their new session's CSRF token. Changes nothing.
+pub(super) async fn resume(cx: &Cx<'_>, r: &Resume) -> Page {
+    let field = |name: &str| {
+        r.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    if r.action == ROTATE {
+        let record = own_record(cx, &field("id")).await?;
+        let row = manage::list_row(&record);
+        return Ok(views::confirm_rotate_page(cx, &row, &field("grace"), true));
+    }
+    let form = CreateForm {
+        name: field("name"),
+        scopes: r
+            .fields
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .map(|(_, v)| v.clone())
+            .collect(),
+        expires: field("expires"),
+        expires_on: field("expires_on"),
+        repos: field("repo"),
+        allow_from: field("allow_from"),
+        bad: None,
+    };
+    let me = cx.who.user.clone();
+    render_list_resumed(cx, &me, form).await
+}
+
 /// `POST {mount}/create`: creates, keeps it for one showing, 303 to that page.
 pub(super) async fn create(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page {
-    let step_up = cx.page.identity.step_up(cx.gw, &cx.who, &cx.origin, conn);
-    if let Some(redirect) = step_up.await {
-        return redirect;
-    }
     let mut filled = CreateForm {
         name: form.one("name")?.unwrap_or_default().trim().to_owned(),
         scopes: form.all("scope").map(str::to_owned).collect(),
@@ -41,6 +75,18 @@ pub(super) async fn create(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page
         allow_from: form.one("allow_from")?.unwrap_or_default().to_owned(),
         bad: None,
     };
+    let resume = Resume {
+        action: CREATE.to_owned(),
+        fields: filled.fields(),
+    };
+    let (gw, who, origin) = (cx.gw, &cx.who, &cx.origin);
+    let step_up = cx
+        .page
+        .identity
+        .step_up(gw, who, origin, conn, cx.client, resume);
+    if let Some(page) = step_up.await {
+        return page;
+    }
     let me = cx.who.user.clone();
     let expires_in = match expiry_seconds(&filled.expires, &filled.expires_on) {
         Ok(e) => e,
@@ -100,7 +146,12 @@ pub(super) async fn create(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page
 pub(super) async fn confirm_rotate(cx: &Cx<'_>, query: Option<&str>) -> Page {
     let id = query_param(query, "id").ok_or(PageError::NotFound)?;
     let record = own_record(cx, &id).await?;
-    Ok(views::confirm_rotate_page(cx, &manage::list_row(&record)))
+    Ok(views::confirm_rotate_page(
+        cx,
+        &manage::list_row(&record),
+        "0",
+        false,
+    ))
 }
 
 /// `POST {mount}/rotate` (`id`, `grace`): a successor with the same name,
@@ -108,16 +159,25 @@ pub(super) async fn confirm_rotate(cx: &Cx<'_>, query: Option<&str>) -> Page {
 /// stops at once or after the grace. Counts as a creation.
 pub(super) async fn rotate(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page {
     let id = form.one("id")?.ok_or(PageError::NotFound)?.to_owned();
-    let grace = match form.one("grace")?.unwrap_or("0") {
+    let chosen = form.one("grace")?.unwrap_or("0");
+    let grace = match chosen {
         "0" => 0,
         "1h" => 3600,
         "1d" => 86_400,
         _ => return Err(PageError::BadForm("grace: choose at once, 1 hour or 1 day")),
     };
     own_record(cx, &id).await?;
-    let step_up = cx.page.identity.step_up(cx.gw, &cx.who, &cx.origin, conn);
-    if let Some(redirect) = step_up.await {
-        return redirect;
+    let resume = Resume {
+        action: ROTATE.to_owned(),
+        fields: vec![("id".into(), id.clone()), ("grace".into(), chosen.into())],
+    };
+    let (gw, who, origin) = (cx.gw, &cx.who, &cx.origin);
+    let step_up = cx
+        .page
+        .identity
+        .step_up(gw, who, origin, conn, cx.client, resume);
+    if let Some(page) = step_up.await {
+        return page;
     }
     let me = cx.who.user.clone();
     let guard = cx.page.state.create_lock.lock().await;
@@ -261,11 +321,26 @@ async fn render_list(
         rows: &rows,
         form: (owner == cx.who.user).then_some(&form),
         error: error.as_deref(),
+        resumed: false,
         now: unix_now(),
     };
     let mut resp = views::list_page(cx, &view);
     *resp.status_mut() = status;
     Ok(resp)
+}
+
+/// One's own list with the create form as it was before a step-up.
+async fn render_list_resumed(cx: &Cx<'_>, owner: &str, form: CreateForm) -> Page {
+    let rows = listed(cx, owner).await?;
+    let view = ListView {
+        owner,
+        rows: &rows,
+        form: Some(&form),
+        error: None,
+        resumed: true,
+        now: unix_now(),
+    };
+    Ok(views::list_page(cx, &view))
 }
 
 /// Whose list a GET shows: one's own, or (admins only) `?user=NAME`'s.

@@ -4,7 +4,7 @@
 //! button. Nothing is loaded from anywhere but the mount (CSP `default-src 'self'`).
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use maud::{html, Markup, DOCTYPE};
@@ -43,6 +43,19 @@ impl CreateForm {
             ..CreateForm::default()
         }
     }
+
+    /// The fields as the form sends them (to keep across a step-up).
+    pub(super) fn fields(&self) -> Vec<(String, String)> {
+        let mut out = vec![("name".to_owned(), self.name.clone())];
+        out.extend(self.scopes.iter().map(|s| ("scope".to_owned(), s.clone())));
+        out.extend([
+            ("expires".to_owned(), self.expires.clone()),
+            ("expires_on".to_owned(), self.expires_on.clone()),
+            ("repo".to_owned(), self.repos.clone()),
+            ("allow_from".to_owned(), self.allow_from.clone()),
+        ]);
+        out
+    }
 }
 
 /// The list page's content.
@@ -52,6 +65,8 @@ pub(super) struct ListView<'a> {
     /// The create form: only on one's own list.
     pub(super) form: Option<&'a CreateForm>,
     pub(super) error: Option<&'a str>,
+    /// The form is the one a step-up interrupted, shown again to confirm.
+    pub(super) resumed: bool,
     pub(super) now: u64,
 }
 
@@ -75,6 +90,12 @@ pub(super) fn list_page(cx: &Cx<'_>, v: &ListView<'_>) -> Response<Full<Bytes>> 
         } @else {
             p.notice { "You are viewing another user's app passwords as an administrator. "
                 a href=(mount) { "Back to your own" } }
+        }
+        @if v.resumed {
+            p.notice role="status" id="resumed" {
+                strong { "You signed in again." }
+                " Nothing was created yet: check the form below, then create the app password."
+            }
         }
         @if let (Some(msg), Some(_)) = (v.error, v.form) {
             div.error role="alert" id="form-error" { strong { "Not created: " } (msg) }
@@ -342,11 +363,30 @@ pub(super) fn confirm_revoke_page(cx: &Cx<'_>, r: &Listed) -> Response<Full<Byte
     respond(StatusCode::OK, layout(cx, "Revoke app password", body))
 }
 
-pub(super) fn confirm_rotate_page(cx: &Cx<'_>, r: &Listed) -> Response<Full<Bytes>> {
+/// The rotation's confirmation, `grace` preselected; `resumed` after the
+/// step-up that interrupted it.
+pub(super) fn confirm_rotate_page(
+    cx: &Cx<'_>,
+    r: &Listed,
+    grace: &str,
+    resumed: bool,
+) -> Response<Full<Bytes>> {
     let mount = cx.mount();
     let back = back_href(cx, &r.user);
+    let graces = [("0", "at once"), ("1h", "in 1 hour"), ("1d", "in 1 day")];
+    let grace = if graces.iter().any(|(v, _)| *v == grace) {
+        grace
+    } else {
+        "0"
+    };
     let body = html! {
         h1 { "Rotate “" (r.name) "”?" }
+        @if resumed {
+            p.notice role="status" id="resumed" {
+                strong { "You signed in again." }
+                " Nothing was rotated yet: confirm the rotation below."
+            }
+        }
         @if r.status == "active" && r.rotated_to.is_none() {
             p { "A new app password with the same name, scopes and limits replaces " code { (r.id) } ". It is shown once, like a new one. The old one stops working at the time you choose." }
             form.confirm method="post" action=(format!("{mount}/rotate")) {
@@ -355,9 +395,9 @@ pub(super) fn confirm_rotate_page(cx: &Cx<'_>, r: &Listed) -> Response<Full<Byte
                 div.field {
                     label for="grace" { "The old password stops" }
                     select id="grace" name="grace" {
-                        option value="0" selected { "at once" }
-                        option value="1h" { "in 1 hour" }
-                        option value="1d" { "in 1 day" }
+                        @for (value, label) in graces {
+                            option value=(value) selected[value == grace] { (label) }
+                        }
                     }
                 }
                 button.primary type="submit" id="confirm-rotate" { "Rotate app password" }
@@ -415,7 +455,11 @@ pub(super) fn error_page(mount: &str, e: &PageError) -> Response<Full<Bytes>> {
                 main {
                     h1 { (title) }
                     p id="error" { (e.to_string()) }
-                    @if !matches!(e, PageError::SignInRequired | PageError::Credentials) {
+                    @if matches!(e, PageError::SignIn(_)) {
+                        // Nothing of the failed sign-in is kept: a new one
+                        // starts from the page itself.
+                        p { a.button id="start-again" href=(mount) { "Sign in again" } }
+                    } @else if !matches!(e, PageError::SignInRequired | PageError::Credentials) {
                         p { a.button href=(mount) { "Back to your app passwords" } }
                     }
                 }
@@ -426,6 +470,10 @@ pub(super) fn error_page(mount: &str, e: &PageError) -> Response<Full<Bytes>> {
     if *e == PageError::MethodNotAllowed {
         resp.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+    }
+    if let Some(secs) = e.retry_after() {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }

@@ -5,7 +5,9 @@
 
 mod browser;
 mod page;
+mod prelogin;
 mod provider;
+mod step_up;
 
 use std::time::Duration;
 
@@ -29,6 +31,9 @@ fn rp(provider: &Provider, allowed_groups: &[&str]) -> Oidc {
         session_ttl: None,
         allowed_groups: Some(allowed_groups.iter().map(|g| (*g).to_owned()).collect()),
         ca_file: None,
+        sign_in_timeout: None,
+        sign_ins_per_address: None,
+        max_sign_ins_in_progress: None,
     };
     let config = raw
         .build(dir.path(), |s| humantime::parse_duration(s).ok())
@@ -238,6 +243,9 @@ fn oidc_unreachable_issuer_is_a_clear_error() {
         session_ttl: None,
         allowed_groups: None,
         ca_file: None,
+        sign_in_timeout: None,
+        sign_ins_per_address: None,
+        max_sign_ins_in_progress: None,
     };
     let config = raw
         .build(std::path::Path::new("/"), |s| {

@@ -1,7 +1,7 @@
 //! OIDC sign-in in a real browser: headless Chromium driven over WebDriver
 //! (fantoccini + chromedriver) through the provider's login and consent
 //! forms, back to the page, a password created and cloned with, signed out;
-//! and the step-up before creating with an old sign-in.
+//! and the step-up before creating with an old sign-in, which keeps the form.
 //!
 //! Chromium (`crate::browser`) and node (the provider) are the browser
 //! toolchain: without them the tests skip with a notice, unless
@@ -128,8 +128,8 @@ fn oidc_browser_signs_in_creates_clones_and_signs_out() {
 }
 
 #[test]
-fn oidc_browser_step_up_goes_back_to_the_provider_before_creating() {
-    let test = "oidc_browser_step_up_goes_back_to_the_provider";
+fn oidc_browser_step_up_goes_back_to_the_provider_and_keeps_the_form() {
+    let test = "oidc_browser_step_up_keeps_the_form";
     let Some(site) = Site::start(test, "reauth_after = \"5s\"") else {
         return;
     };
@@ -145,23 +145,61 @@ fn oidc_browser_step_up_goes_back_to_the_provider_before_creating() {
         wait_for(c, "#signed-in-user").await;
         // Whole seconds on both sides: wait reauth_after + 1 s and more.
         tokio::time::sleep(Duration::from_millis(6500)).await;
-        create(c, "after step-up").await;
-        // The provider asks for the password again (max_age), then the page
-        // says to submit again; nothing was created yet.
-        wait_for(c, "input[name=login]").await;
-        assert!(c
-            .current_url()
+        c.find(Locator::Css("#repo"))
             .await
             .unwrap()
-            .as_str()
-            .starts_with(&site.provider.issuer));
-        sign_in_at_provider(c, &site, "alice").await;
-        wait_for(c, "#signed-in-again").await;
-        wait_for(c, "#continue").await.click().await.unwrap();
-        wait_for(c, "#signed-in-user").await;
+            .send_keys("alice/project")
+            .await
+            .unwrap();
+        c.find(Locator::Css("#allow_from"))
+            .await
+            .unwrap()
+            .send_keys("127.0.0.0/8")
+            .await
+            .unwrap();
         create(c, "after step-up").await;
+        // The provider asks for the password again (max_age)...
+        wait_for(c, "input[name=login]").await;
+        let at = c.current_url().await.unwrap().to_string();
+        assert!(at.starts_with(&site.provider.issuer), "{at}");
+        assert!(!at.contains("step-up") && !at.contains("project"), "{at}");
+        sign_in_at_provider(c, &site, "alice").await;
+        // ...then the page shows the form again as it was: nothing created.
+        wait_for(c, "#resumed").await;
+        let value = |css: &'static str| async move {
+            let e = c.find(Locator::Css(css)).await.unwrap();
+            e.prop("value").await.unwrap().unwrap_or_default()
+        };
+        assert_eq!(value("#name").await, "after step-up");
+        assert_eq!(value("#repo").await, "alice/project");
+        assert_eq!(value("#allow_from").await, "127.0.0.0/8");
+        let scope = c
+            .find(Locator::Css("input[name=scope][value=\"repository:read\"]"))
+            .await
+            .unwrap();
+        assert_eq!(
+            scope.prop("checked").await.unwrap().as_deref(),
+            Some("true")
+        );
+        assert!(
+            c.find(Locator::Css("#passwords")).await.is_err(),
+            "nothing created yet"
+        );
+        // Confirming it: an ordinary same-origin POST with the new session's
+        // CSRF token, from the page the provider sent the browser back to.
+        c.find(Locator::Css("form.create button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         let password = wait_for(c, "#new-password").await.text().await.unwrap();
         assert!(password.starts_with("pgap_"), "{password}");
+        let details = c.find(Locator::Css("dl.details")).await.unwrap();
+        let details = details.text().await.unwrap();
+        assert!(details.contains("after step-up"), "{details}");
+        assert!(details.contains("alice/project"), "{details}");
+        assert!(details.contains("127.0.0.0/8"), "{details}");
         browser.close().await;
     });
 }

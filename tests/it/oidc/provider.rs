@@ -199,6 +199,16 @@ impl Agent {
         self.send_with(addr, "GET", target, "", &[]).await
     }
 
+    /// GET `target` with extra headers (Fetch Metadata, `X-Forwarded-For`).
+    pub async fn get_with(
+        &mut self,
+        addr: SocketAddr,
+        target: &str,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        self.send_with(addr, "GET", target, "", extra).await
+    }
+
     /// POST a form to `target` with extra headers (`Origin`).
     pub async fn post_with(
         &mut self,
@@ -208,11 +218,6 @@ impl Agent {
         extra: &[(&str, &str)],
     ) -> Reply {
         self.send_with(addr, "POST", target, body, extra).await
-    }
-
-    /// GET with an `Authorization` header and no cookies (a Git client).
-    pub async fn send_raw(&mut self, addr: SocketAddr, target: &str, auth: &str) -> Reply {
-        http1_async_from(None, addr, "GET", target, &[("authorization", auth)], b"").await
     }
 
     /// The agent's cookie `name`.
