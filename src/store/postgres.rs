@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Transaction};
 use tokio_postgres::Row;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -204,9 +204,7 @@ impl Postgres {
         let rec = rec.clone();
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
-            let txn = client.transaction().await?;
-            txn.batch_execute("SET LOCAL synchronous_commit = on")
-                .await?;
+            let txn = durable_txn(&mut client).await?;
             lock_user(&txn, &rec.user).await?;
             check_name(&txn, &rec, None, now).await?;
             let inserted = insert_row(&txn, &rec).await?;
@@ -227,11 +225,9 @@ impl Postgres {
         let url = self.url.shown().to_owned();
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
-            let txn = client.transaction().await?;
-            txn.batch_execute(
-                "SET LOCAL synchronous_commit = on; LOCK TABLE app_passwords IN EXCLUSIVE MODE",
-            )
-            .await?;
+            let txn = durable_txn(&mut client).await?;
+            txn.batch_execute("LOCK TABLE app_passwords IN EXCLUSIVE MODE")
+                .await?;
             let count: i64 = txn
                 .query_one("SELECT count(*) FROM app_passwords", &[])
                 .await?
@@ -294,9 +290,7 @@ impl Postgres {
         let id = id.to_owned();
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
-            let txn = client.transaction().await?;
-            txn.batch_execute("SET LOCAL synchronous_commit = on")
-                .await?;
+            let txn = durable_txn(&mut client).await?;
             let row = txn
                 .query_opt(
                     &format!(
@@ -334,9 +328,7 @@ impl Postgres {
         let user = user.to_owned();
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
-            let txn = client.transaction().await?;
-            txn.batch_execute("SET LOCAL synchronous_commit = on")
-                .await?;
+            let txn = durable_txn(&mut client).await?;
             let rows = txn
                 .query(
                     &format!(
@@ -373,9 +365,7 @@ impl Postgres {
             ids.sort_unstable();
             ids.dedup();
             let mut client = pool.get().await?;
-            let txn = client.transaction().await?;
-            txn.batch_execute("SET LOCAL synchronous_commit = on")
-                .await?;
+            let txn = durable_txn(&mut client).await?;
             let rows = txn
                 .query(
                     &format!(
@@ -443,9 +433,7 @@ impl Postgres {
         let (old_id, next) = (old_id.to_owned(), successor.clone());
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
-            let txn = client.transaction().await?;
-            txn.batch_execute("SET LOCAL synchronous_commit = on")
-                .await?;
+            let txn = durable_txn(&mut client).await?;
             lock_user(&txn, &next.user).await?;
             let row = txn
                 .query_opt(
@@ -581,6 +569,16 @@ impl Health {
     pub(super) fn listening(&self, up: bool) {
         self.listening.store(up, Ordering::Relaxed);
     }
+}
+
+/// A transaction whose commit returns only once it is durable
+/// (`synchronous_commit = on`, whatever the server's or role's default):
+/// every mutation of the store runs in one.
+async fn durable_txn(client: &mut deadpool_postgres::Client) -> Result<Transaction<'_>, Fail> {
+    let txn = client.transaction().await?;
+    txn.batch_execute("SET LOCAL synchronous_commit = on")
+        .await?;
+    Ok(txn)
 }
 
 /// Takes the per-user advisory lock that serialises the name checks of
