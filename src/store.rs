@@ -4,8 +4,9 @@
 //! # What this module owns
 //!
 //! - **The interface.** [`Store`] is the only store type outside this module;
-//!   its methods are the whole contract (insert, get, list, revoke, revoke a
-//!   user's, record usage, rotate, follow a rotation lineage), and both
+//!   its methods are the whole contract (insert, get, list, count by
+//!   status, revoke, revoke a user's, record usage, rotate, follow a
+//!   rotation lineage), and both
 //!   backends implement all of it with the same semantics (`store/tests.rs`
 //!   runs one body per behaviour against each). Engine types never appear in
 //!   a signature outside `store/`.
@@ -55,7 +56,7 @@ use std::sync::Arc;
 pub use error::{BackendError, StoreError};
 pub use postgres::tls::TlsError;
 pub use postgres::url::{DbUrl, UrlError};
-pub use record::{AppPassword, LastUse, Status, LAST_USED_KEPT};
+pub use record::{AppPassword, LastUse, Status, StatusCounts, LAST_USED_KEPT};
 
 /// What a store shared with other gateways reports to this one
 /// ([`Store::watch`]); implemented by whoever caches verifications.
@@ -207,6 +208,16 @@ impl Store {
         match &self.backend {
             Backend::Redb(b) => b.get(id),
             Backend::Postgres(b) => b.get(id),
+        }
+    }
+
+    /// How many app passwords are active, expired and revoked at `now`,
+    /// without reading the records (for `/metrics`): a count query on
+    /// PostgreSQL, a scan of two fields per record on redb.
+    pub fn count_by_status(&self, now: u64) -> Result<StatusCounts, StoreError> {
+        match &self.backend {
+            Backend::Redb(b) => b.count_by_status(now),
+            Backend::Postgres(b) => b.count_by_status(now),
         }
     }
 

@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::{load, open_store, store_message, ConfigArg, Failure};
 use crate::audit::Via;
 use crate::gateway::{CacheEvictions, Gateway, Live};
-use crate::store::Status;
+use crate::store::StatusCounts;
 use crate::tls::Tls;
 use crate::{admin, audit, metrics, reload, server, telemetry};
 
@@ -114,6 +114,7 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         store.watch(Arc::new(CacheEvictions(Arc::downgrade(&live))));
         metrics::set_source(Box::new(Gauges {
             live: Arc::downgrade(&live),
+            counted: std::sync::Mutex::default(),
         }));
         // Signal handlers exist before anyone learns the gateway is up.
         let hup = signal(SignalKind::hangup())
@@ -169,6 +170,44 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
 struct Gauges {
     /// Weak: the metrics listener must not keep the gateway (and its store) alive.
     live: std::sync::Weak<Live>,
+    /// The last count of app passwords by status and when it was taken:
+    /// scrapes share one store read per [`COUNT_MAX_AGE`], however many
+    /// arrive (the listener has no authentication). The lock is held while
+    /// counting, so concurrent scrapes wait for that one read.
+    counted: std::sync::Mutex<Option<(std::time::Instant, StatusCounts)>>,
+}
+
+/// The longest a count of app passwords is reused by later scrapes.
+const COUNT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Gauges {
+    /// App passwords by status label, empty when the store cannot be read.
+    fn app_passwords(&self, store: &crate::store::Store) -> Vec<(&'static str, u64)> {
+        let mut counted = self
+            .counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = counted
+            .filter(|(at, _)| at.elapsed() < COUNT_MAX_AGE)
+            .map(|(_, counts)| counts);
+        let counts = match fresh {
+            Some(counts) => counts,
+            None => match store.count_by_status(crate::clock::unix_now()) {
+                Ok(counts) => {
+                    *counted = Some((std::time::Instant::now(), counts));
+                    counts
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: cannot count app passwords");
+                    return Vec::new();
+                }
+            },
+        };
+        counts
+            .by_status()
+            .map(|(status, n)| (status.as_str(), n))
+            .to_vec()
+    }
 }
 
 impl metrics::Source for Gauges {
@@ -178,21 +217,7 @@ impl metrics::Source for Gauges {
         };
         let gw = live.load();
         let (running, waiting, capacity) = gw.auth.verify_load();
-        let app_passwords = match gw.store.list(None) {
-            Ok(records) => {
-                let now = crate::clock::unix_now();
-                let all = [Status::Active, Status::Expired, Status::Revoked];
-                all.map(|st| {
-                    let n = records.iter().filter(|r| r.status(now) == st).count();
-                    (st.as_str(), n as u64)
-                })
-                .to_vec()
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics: cannot count app passwords");
-                Vec::new()
-            }
-        };
+        let app_passwords = self.app_passwords(&gw.store);
         metrics::Sample {
             open_connections: gw.conn_limits.open_now() as u64,
             verify_running: running as u64,

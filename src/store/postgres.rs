@@ -53,7 +53,9 @@ use tokio_postgres::Row;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::error::{BackendError, Engine};
-use super::{AppPassword, Changes, Revoked, Rotated, Status, StoreError, Usage, LAST_USED_KEPT};
+use super::{
+    AppPassword, Changes, Revoked, Rotated, Status, StatusCounts, StoreError, Usage, LAST_USED_KEPT,
+};
 use url::DbUrl;
 
 /// How many schema versions this build knows.
@@ -330,6 +332,33 @@ impl Postgres {
                 )
                 .await?;
             rows.iter().map(record).collect()
+        })
+    }
+
+    /// Counted in the database: no row leaves it.
+    pub(super) fn count_by_status(&self, now: u64) -> Result<StatusCounts, StoreError> {
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE revoked_at <= $1), \
+                            count(*) FILTER (WHERE (revoked_at IS NULL OR revoked_at > $1) \
+                                             AND expires_at <= $1), \
+                            count(*) \
+                     FROM app_passwords",
+                    &[&int(now)],
+                )
+                .await?;
+            let (revoked, expired, all) = (
+                unint(row.try_get(0)?),
+                unint(row.try_get(1)?),
+                unint(row.try_get(2)?),
+            );
+            Ok(StatusCounts {
+                active: all.saturating_sub(revoked + expired),
+                expired,
+                revoked,
+            })
         })
     }
 

@@ -74,13 +74,7 @@ impl AppPassword {
     /// on (`now >= expires_at`).
     #[must_use]
     pub fn status(&self, now: u64) -> Status {
-        if self.is_revoked(now) {
-            Status::Revoked
-        } else if self.expires_at.is_some_and(|at| now >= at) {
-            Status::Expired
-        } else {
-            Status::Active
-        }
+        Status::at(self.revoked_at, self.expires_at, now)
     }
 }
 
@@ -168,6 +162,20 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status at `now` of a password revoked at `revoked_at` (possibly
+    /// later: a rotation's grace) and expiring at `expires_at`: revocation
+    /// wins over expiry, and each holds from its instant on.
+    #[must_use]
+    pub fn at(revoked_at: Option<u64>, expires_at: Option<u64>, now: u64) -> Status {
+        if revoked_at.is_some_and(|at| now >= at) {
+            Status::Revoked
+        } else if expires_at.is_some_and(|at| now >= at) {
+            Status::Expired
+        } else {
+            Status::Active
+        }
+    }
+
     /// The lowercase name, as shown to users and in JSON.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -182,5 +190,35 @@ impl Status {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How many app passwords have each status at one time
+/// ([`crate::store::Store::count_by_status`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    pub active: u64,
+    pub expired: u64,
+    pub revoked: u64,
+}
+
+impl StatusCounts {
+    /// Counts one more password of status `s`.
+    pub fn add(&mut self, s: Status) {
+        match s {
+            Status::Active => self.active += 1,
+            Status::Expired => self.expired += 1,
+            Status::Revoked => self.revoked += 1,
+        }
+    }
+
+    /// Every status with its count, in a fixed order.
+    #[must_use]
+    pub fn by_status(&self) -> [(Status, u64); 3] {
+        [
+            (Status::Active, self.active),
+            (Status::Expired, self.expired),
+            (Status::Revoked, self.revoked),
+        ]
     }
 }

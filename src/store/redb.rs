@@ -36,7 +36,7 @@ use ::redb::{
 };
 
 use super::error::{open_error, OrBackend};
-use super::{AppPassword, Revoked, Rotated, Status, StoreError, Usage};
+use super::{AppPassword, Revoked, Rotated, Status, StatusCounts, StoreError, Usage};
 
 mod backup;
 mod sessions;
@@ -187,6 +187,29 @@ impl Redb {
         };
         out.sort_by(|a, b| (&a.user, a.created_at, &a.id).cmp(&(&b.user, b.created_at, &b.id)));
         Ok(out)
+    }
+
+    /// Counts by status at `now`, decoding only the two times of each
+    /// record (serde skips the rest without building it).
+    pub(super) fn count_by_status(&self, now: u64) -> Result<StatusCounts, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Times {
+            revoked_at: Option<u64>,
+            expires_at: Option<u64>,
+        }
+        let txn = self.db.begin_read().backend(&self.path)?;
+        let records = txn.open_table(RECORDS).backend(&self.path)?;
+        let mut counts = StatusCounts::default();
+        for entry in records.iter().backend(&self.path)? {
+            let (key, value) = entry.backend(&self.path)?;
+            let t: Times =
+                serde_json::from_slice(value.value()).map_err(|source| StoreError::Corrupt {
+                    id: key.value().to_owned(),
+                    source,
+                })?;
+            counts.add(Status::at(t.revoked_at, t.expires_at, now));
+        }
+        Ok(counts)
     }
 
     /// Revokes one app password at `now`. Revoking twice keeps the first time.

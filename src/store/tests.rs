@@ -126,6 +126,7 @@ backend_tests!(
     a_password_in_its_grace_has_handed_its_name_on,
     limits_and_lineage_survive_a_reopen,
     record_usage_merges_as_record_use_does,
+    count_by_status_agrees_with_each_record_status,
 );
 
 fn sessions_expire_are_taken_once_and_purged(fx: Fixture) {
@@ -1148,4 +1149,64 @@ fn postgres_concurrent_usage_flushes_neither_deadlock_nor_lose_uses() {
         assert_eq!(got.last_used, newest, "{id}");
         assert_eq!(got.last_used_at, Some(NOW + 2 * 39 + 1));
     }
+}
+
+/// The count `/metrics` shows, against each record's own status, at times
+/// around an expiry, a revocation, a future (grace) revocation and their
+/// boundaries.
+fn count_by_status_agrees_with_each_record_status(fx: Fixture) {
+    let store = &*fx.store;
+    assert_eq!(store.count_by_status(NOW).unwrap(), StatusCounts::default());
+    let mut expiring = rec("id-2", "alice", "expiring", NOW);
+    expiring.expires_at = Some(NOW + 10);
+    let mut graced = rec("id-3", "alice", "graced", NOW);
+    graced.revoked_at = Some(NOW + 100);
+    let mut both = rec("id-4", "bob", "both", NOW);
+    both.expires_at = Some(NOW + 5);
+    for r in [rec("id-1", "alice", "plain", NOW), expiring, graced, both] {
+        store.insert(&r, NOW).unwrap();
+    }
+    store
+        .insert(&rec("id-5", "bob", "revoked", NOW), NOW)
+        .unwrap();
+    store.revoke("id-5", NOW + 1).unwrap();
+    store.revoke("id-4", NOW + 50).unwrap();
+    for t in [
+        NOW,
+        NOW + 1,
+        NOW + 9,
+        NOW + 10,
+        NOW + 50,
+        NOW + 99,
+        NOW + 100,
+        NOW + 1000,
+    ] {
+        let mut want = StatusCounts::default();
+        for r in store.list(None).unwrap() {
+            want.add(r.status(t));
+        }
+        assert_eq!(
+            store.count_by_status(t).unwrap(),
+            want,
+            "at NOW + {}",
+            t - NOW
+        );
+    }
+    let at = |t| store.count_by_status(t).unwrap();
+    assert_eq!(
+        at(NOW + 10),
+        StatusCounts {
+            active: 2,
+            expired: 2,
+            revoked: 1
+        }
+    );
+    assert_eq!(
+        at(NOW + 100),
+        StatusCounts {
+            active: 1,
+            expired: 1,
+            revoked: 3
+        }
+    );
 }

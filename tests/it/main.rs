@@ -28,6 +28,7 @@ mod lfs;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod metrics_state;
 mod modules;
 mod oidc;
 mod paths;
