@@ -12,7 +12,8 @@
 //! config is compiled ([`route`], [`upstream`]) and kept next to the route
 //! they count, so a request only follows a pointer it already holds. A config
 //! built again (a reload) gets the same series for the same names and new
-//! ones for new names. Label values come only from the config and from fixed
+//! ones for new names; the series of a name no config holds any more leave
+//! the exposition. Label values come only from the config and from fixed
 //! sets, never from a path, a user name or an address.
 //!
 //! Without `[metrics]` nothing is recorded: each `record_*` is one relaxed load.
@@ -24,7 +25,7 @@ pub mod listener;
 pub mod series;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -52,10 +53,16 @@ pub fn enable() {
 
 // ---- per-route and per-upstream series ----
 
-/// Every route series ever handed out, by name, so a config built again
-/// keeps counting into the same series.
-static ROUTES: Mutex<Vec<Arc<RouteMetrics>>> = Mutex::new(Vec::new());
-static UPSTREAMS: Mutex<Vec<Arc<UpstreamMetrics>>> = Mutex::new(Vec::new());
+/// Every route series a config still holds, by name, so a config built
+/// again keeps counting into the same series. Weak: a route that a reload
+/// removed leaves the exposition once the last config holding it is gone
+/// (the requests that started under it have finished); if its name comes
+/// back, its counters start from zero, which Prometheus reads as a reset.
+/// Kept series of removed routes would grow with every rename and go on
+/// exposing counters that nothing can increase any more.
+static ROUTES: Mutex<Vec<Weak<RouteMetrics>>> = Mutex::new(Vec::new());
+/// The same for upstreams.
+static UPSTREAMS: Mutex<Vec<Weak<UpstreamMetrics>>> = Mutex::new(Vec::new());
 
 /// The `route` label of requests that matched no route (400, 404, …).
 pub const UNROUTED: &str = "(none)";
@@ -64,28 +71,54 @@ pub const SELFSERVICE: &str = "(selfservice)";
 
 /// The series of the route called `name` (config time, never per request).
 pub fn route(name: &Arc<str>) -> Arc<RouteMetrics> {
-    let mut all = ROUTES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(m) = all.iter().find(|m| *m.name == **name) {
-        return m.clone();
-    }
-    let m = Arc::new(RouteMetrics::new(name.clone()));
-    all.push(m.clone());
-    m
+    named(
+        &ROUTES,
+        name,
+        |m| &m.name,
+        || RouteMetrics::new(name.clone()),
+    )
 }
 
 /// The series of the upstream called `name` (config time, never per request).
 pub fn upstream(name: &str) -> Arc<UpstreamMetrics> {
-    let mut all = UPSTREAMS
+    named(
+        &UPSTREAMS,
+        name,
+        |m| &m.name,
+        || UpstreamMetrics::new(Arc::from(name)),
+    )
+}
+
+/// The live series called `name` in `all`, or a new one; drops the dead.
+fn named<T>(
+    all: &Mutex<Vec<Weak<T>>>,
+    name: &str,
+    name_of: impl Fn(&T) -> &Arc<str>,
+    new: impl FnOnce() -> T,
+) -> Arc<T> {
+    let mut all = all
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(m) = all.iter().find(|m| &*m.name == name) {
-        return m.clone();
+    all.retain(|m| m.strong_count() > 0);
+    if let Some(m) = all
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|m| &**name_of(m) == name)
+    {
+        return m;
     }
-    let m = Arc::new(UpstreamMetrics::new(Arc::from(name)));
-    all.push(m.clone());
+    let m = Arc::new(new());
+    all.push(Arc::downgrade(&m));
     m
+}
+
+/// The series still held by a config, in the order they were made.
+fn live<T>(all: &Mutex<Vec<Weak<T>>>) -> Vec<Arc<T>> {
+    all.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect()
 }
 
 /// The series of requests that no route took.
@@ -354,10 +387,7 @@ impl Collector for Scrape {
 
 impl Scrape {
     fn requests(&self, e: &mut DescriptorEncoder<'_>) -> Fmt {
-        let routes: Vec<Arc<RouteMetrics>> = ROUTES
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let routes = live(&ROUTES);
         let mut m = e.encode_descriptor(
             "passgate_http_requests",
             "Finished requests by route, method and status code",
@@ -432,10 +462,7 @@ impl Scrape {
     }
 
     fn upstreams(&self, e: &mut DescriptorEncoder<'_>) -> Fmt {
-        let all: Vec<Arc<UpstreamMetrics>> = UPSTREAMS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let all = live(&UPSTREAMS);
         let mut m = e.encode_descriptor(
             "passgate_upstream_errors",
             "Requests an upstream failed: unavailable (502) or timeout (504)",

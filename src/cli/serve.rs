@@ -289,7 +289,11 @@ async fn reload_on_hup(mut hup: tokio::signal::unix::Signal, live: Arc<Live>) {
 /// (as the config in force says at each turn).
 async fn housekeeping(live: Arc<Live>) {
     loop {
-        tokio::time::sleep(live.load().config.auth.usage_flush).await;
+        // A `let`, not a temporary inside the `sleep(…).await` statement,
+        // which would keep this gateway alive across the sleep (and, after
+        // a reload, the old config with it).
+        let every = live.load().config.auth.usage_flush;
+        tokio::time::sleep(every).await;
         let g = live.load();
         let _ = tokio::task::spawn_blocking(move || {
             g.auth.flush_usage();

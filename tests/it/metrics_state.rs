@@ -1,6 +1,7 @@
 //! What `/metrics` reports of state that changes while passgate runs: app
 //! passwords by status after creations, revocations and expiry (counted
-//! without reading the records).
+//! without reading the records), and the series of routes and upstreams a
+//! reload removes (gone) or brings back (from zero).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,10 +11,11 @@ use crate::replicas::TestDb;
 use crate::support::*;
 
 const STORE: &str = "path = \"data/passgate.redb\"";
+const METRICS: &str = "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
 
 /// `passgate serve` on `text` plus a metrics listener; its metrics address.
 fn with_metrics(text: &str) -> (Passgate, SocketAddr) {
-    let pg = Passgate::start_text(&format!("{text}\n[metrics]\nlisten = \"127.0.0.1:0\"\n"));
+    let pg = Passgate::start_text(&format!("{text}{METRICS}"));
     assert!(pg.wait_log("metrics on http://", Duration::from_secs(10)));
     let log = pg.log_text();
     let rest = log.split("metrics on http://").nth(1).unwrap();
@@ -104,4 +106,81 @@ fn app_password_counts_on_postgres_need_no_record_read() {
          revoked_at = created_at WHERE id = '{id}'"
     ));
     until_counted(m, (1, 0, 1));
+}
+
+const ROUTES: &str = r#"
+[[routes]]
+name = "api"
+path = "/api/**"
+access = "public"
+upstream = "app"
+"#;
+
+const OLD_ROUTE: &str = r#"
+[[routes]]
+name = "old"
+path = "/old/**"
+access = "public"
+upstream = "legacy"
+"#;
+
+/// A config with route `api`, and with route `old` and its upstream
+/// `legacy` when `old`.
+fn config_with(backend: &Backend, old: bool) -> String {
+    let mut builder = ConfigBuilder::new(&backend.url());
+    builder.routes = ROUTES.to_owned();
+    if old {
+        builder.routes.push_str(OLD_ROUTE);
+        builder.extra = format!(
+            "{}\n[upstreams.legacy]\nurl = \"{}\"\n",
+            builder.extra,
+            backend.url()
+        );
+    }
+    builder.render()
+}
+
+fn reload_to(pg: &Passgate, text: &str) {
+    std::fs::write(&pg.config, format!("{text}{METRICS}")).unwrap();
+    let out = pg.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const API_OK: &str = "passgate_http_requests_total{route=\"api\",method=\"GET\",code=\"200\"}";
+const OLD_OK: &str = "passgate_http_requests_total{route=\"old\",method=\"GET\",code=\"200\"}";
+
+#[test]
+fn series_of_a_route_removed_by_a_reload_leave_the_exposition() {
+    let backend = Backend::start();
+    let full = config_with(&backend, true);
+    let (pg, m) = with_metrics(&full);
+    for target in ["/api/x", "/api/y", "/old/x"] {
+        assert_eq!(get(pg.addr, target, None).status, 200);
+    }
+    let text = scrape(m);
+    assert_eq!(sample(&text, API_OK), Some(2.0), "{text}");
+    assert_eq!(sample(&text, OLD_OK), Some(1.0), "{text}");
+    assert!(text.contains("upstream=\"legacy\""), "{text}");
+
+    // Route `old` and upstream `legacy` removed: their series go, the
+    // others keep counting.
+    reload_to(&pg, &config_with(&backend, false));
+    assert_eq!(get(pg.addr, "/api/z", None).status, 200);
+    let text = scrape(m);
+    assert!(!text.contains("route=\"old\""), "{text}");
+    assert!(!text.contains("upstream=\"legacy\""), "{text}");
+    assert_eq!(sample(&text, API_OK), Some(3.0), "{text}");
+    assert!(text.contains("upstream=\"app\""), "{text}");
+
+    // Back again: from zero, as a new series.
+    reload_to(&pg, &full);
+    assert!(!scrape(m).contains("route=\"old\""));
+    assert_eq!(get(pg.addr, "/old/x", None).status, 200);
+    let text = scrape(m);
+    assert_eq!(sample(&text, OLD_OK), Some(1.0), "{text}");
+    assert_eq!(sample(&text, API_OK), Some(3.0), "{text}");
 }
