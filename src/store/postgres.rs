@@ -53,9 +53,7 @@ use tokio_postgres::Row;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::error::{BackendError, Engine};
-use super::{
-    AppPassword, Changes, Revoked, Rotated, Status, StatusCounts, StoreError, Usage, LAST_USED_KEPT,
-};
+use super::{AppPassword, Changes, Revoked, Rotated, Status, StatusCounts, StoreError, Usage};
 use url::DbUrl;
 
 /// How many schema versions this build knows.
@@ -84,53 +82,6 @@ const HOLDS_NAME: &str = "(revoked_at IS NULL OR revoked_at > $3) \
 
 /// Rows not revoked at `$2`: never, or only from a later time on.
 const NOT_REVOKED: &str = "(revoked_at IS NULL OR revoked_at > $2)";
-
-/// `record_usage` in one statement. `$1`, `$2`, `$3`: the batch's ids,
-/// addresses and times, in order; `$4`: [`LAST_USED_KEPT`].
-///
-/// - The rows are locked first, in id order (`locked`), so that two
-///   gateways flushing overlapping batches at once cannot deadlock.
-/// - Each row's new values are computed from the row as the update finds
-///   it (a concurrent flush committed meanwhile included: READ COMMITTED
-///   re-reads the row), so no use is lost.
-/// - The merge is [`AppPassword::record_use`] applied in batch order: per
-///   address the latest time wins; then newest first, and among equal
-///   times a use of this batch before a kept one, a later use before an
-///   earlier one, kept ones in their order; the first `$4` stay.
-/// - `last_used_at` never moves backwards; at the same second the batch's
-///   last use names the address.
-/// - Unknown ids match no row and are skipped.
-const MERGE_USES: &str = "\
-    WITH uses AS ( \
-        SELECT id, addr, at, n \
-        FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS u(id, addr, at, n) \
-    ), locked AS MATERIALIZED ( \
-        SELECT id FROM app_passwords WHERE id IN (SELECT id FROM uses) ORDER BY id FOR UPDATE \
-    ) \
-    UPDATE app_passwords AS a \
-    SET (last_used_at, last_used_addr, record) = ( \
-        SELECT CASE WHEN a.last_used_at IS NULL OR newest.at >= a.last_used_at \
-                    THEN newest.at ELSE a.last_used_at END, \
-               CASE WHEN a.last_used_at IS NULL OR newest.at >= a.last_used_at \
-                    THEN newest.addr ELSE a.last_used_addr END, \
-               jsonb_set(a.record, '{last_used}', merged.list) \
-        FROM (SELECT u.at, u.addr FROM uses u WHERE u.id = a.id \
-              ORDER BY u.at DESC, u.n DESC LIMIT 1) AS newest, \
-             (SELECT COALESCE(jsonb_agg(jsonb_build_object('addr', k.addr, 'at', k.at) \
-                                        ORDER BY k.at DESC, k.src, k.pos), '[]') AS list \
-              FROM (SELECT d.addr, d.at, d.src, d.pos \
-                    FROM (SELECT DISTINCT ON (c.addr) c.addr, c.at, c.src, c.pos \
-                          FROM (SELECT e->>'addr' AS addr, (e->>'at')::int8 AS at, \
-                                       1 AS src, o AS pos \
-                                FROM jsonb_array_elements(COALESCE(a.record->'last_used', '[]')) \
-                                     WITH ORDINALITY AS x(e, o) \
-                                UNION ALL \
-                                SELECT u.addr, u.at, 0, -u.n FROM uses u WHERE u.id = a.id) AS c \
-                          ORDER BY c.addr, c.at DESC, c.src, c.pos) AS d \
-                    ORDER BY d.at DESC, d.src, d.pos \
-                    LIMIT $4) AS k) AS merged) \
-    FROM locked \
-    WHERE a.id = locked.id";
 
 /// The PostgreSQL store. See the module documentation.
 pub(super) struct Postgres {
@@ -430,20 +381,74 @@ impl Postgres {
         })
     }
 
-    /// One statement per batch, whatever its size ([`MERGE_USES`]): the
-    /// database merges the uses into each row exactly as the redb backend
-    /// does in Rust ([`AppPassword::record_use`]), so no row travels to the
-    /// gateway and back.
+    /// One transaction per batch, whatever its size: the rows are read
+    /// (locked, in id order, so that two gateways flushing at once cannot
+    /// deadlock), merged in Rust exactly as the redb backend merges them
+    /// ([`AppPassword::record_use`]), and written back in one statement.
+    ///
+    /// The merge can be one SQL statement (tried: the five newest distinct
+    /// addresses from the stored list and the batch, in `record_use`'s
+    /// order), but it then runs per row in the database, the one resource
+    /// every gateway shares, and costs it several times what the read and
+    /// the write do together (docs/performance.md, "PostgreSQL store"). The
+    /// row locks are no extra: the update takes them anyway; reading first
+    /// only fixes their order.
     pub(super) fn record_usage(&self, batch: &[Usage]) -> Result<(), StoreError> {
-        let ids: Vec<String> = batch.iter().map(|u| u.id.clone()).collect();
-        let addrs: Vec<String> = batch.iter().map(|u| u.addr.clone()).collect();
-        let ats: Vec<i64> = batch.iter().map(|u| int(u.at)).collect();
-        let kept = i64::try_from(LAST_USED_KEPT).unwrap_or(i64::MAX);
+        let batch = batch.to_vec();
         self.run(move |pool| async move {
+            let mut ids: Vec<&str> = batch.iter().map(|u| u.id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
             let mut client = pool.get().await?;
             let txn = durable_txn(&mut client).await?;
-            txn.execute(MERGE_USES, &[&ids, &addrs, &ats, &kept])
+            let rows = txn
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM app_passwords WHERE id = ANY($1) \
+                         ORDER BY id FOR UPDATE"
+                    ),
+                    &[&ids],
+                )
                 .await?;
+            let mut changed = Vec::new();
+            for row in &rows {
+                let mut rec = record(row)?;
+                let before = rec.clone();
+                let id = rec.id.clone();
+                for u in batch.iter().filter(|u| u.id == id) {
+                    rec.record_use(&u.addr, u.at);
+                }
+                if rec != before {
+                    changed.push(rec);
+                }
+            }
+            if !changed.is_empty() {
+                let ids: Vec<&str> = changed.iter().map(|r| r.id.as_str()).collect();
+                let ats: Vec<Option<i64>> =
+                    changed.iter().map(|r| r.last_used_at.map(int)).collect();
+                let addrs: Vec<Option<&str>> = changed
+                    .iter()
+                    .map(|r| r.last_used_addr.as_deref())
+                    .collect();
+                let lists = changed
+                    .iter()
+                    .map(|r| {
+                        serde_json::to_value(&r.last_used).map_err(|source| StoreError::Encode {
+                            id: r.id.clone(),
+                            source,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                txn.execute(
+                    "UPDATE app_passwords AS a SET last_used_at = u.at, last_used_addr = u.addr, \
+                     record = jsonb_set(a.record, '{last_used}', u.list) \
+                     FROM unnest($1::text[], $2::int8[], $3::text[], $4::jsonb[]) \
+                          AS u(id, at, addr, list) \
+                     WHERE a.id = u.id",
+                    &[&ids, &ats, &addrs, &lists],
+                )
+                .await?;
+            }
             txn.commit().await?;
             Ok(())
         })
