@@ -228,7 +228,29 @@ impl ReloadOutcome {
     }
 }
 
+/// Which limit refused to start a sign-in on the self-service page (OIDC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInLimit {
+    /// `sign_ins_per_address` spent for the client address (429).
+    PerAddress,
+    /// `max_sign_ins_in_progress` reached on this gateway (503).
+    InProgress,
+}
+
+impl SignInLimit {
+    const ALL: [SignInLimit; 2] = [SignInLimit::PerAddress, SignInLimit::InProgress];
+
+    /// The `limit` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignInLimit::PerAddress => "per_address",
+            SignInLimit::InProgress => "in_progress",
+        }
+    }
+}
+
 static AUTH: [AtomicU64; AuthOutcome::ALL.len()] = [const { AtomicU64::new(0) }; 10];
+static SIGN_INS_REFUSED: [AtomicU64; SignInLimit::ALL.len()] = [const { AtomicU64::new(0) }; 2];
 static RELOADS: [AtomicU64; ReloadOutcome::ALL.len()] = [const { AtomicU64::new(0) }; 2];
 static CACHE_HITS: AtomicU64 = AtomicU64::new(0);
 static CACHE_MISSES: AtomicU64 = AtomicU64::new(0);
@@ -258,6 +280,16 @@ pub fn record_cache(hit: bool) {
 pub fn record_reload(outcome: ReloadOutcome) {
     if let Some(c) = RELOADS.get(outcome as usize) {
         c.fetch_add(1, Relaxed);
+    }
+}
+
+/// Counts one sign-in the self-service page refused to start (no
+/// pre-login record written), by the limit that refused it.
+pub fn record_sign_in_refused(limit: SignInLimit) {
+    if enabled() {
+        if let Some(c) = SIGN_INS_REFUSED.get(limit as usize) {
+            c.fetch_add(1, Relaxed);
+        }
     }
 }
 
@@ -377,6 +409,16 @@ impl Collector for Scrape {
         for (outcome, n) in ReloadOutcome::ALL.iter().zip(reloads) {
             ConstCounter::new(n.load(Relaxed))
                 .encode(m.encode_family(&[("outcome", outcome.as_str())])?)?;
+        }
+        let mut m = e.encode_descriptor(
+            "passgate_sign_ins_refused",
+            "Self-service sign-ins not started (no pre-login record written), by the limit that refused them",
+            None,
+            MetricType::Counter,
+        )?;
+        for limit in SignInLimit::ALL {
+            ConstCounter::new(load(&SIGN_INS_REFUSED, limit as usize))
+                .encode(m.encode_family(&[("limit", limit.as_str())])?)?;
         }
         if let Some(s) = &self.sample {
             self.sampled(&mut e, s)?;

@@ -52,6 +52,7 @@ use crate::audit::{self, AuditEvent};
 use crate::clock::unix_now;
 use crate::error::PageError;
 use crate::gateway::Gateway;
+use crate::metrics::SignInLimit;
 use crate::oidc::session::{self, Session};
 use crate::oidc::{Oidc, OidcConfig, Pending, Resume, SignInError};
 
@@ -316,12 +317,16 @@ impl OidcIdentity {
         let ttl = self.config.sign_in_timeout.as_secs();
         if let Err(refused) = self.limits.admit(client, now + ttl) {
             let (limit, wait) = match refused {
-                Refused::PerAddress(wait) => ("per-address", wait),
-                Refused::InProgress(wait) => ("in-progress", wait),
+                Refused::PerAddress(wait) => (SignInLimit::PerAddress, wait),
+                Refused::InProgress(wait) => (SignInLimit::InProgress, wait),
             };
+            crate::metrics::record_sign_in_refused(limit);
             audit::emit(AuditEvent::SignInLimited {
                 peer: client,
-                limit,
+                limit: match limit {
+                    SignInLimit::PerAddress => "per-address",
+                    SignInLimit::InProgress => "in-progress",
+                },
                 retry_after: wait,
             });
             let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

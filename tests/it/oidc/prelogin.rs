@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::page::{set_cookie, Site};
 use super::provider::Agent;
-use crate::support::{block_on, Reply};
+use crate::support::{block_on, http1_async_from, Reply};
 
 const MOUNT: &str = "/-/app-passwords";
 
@@ -34,7 +34,8 @@ fn oidc_page_sign_ins_are_bounded_per_address_and_in_all() {
         "sign_ins_per_address = 3\nmax_sign_ins_in_progress = 5\n",
         |_, b| {
             b.server_extra
-                .push_str("trusted_proxies = [\"127.0.0.1/32\"]\n")
+                .push_str("trusted_proxies = [\"127.0.0.1/32\"]\n");
+            b.extra.push_str("\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
         },
     ) else {
         return;
@@ -114,6 +115,23 @@ fn oidc_page_sign_ins_are_bounded_per_address_and_in_all() {
             "peer=192.0.2.9 reason=in-progress event=\"sign_in_limited\"",
             Duration::from_secs(5)
         ));
+        // Counted by the limit that refused.
+        assert!(site
+            .gw
+            .wait_log("metrics on http://", Duration::from_secs(10)));
+        let text = site.gw.log_text();
+        let rest = text.split("metrics on http://").nth(1).unwrap();
+        let at = rest.split('/').next().unwrap().parse().unwrap();
+        let scraped = http1_async_from(None, at, "GET", "/metrics", &[], b"")
+            .await
+            .text();
+        for limit in ["per_address", "in_progress"] {
+            let series = format!("passgate_sign_ins_refused_total{{limit=\"{limit}\"}} 1");
+            assert!(
+                scraped.lines().any(|l| l == series),
+                "no {series} in {scraped}"
+            );
+        }
         // A signed-in browser is not touched by either limit.
         let r = alice.get(addr, MOUNT).await;
         assert_eq!(r.status, 200, "{}", r.text());
