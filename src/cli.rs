@@ -269,6 +269,17 @@ pub fn open_store(config: &Config) -> Result<Store, StoreError> {
     }
 }
 
+/// [`open_store`] for a command with no server running. The command has no
+/// logger, so when opening migrated an older redb store, where the copy taken
+/// before went is said on stderr (as `serve` logs it).
+pub fn open_store_offline(config: &Config) -> Result<Store, StoreError> {
+    let store = open_store(config)?;
+    if let Some(copy) = store.migrated() {
+        eprintln!("passgate: note: {copy}");
+    }
+    Ok(store)
+}
+
 /// A store error for the terminal: the error, the file it concerns when that
 /// is not already said, and the cause of an unreachable or failing database.
 pub fn store_message(config: &Config, e: &StoreError) -> String {

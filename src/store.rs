@@ -114,6 +114,28 @@ pub struct Store {
     backend: Backend,
 }
 
+/// The copy of a redb store taken before a schema migration (see
+/// docs/operations.md, "Upgrading"); its `Display` is the line that reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationCopy {
+    /// The schema version the store had.
+    pub from: u64,
+    /// Where the copy went.
+    pub path: std::path::PathBuf,
+}
+
+impl std::fmt::Display for MigrationCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "store schema version {} is older than {}: copied the store to {} before migrating it",
+            self.from,
+            redb::SCHEMA_VERSION,
+            self.path.display()
+        )
+    }
+}
+
 /// The engine behind a [`Store`].
 #[derive(Debug)]
 enum Backend {
@@ -137,6 +159,17 @@ impl Store {
         Ok(Store {
             backend: Backend::Postgres(Box::new(postgres::Postgres::open(url)?)),
         })
+    }
+
+    /// The copy of the redb file taken before this open migrated it from an
+    /// older schema; `None` when nothing was migrated (and for PostgreSQL,
+    /// which is backed up with its own tools).
+    #[must_use]
+    pub fn migrated(&self) -> Option<&MigrationCopy> {
+        match &self.backend {
+            Backend::Redb(b) => b.migrated(),
+            Backend::Postgres(_) => None,
+        }
     }
 
     /// Where the store is, for messages: the file, or the URL without password.

@@ -10,7 +10,7 @@ use std::io::Write;
 
 use http::{Method, StatusCode};
 
-use super::{load, open_store, store_message, AppPasswordCommand, Failure};
+use super::{load, open_store_offline, store_message, AppPasswordCommand, Failure};
 use crate::admin::{client, percent_encode, RevokedList};
 use crate::audit::{self, AuditEvent};
 use crate::config::Config;
@@ -195,7 +195,7 @@ impl Via {
                 )))
             }
         }
-        match open_store(config) {
+        match open_store_offline(config) {
             Ok(s) => Ok(Via::Store(s)),
             Err(e @ StoreError::Locked { .. }) => Err(Failure::Runtime(format!(
                 "{e}; its admin socket {} does not answer",

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use http::{Method, StatusCode};
 
-use super::{load, open_store, store_message, Failure, StoreCommand};
+use super::{load, open_store_offline, store_message, Failure, StoreCommand};
 use crate::admin::{client, BackedUp, BackupRequest};
 use crate::audit::{self, AuditEvent, Via};
 use crate::config::{Config, StoreConfig};
@@ -35,7 +35,7 @@ pub fn run(cmd: StoreCommand) -> Result<(), Failure> {
         StoreCommand::Copy { config, to, force } => {
             let url = DbUrl::parse(&to).map_err(|e| Failure::Usage(format!("--to: {e}")))?;
             let config = load(&config)?;
-            let store = open_store(&config).map_err(|e| match e {
+            let store = open_store_offline(&config).map_err(|e| match e {
                 StoreError::Locked { .. } => {
                     Failure::Runtime(format!("{e}; stop it before copying its store"))
                 }
@@ -88,7 +88,8 @@ fn backup(config: &Config, file: &Path) -> Result<BackedUp, Failure> {
             .map_err(|e| Failure::Runtime(format!("unreadable answer from the server: {e}")));
     }
     // No server: the store file directly (its lock keeps a server from starting meanwhile).
-    let store = open_store(config).map_err(|e| Failure::Runtime(store_message(config, &e)))?;
+    let store =
+        open_store_offline(config).map_err(|e| Failure::Runtime(store_message(config, &e)))?;
     let app_passwords = store.backup(file).map_err(|e| {
         let mut msg = store_message(config, &e);
         if let Some(cause) = std::error::Error::source(&e) {

@@ -36,7 +36,9 @@ use ::redb::{
 };
 
 use super::error::{open_error, OrBackend};
-use super::{AppPassword, Revoked, Rotated, Status, StatusCounts, StoreError, Usage};
+use super::{
+    AppPassword, MigrationCopy, Revoked, Rotated, Status, StatusCounts, StoreError, Usage,
+};
 
 mod backup;
 mod sessions;
@@ -63,6 +65,8 @@ pub(super) const MIGRATIONS: &[Migration] = &[migrate_v1_to_v2];
 pub(super) struct Redb {
     pub(super) db: ::redb::Database,
     path: PathBuf,
+    /// The copy taken before this open migrated an older schema.
+    migrated: Option<MigrationCopy>,
 }
 
 impl std::fmt::Debug for Redb {
@@ -92,20 +96,24 @@ impl Redb {
         let mut store = Redb {
             db: open_file(path)?,
             path: path.to_path_buf(),
+            migrated: None,
         };
         if let Some(old) = store.older_schema()? {
             // Closed for the copy, so the copy is the file as last committed.
             drop(store);
-            let copy = backup::pre_migration_copy(path, old)?;
+            let copy = MigrationCopy {
+                from: old,
+                path: backup::pre_migration_copy(path, old)?,
+            };
             tracing::warn!(
                 store = %path.display(),
-                backup = %copy.display(),
-                "store schema version {old} is older than {SCHEMA_VERSION}: copied the store to {} before migrating it",
-                copy.display()
+                backup = %copy.path.display(),
+                "{copy}"
             );
             store = Redb {
                 db: open_file(path)?,
                 path: path.to_path_buf(),
+                migrated: Some(copy),
             };
         }
         store.init_schema()?;
@@ -126,6 +134,11 @@ impl Redb {
     /// The path the store was opened at.
     pub(super) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The copy taken before opening it migrated an older schema, if it did.
+    pub(super) fn migrated(&self) -> Option<&MigrationCopy> {
+        self.migrated.as_ref()
     }
 
     /// Stores a new app password.

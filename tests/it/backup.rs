@@ -231,3 +231,39 @@ fn a_migration_is_preceded_by_an_automatic_backup() {
         .count();
     assert_eq!(baks, 1);
 }
+
+/// With no server, the CLI migrates an old store itself; it has no logger, so
+/// it says on stderr where the copy taken before went (issue: "no
+/// pre-migration log line when the CLI opens an old store").
+#[test]
+fn the_cli_says_where_the_copy_before_a_migration_went() {
+    let (dir, config) = crate::cli::offline(&ConfigBuilder::new("http://127.0.0.1:9"));
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let store = dir.path().join("data/passgate.redb");
+    let (id, _) = schema_1_store(&store, None);
+    let out = crate::cli::run(&config, &["app-password", "list", "--json"]);
+    crate::cli::expect_code(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let copies: Vec<PathBuf> = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".bak"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [format!(
+            "passgate: note: store schema version 1 is older than 2: copied the store to {} before migrating it",
+            copies[0].display()
+        )],
+        "one line, naming the copy"
+    );
+    assert_eq!(schema_of(&copies[0]), 1);
+    assert_eq!(schema_of(&store), 2);
+    // The store is current now: nothing to copy, nothing said.
+    let out = crate::cli::run(&config, &["app-password", "list", "--json"]);
+    crate::cli::expect_code(&out, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
