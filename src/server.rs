@@ -29,7 +29,8 @@
 //! from its address is closed as soon as it is accepted (`conn.rs`).
 //!
 //! On shutdown: stop accepting, ask every connection to finish its in-flight
-//! requests, wait up to `shutdown_grace`, then return.
+//! requests, wait up to `shutdown_grace`, then return whether they all
+//! finished ([`Drain`]).
 
 use std::future::Future;
 use std::io;
@@ -68,7 +69,7 @@ pub fn spawn_workers(
     tls: &Option<Arc<Tls>>,
     workers: usize,
     stop: &watch::Receiver<bool>,
-) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+) -> io::Result<Vec<std::thread::JoinHandle<Drain>>> {
     let mut handles = Vec::with_capacity(workers);
     for n in 0..workers.max(1) {
         let socks = listeners
@@ -92,14 +93,17 @@ pub fn spawn_workers(
                     .collect::<io::Result<Vec<_>>>()
                 {
                     Ok(l) => l,
-                    Err(e) => return tracing::error!(error = %e, "worker cannot use the listeners"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "worker cannot use the listeners");
+                        return Drain::Complete;
+                    }
                 };
                 let worker = Arc::new(Worker { live, index: n });
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                run(worker, listeners, tls, shutdown).await;
-            });
+                run(worker, listeners, tls, shutdown).await
+            })
         };
         handles.push(
             std::thread::Builder::new()
@@ -135,13 +139,22 @@ fn lower_this_thread() {
     }
 }
 
+/// How a worker's drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Every connection finished within `shutdown_grace`.
+    Complete,
+    /// `shutdown_grace` ran out; the connections still open were closed.
+    Cut,
+}
+
 /// Serves on `listeners` until `shutdown` resolves, then drains.
 pub async fn run(
     worker: Arc<Worker>,
     listeners: Vec<TcpListener>,
     tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Drain {
     let (stop_tx, stop_rx) = watch::channel(false);
     let tracker = TaskTracker::new();
     let mut accept_loops = Vec::new();
@@ -167,7 +180,9 @@ pub async fn run(
             grace_s = grace.as_secs(),
             "shutdown grace elapsed; closing remaining connections"
         );
+        return Drain::Cut;
     }
+    Drain::Complete
 }
 
 /// One listening socket of one worker, and what its connections share.

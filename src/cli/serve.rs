@@ -1,7 +1,7 @@
 //! `passgate serve`: start-up in a fixed order (config → logging → store →
 //! TLS → listeners → admin socket), background housekeeping, signals
 //! (SIGHUP reloads the whole config, as `passgate reload` does; SIGTERM/SIGINT
-//! drain and exit 0).
+//! drain and exit 0, or 1 when `shutdown_grace` ran out with connections open).
 
 use std::sync::Arc;
 
@@ -10,7 +10,8 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::{load, open_store, store_message, ConfigArg, Failure};
 use crate::audit::Via;
-use crate::gateway::{CacheEvictions, Gateway, Live};
+use crate::gateway::{CacheEvictions, Gateway, GatewayError, Live};
+use crate::server::Drain;
 use crate::store::StatusCounts;
 use crate::tls::Tls;
 use crate::{admin, audit, metrics, reload, server, telemetry};
@@ -87,8 +88,10 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         };
         let store = opened.map_err(Failure::Runtime)?;
         let tls = match &config.server.tls {
+            // A certificate or key the config names that cannot be used is a
+            // bad config (exit 2), as a reload refuses it.
             Some(files) => Some(Arc::new(
-                Tls::load(files).map_err(|e| Failure::Runtime(e.to_string()))?,
+                Tls::load(files).map_err(|e| Failure::Usage(e.to_string()))?,
             )),
             None => None,
         };
@@ -106,8 +109,11 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         let admin_listener = admin::bind(&admin_path)
             .await
             .map_err(|e| Failure::Runtime(e.to_string()))?;
-        let gw =
-            Gateway::new(config, Arc::new(store)).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let gw = Gateway::new(config, Arc::new(store)).map_err(|e| match e {
+            // An upstream's ca_file that cannot be used is a bad config.
+            GatewayError::Upstream(_) => Failure::Usage(e.to_string()),
+            GatewayError::Hash(_) => Failure::Runtime(e.to_string()),
+        })?;
         let workers_wanted = gw.config.server.workers;
         let store = gw.store.clone();
         let live = Arc::new(Live::new(gw, tls.clone()));
@@ -144,12 +150,13 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         metrics::set_ready(false);
         tracing::info!("shutting down: no new connections, draining in-flight requests");
         let _ = stop_tx.send(true);
-        let _ = tokio::task::spawn_blocking(move || {
-            for w in workers {
-                let _ = w.join();
-            }
+        // Every worker is joined (collected first), whatever the others' drains.
+        let cut = tokio::task::spawn_blocking(move || {
+            let drains: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+            drains.iter().any(|d| matches!(d, Ok(Drain::Cut)))
         })
-        .await;
+        .await
+        .unwrap_or(false);
         admin_task.abort();
         housekeeping.abort();
         audit_summaries.abort();
@@ -162,6 +169,14 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         let _ = tokio::task::spawn_blocking(move || flush.auth.flush_usage()).await;
         let _ = std::fs::remove_file(&admin_path);
         tracing::info!("passgate stopped");
+        if cut {
+            // Not a success: clients lost requests (docs/operations.md, exit codes).
+            let grace = live.load().config.server.shutdown_grace;
+            return Err(Failure::Runtime(format!(
+                "shutdown_grace ({}) ran out: connections still open were closed",
+                humantime::format_duration(grace)
+            )));
+        }
         Ok(())
     })
 }

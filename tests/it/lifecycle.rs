@@ -1,5 +1,5 @@
 //! The process around the requests: SIGINT drains like SIGTERM, a hung
-//! backend is cut when `shutdown_grace` runs out, the admin socket is gone
+//! backend is cut when `shutdown_grace` runs out (exit 1), the admin socket is gone
 //! after exit, and `serve` refuses to start on a listen address in use
 //! (issue #21, "Missing"). SIGTERM's drain itself is pinned in `tls`.
 
@@ -99,7 +99,7 @@ fn sigint_drains_in_flight_requests_like_sigterm_and_removes_the_admin_socket() 
 }
 
 #[test]
-fn a_hung_backend_is_cut_when_shutdown_grace_runs_out() {
+fn a_hung_backend_is_cut_when_shutdown_grace_runs_out_and_the_exit_code_says_so() {
     let held = Held::start();
     let mut b = ConfigBuilder::new(&held.url);
     b.server_extra = "shutdown_grace = \"2s\"\n".to_owned();
@@ -124,7 +124,15 @@ fn a_hung_backend_is_cut_when_shutdown_grace_runs_out() {
     // ...and not much after: the hung request does not keep it alive.
     let code = pg.wait_stopped(Duration::from_secs(15));
     let took = signalled.elapsed();
-    assert_eq!(code, 0, "{}", pg.log_text());
+    // Requests were lost: not a success, so a supervisor notices (exit 1,
+    // docs/operations.md), and stderr says why.
+    assert_eq!(code, 1, "{}", pg.log_text());
+    assert!(
+        pg.log_text()
+            .contains("error: shutdown_grace (2s) ran out: connections still open were closed"),
+        "{}",
+        pg.log_text()
+    );
     assert!(
         took < Duration::from_secs(2 + 10),
         "exit took {took:?} with a 2 s grace"

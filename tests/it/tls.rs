@@ -232,7 +232,7 @@ fn sighup_reloads_the_certificate_for_new_connections_and_keeps_old_ones() {
 }
 
 #[test]
-fn startup_fails_with_code_1_naming_a_missing_cert_or_mismatched_key() {
+fn startup_fails_with_code_2_naming_a_missing_cert_or_mismatched_key() {
     let backend = Backend::start();
     let dir = tempfile::tempdir().unwrap();
     let a = tempfile::tempdir().unwrap();
@@ -246,13 +246,13 @@ fn startup_fails_with_code_1_naming_a_missing_cert_or_mismatched_key() {
     builder.tls = Some((missing.clone(), certs_a.key_path.clone()));
     std::fs::write(&config, builder.render()).unwrap();
     let (code, stderr) = serve_exits(&config);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(2), "a bad config: {stderr}");
     assert!(stderr.contains("no-such-cert.pem"), "{stderr}");
 
     builder.tls = Some((certs_a.cert_path.clone(), certs_b.key_path.clone()));
     std::fs::write(&config, builder.render()).unwrap();
     let (code, stderr) = serve_exits(&config);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(2), "a bad config: {stderr}");
     assert!(
         stderr.contains(&certs_b.key_path.display().to_string()),
         "{stderr}"

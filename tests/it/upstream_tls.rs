@@ -79,7 +79,7 @@ fn a_missing_or_unusable_ca_file_stops_serve_naming_the_file() {
         (&key_only, "holds no usable certificate"),
     ] {
         let (code, stderr) = serve_with_ca_file(dir.path(), file);
-        assert_eq!(code, Some(1), "{}: {stderr}", file.display());
+        assert_eq!(code, Some(2), "a bad config: {}: {stderr}", file.display());
         assert!(
             stderr.contains(&file.display().to_string()),
             "the file is named: {stderr}"
