@@ -39,15 +39,9 @@ impl Rng {
 }
 
 fn spawn_create(config: &std::path::Path, name: &str) -> Child {
-    Command::new(BIN)
-        .args(create_args("alice", name, &["repository:read"]))
-        .args(["--json", "--config"])
-        .arg(config)
-        .env_remove("PASSGATE_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    let mut args = create_args("alice", name, &["repository:read"]);
+    args.push("--json");
+    spawn_bin(&args, config, Stdio::piped())
 }
 
 /// Waits for `child`; returns (exit code, the password if a complete JSON

@@ -703,8 +703,9 @@ fn store_copy_keeps_limits_usage_and_rotation_lineage() {
     let Some(db) = TestDb::create() else { return };
     let backend = Backend::start();
     let mut src = Passgate::start(&with_resource(ConfigBuilder::new(&backend.url())));
-    let create =
-        |name: &str, extra: &[&str]| src.create_with("alice", name, &["repository:read"], extra);
+    let create = |name: &str, extra: &[&str]| {
+        id_and_password(&src.create_json("alice", name, &["repository:read"], extra))
+    };
     // Limited to a repository and a network, used, then rotated at once.
     let (lid, lold) = create(
         "limited",

@@ -578,7 +578,7 @@ impl Passgate {
 
     /// Creates an app password through the CLI; returns (id, password).
     pub fn create(&self, user: &str, name: &str, scopes: &[&str]) -> (String, String) {
-        self.create_with(user, name, scopes, &[])
+        id_and_password(&self.create_json(user, name, scopes, &[]))
     }
 
     /// Like [`Passgate::create`], expiring after `expires_in` (e.g. "2s").
@@ -589,22 +589,12 @@ impl Passgate {
         scopes: &[&str],
         expires_in: &str,
     ) -> (String, String) {
-        self.create_with(user, name, scopes, &["--expires-in", expires_in])
+        id_and_password(&self.create_json(user, name, scopes, &["--expires-in", expires_in]))
     }
 
     /// `app-password create --json` with `extra` flags (`--repo`,
-    /// `--expires-in`, …); returns (id, password).
-    pub fn create_with(
-        &self,
-        user: &str,
-        name: &str,
-        scopes: &[&str],
-        extra: &[&str],
-    ) -> (String, String) {
-        id_and_password(&self.create_json(user, name, scopes, extra))
-    }
-
-    /// `app-password create --json` with `extra` flags: the whole answer.
+    /// `--expires-in`, …): the whole answer ([`id_and_password`] takes the
+    /// two that matter most).
     pub fn create_json(
         &self,
         user: &str,
@@ -785,17 +775,24 @@ pub fn id_and_password(v: &serde_json::Value) -> (String, String) {
     )
 }
 
+/// Starts the binary with `args` and `--config config` (never inheriting
+/// `$PASSGATE_CONFIG`); stderr piped, stdout as given.
+pub fn spawn_bin(args: &[&str], config: &Path, stdout: Stdio) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("PASSGATE_CONFIG")
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Runs `passgate serve` on `config` and expects it to exit by itself
 /// within 30 s (running longer fails the test): (exit code, stderr).
 pub fn serve_exits(config: &Path) -> (Option<i32>, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env_remove("PASSGATE_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_bin(&["serve"], config, Stdio::null());
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
