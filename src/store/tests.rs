@@ -655,8 +655,11 @@ fn postgres_refuses_a_newer_schema() {
     );
 }
 
-#[test]
-fn postgres_revocations_reach_a_watching_store() {
+/// A PostgreSQL fixture whose store is watched by a sink that reports each
+/// change as a line ("revoked ID", "resynced"), a second store on the same
+/// database to make changes through, and the lines, read past the first
+/// "resynced". `None` (skipped) without a server, as [`Fixture::postgres`].
+fn watched_postgres() -> Option<(Fixture, Store, std::sync::mpsc::Receiver<String>)> {
     use std::sync::mpsc;
     struct Sink(std::sync::Mutex<mpsc::Sender<String>>);
     impl Changes for Sink {
@@ -667,9 +670,7 @@ fn postgres_revocations_reach_a_watching_store() {
             let _ = self.0.lock().unwrap().send("resynced".to_owned());
         }
     }
-    let Some(fx) = Fixture::postgres() else {
-        return;
-    };
+    let fx = Fixture::postgres()?;
     let Place::Postgres(db) = &fx.place else {
         unreachable!()
     };
@@ -678,6 +679,15 @@ fn postgres_revocations_reach_a_watching_store() {
     fx.store.watch(Arc::new(Sink(std::sync::Mutex::new(tx))));
     let wait = std::time::Duration::from_secs(10);
     assert_eq!(rx.recv_timeout(wait).unwrap(), "resynced");
+    Some((fx, other, rx))
+}
+
+#[test]
+fn postgres_revocations_reach_a_watching_store() {
+    let Some((fx, other, rx)) = watched_postgres() else {
+        return;
+    };
+    let wait = std::time::Duration::from_secs(10);
     assert!(fx.store.ready());
     other
         .insert(&rec("id-1", "alice", "one", NOW), NOW)
@@ -960,27 +970,10 @@ fn a_version_1_store_opens_and_its_records_mean_no_limit() {
 
 #[test]
 fn postgres_rotations_reach_a_watching_store() {
-    use std::sync::mpsc;
-    struct Sink(std::sync::Mutex<mpsc::Sender<String>>);
-    impl Changes for Sink {
-        fn revoked(&self, id: &str) {
-            let _ = self.0.lock().unwrap().send(id.to_owned());
-        }
-        fn resynced(&self) {
-            let _ = self.0.lock().unwrap().send("resynced".to_owned());
-        }
-    }
-    let Some(fx) = Fixture::postgres() else {
+    let Some((fx, other, rx)) = watched_postgres() else {
         return;
     };
-    let Place::Postgres(db) = &fx.place else {
-        unreachable!()
-    };
-    let other = Store::connect(&db.url).unwrap();
-    let (tx, rx) = mpsc::channel();
-    fx.store.watch(Arc::new(Sink(std::sync::Mutex::new(tx))));
     let wait = std::time::Duration::from_secs(10);
-    assert_eq!(rx.recv_timeout(wait).unwrap(), "resynced");
     other.insert(&rec("a1", "alice", "a", NOW), NOW).unwrap();
     other.insert(&rec("b1", "alice", "b", NOW), NOW).unwrap();
     // At once, and with a grace: both tell the other gateways, which then
@@ -988,11 +981,11 @@ fn postgres_rotations_reach_a_watching_store() {
     other
         .rotate("a1", &rec("a2", "alice", "a", NOW), NOW, NOW)
         .unwrap();
-    assert_eq!(rx.recv_timeout(wait).unwrap(), "a1");
+    assert_eq!(rx.recv_timeout(wait).unwrap(), "revoked a1");
     other
         .rotate("b1", &rec("b2", "alice", "b", NOW), NOW, NOW + 60)
         .unwrap();
-    assert_eq!(rx.recv_timeout(wait).unwrap(), "b1");
+    assert_eq!(rx.recv_timeout(wait).unwrap(), "revoked b1");
     assert_eq!(
         fx.store.get("b1").unwrap().unwrap().revoked_at,
         Some(NOW + 60)
