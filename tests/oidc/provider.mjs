@@ -16,6 +16,8 @@
 //                                replaced by a forged one (modes in FORGE);
 //   POST /harness/rotate         the JWKS gains a second key and from now on
 //                                ID tokens are signed with it (key rotation);
+//   POST /harness/code-ttl?seconds=N  authorization codes issued from now on
+//                                live N seconds (default 60): an expired code;
 //   POST /harness/redirect-uri?uri=U  registers one more exact redirect URI
 //                                for the client (a gateway started after the
 //                                provider on a port chosen by the kernel).
@@ -39,6 +41,8 @@ const foreign = await rsaKey('foreign');
 let rotatedIn = false;
 const extraRedirects = new Set();
 let tamper = null;
+// Seconds an authorization code lives; the harness can shorten it.
+let codeTtl = 60;
 
 const server = http.createServer();
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -75,7 +79,7 @@ const provider = new Provider(issuer, {
   pkce: { required: () => true },
   features: { devInteractions: { enabled: true } },
   cookies: { keys: ['passgate-test-provider-cookie-key'] },
-  ttl: { AuthorizationCode: 60, IdToken: 300, AccessToken: 300, Session: 3600, Grant: 3600, Interaction: 600 },
+  ttl: { AuthorizationCode: () => codeTtl, IdToken: 300, AccessToken: 300, Session: 3600, Grant: 3600, Interaction: 600 },
 });
 // Plain HTTP on loopback: no proxy in front.
 provider.proxy = false;
@@ -130,6 +134,13 @@ provider.use(async (ctx, next) => {
   }
   if (ctx.path === '/harness/redirect-uri' && ctx.method === 'POST') {
     extraRedirects.add(String(ctx.query.uri));
+    ctx.status = 204;
+    return;
+  }
+  if (ctx.path === '/harness/code-ttl' && ctx.method === 'POST') {
+    const seconds = Number(ctx.query.seconds);
+    if (!Number.isInteger(seconds) || seconds < 1) { ctx.status = 400; ctx.body = 'bad seconds'; return; }
+    codeTtl = seconds;
     ctx.status = 204;
     return;
   }

@@ -1,7 +1,8 @@
 //! The pre-login record an anonymous visitor makes the gateway write (one
 //! per sign-in started): bounded per client address and in all, written
 //! only for a browser opening the page itself; a sign-in that took too long
-//! ends on a page that starts it again; and the callback never keeps a
+//! (the pre-login record or the provider's code expired) ends on a page that
+//! starts it again; and the callback never keeps a
 //! session id the browser arrived with nor goes anywhere but the page.
 
 use std::time::Duration;
@@ -187,6 +188,43 @@ fn oidc_page_sign_in_past_its_timeout_gets_a_page_to_start_again() {
         let r = late.get(addr, &target).await;
         assert_eq!(r.status, 400, "{}", r.text());
         assert!(r.text().contains("id=\"start-again\""), "{}", r.text());
+    });
+}
+
+#[test]
+fn oidc_page_expired_authorization_code_gets_a_page_to_start_again() {
+    let Some(site) = Site::start("oidc_page_expired_authorization_code", "") else {
+        return;
+    };
+    block_on(async {
+        let addr = site.gw.addr;
+        site.provider.code_ttl(1).await;
+        let mut agent = Agent::default();
+        let target = site.to_callback(&mut agent, "alice").await;
+        // The browser came back late (a suspended laptop): the provider
+        // refuses the expired code at the token endpoint.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let r = agent.get(addr, &target).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        let text = r.text();
+        assert!(text.contains("refused the authorization code"), "{text}");
+        assert!(
+            text.contains(&format!("id=\"start-again\" href=\"{MOUNT}\"")),
+            "{text}"
+        );
+        assert!(r
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .all(|c| !c.to_str().unwrap().starts_with("passgate=")));
+        assert!(site.gw.wait_log("sign_in_failed", Duration::from_secs(5)));
+        // The pre-login record is used up; the link starts a new sign-in,
+        // which completes with a code redeemed in time.
+        assert_eq!(agent.get(addr, &target).await.status, 400);
+        site.provider.code_ttl(60).await;
+        let target = site.to_callback(&mut agent, "alice").await;
+        assert_eq!(agent.get(addr, &target).await.status, 200);
+        assert_eq!(agent.get(addr, MOUNT).await.status, 200);
     });
 }
 

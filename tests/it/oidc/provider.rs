@@ -135,6 +135,13 @@ impl Provider {
         assert_eq!(r.status, 204, "{}", r.text());
     }
 
+    /// Authorization codes issued from now on live `seconds` (default 60).
+    pub async fn code_ttl(&self, seconds: u64) {
+        let target = format!("/harness/code-ttl?seconds={seconds}");
+        let r = http1_async_from(None, self.addr, "POST", &target, &[], b"").await;
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+
     /// Adds a second key to the JWKS and signs ID tokens with it from now on.
     pub async fn rotate(&self) {
         let r = http1_async_from(None, self.addr, "POST", "/harness/rotate", &[], b"").await;

@@ -52,7 +52,7 @@ fn oidc_page_step_up_keeps_the_create_form_and_still_needs_csrf() {
         let old_token = csrf(&agent.get(addr, MOUNT).await.text());
         let_sign_in_age().await;
         let body = format!(
-            "csrf={old_token}&name=stepped-up&scope=repository%3Aread&expires=date&expires_on=2999-01-31&repo=alice%2Fproject%0D%0Aalice%2F*&allow_from=127.0.0.0%2F8"
+            "csrf={old_token}&name=stepped-up+%3Ci%3E%22x%22%3C%2Fi%3E&scope=repository%3Aread&expires=date&expires_on=2999-01-31&repo=alice%2Fproject%0D%0Aalice%2F*&allow_from=127.0.0.0%2F8"
         );
         let r = site.post(&mut agent, "/create", &body).await;
         let text = r.text();
@@ -78,7 +78,12 @@ fn oidc_page_step_up_keeps_the_create_form_and_still_needs_csrf() {
         let page = r.text();
         // The form again, filled in as it was, under the new session.
         assert!(page.contains("id=\"resumed\""), "{page}");
-        assert!(page.contains("value=\"stepped-up\""), "{page}");
+        // Escaped like everything typed: the kept form is no way in for markup.
+        assert!(
+            page.contains("value=\"stepped-up &lt;i&gt;&quot;x&quot;&lt;/i&gt;\""),
+            "{page}"
+        );
+        assert!(!page.contains("<i>"), "{page}");
         assert!(
             page.contains("name=\"scope\" value=\"repository:read\" checked"),
             "{page}"
