@@ -186,6 +186,8 @@ impl BackendError {
 pub(super) enum Engine {
     #[error(transparent)]
     Postgres(tokio_postgres::Error),
+    #[error("its TLS certificate was refused (see sslmode and sslrootcert in the URL)")]
+    Certificate(#[source] tokio_postgres::Error),
     #[error(transparent)]
     Pool(deadpool_postgres::PoolError),
     #[error("cannot build the connection pool")]

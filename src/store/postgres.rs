@@ -687,12 +687,19 @@ async fn insert_row(txn: &tokio_postgres::Transaction<'_>, rec: &AppPassword) ->
 }
 
 /// A database error: SQL errors are failures, anything else (connection
-/// refused, reset, closed) means the database is unreachable.
+/// refused, reset, closed, a certificate refused) means the database is
+/// unreachable; a refused certificate says so first, as a network fault
+/// is what "unreachable" brings to mind.
 fn database_error(url: String, e: tokio_postgres::Error) -> StoreError {
     if e.code().is_some() {
         StoreError::Database {
             url,
             source: BackendError::new(Engine::Postgres(e)),
+        }
+    } else if refused_certificate(&e) {
+        StoreError::Unreachable {
+            url,
+            source: BackendError::new(Engine::Certificate(e)),
         }
     } else {
         StoreError::Unreachable {
@@ -700,6 +707,23 @@ fn database_error(url: String, e: tokio_postgres::Error) -> StoreError {
             source: BackendError::new(Engine::Postgres(e)),
         }
     }
+}
+
+/// Whether the TLS handshake failed on the server's certificate (rustls's
+/// error sits inside an `io::Error`, whose `source` skips it).
+fn refused_certificate(e: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(err) = cause {
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .map_or(err, |inner| inner as &(dyn std::error::Error + 'static));
+        if let Some(rustls::Error::InvalidCertificate(_)) = inner.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 fn pool_error(url: String, e: PoolError) -> StoreError {
