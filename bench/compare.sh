@@ -29,6 +29,7 @@ SECS=${1:-5}
 WARM=${2:-2}
 ROUNDS=${ROUNDS:-5}
 CONNS=${CONNS:-16}
+MIB_CONNS=${MIB_CONNS:-16}
 GW_CPU=${GW_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 ONLY=${ONLY:-}
@@ -46,7 +47,7 @@ trap cleanup EXIT
 mapfile -t ports < <(python3 "$HERE/lib.py" ports 4)
 BP=${ports[0]} PP=${ports[1]} SP=${ports[2]} NP=${ports[3]}
 
-# nginx_conf NAME SERVER-BODY: a one-worker nginx in its own prefix.
+# nginx_conf NAME SERVER-BODY [BACKEND-PORT]: a one-worker nginx in its own prefix.
 nginx_conf() {
     local dir="$WORK/$1"
     mkdir -p "$dir/logs"
@@ -65,7 +66,7 @@ http {
     uwsgi_temp_path $dir/uwsgi;
     scgi_temp_path $dir/scgi;
     keepalive_requests 1000000;
-    upstream backend { server 127.0.0.1:$BP; keepalive 16; }
+    upstream backend { server 127.0.0.1:${3:-$BP}; keepalive 16; }
     server {
 $2
     }
@@ -82,10 +83,12 @@ start_nginx() {
     LAST=$!
 }
 # start_passgate [wrapper args...]. The malloc setting serve would re-exec
-# itself with, set up front: valgrind does not follow the exec.
+# itself with (src/cli/serve.rs), set up front: valgrind does not follow the
+# exec. PG_MMAP_THRESHOLD overrides it (an A/B of that setting).
+# PG_CONFIG picks another config than $WORK/proxy.toml.
 start_passgate() {
-    MALLOC_MMAP_THRESHOLD_=131072 RUST_LOG=warn setsid "$@" \
-        "$TARGET_DIR/release/passgate" serve --config "$WORK/proxy.toml" >>"$WORK/passgate.log" 2>&1 &
+    MALLOC_MMAP_THRESHOLD_=${PG_MMAP_THRESHOLD:-1048576} RUST_LOG=warn setsid "$@" \
+        "$TARGET_DIR/release/passgate" serve --config "${PG_CONFIG:-$WORK/proxy.toml}" >>"$WORK/passgate.log" 2>&1 &
     PIDS+=($!)
     LAST=$!
 }
@@ -161,7 +164,7 @@ count() {
     printf 'instr\t%s\t%s\n' "$name" "$((total / n))" >>"$RESULTS"
     echo "$name: $n requests, $total instructions (${outs[-1]})" >&2
 }
-if [[ $ONLY != pinned ]]; then
+if [[ -z $ONLY || $ONLY == callgrind ]]; then
     VG=(valgrind --tool=callgrind --dump-instr=no)
     start_passgate "${VG[@]}" --callgrind-out-file="$WORK/passgate.callgrind.%p"
     count passgate
@@ -177,7 +180,7 @@ cpu() {
     read -r -a f <"/proc/$1/stat"
     echo "${f[13]} ${f[14]}"
 }
-if [[ $ONLY != callgrind ]]; then
+if [[ -z $ONLY || $ONLY == pinned ]]; then
     declare -A PID
     start_passgate taskset -c "$GW_CPU"
     PID[passgate]=$LAST
@@ -214,10 +217,113 @@ ROW
     done
 fi
 
-python3 - "$RESULTS" "$SECS" "$ROUNDS" "$CONNS" "$GW_CPU" "$LOAD_CPU" <<'EOF'
+# 4. 1 MiB responses, two backends: an nginx serving a static 1 MiB file with
+#    sendfile (cheap: the proxies become the bottleneck), and the project's
+#    hyper backend (examples/bench_backend.rs, what bench/run.sh uses). One
+#    passgate per backend (same store copied, so the same password); one nginx
+#    with {SHA} and plain servers per backend, nginx's default proxy buffering.
+#    Servers on core $GW_CPU, backend and wrk -t1 -c$MIB_CONNS on $LOAD_CPU;
+#    each round loads every target once, in rotating order. Per target: MiB/s
+#    and the server's CPU time (user + system, /proc) per MiB served.
+if [[ -z $ONLY || $ONLY == 1m ]]; then
+    HYPER=$TARGET_DIR/release/examples/bench_backend
+    [[ -n ${NO_BUILD:-} ]] || (cd "$ROOT" && cargo build --release -q --example bench_backend)
+    mapfile -t mports < <(python3 "$HERE/lib.py" ports 8)
+    STP=${mports[0]} HYP=${mports[1]} PSP=${mports[2]} PHP=${mports[3]}
+    NSS=${mports[4]} NSH=${mports[5]} NPL=${mports[6]} NPH=${mports[7]}
+    mkdir -p "$WORK/static"
+    head -c $((1 << 20)) /dev/zero | tr '\0' x >"$WORK/static/1m"
+    nginx_conf static "        listen 127.0.0.1:$STP;
+        sendfile on;
+        location / { root $WORK/static; }"
+    declare -A PID1M URL1M
+    start_nginx static taskset -c "$LOAD_CPU"
+    PID1M[direct-static]=$LAST
+    setsid taskset -c "$LOAD_CPU" "$HYPER" "$HYP" >"$WORK/hyper.log" 2>&1 &
+    PIDS+=($!)
+    PID1M[direct-hyper]=$!
+    URL1M[direct-static]="http://127.0.0.1:$STP/1m"
+    URL1M[direct-hyper]="http://127.0.0.1:$HYP/1m"
+    wait_200 "${URL1M[direct-static]}"
+    wait_200 "${URL1M[direct-hyper]}"
+    for b in static hyper; do
+        bport=$STP
+        [[ $b == hyper ]] && bport=$HYP
+        pport=$PSP
+        [[ $b == hyper ]] && pport=$PHP
+        mkdir -p "$WORK/data-$b"
+        cp "$WORK/data/passgate.redb" "$WORK/data-$b/"
+        cat >"$WORK/proxy-$b.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$pport"]
+workers = 1
+[store]
+path = "$WORK/data-$b/passgate.redb"
+[admin]
+socket = "$WORK/data-$b/admin.sock"
+$(python3 "$HERE/lib.py" bench-routes "http://127.0.0.1:$bport")
+TOML
+        PG_CONFIG=$WORK/proxy-$b.toml start_passgate taskset -c "$GW_CPU"
+        PID1M[passgate-$b]=$LAST
+        URL1M[passgate-$b]="http://127.0.0.1:$pport/1m"
+    done
+    nginx_conf sha1m-static "        listen 127.0.0.1:$NSS;
+        auth_basic bench;
+        auth_basic_user_file $WORK/htpasswd;
+$PROXY_BODY" "$STP"
+    nginx_conf sha1m-hyper "        listen 127.0.0.1:$NSH;
+        auth_basic bench;
+        auth_basic_user_file $WORK/htpasswd;
+$PROXY_BODY" "$HYP"
+    nginx_conf plain1m-static "        listen 127.0.0.1:$NPL;
+$PROXY_BODY" "$STP"
+    nginx_conf plain1m-hyper "        listen 127.0.0.1:$NPH;
+$PROXY_BODY" "$HYP"
+    for b in static hyper; do
+        start_nginx "sha1m-$b" taskset -c "$GW_CPU"
+        PID1M[sha-$b]=$LAST
+        start_nginx "plain1m-$b" taskset -c "$GW_CPU"
+        PID1M[plain-$b]=$LAST
+    done
+    URL1M[sha-static]="http://127.0.0.1:$NSS/1m"
+    URL1M[sha-hyper]="http://127.0.0.1:$NSH/1m"
+    URL1M[plain-static]="http://127.0.0.1:$NPL/1m"
+    URL1M[plain-hyper]="http://127.0.0.1:$NPH/1m"
+    order=(passgate-static sha-static plain-static direct-static passgate-hyper sha-hyper plain-hyper direct-hyper)
+    for name in "${order[@]}"; do
+        wait_200 "${URL1M[$name]}" -H "$AUTH"
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$MIB_CONNS" -d"${WARM}s" -H "$AUTH" "${URL1M[$name]}" >/dev/null
+    done
+    tick=$(getconf CLK_TCK)
+    echo "1 MiB rounds, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+    for round in $(seq "$ROUNDS"); do
+        for name in "${order[@]}"; do
+            read -r u0 s0 < <(cpu "${PID1M[$name]}")
+            out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$MIB_CONNS" -d"${SECS}s" -H "$AUTH" "${URL1M[$name]}")
+            read -r u1 s1 < <(cpu "${PID1M[$name]}")
+            n=$(awk '/requests in/ {print $1}' <<<"$out")
+            rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+            bad=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+            [[ -z $bad ]] || { echo "$name answered $bad non-2xx responses" >&2; exit 1; }
+            # Each response is 1 MiB: req/s is MiB/s; CPU in µs per MiB.
+            python3 - "$name" "$rps" "$n" "$tick" "$u0" "$s0" "$u1" "$s1" >>"$RESULTS" <<'ROW'
+import sys
+name, rps, n, tick, u0, s0, u1, s1 = sys.argv[1:]
+per = lambda a, b: (int(b) - int(a)) / int(tick) * 1e6 / int(n)
+for kind, val in [("mib", float(rps)), ("muser", per(u0, u1)), ("msys", per(s0, s1)),
+                  ("mcpu", per(u0, u1) + per(s0, s1))]:
+    print(f"{kind}\t{name}\t{val}")
+ROW
+        done
+        order=("${order[@]:1}" "${order[0]}")
+        echo "1 MiB round $round of $ROUNDS done, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+    done
+fi
+
+python3 - "$RESULTS" "$SECS" "$ROUNDS" "$CONNS" "$GW_CPU" "$LOAD_CPU" "$MIB_CONNS" <<'EOF'
 import statistics, sys
 from collections import defaultdict
-path, secs, rounds, conns, gw, load = sys.argv[1:]
+path, secs, rounds, conns, gw, load, mib_conns = sys.argv[1:]
 v = defaultdict(list)
 for line in open(path):
     kind, name, val = line.split("\t")
@@ -251,5 +357,28 @@ row("user", "user CPU per request, us", lambda x: f"{x:.2f}", True)
 row("sys", "system CPU per request, us", lambda x: f"{x:.2f}", True)
 row("cpu", "user + system CPU per request, us", lambda x: f"{x:.2f}", True)
 row("rps", "requests per second", lambda x: f"{x:,.0f}", True)
+
+if v["mib", "passgate-static"]:
+    print(f"\n1 MiB responses: server on core {gw}, wrk -t1 -c{mib_conns} + backend on core {load}; "
+          f"{rounds} rounds x {secs} s, median (min, max)")
+    for b, desc in [("static", "backend: nginx, static 1 MiB file, sendfile on"),
+                    ("hyper", "backend: examples/bench_backend.rs (hyper, as in bench/run.sh)")]:
+        print(f"\n  {desc}")
+        for kind, label, fmt in [("mib", "MiB/s", lambda x: f"{x:,.0f}"),
+                                 ("mcpu", "CPU (user + system) per MiB, us", lambda x: f"{x:,.0f}"),
+                                 ("muser", "  of which user", lambda x: f"{x:,.0f}"),
+                                 ("msys", "  of which system", lambda x: f"{x:,.0f}")]:
+            print(f"    {label}")
+            pg = statistics.median(v[kind, f"passgate-{b}"])
+            for key, name in [("passgate", "passgate"), ("sha", "nginx {SHA} + proxy_pass"),
+                              ("plain", "nginx plain proxy_pass"), ("direct", "direct (the backend's own CPU)")]:
+                xs = v[kind, f"{key}-{b}"]
+                if not xs:
+                    continue
+                med = statistics.median(xs)
+                text = f"      {name:<32} {fmt(med):>8}  (min {fmt(min(xs))}, max {fmt(max(xs))})"
+                if key in ("sha", "plain") and med:
+                    text += f"   passgate / this = {pg / med:.2f}x"
+                print(text)
 EOF
 echo "callgrind outputs and per-round results: $WORK"

@@ -228,6 +228,12 @@ def targets(path):
         check("cached h1 req/s >= 1.0x nginx auth_basic", pg, pg / sha >= 1.0, f"{pg / sha:.2f}x")
     if pg and plain:
         check("cached h1 req/s >= 0.9x nginx proxy_pass", pg, pg / plain >= 0.9, f"{pg / plain:.2f}x")
+    for sc, suffix, desc in [("h1-1m", "1 MiB", "hyper backend"),
+                             ("h1-1m-static", "static backend, 1 MiB", "static nginx backend")]:
+        pg1, plain1 = val(sc, f"passgate, {suffix}"), val(sc, f"nginx proxy_pass, no auth, {suffix}")
+        if pg1 and plain1:
+            check(f"1 MiB responses >= 1.0x nginx proxy_pass ({desc})", pg1, pg1 / plain1 >= 1.0,
+                  f"{pg1 / plain1:.2f}x")
     p99, d99 = val("h1-cached", "passgate", "p99"), val("h1-cached", "direct backend", "p99")
     if p99 is not None and d99 is not None:
         check("p99 added over direct <= 1 ms", p99, p99 - d99 <= 1.0, f"{p99 - d99:+.2f} ms")

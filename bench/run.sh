@@ -236,6 +236,49 @@ per_addr = { burst = 1000000000, per = "1s" }'
     esac
 }
 
+# A second 1 MiB backend: nginx serving a static 1 MiB file with sendfile, so
+# cheap that the proxies in front of it become the bottleneck (issue 18).
+STATIC_PORT=
+ensure_static() {
+    [[ -n $STATIC_PORT ]] && return 0
+    have nginx || return 1
+    local dir=$WORK/static
+    mkdir -p "$dir/logs" "$dir/tmp" "$dir/www"
+    head -c $((1 << 20)) /dev/zero | tr '\0' x >"$dir/www/1m"
+    local p user_line=''
+    p=$(port)
+    (($(id -u) == 0)) && user_line="user $(id -un) $(id -gn);"
+    cat >"$dir/nginx.conf" <<EOF
+$user_line
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 120s;
+    server {
+        listen 127.0.0.1:$p;
+        location / { root $dir/www; }
+    }
+}
+EOF
+    spawn static nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+    wait_port "$p" "$LAST_PID" || {
+        cat "$WORK/static.log" "$dir/logs/error.log" >&2 || true
+        note "static nginx backend did not start: its 1 MiB rows skipped"
+        return 1
+    }
+    STATIC_PORT=$p
+}
+
 # The same user and password as passgate's `main` instance, in htpasswd files.
 NGINX_PORTS=()
 ensure_nginx() {
@@ -249,12 +292,13 @@ ensure_nginx() {
         return 1
     fi
     pg main
+    ensure_static || return 1
     local dir=$WORK/nginx
     mkdir -p "$dir/logs" "$dir/tmp"
     htpasswd -c -b -s "$dir/htpasswd.sha" alice "${PG_PW[main]}" 2>/dev/null
     htpasswd -c -b -m "$dir/htpasswd.apr1" alice "${PG_PW[main]}" 2>/dev/null
     local ps
-    mapfile -t ps < <(lib ports 5)
+    mapfile -t ps < <(lib ports 7)
     local user_line=''
     (($(id -u) == 0)) && user_line="user $(id -un) $(id -gn);"
     cat >"$dir/nginx.conf" <<EOF
@@ -279,8 +323,23 @@ http {
         keepalive 64;
         keepalive_requests 100000000;
     }
+    upstream static {
+        server 127.0.0.1:$STATIC_PORT;
+        keepalive 64;
+        keepalive_requests 100000000;
+    }
     proxy_http_version 1.1;
     proxy_set_header Connection "";
+    server {
+        listen 127.0.0.1:${ps[5]};
+        auth_basic "passgate-bench";
+        auth_basic_user_file $dir/htpasswd.sha;
+        location / { proxy_pass http://static; }
+    }
+    server {
+        listen 127.0.0.1:${ps[6]};
+        location / { proxy_pass http://static; }
+    }
     server {
         listen 127.0.0.1:${ps[0]};
         auth_basic "passgate-bench";
@@ -486,6 +545,17 @@ scenario_h1-1m() {
         )
     fi
     CONNS=$MIB_CONNS interleaved_h1 $s "${targets[@]}"
+    # The same against the static-file backend (bench_backend is a hyper
+    # server: slower than nginx's sendfile, which flatters the proxies).
+    ensure_nginx || return 0
+    PG_CHECK_PATH=/1m start_passgate static "http://127.0.0.1:$STATIC_PORT" warn
+    targets=(
+        "direct static nginx, 1 MiB|direct|http://127.0.0.1:$STATIC_PORT/1m||nginx, static file, sendfile on"
+        "passgate, static backend, 1 MiB||http://127.0.0.1:${PG_PORT[static]}/1m|${PG_AUTH[static]}|cached auth, RUST_LOG=warn"
+        "nginx auth_basic {SHA}, static backend, 1 MiB|nginx|http://127.0.0.1:${NGINX_PORTS[5]}/1m|${PG_AUTH[main]}|default proxy buffering"
+        "nginx proxy_pass, no auth, static backend, 1 MiB||http://127.0.0.1:${NGINX_PORTS[6]}/1m||default proxy buffering"
+    )
+    CONNS=$MIB_CONNS interleaved_h1 $s-static "${targets[@]}"
 }
 
 scenario_h2-cached() {

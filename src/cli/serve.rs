@@ -256,10 +256,19 @@ impl metrics::Source for Gauges {
 /// threshold can only be set before malloc starts, through the environment,
 /// so `serve` re-executes itself once with it set (same pid; an explicit
 /// setting by the operator is respected). Nothing changes if exec fails.
+///
+/// The value sits above hyper's largest HTTP/1 read buffer and far below
+/// argon2id's block. At glibc's initial 128 KiB, every read buffer of a
+/// streamed upstream response (hyper allocates a new one per read while the
+/// previous chunk is still being written to the client) was a fresh mmap,
+/// zeroed by the kernel page by page and unmapped again: see
+/// docs/performance.md, "Large responses".
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn pin_malloc_mmap_threshold() {
     use std::os::unix::process::CommandExt;
     const VAR: &str = "MALLOC_MMAP_THRESHOLD_";
+    /// 1 MiB: hyper's HTTP/1 read buffer grows to 8 KiB + 400 KiB at most.
+    const MMAP_THRESHOLD: &str = "1048576";
     if std::env::var_os(VAR).is_some() {
         return;
     }
@@ -268,7 +277,7 @@ fn pin_malloc_mmap_threshold() {
     };
     let err = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .env(VAR, "131072")
+        .env(VAR, MMAP_THRESHOLD)
         .exec();
     eprintln!(
         "passgate: note: could not re-exec with a fixed malloc mmap threshold ({err}); continuing"
