@@ -23,7 +23,10 @@
 //!
 //! This module never resolves dot segments, never decodes more than once,
 //! never looks at the query, and never panics or allocates beyond the two
-//! strings of the result. A pure-ASCII path skips the Unicode checks.
+//! strings of the result. A pure-ASCII path skips the Unicode checks. A path
+//! that is already normal (literal bytes and single `/` separators only, no
+//! segment ending in a dot) decodes and encodes to itself: one scan finds
+//! that, and its result holds one string.
 
 use std::fmt;
 
@@ -84,13 +87,14 @@ pub enum PathError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NormalPath {
     decoded: String,
-    encoded: String,
+    /// `None` when it equals `decoded` (so the derived equality holds).
+    encoded: Option<String>,
 }
 
 impl NormalPath {
     /// The canonical percent-encoded form: the path forwarded upstream.
     pub fn as_str(&self) -> &str {
-        &self.encoded
+        self.encoded.as_deref().unwrap_or(&self.decoded)
     }
 
     /// The decoded form, used for matching. Starts with `/`.
@@ -114,7 +118,7 @@ impl NormalPath {
 
 impl fmt::Display for NormalPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.encoded)
+        f.write_str(self.as_str())
     }
 }
 
@@ -153,6 +157,37 @@ pub fn normalise(raw_path: &str) -> Result<NormalPath, PathError> {
     let Some((&b'/', rest)) = raw.split_first() else {
         return Err(PathError::NotOriginForm);
     };
+    if already_normal(rest) {
+        return Ok(NormalPath {
+            decoded: raw_path.to_owned(),
+            encoded: None,
+        });
+    }
+    normalise_fully(raw, rest)
+}
+
+/// Whether a path (`rest`: after its leading `/`) is normal as received:
+/// only literal bytes (see [`is_literal`]) and `/`, no empty segment but a
+/// trailing slash, no segment ending in a dot (so no dot segment). Such a
+/// path decodes and encodes to itself under the full rules.
+fn already_normal(rest: &[u8]) -> bool {
+    let mut segments = rest.split(|&b| b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        match segment.last() {
+            // `/` alone, or a trailing slash.
+            None if segments.peek().is_none() => {}
+            None | Some(b'.') => return false,
+            Some(_) => {}
+        }
+        if !segment.iter().all(|&b| LITERAL[usize::from(b)]) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The full rules, byte by byte (`rest`: `raw` after its leading `/`).
+fn normalise_fully(raw: &[u8], rest: &[u8]) -> Result<NormalPath, PathError> {
     let mut decoded: Vec<u8> = Vec::with_capacity(raw.len());
     for segment in rest.split(|&b| b == b'/') {
         if segment.is_empty() {
@@ -176,6 +211,7 @@ pub fn normalise(raw_path: &str) -> Result<NormalPath, PathError> {
     if encoded.len() > MAX_PATH_LEN {
         return Err(PathError::TooLong);
     }
+    let encoded = (encoded != decoded).then_some(encoded);
     Ok(NormalPath { decoded, encoded })
 }
 
@@ -285,9 +321,20 @@ fn hex_digit(b: u8) -> Option<u8> {
     }
 }
 
+/// [`is_literal`] for every byte.
+static LITERAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = is_literal(b as u8);
+        b += 1;
+    }
+    table
+};
+
 /// Bytes written literally in the canonical form: `unreserved`, the
 /// `sub-delims` but `;`, `:` and `@` (RFC 3986 §2.3, §3.3).
-fn is_literal(b: u8) -> bool {
+const fn is_literal(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
@@ -647,6 +694,19 @@ mod tests {
                 let mut own = p.decoded().chars().filter(char::is_ascii);
                 for c in p.decoded().nfkc().filter(char::is_ascii) {
                     prop_assert!(own.any(|o| o == c), "{:?} gains {:?}", p.decoded(), c);
+                }
+            }
+        }
+
+        /// The one-scan path for normal paths answers as the full rules do.
+        #[test]
+        fn already_normal_paths_normalise_fully_to_themselves(s in any_path()) {
+            if let Some((&b'/', rest)) = s.as_bytes().split_first() {
+                if s.len() <= MAX_PATH_LEN && already_normal(rest) {
+                    let full = normalise_fully(s.as_bytes(), rest);
+                    prop_assert_eq!(full.as_ref().map(|p| (p.decoded(), p.as_str())),
+                        Ok((s.as_str(), s.as_str())));
+                    prop_assert_eq!(full, normalise(&s));
                 }
             }
         }
