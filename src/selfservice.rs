@@ -207,9 +207,9 @@ impl<'a> Page<'a> {
             "/create" | "/revoke" | "/revoke-all" | "/rotate" if post => {
                 let form = cx.form(&parts, body).await?;
                 match sub {
-                    "/create" => page::create(&cx, &form, conn).await,
+                    "/create" => page::create(&cx, &form).await,
                     "/revoke" => page::revoke(&cx, &form).await,
-                    "/rotate" => page::rotate(&cx, &form, conn).await,
+                    "/rotate" => page::rotate(&cx, &form).await,
                     _ => page::revoke_all(&cx, &form).await,
                 }
             }

@@ -135,13 +135,12 @@ impl Identity {
         gw: &Gateway,
         who: &SignedIn,
         origin: &str,
-        conn: &Peer,
         client: IpAddr,
         resume: Resume,
     ) -> Option<Result<Response<Full<Bytes>>, PageError>> {
         match self {
             Identity::Header { .. } => None,
-            Identity::Oidc(Ok(o)) => o.step_up(gw, who, origin, conn, client, resume).await,
+            Identity::Oidc(Ok(o)) => o.step_up(gw, who, origin, client, resume).await,
             Identity::Oidc(Err(e)) => Some(Err(PageError::SignIn(e.clone()))),
         }
     }

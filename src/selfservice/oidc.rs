@@ -131,7 +131,7 @@ impl OidcIdentity {
         }
         let client =
             crate::headers::client_addr(conn.addr, &req.headers, &gw.config.server.trusted_proxies);
-        let started = self.start(gw, conn, client, &origin, None, None).await;
+        let started = self.start(gw, client, &origin, None, None).await;
         match started {
             Ok(resp) => SignInOutcome::Redirect(resp),
             Err(e) => SignInOutcome::Refuse(e),
@@ -146,7 +146,6 @@ impl OidcIdentity {
         gw: &Gateway,
         who: &SignedIn,
         origin: &str,
-        conn: &Peer,
         client: IpAddr,
         resume: Resume,
     ) -> Option<Result<Response<Full<Bytes>>, PageError>> {
@@ -166,9 +165,7 @@ impl OidcIdentity {
             ),
         };
         let renews = Some((who.user.clone(), resume));
-        let started = self
-            .start(gw, conn, client, origin, Some(reauth), renews)
-            .await;
+        let started = self.start(gw, client, origin, Some(reauth), renews).await;
         Some(started.map(|mut resp| {
             // Not a redirect: the form's POST may not be redirected to
             // another origin (CSP form-action 'self'); a link may be followed.
@@ -206,7 +203,9 @@ impl OidcIdentity {
         let tls = origin.starts_with("https://");
         let (_, login_cookie) = session::cookie_names(tls);
         let result = self.finish(gw, req, login_cookie).await;
-        let (who, pending) = result.map_err(|e| self.failed(e, conn))?;
+        let client =
+            crate::headers::client_addr(conn.addr, &req.headers, &gw.config.server.trusted_proxies);
+        let (who, pending) = result.map_err(|e| self.failed(e, client))?;
         let id = session::new_id();
         let now = unix_now();
         let ttl = self.rp.config().session_ttl.as_secs();
@@ -225,7 +224,7 @@ impl OidcIdentity {
         }
         self.purge(gw, now).await;
         audit::emit(AuditEvent::SignedIn {
-            peer: conn.addr,
+            peer: client,
             user: &who.user,
             method: "oidc",
             step_up: pending.max_age.is_some(),
@@ -272,7 +271,11 @@ impl OidcIdentity {
             blocking(gw, move |s| s.delete_session(&key).map(|_| ())).await?;
         }
         audit::emit(AuditEvent::SignedOut {
-            peer: conn.addr,
+            peer: crate::headers::client_addr(
+                conn.addr,
+                &req.headers,
+                &gw.config.server.trusted_proxies,
+            ),
             user: &who.user,
             method: "oidc",
         });
@@ -307,7 +310,6 @@ impl OidcIdentity {
     async fn start(
         &self,
         gw: &Gateway,
-        conn: &Peer,
         client: IpAddr,
         origin: &str,
         max_age: Option<Duration>,
@@ -338,7 +340,7 @@ impl OidcIdentity {
         self.purge(gw, now).await;
         let redirect_uri = format!("{origin}{}/callback", self.mount);
         let begun = self.rp.begin(&redirect_uri, max_age, &self.mount).await;
-        let (url, mut pending) = begun.map_err(|e| self.failed(e, conn))?;
+        let (url, mut pending) = begun.map_err(|e| self.failed(e, client))?;
         if let Some((user, resume)) = renews {
             pending.renews = Some(user);
             pending.resume = Some(resume);
@@ -423,9 +425,9 @@ impl OidcIdentity {
     /// Logs a failed sign-in and turns it into the page's error. Anyone can
     /// cause these (a junk callback), so they share the per-address audit
     /// budget of failed authentications.
-    fn failed(&self, e: SignInError, conn: &Peer) -> PageError {
+    fn failed(&self, e: SignInError, client: IpAddr) -> PageError {
         crate::audit::emit(crate::audit::AuditEvent::SignInFailed {
-            peer: conn.addr,
+            peer: client,
             method: "oidc",
             error: &e.to_string(),
         });

@@ -65,7 +65,7 @@ pub(super) async fn resume(cx: &Cx<'_>, r: &Resume) -> Page {
 }
 
 /// `POST {mount}/create`: creates, keeps it for one showing, 303 to that page.
-pub(super) async fn create(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page {
+pub(super) async fn create(cx: &Cx<'_>, form: &Form) -> Page {
     let mut filled = CreateForm {
         name: form.one("name")?.unwrap_or_default().trim().to_owned(),
         scopes: form.all("scope").map(str::to_owned).collect(),
@@ -80,10 +80,7 @@ pub(super) async fn create(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page
         fields: filled.fields(),
     };
     let (gw, who, origin) = (cx.gw, &cx.who, &cx.origin);
-    let step_up = cx
-        .page
-        .identity
-        .step_up(gw, who, origin, conn, cx.client, resume);
+    let step_up = cx.page.identity.step_up(gw, who, origin, cx.client, resume);
     if let Some(page) = step_up.await {
         return page;
     }
@@ -157,7 +154,7 @@ pub(super) async fn confirm_rotate(cx: &Cx<'_>, query: Option<&str>) -> Page {
 /// `POST {mount}/rotate` (`id`, `grace`): a successor with the same name,
 /// scopes and limits, shown once like a created password; the old one
 /// stops at once or after the grace. Counts as a creation.
-pub(super) async fn rotate(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page {
+pub(super) async fn rotate(cx: &Cx<'_>, form: &Form) -> Page {
     let id = form.one("id")?.ok_or(PageError::NotFound)?.to_owned();
     let chosen = form.one("grace")?.unwrap_or("0");
     let grace = match chosen {
@@ -172,10 +169,7 @@ pub(super) async fn rotate(cx: &Cx<'_>, form: &Form, conn: &super::Peer) -> Page
         fields: vec![("id".into(), id.clone()), ("grace".into(), chosen.into())],
     };
     let (gw, who, origin) = (cx.gw, &cx.who, &cx.origin);
-    let step_up = cx
-        .page
-        .identity
-        .step_up(gw, who, origin, conn, cx.client, resume);
+    let step_up = cx.page.identity.step_up(gw, who, origin, cx.client, resume);
     if let Some(page) = step_up.await {
         return page;
     }

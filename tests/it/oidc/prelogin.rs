@@ -133,6 +133,17 @@ fn oidc_page_sign_ins_are_bounded_per_address_and_in_all() {
                 "no {series} in {scraped}"
             );
         }
+        // Behind the trusted proxy, a failed sign-in's audit line names the
+        // client, not the proxy (fail2ban bans what `peer` says).
+        let junk = format!("{MOUNT}/callback?state=x&code=y");
+        let r = Agent::default()
+            .get_with(addr, &junk, &from("192.0.2.50"))
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(site.gw.wait_log(
+            "peer=192.0.2.50 reason=\"sign-in-failed\"",
+            Duration::from_secs(5)
+        ));
         // A signed-in browser is not touched by either limit.
         let r = alice.get(addr, MOUNT).await;
         assert_eq!(r.status, 200, "{}", r.text());
