@@ -11,8 +11,9 @@ use serde::Deserialize;
 
 use super::http::loopback_host;
 
-/// `[selfservice.oidc]` as written.
-#[derive(Debug, Clone, Deserialize)]
+/// `[selfservice.oidc]` as written (`Default`: every optional key absent,
+/// for building one in code).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOidc {
     pub issuer: String,
@@ -262,15 +263,7 @@ mod tests {
         RawOidc {
             issuer: issuer.into(),
             client_id: "passgate".into(),
-            client_secret_file: None,
-            username_claim: None,
-            reauth_after: None,
-            session_ttl: None,
-            allowed_groups: None,
-            ca_file: None,
-            sign_in_timeout: None,
-            sign_ins_per_address: None,
-            max_sign_ins_in_progress: None,
+            ..RawOidc::default()
         }
     }
 

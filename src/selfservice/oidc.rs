@@ -171,24 +171,12 @@ impl OidcIdentity {
             // another origin (CSP form-action 'self'); a link may be followed.
             let to = resp.headers_mut().remove(LOCATION);
             let to = to.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-            let markup = html! {
-                (DOCTYPE)
-                html lang="en" {
-                    head {
-                        meta charset="utf-8";
-                        meta http-equiv="refresh" content=(format!("0;url={to}"));
-                        title { "Sign in again — passgate" }
-                    }
-                    body {
-                        main {
-                            h1 id="step-up" { (heading) }
-                            p { (why) }
-                            p { a id="sign-in-again" href=(to) { "Sign in again" } }
-                        }
-                    }
-                }
+            let body = html! {
+                h1 id="step-up" { (heading) }
+                p { (why) }
+                p { a id="sign-in-again" href=(to) { "Sign in again" } }
             };
-            let mut page = html_response(StatusCode::OK, markup.into_string());
+            let mut page = going_on(to, "Sign in again — passgate", body);
             for cookie in resp.headers().get_all(SET_COOKIE) {
                 page.headers_mut().append(SET_COOKIE, cookie.clone());
             }
@@ -453,20 +441,26 @@ async fn blocking<T: Send + 'static>(
 
 /// The page after a successful sign-in: on to the page (`mount`).
 fn continue_page(mount: &str) -> Response<Full<Bytes>> {
+    let body = html! {
+        h1 { "Signed in" }
+        p { a id="continue" href=(mount) { "Continue to your app passwords" } }
+    };
+    going_on(mount, "Signed in — passgate", body)
+}
+
+/// A page that goes on to `to` at once (a refresh, and `body`'s link for
+/// browsers that do not follow it): a navigation this page starts, where a
+/// redirect could not be used (see the module doc).
+fn going_on(to: &str, title: &str, body: maud::Markup) -> Response<Full<Bytes>> {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
-                meta http-equiv="refresh" content=(format!("0;url={mount}"));
-                title { "Signed in — passgate" }
+                meta http-equiv="refresh" content=(format!("0;url={to}"));
+                title { (title) }
             }
-            body {
-                main {
-                    h1 { "Signed in" }
-                    p { a id="continue" href=(mount) { "Continue to your app passwords" } }
-                }
-            }
+            body { main { (body) } }
         }
     };
     html_response(StatusCode::OK, markup.into_string())

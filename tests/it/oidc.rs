@@ -26,14 +26,8 @@ fn rp(provider: &Provider, allowed_groups: &[&str]) -> Oidc {
         issuer: provider.issuer.clone(),
         client_id: provider::CLIENT_ID.into(),
         client_secret_file: Some(secret.display().to_string()),
-        username_claim: None,
-        reauth_after: None,
-        session_ttl: None,
         allowed_groups: Some(allowed_groups.iter().map(|g| (*g).to_owned()).collect()),
-        ca_file: None,
-        sign_in_timeout: None,
-        sign_ins_per_address: None,
-        max_sign_ins_in_progress: None,
+        ..RawOidc::default()
     };
     let config = raw
         .build(dir.path(), |s| humantime::parse_duration(s).ok())
@@ -237,15 +231,7 @@ fn oidc_unreachable_issuer_is_a_clear_error() {
     let raw = RawOidc {
         issuer: format!("http://{addr}"),
         client_id: "passgate".into(),
-        client_secret_file: None,
-        username_claim: None,
-        reauth_after: None,
-        session_ttl: None,
-        allowed_groups: None,
-        ca_file: None,
-        sign_in_timeout: None,
-        sign_ins_per_address: None,
-        max_sign_ins_in_progress: None,
+        ..RawOidc::default()
     };
     let config = raw
         .build(std::path::Path::new("/"), |s| {

@@ -110,15 +110,9 @@ mod tests {
         let raw = crate::oidc::RawOidc {
             issuer: "https://id.example/".into(),
             client_id: "passgate".into(),
-            client_secret_file: None,
-            username_claim: None,
-            reauth_after: None,
-            session_ttl: None,
-            allowed_groups: None,
-            ca_file: None,
-            sign_in_timeout: None,
             sign_ins_per_address: Some(per_address),
             max_sign_ins_in_progress: Some(in_progress),
+            ..crate::oidc::RawOidc::default()
         };
         let config = raw
             .build(std::path::Path::new("/"), |_| None)

@@ -28,6 +28,22 @@ fn started(site: &Site, r: &Reply) -> bool {
     r.status == 302 && to_issuer
 }
 
+/// `r` is a failed callback's page: 400 saying `why`, a link that starts
+/// again from the page, no session, an audit line.
+fn start_again_page(site: &Site, r: &Reply, why: &str) {
+    assert_eq!(r.status, 400, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains(why), "{why}: {text}");
+    let link = format!("id=\"start-again\" href=\"{MOUNT}\"");
+    assert!(text.contains(&link), "{text}");
+    assert!(r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .all(|c| !c.to_str().unwrap().starts_with("passgate=")));
+    assert!(site.gw.wait_log("sign_in_failed", Duration::from_secs(5)));
+}
+
 #[test]
 fn oidc_page_sign_ins_are_bounded_per_address_and_in_all() {
     let Some(site) = Site::start_with(
@@ -176,19 +192,7 @@ fn oidc_page_sign_in_past_its_timeout_gets_a_page_to_start_again() {
         let mut late = Agent::default();
         late.set_cookie("passgate-login", &cookie);
         let r = late.get(addr, &target).await;
-        assert_eq!(r.status, 400, "{}", r.text());
-        let text = r.text();
-        assert!(text.contains("expired"), "{text}");
-        assert!(
-            text.contains(&format!("id=\"start-again\" href=\"{MOUNT}\"")),
-            "{text}"
-        );
-        assert!(r
-            .headers
-            .get_all("set-cookie")
-            .iter()
-            .all(|c| !c.to_str().unwrap().starts_with("passgate=")));
-        assert!(site.gw.wait_log("sign_in_failed", Duration::from_secs(5)));
+        start_again_page(&site, &r, "expired");
         // Starting again works: the link opens the page, a new sign-in.
         let mut again = Agent::default();
         let target = site.to_callback(&mut again, "alice").await;
@@ -216,19 +220,7 @@ fn oidc_page_expired_authorization_code_gets_a_page_to_start_again() {
         // refuses the expired code at the token endpoint.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let r = agent.get(addr, &target).await;
-        assert_eq!(r.status, 400, "{}", r.text());
-        let text = r.text();
-        assert!(text.contains("refused the authorization code"), "{text}");
-        assert!(
-            text.contains(&format!("id=\"start-again\" href=\"{MOUNT}\"")),
-            "{text}"
-        );
-        assert!(r
-            .headers
-            .get_all("set-cookie")
-            .iter()
-            .all(|c| !c.to_str().unwrap().starts_with("passgate=")));
-        assert!(site.gw.wait_log("sign_in_failed", Duration::from_secs(5)));
+        start_again_page(&site, &r, "refused the authorization code");
         // The pre-login record is used up; the link starts a new sign-in,
         // which completes with a code redeemed in time.
         assert_eq!(agent.get(addr, &target).await.status, 400);
