@@ -180,6 +180,44 @@ cpu() {
     read -r -a f <"/proc/$1/stat"
     echo "${f[13]} ${f[14]}"
 }
+# rounds PIDS URLS CONNS LABEL RATE USER SYS CPU -- NAME...: after a warm-up
+# of each, $ROUNDS interleaved rounds of wrk -t1 -cCONNS against every named
+# target (URL in the array URLS, server PID in the array PIDS), in rotating
+# order so that no server always goes first. Appends to $RESULTS, per run,
+# "KIND\tNAME\tVALUE" rows: req/s as RATE and the server's user, system and
+# total CPU time per request (µs, /proc) as USER, SYS and CPU.
+rounds() {
+    local -n pids=$1 urls=$2
+    local conns=$3 label=$4 kinds=("$5" "$6" "$7" "$8")
+    shift 9
+    local order=("$@") name round tick u0 s0 u1 s1 out n rps bad
+    for name in "${order[@]}"; do
+        wait_200 "${urls[$name]}" -H "$AUTH"
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${WARM}s" -H "$AUTH" "${urls[$name]}" >/dev/null
+    done
+    tick=$(getconf CLK_TCK)
+    for round in $(seq "$ROUNDS"); do
+        for name in "${order[@]}"; do
+            read -r u0 s0 < <(cpu "${pids[$name]}")
+            out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${SECS}s" -H "$AUTH" "${urls[$name]}")
+            read -r u1 s1 < <(cpu "${pids[$name]}")
+            n=$(awk '/requests in/ {print $1}' <<<"$out")
+            rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+            bad=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+            [[ -z $bad ]] || { echo "$name answered $bad non-2xx responses" >&2; exit 1; }
+            python3 - "$name" "$rps" "$n" "$tick" "$u0" "$s0" "$u1" "$s1" "${kinds[@]}" >>"$RESULTS" <<'ROW'
+import sys
+name, rps, n, tick, u0, s0, u1, s1, k_rate, k_user, k_sys, k_cpu = sys.argv[1:]
+per = lambda a, b: (int(b) - int(a)) / int(tick) * 1e6 / int(n)
+for kind, val in [(k_rate, float(rps)), (k_user, per(u0, u1)), (k_sys, per(s0, s1)),
+                  (k_cpu, per(u0, u1) + per(s0, s1))]:
+    print(f"{kind}\t{name}\t{val}")
+ROW
+        done
+        order=("${order[@]:1}" "${order[0]}")
+        echo "${label}round $round of $ROUNDS done, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+    done
+}
 if [[ -z $ONLY || $ONLY == pinned ]]; then
     declare -A PID
     start_passgate taskset -c "$GW_CPU"
@@ -187,34 +225,9 @@ if [[ -z $ONLY || $ONLY == pinned ]]; then
     start_nginx sha taskset -c "$GW_CPU"
     PID[sha]=$LAST
     start_nginx plain taskset -c "$GW_CPU"
+    # shellcheck disable=SC2034 # PID is read through rounds' nameref
     PID[plain]=$LAST
-    order=(passgate sha plain)
-    for name in "${order[@]}"; do
-        wait_200 "${URL[$name]}" -H "$AUTH"
-        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" -H "$AUTH" "${URL[$name]}" >/dev/null
-    done
-    tick=$(getconf CLK_TCK)
-    for round in $(seq "$ROUNDS"); do
-        for name in "${order[@]}"; do
-            read -r u0 s0 < <(cpu "${PID[$name]}")
-            out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -H "$AUTH" "${URL[$name]}")
-            read -r u1 s1 < <(cpu "${PID[$name]}")
-            n=$(awk '/requests in/ {print $1}' <<<"$out")
-            rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-            bad=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-            [[ -z $bad ]] || { echo "$name answered $bad non-2xx responses" >&2; exit 1; }
-            python3 - "$name" "$rps" "$n" "$tick" "$u0" "$s0" "$u1" "$s1" >>"$RESULTS" <<'ROW'
-import sys
-name, rps, n, tick, u0, s0, u1, s1 = sys.argv[1:]
-per = lambda a, b: (int(b) - int(a)) / int(tick) * 1e6 / int(n)
-for kind, val in [("rps", float(rps)), ("user", per(u0, u1)), ("sys", per(s0, s1)),
-                  ("cpu", per(u0, u1) + per(s0, s1))]:
-    print(f"{kind}\t{name}\t{val}")
-ROW
-        done
-        order=("${order[@]:1}" "${order[0]}") # rotate: no server always goes first
-        echo "round $round of $ROUNDS done" >&2
-    done
+    rounds PID URL "$CONNS" "" rps user sys cpu -- passgate sha plain
 fi
 
 # 4. 1 MiB responses, two backends: an nginx serving a static 1 MiB file with
@@ -283,41 +296,15 @@ $PROXY_BODY" "$HYP"
         start_nginx "sha1m-$b" taskset -c "$GW_CPU"
         PID1M[sha-$b]=$LAST
         start_nginx "plain1m-$b" taskset -c "$GW_CPU"
+        # shellcheck disable=SC2034 # PID1M is read through rounds' nameref
         PID1M[plain-$b]=$LAST
     done
     URL1M[sha-static]="http://127.0.0.1:$NSS/1m"
     URL1M[sha-hyper]="http://127.0.0.1:$NSH/1m"
     URL1M[plain-static]="http://127.0.0.1:$NPL/1m"
     URL1M[plain-hyper]="http://127.0.0.1:$NPH/1m"
-    order=(passgate-static sha-static plain-static direct-static passgate-hyper sha-hyper plain-hyper direct-hyper)
-    for name in "${order[@]}"; do
-        wait_200 "${URL1M[$name]}" -H "$AUTH"
-        taskset -c "$LOAD_CPU" wrk -t1 -c"$MIB_CONNS" -d"${WARM}s" -H "$AUTH" "${URL1M[$name]}" >/dev/null
-    done
-    tick=$(getconf CLK_TCK)
-    echo "1 MiB rounds, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-    for round in $(seq "$ROUNDS"); do
-        for name in "${order[@]}"; do
-            read -r u0 s0 < <(cpu "${PID1M[$name]}")
-            out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$MIB_CONNS" -d"${SECS}s" -H "$AUTH" "${URL1M[$name]}")
-            read -r u1 s1 < <(cpu "${PID1M[$name]}")
-            n=$(awk '/requests in/ {print $1}' <<<"$out")
-            rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-            bad=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-            [[ -z $bad ]] || { echo "$name answered $bad non-2xx responses" >&2; exit 1; }
-            # Each response is 1 MiB: req/s is MiB/s; CPU in µs per MiB.
-            python3 - "$name" "$rps" "$n" "$tick" "$u0" "$s0" "$u1" "$s1" >>"$RESULTS" <<'ROW'
-import sys
-name, rps, n, tick, u0, s0, u1, s1 = sys.argv[1:]
-per = lambda a, b: (int(b) - int(a)) / int(tick) * 1e6 / int(n)
-for kind, val in [("mib", float(rps)), ("muser", per(u0, u1)), ("msys", per(s0, s1)),
-                  ("mcpu", per(u0, u1) + per(s0, s1))]:
-    print(f"{kind}\t{name}\t{val}")
-ROW
-        done
-        order=("${order[@]:1}" "${order[0]}")
-        echo "1 MiB round $round of $ROUNDS done, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-    done
+    # Each response is 1 MiB: req/s is MiB/s; CPU in µs per MiB.
+    rounds PID1M URL1M "$MIB_CONNS" "1 MiB " mib muser msys mcpu -- passgate-static sha-static plain-static direct-static passgate-hyper sha-hyper plain-hyper direct-hyper
 fi
 
 python3 - "$RESULTS" "$SECS" "$ROUNDS" "$CONNS" "$GW_CPU" "$LOAD_CPU" "$MIB_CONNS" <<'EOF'
