@@ -11,7 +11,7 @@
 //! passgate from a chosen local address (one in `trusted_proxies`) with the
 //! user header set to its user, whatever the browser sent.
 
-use std::net::{IpAddr, SocketAddr, TcpListener as StdListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,6 +23,8 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+use crate::support::free_port;
 
 const CHROMIUM_FLAGS: &[&str] = &[
     "--headless=new",
@@ -170,14 +172,6 @@ fn find(names: &[&str]) -> Option<PathBuf> {
             .map(|dir| dir.join(name))
             .find(|p| p.is_file())
     })
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The SSO proxy in front: forwards everything to `target` from `from`,

@@ -16,7 +16,6 @@
 //! socket in its own temp dir. Without the binaries the tests print a notice
 //! and pass, unless `PASSGATE_REQUIRE_PG=1`.
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -209,14 +208,6 @@ fn own(path: &Path, uid: Option<(u32, u32)>) {
     if let Some((uid, gid)) = uid {
         std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Writes `server.crt` (for [`SERVER_NAME`] only), `server.key` (mode

@@ -12,7 +12,6 @@
 //! line), and `GIT_ASKPASS` standing in for the user who pastes the
 //! password when git asks. Every edit asserts its anchor.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -39,15 +38,6 @@ fn recipe(name: &str) -> String {
 fn edit(text: &str, from: &str, to: &str, what: &str) -> String {
     assert!(text.contains(from), "{what}: expected {from:?}");
     text.replace(from, to)
-}
-
-/// A port free a moment ago (the recipes name one; 0 cannot be written there).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A user's directory holding the shipped config, the binary where README

@@ -857,6 +857,17 @@ pub fn schema_1_store(file: &Path, last_used: Option<(u64, &str)>) -> (String, S
     (token.id().to_owned(), token.token().expose().to_owned())
 }
 
+/// A loopback port free a moment ago, for a program that must be told its
+/// port (a browser driver, a database server, a recipe's config) rather
+/// than binding port 0 itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 // ---------------------------------------------------------------- clients --
 
 /// Basic credentials header value.
