@@ -17,8 +17,14 @@
 //! and showing a new password once (after the POST, a redirect to a
 //! one-time page). The limits typed into the form (`repo`, `allow_from`,
 //! one per line) are read by the CLI's parser, in `manage`.
+//!
+//! Imports point one way: this file dispatches to `page` (the handlers),
+//! which reads forms with `form` and renders with `views`; `views` knows
+//! `form`'s [`CreateForm`](form::CreateForm) and nothing of the handlers;
+//! `form` is pure and knows neither.
 
 pub mod csrf;
+mod form;
 pub mod identity;
 mod oidc;
 mod page;
@@ -44,6 +50,7 @@ use crate::gateway::Gateway;
 use crate::manage::Created;
 
 use self::csrf::Csrf;
+use self::form::Form;
 use self::identity::{Identity, Own, SignInOutcome, SignedIn};
 
 /// Creations allowed per user in any hour (counted in the store, so a
@@ -323,39 +330,6 @@ impl Cx<'_> {
 
     fn mount(&self) -> &str {
         self.page.mount()
-    }
-}
-
-/// A urlencoded form, in field order.
-#[derive(Debug)]
-struct Form {
-    fields: Vec<(String, String)>,
-}
-
-impl Form {
-    fn parse(body: &[u8]) -> Form {
-        Form {
-            fields: form_urlencoded::parse(body).into_owned().collect(),
-        }
-    }
-
-    /// The field given at most once; a repeated field is refused (which copy
-    /// counts would otherwise depend on the reader).
-    fn one<'a>(&'a self, name: &'a str) -> Result<Option<&'a str>, PageError> {
-        let mut found = self.all(name);
-        match (found.next(), found.next()) {
-            (first, None) => Ok(first),
-            (Some(_), Some(_)) | (None, Some(_)) => {
-                Err(PageError::BadForm("a form field appears more than once"))
-            }
-        }
-    }
-
-    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.fields
-            .iter()
-            .filter(move |(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
     }
 }
 

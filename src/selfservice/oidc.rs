@@ -155,7 +155,7 @@ impl OidcIdentity {
             return None;
         }
         let (heading, why) = match resume.action.as_str() {
-            super::page::ROTATE => (
+            super::form::ROTATE => (
                 "Sign in again to rotate an app password",
                 "Your last sign-in is too old for rotating a password. Nothing was rotated: sign in again, then confirm the rotation.",
             ),
