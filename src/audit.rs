@@ -143,7 +143,8 @@ pub enum AuditEvent<'a> {
         error: &'a str,
     },
     /// A sign-in to the self-service page not started (no pre-login record
-    /// written): `limit` is `per-address` (429) or `in-progress` (503).
+    /// written): `limit` is `per-address` (429), `in-progress` (503) or
+    /// `per-user` (a signed-in user's step-ups, 429).
     SignInLimited {
         peer: IpAddr,
         limit: &'static str,

@@ -195,9 +195,13 @@ impl Reject {
 /// by `selfservice`, with the status decided here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PageError {
-    /// 401: nobody is signed in (header mode: no trusted user header).
+    /// 401 (header mode): no trusted user header.
     #[error("you are not signed in: open this page through your organisation's sign-in")]
     SignInRequired,
+    /// 401 (OIDC): nobody is signed in, and this request does not start a
+    /// sign-in (a POST, a HEAD, a subresource): opening the page does.
+    #[error("you are not signed in: open the app-password page to sign in")]
+    NotSignedIn,
     /// 400: the signed-in user name is not a clean user name.
     #[error("the signed-in user name is not a valid user name")]
     BadUser,
@@ -242,6 +246,10 @@ pub enum PageError {
         "too many sign-ins were started from your address; try again in {retry_after} seconds"
     )]
     TooManySignIns { retry_after: u64 },
+    /// 429: this signed-in user started their share of step-ups (sign-ins
+    /// again before creating or rotating); `Retry-After` seconds.
+    #[error("you were sent to sign in again too many times in a short while; try again in {retry_after} seconds")]
+    TooManyStepUps { retry_after: u64 },
     /// 503: as many sign-ins are in progress as the gateway keeps at once;
     /// `Retry-After` seconds.
     #[error("too many sign-ins are in progress right now; try again in {retry_after} seconds")]
@@ -256,7 +264,7 @@ impl PageError {
     #[deny(clippy::wildcard_enum_match_arm)]
     pub fn status(&self) -> StatusCode {
         match self {
-            PageError::SignInRequired => StatusCode::UNAUTHORIZED,
+            PageError::SignInRequired | PageError::NotSignedIn => StatusCode::UNAUTHORIZED,
             PageError::BadUser | PageError::BadForm(_) => StatusCode::BAD_REQUEST,
             PageError::Credentials
             | PageError::Csrf
@@ -269,7 +277,9 @@ impl PageError {
             PageError::NotRotatable(_) => StatusCode::CONFLICT,
             PageError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             PageError::SignIn(e) => sign_in_status(e),
-            PageError::TooManySignIns { .. } => StatusCode::TOO_MANY_REQUESTS,
+            PageError::TooManySignIns { .. } | PageError::TooManyStepUps { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             PageError::SignInsBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -277,9 +287,9 @@ impl PageError {
     /// Seconds for `Retry-After`, for the refusals that end by themselves.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            PageError::TooManySignIns { retry_after } | PageError::SignInsBusy { retry_after } => {
-                Some((*retry_after).max(1))
-            }
+            PageError::TooManySignIns { retry_after }
+            | PageError::TooManyStepUps { retry_after }
+            | PageError::SignInsBusy { retry_after } => Some((*retry_after).max(1)),
             _ => None,
         }
     }
@@ -387,6 +397,7 @@ mod tests {
     fn every_page_error_maps_to_its_status() {
         let table = [
             (PageError::SignInRequired, 401),
+            (PageError::NotSignedIn, 401),
             (PageError::BadUser, 400),
             (PageError::Credentials, 403),
             (PageError::Csrf, 403),
@@ -399,6 +410,7 @@ mod tests {
             (PageError::FormTooLarge, 413),
             (PageError::Unavailable, 503),
             (PageError::TooManySignIns { retry_after: 5 }, 429),
+            (PageError::TooManyStepUps { retry_after: 5 }, 429),
             (PageError::SignInsBusy { retry_after: 5 }, 503),
         ];
         for (e, status) in table {

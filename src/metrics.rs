@@ -235,22 +235,30 @@ pub enum SignInLimit {
     PerAddress,
     /// `max_sign_ins_in_progress` reached on this gateway (503).
     InProgress,
+    /// A signed-in user's step-ups spent (429).
+    PerUser,
 }
 
 impl SignInLimit {
-    const ALL: [SignInLimit; 2] = [SignInLimit::PerAddress, SignInLimit::InProgress];
+    const ALL: [SignInLimit; 3] = [
+        SignInLimit::PerAddress,
+        SignInLimit::InProgress,
+        SignInLimit::PerUser,
+    ];
 
     /// The `limit` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             SignInLimit::PerAddress => "per_address",
             SignInLimit::InProgress => "in_progress",
+            SignInLimit::PerUser => "per_user",
         }
     }
 }
 
 static AUTH: [AtomicU64; AuthOutcome::ALL.len()] = [const { AtomicU64::new(0) }; 10];
-static SIGN_INS_REFUSED: [AtomicU64; SignInLimit::ALL.len()] = [const { AtomicU64::new(0) }; 2];
+static SIGN_INS_REFUSED: [AtomicU64; SignInLimit::ALL.len()] =
+    [const { AtomicU64::new(0) }; SignInLimit::ALL.len()];
 static RELOADS: [AtomicU64; ReloadOutcome::ALL.len()] = [const { AtomicU64::new(0) }; 2];
 static CACHE_HITS: AtomicU64 = AtomicU64::new(0);
 static CACHE_MISSES: AtomicU64 = AtomicU64::new(0);

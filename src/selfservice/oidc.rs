@@ -8,10 +8,11 @@
 //!   stored under a random cookie. That is a store write any anonymous
 //!   visitor causes, so it is bounded ([`SignInLimits`]): per client address
 //!   (429), in all on this gateway (503), and expired records are swept when
-//!   sign-ins start. Nothing else writes one: another GET under the mount is
+//!   sign-ins start. A step-up (below) is bounded per signed-in user instead. Nothing else writes one: another GET under the mount is
 //!   sent to the page (302), a HEAD, a prefetch or a subresource load (an
-//!   `<img>` on another site, by its `Sec-Fetch-Dest`) gets the 401 page, a
-//!   POST too (nothing is replayed after a sign-in).
+//!   `<img>` on another site, by its `Sec-Fetch-Dest`) gets the 401 page
+//!   with a link to the page, a POST too (nothing is replayed after a
+//!   sign-in).
 //! - **`{mount}/callback`**: the pre-login record is taken (used once), the
 //!   code exchanged, the ID token verified; a new session (random 256-bit id,
 //!   stored for `session_ttl`) is created and its cookie set. The browser is
@@ -124,7 +125,7 @@ impl OidcIdentity {
         // Only a browser opening the page itself starts a sign-in (a
         // pre-login record in the store); see the module doc.
         if req.method != http::Method::GET || !navigation(&req.headers) {
-            return SignInOutcome::Refuse(PageError::SignInRequired);
+            return SignInOutcome::Refuse(PageError::NotSignedIn);
         }
         if !matches!(sub, "" | "/") {
             return SignInOutcome::Redirect(found(&self.mount));
@@ -305,25 +306,12 @@ impl OidcIdentity {
     ) -> Result<Response<Full<Bytes>>, PageError> {
         let now = unix_now();
         let ttl = self.config.sign_in_timeout.as_secs();
-        if let Err(refused) = self.limits.admit(client, now + ttl) {
-            let (limit, wait) = match refused {
-                Refused::PerAddress(wait) => (SignInLimit::PerAddress, wait),
-                Refused::InProgress(wait) => (SignInLimit::InProgress, wait),
-            };
-            crate::metrics::record_sign_in_refused(limit);
-            audit::emit(AuditEvent::SignInLimited {
-                peer: client,
-                limit: match limit {
-                    SignInLimit::PerAddress => "per-address",
-                    SignInLimit::InProgress => "in-progress",
-                },
-                retry_after: wait,
-            });
-            let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err(match refused {
-                Refused::PerAddress(_) => PageError::TooManySignIns { retry_after },
-                Refused::InProgress(_) => PageError::SignInsBusy { retry_after },
-            });
+        let admitted = match &renews {
+            Some((user, _)) => self.limits.admit_step_up(user),
+            None => self.limits.admit(client, now + ttl),
+        };
+        if let Err(refused) = admitted {
+            return Err(limited(refused, client));
         }
         self.purge(gw, now).await;
         let redirect_uri = format!("{origin}{}/callback", self.mount);
@@ -420,6 +408,32 @@ impl OidcIdentity {
             error: &e.to_string(),
         });
         PageError::SignIn(e)
+    }
+}
+
+/// A sign-in [`SignInLimits`] refused to start from `client`: counted,
+/// audited, and the page's 429 or 503.
+fn limited(refused: Refused, client: IpAddr) -> PageError {
+    let (limit, wait) = match refused {
+        Refused::PerAddress(wait) => (SignInLimit::PerAddress, wait),
+        Refused::InProgress(wait) => (SignInLimit::InProgress, wait),
+        Refused::PerUser(wait) => (SignInLimit::PerUser, wait),
+    };
+    crate::metrics::record_sign_in_refused(limit);
+    audit::emit(AuditEvent::SignInLimited {
+        peer: client,
+        limit: match limit {
+            SignInLimit::PerAddress => "per-address",
+            SignInLimit::InProgress => "in-progress",
+            SignInLimit::PerUser => "per-user",
+        },
+        retry_after: wait,
+    });
+    let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    match refused {
+        Refused::PerAddress(_) => PageError::TooManySignIns { retry_after },
+        Refused::InProgress(_) => PageError::SignInsBusy { retry_after },
+        Refused::PerUser(_) => PageError::TooManyStepUps { retry_after },
     }
 }
 

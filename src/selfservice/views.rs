@@ -47,6 +47,8 @@ pub(super) fn error_page(mount: &str, e: &PageError) -> Response<Full<Bytes>> {
                         // Nothing of the failed sign-in is kept: a new one
                         // starts from the page itself.
                         p { a.button id="start-again" href=(mount) { "Sign in again" } }
+                    } @else if *e == PageError::NotSignedIn {
+                        p { a.button id="sign-in" href=(mount) { "Sign in" } }
                     } @else if !matches!(e, PageError::SignInRequired | PageError::Credentials) {
                         p { a.button href=(mount) { "Back to your app passwords" } }
                     }

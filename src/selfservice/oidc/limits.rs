@@ -1,7 +1,8 @@
-//! What bounds the sign-ins anonymous visitors can start, each a pre-login
-//! record written to the store: which requests may start one at all
-//! ([`navigation`]), and how many per client address and in all
-//! ([`SignInLimits`]). Never touches the store, never logs.
+//! What bounds the sign-ins the page starts, each a pre-login record written
+//! to the store: which requests may start one at all ([`navigation`]), how
+//! many anonymous visitors may start per client address and in all, and how
+//! many step-ups a signed-in user may start ([`SignInLimits`]). Never
+//! touches the store, never logs.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -16,13 +17,26 @@ use crate::oidc::OidcConfig;
 /// Client addresses (IPv6: /64s) the per-address sign-in limit tracks;
 /// past that, new ones share one bucket (failing closed).
 const TRACKED_ADDRESSES: usize = 65_536;
+/// Step-ups one signed-in user may start per [`SIGN_IN_WINDOW`]. One is
+/// needed at most once per `reauth_after`; the rest are abandoned ones
+/// (a closed tab, a provider that failed) started again.
+pub(super) const STEP_UPS_PER_USER: u32 = 10;
+/// Users the step-up limit tracks; they are signed in, so they are real
+/// accounts, not whatever an anonymous flood makes up.
+const TRACKED_USERS: usize = 65_536;
 
-/// What bounds the pre-login records that anonymous visitors make this
-/// gateway write: `sign_ins_per_address` per client address and
+/// What bounds the pre-login records this gateway writes. Anonymous
+/// visitors' sign-ins: `sign_ins_per_address` per client address and
 /// [`SIGN_IN_WINDOW`] (the brute-force limiter's buckets, keyed as it keys
 /// addresses), and `max_sign_ins_in_progress` records not yet expired.
+/// Step-ups of signed-in users draw on neither (a user renewing a sign-in
+/// must not lock their address's neighbours out, nor wait behind a flood
+/// of anonymous sign-ins): [`STEP_UPS_PER_USER`] per user and window.
 pub(super) struct SignInLimits {
     per_address: Arc<Throttle>,
+    /// Keyed by user name alone: its per-(user, address) buckets all use
+    /// one fixed address, its per-address buckets are off.
+    per_user: Arc<Throttle>,
     /// The expiry (unix seconds) of each record this gateway wrote that has
     /// not expired yet, oldest first; one taken by its callback still counts
     /// until it would have expired (the count errs on the safe side).
@@ -37,6 +51,8 @@ pub(super) enum Refused {
     PerAddress(Duration),
     /// `max_sign_ins_in_progress` reached on this gateway.
     InProgress(Duration),
+    /// [`STEP_UPS_PER_USER`] spent by this signed-in user.
+    PerUser(Duration),
 }
 
 impl std::fmt::Debug for SignInLimits {
@@ -62,6 +78,17 @@ impl SignInLimits {
                 },
                 max_entries: TRACKED_ADDRESSES,
             })),
+            per_user: Arc::new(Throttle::new(ThrottleConfig {
+                per_user_addr: Limit {
+                    burst: STEP_UPS_PER_USER,
+                    per: SIGN_IN_WINDOW,
+                },
+                per_addr: Limit {
+                    burst: 0,
+                    per: Duration::ZERO,
+                },
+                max_entries: TRACKED_USERS,
+            })),
             in_progress: Mutex::new(VecDeque::new()),
             max_in_progress: usize::try_from(config.max_sign_ins_in_progress).unwrap_or(usize::MAX),
         }
@@ -85,6 +112,20 @@ impl SignInLimits {
         }
         live.push_back(expires);
         Ok(())
+    }
+
+    /// Takes one of `user`'s step-ups, or says how long until one is back.
+    /// `user` is signed in: neither their address's share nor a place in
+    /// progress is taken.
+    pub(super) fn admit_step_up(&self, user: &str) -> Result<(), Refused> {
+        let anywhere = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+        match self.per_user.reserve(user, anywhere, Instant::now()) {
+            Ok(token) => {
+                token.keep();
+                Ok(())
+            }
+            Err(wait) => Err(Refused::PerUser(wait)),
+        }
     }
 }
 
@@ -135,6 +176,26 @@ mod tests {
         let l = limits(10, 1);
         assert!(l.admit(a, unix_now()).is_ok());
         assert!(l.admit(b, later).is_ok());
+    }
+
+    #[test]
+    fn step_ups_count_per_user_not_per_address_nor_in_progress() {
+        let l = limits(1, 1);
+        let (a, later) = ("192.0.2.1".parse().unwrap(), unix_now() + 600);
+        assert!(l.admit(a, later).is_ok());
+        // The address's share and the places in progress are spent; a
+        // signed-in user still steps up, up to their own share.
+        for _ in 0..STEP_UPS_PER_USER {
+            assert!(l.admit_step_up("alice").is_ok());
+        }
+        assert!(matches!(l.admit_step_up("alice"), Err(Refused::PerUser(w)) if w > Duration::ZERO));
+        assert!(l.admit_step_up("bob").is_ok());
+        // And step-ups took nothing from anonymous sign-ins.
+        let l = limits(1, 1);
+        for _ in 0..STEP_UPS_PER_USER {
+            assert!(l.admit_step_up("alice").is_ok());
+        }
+        assert!(l.admit(a, later).is_ok());
     }
 
     #[test]

@@ -226,3 +226,77 @@ fn oidc_page_step_up_by_another_user_gets_no_form_back() {
         assert!(!page.contains("alice/private"), "{page}");
     });
 }
+
+#[test]
+fn oidc_page_step_ups_count_per_user_not_against_the_address() {
+    // Each sign-in the address may start and each place in progress is
+    // precious here: alice's own sign-in takes one of each.
+    let Some(site) = Site::start(
+        "oidc_page_step_ups_count_per_user",
+        "reauth_after = \"3s\"\nsign_ins_per_address = 2\nmax_sign_ins_in_progress = 2\n",
+    ) else {
+        return;
+    };
+    block_on(async {
+        let addr = site.gw.addr;
+        let mut agent = site.signed_in("alice").await;
+        let token = csrf(&agent.get(addr, MOUNT).await.text());
+        let_sign_in_age().await;
+        let body = format!("csrf={token}&name=again&scope=repository%3Aread&expires=7d");
+        // Ten step-ups started and abandoned (a closed tab, a provider that
+        // failed): each a page going on to the provider.
+        for i in 0..10 {
+            let r = site.post(&mut agent, "/create", &body).await;
+            assert_eq!(r.status, 200, "step-up {i}: {}", r.text());
+            assert!(r.text().contains("id=\"sign-in-again\""), "{}", r.text());
+        }
+        // Her neighbours behind the same address still sign in: the
+        // step-ups took neither the address's share nor a place in progress.
+        let r = Agent::default().get(addr, MOUNT).await;
+        assert_eq!(r.status, 302, "{}", r.text());
+        let to = r.headers["location"].to_str().unwrap();
+        assert!(to.starts_with(&site.provider.issuer), "{to}");
+        // The eleventh is refused for her alone, and says why.
+        let r = site.post(&mut agent, "/create", &body).await;
+        assert_eq!(r.status, 429, "{}", r.text());
+        let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        assert!(
+            r.text().contains("sent to sign in again too many times"),
+            "{}",
+            r.text()
+        );
+        assert!(!r.text().contains("id=\"sign-in-again\""), "{}", r.text());
+        assert!(site.gw.wait_log(
+            "reason=per-user event=\"sign_in_limited\"",
+            Duration::from_secs(5)
+        ));
+        // Still signed in; nothing was created on the way.
+        let page = agent.get(addr, MOUNT).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        assert!(page.text().contains("No app passwords yet."));
+
+        // Without a session, a POST does not start a sign-in: the 401 page
+        // says how to sign in here (the OIDC page signs in itself) and links
+        // to it, not the header mode's "organisation's sign-in".
+        let r = Agent::default()
+            .post_with(
+                addr,
+                &format!("{MOUNT}/create"),
+                &body,
+                &[("origin", &site.origin())],
+            )
+            .await;
+        assert_eq!(r.status, 401, "{}", r.text());
+        let text = r.text();
+        assert!(
+            text.contains("open the app-password page to sign in"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("id=\"sign-in\" href=\"{MOUNT}\"")),
+            "{text}"
+        );
+        assert!(!text.contains("organisation"), "{text}");
+    });
+}
