@@ -16,6 +16,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, StoreConfig};
 use crate::store::{Store, StoreError};
+use crate::tls::Tls;
+use crate::upstream::UpstreamError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -259,6 +261,26 @@ impl From<ConfigError> for Failure {
 /// Loads the config named by `--config` / `$PASSGATE_CONFIG`.
 pub fn load(arg: &ConfigArg) -> Result<Config, Failure> {
     Ok(Config::load(&arg.config)?)
+}
+
+/// The `[server.tls]` certificate and key, read and paired as `serve`
+/// serves them (`None` without TLS). A file that cannot be used is a bad
+/// config (exit 2): `check-config` calls this too, so it is caught before
+/// a start.
+pub fn load_tls(config: &Config) -> Result<Option<Tls>, Failure> {
+    let Some(files) = &config.server.tls else {
+        return Ok(None);
+    };
+    Tls::load(files)
+        .map(Some)
+        .map_err(|e| Failure::Usage(format!("{}: server.tls: {e}", config.file.display())))
+}
+
+/// An upstream whose client cannot be built (its `ca_file` unreadable or
+/// holding no certificate) is a bad config (exit 2).
+/// `file`: the config that names it.
+pub fn upstream_failure(file: &std::path::Path, e: &UpstreamError) -> Failure {
+    Failure::Usage(format!("{}: {e}", file.display()))
 }
 
 /// Opens the store the config names: the redb file or the PostgreSQL database.

@@ -1,13 +1,19 @@
-//! `passgate check-config`: validate, print the compiled routes in match order,
-//! warn about rules an earlier rule makes unreachable or whose trailing slash
-//! gets their requests refused.
+//! `passgate check-config`: validate, open the files the config names (the
+//! TLS certificate and key, every upstream's `ca_file`) as `serve` does,
+//! print the compiled routes in match order, warn about rules an earlier
+//! rule makes unreachable or whose trailing slash gets their requests refused.
 
-use super::{load, ConfigArg, Failure};
+use super::{load, load_tls, upstream_failure, ConfigArg, Failure};
 use crate::config::Config;
 use crate::routes::Access;
 
 pub fn run(arg: &ConfigArg, strict: bool) -> Result<(), Failure> {
     let config = load(arg)?;
+    // The files the config names, opened by the code `serve` opens them
+    // with: a certificate, key or ca_file that cannot be used fails here,
+    // not at the next start or reload.
+    load_tls(&config)?;
+    crate::gateway::upstreams(&config).map_err(|e| upstream_failure(&config.file, &e))?;
     print!("{}", describe(&config));
     let w = config.warnings();
     for line in w.shadowed.iter().chain(&w.slash) {

@@ -8,12 +8,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{load, open_store, store_message, ConfigArg, Failure};
+use super::{load, load_tls, open_store, store_message, upstream_failure, ConfigArg, Failure};
 use crate::audit::Via;
 use crate::gateway::{CacheEvictions, Gateway, GatewayError, Live};
 use crate::server::Drain;
 use crate::store::StatusCounts;
-use crate::tls::Tls;
 use crate::{admin, audit, metrics, reload, server, telemetry};
 
 /// File descriptors beyond two per connection (its own and its upstream's):
@@ -87,14 +86,9 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
             .map_err(|e| Failure::Runtime(format!("cannot open the store: {e}")))?
         };
         let store = opened.map_err(Failure::Runtime)?;
-        let tls = match &config.server.tls {
-            // A certificate or key the config names that cannot be used is a
-            // bad config (exit 2), as a reload refuses it.
-            Some(files) => Some(Arc::new(
-                Tls::load(files).map_err(|e| Failure::Usage(e.to_string()))?,
-            )),
-            None => None,
-        };
+        // A certificate or key the config names that cannot be used is a
+        // bad config (exit 2), as a reload refuses it.
+        let tls = load_tls(&config)?.map(Arc::new);
         let mut listeners = Vec::new();
         for addr in &config.server.listen {
             let l = TcpListener::bind(addr)
@@ -109,9 +103,10 @@ pub fn run(arg: &ConfigArg) -> Result<(), Failure> {
         let admin_listener = admin::bind(&admin_path)
             .await
             .map_err(|e| Failure::Runtime(e.to_string()))?;
+        let file = config.file.clone();
         let gw = Gateway::new(config, Arc::new(store)).map_err(|e| match e {
             // An upstream's ca_file that cannot be used is a bad config.
-            GatewayError::Upstream(_) => Failure::Usage(e.to_string()),
+            GatewayError::Upstream(u) => upstream_failure(&file, &u),
             GatewayError::Hash(_) => Failure::Runtime(e.to_string()),
         })?;
         let workers_wanted = gw.config.server.workers;

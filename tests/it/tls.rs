@@ -7,6 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -232,7 +233,7 @@ fn sighup_reloads_the_certificate_for_new_connections_and_keeps_old_ones() {
 }
 
 #[test]
-fn startup_fails_with_code_2_naming_a_missing_cert_or_mismatched_key() {
+fn startup_and_check_config_fail_with_code_2_naming_a_bad_cert_or_key() {
     let backend = Backend::start();
     let dir = tempfile::tempdir().unwrap();
     let a = tempfile::tempdir().unwrap();
@@ -240,24 +241,50 @@ fn startup_fails_with_code_2_naming_a_missing_cert_or_mismatched_key() {
     let certs_a = Certs::generate(a.path(), "a");
     let certs_b = Certs::generate(b.path(), "b");
     let config = dir.path().join("proxy.toml");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM at all\n").unwrap();
+    let check_config = || {
+        let out = spawn_bin(&["check-config"], &config, Stdio::piped())
+            .wait_with_output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
+    };
 
     let missing = dir.path().join("no-such-cert.pem");
     let mut builder = ConfigBuilder::new(&backend.url());
-    builder.tls = Some((missing.clone(), certs_a.key_path.clone()));
+    for (cert, key, named) in [
+        // A missing certificate, a file holding none, a key of another pair,
+        // a key file holding no key.
+        (&missing, &certs_a.key_path, &missing),
+        (&garbage, &certs_a.key_path, &garbage),
+        (&certs_a.cert_path, &certs_b.key_path, &certs_b.key_path),
+        (&certs_a.cert_path, &certs_a.cert_path, &certs_a.cert_path),
+    ] {
+        builder.tls = Some((cert.clone(), key.clone()));
+        std::fs::write(&config, builder.render()).unwrap();
+        let named = named.display().to_string();
+        // check-config opens them as serve does: the same refusal, the same
+        // exit code, before anything is printed as ok.
+        let (code, stdout, stderr) = check_config();
+        assert_eq!(code, Some(2), "check-config: a bad config: {stderr}");
+        assert!(stderr.contains(&named), "{named}: {stderr}");
+        assert!(stderr.contains("proxy.toml: server.tls: "), "{stderr}");
+        assert!(!stdout.contains("ok"), "{stdout}");
+        let (code, serve_err) = serve_exits(&config);
+        assert_eq!(code, Some(2), "serve: a bad config: {serve_err}");
+        assert!(serve_err.contains(&named), "{named}: {serve_err}");
+        let said = |s: &str| s.lines().find(|l| l.contains(&named)).map(str::to_owned);
+        assert_eq!(said(&stderr), said(&serve_err), "the same message");
+        assert!(!stderr.contains("panicked") && !serve_err.contains("panicked"));
+    }
+    // The pair that fits passes.
+    builder.tls = Some((certs_a.cert_path.clone(), certs_a.key_path.clone()));
     std::fs::write(&config, builder.render()).unwrap();
-    let (code, stderr) = serve_exits(&config);
-    assert_eq!(code, Some(2), "a bad config: {stderr}");
-    assert!(stderr.contains("no-such-cert.pem"), "{stderr}");
-
-    builder.tls = Some((certs_a.cert_path.clone(), certs_b.key_path.clone()));
-    std::fs::write(&config, builder.render()).unwrap();
-    let (code, stderr) = serve_exits(&config);
-    assert_eq!(code, Some(2), "a bad config: {stderr}");
-    assert!(
-        stderr.contains(&certs_b.key_path.display().to_string()),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (code, stdout, stderr) = check_config();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains(": ok,"), "{stdout}");
 }
 
 #[test]

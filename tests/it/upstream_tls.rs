@@ -1,6 +1,8 @@
 //! `https://` upstreams: verified against `ca_file`, refused (502) when the
 //! certificate is not trusted.
 
+use std::process::Stdio;
+
 use crate::support::*;
 
 #[test]
@@ -45,9 +47,13 @@ fn https_upstream_with_an_untrusted_certificate_is_a_502() {
     );
 }
 
-/// `serve` on a config whose `[upstreams.app]` names `ca_file`: the exit
-/// code and stderr (it must not start).
-fn serve_with_ca_file(dir: &std::path::Path, ca_file: &std::path::Path) -> (Option<i32>, String) {
+/// `command` (`serve`, `check-config`) on a config whose `[upstreams.app]`
+/// names `ca_file`: the exit code and stderr (`serve` must not start).
+fn run_with_ca_file(
+    command: &str,
+    dir: &std::path::Path,
+    ca_file: &std::path::Path,
+) -> (Option<i32>, String) {
     let b = ConfigBuilder::new("https://localhost:9");
     let text = b.render().replace(
         "url = \"https://localhost:9\"",
@@ -59,13 +65,23 @@ fn serve_with_ca_file(dir: &std::path::Path, ca_file: &std::path::Path) -> (Opti
     assert!(text.contains("ca_file"));
     let config = dir.join("proxy.toml");
     std::fs::write(&config, text).unwrap();
-    serve_exits(&config)
+    if command == "serve" {
+        return serve_exits(&config);
+    }
+    let out = spawn_bin(&[command], &config, Stdio::piped())
+        .wait_with_output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
-fn a_missing_or_unusable_ca_file_stops_serve_naming_the_file() {
+fn a_missing_or_unusable_ca_file_stops_serve_and_check_config_naming_the_file() {
     // Issue #21: a bad ca_file must be a clear start-up error, not a 502 on
-    // every request later.
+    // every request later; check-config reads it with the same code, so a
+    // deployment's check catches it before the restart.
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-ca.pem");
     let garbage = dir.path().join("garbage-ca.pem");
@@ -78,14 +94,18 @@ fn a_missing_or_unusable_ca_file_stops_serve_naming_the_file() {
         (&garbage, "holds no usable certificate"),
         (&key_only, "holds no usable certificate"),
     ] {
-        let (code, stderr) = serve_with_ca_file(dir.path(), file);
-        assert_eq!(code, Some(2), "a bad config: {}: {stderr}", file.display());
-        assert!(
-            stderr.contains(&file.display().to_string()),
-            "the file is named: {stderr}"
-        );
-        assert!(stderr.contains(why), "{why}: {stderr}");
-        assert!(stderr.contains("upstream \"app\""), "{stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        for command in ["check-config", "serve"] {
+            let (code, stderr) = run_with_ca_file(command, dir.path(), file);
+            let shown = file.display().to_string();
+            assert_eq!(code, Some(2), "{command}: a bad config: {shown}: {stderr}");
+            assert!(stderr.contains(&shown), "{command}: the file: {stderr}");
+            assert!(stderr.contains(why), "{command}: {why}: {stderr}");
+            assert!(stderr.contains("upstream \"app\""), "{stderr}");
+            assert!(stderr.contains("proxy.toml: "), "the config: {stderr}");
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
     }
+    // A usable one passes check-config, which prints the routes.
+    let (code, stderr) = run_with_ca_file("check-config", dir.path(), &certs.ca_path);
+    assert_eq!(code, Some(0), "{stderr}");
 }
