@@ -106,11 +106,20 @@ wait_200() { # url [curl args]
     echo "no 200 from $url" >&2
     exit 1
 }
-PROXY_BODY="        location / {
+# nginx_proxy NAME PORT BACKEND-PORT [sha]: nginx NAME on PORT proxying to the
+# backend (keepalive upstream), behind auth_basic {SHA} ($WORK/htpasswd) with `sha`.
+nginx_proxy() {
+    local auth=''
+    [[ ${4:-} == sha ]] && auth="        auth_basic bench;
+        auth_basic_user_file $WORK/htpasswd;
+"
+    nginx_conf "$1" "        listen 127.0.0.1:$2;
+$auth        location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
-        }"
+        }" "$3"
+}
 
 nginx_conf backend "        listen 127.0.0.1:$BP;
         location / { default_type application/json; return 200 '{\"ok\":true,\"bench\":\"compare\"}'; }"
@@ -135,12 +144,8 @@ AUTH="Authorization: Basic $(python3 "$HERE/lib.py" b64 "$USER_NAME:$PW")"
 # nginx {SHA}: base64 of the raw SHA-1 of the password (htpasswd -s).
 SHA=$(python3 -c 'import base64,hashlib,sys; print(base64.b64encode(hashlib.sha1(sys.argv[1].encode()).digest()).decode())' "$PW")
 printf '%s:{SHA}%s\n' "$USER_NAME" "$SHA" >"$WORK/htpasswd"
-nginx_conf sha "        listen 127.0.0.1:$SP;
-        auth_basic bench;
-        auth_basic_user_file $WORK/htpasswd;
-$PROXY_BODY"
-nginx_conf plain "        listen 127.0.0.1:$NP;
-$PROXY_BODY"
+nginx_proxy sha "$SP" "$BP" sha
+nginx_proxy plain "$NP" "$BP"
 declare -A URL=(
     [passgate]="http://127.0.0.1:$PP/small"
     [sha]="http://127.0.0.1:$SP/small"
@@ -280,18 +285,10 @@ TOML
         PID1M[passgate-$b]=$LAST
         URL1M[passgate-$b]="http://127.0.0.1:$pport/1m"
     done
-    nginx_conf sha1m-static "        listen 127.0.0.1:$NSS;
-        auth_basic bench;
-        auth_basic_user_file $WORK/htpasswd;
-$PROXY_BODY" "$STP"
-    nginx_conf sha1m-hyper "        listen 127.0.0.1:$NSH;
-        auth_basic bench;
-        auth_basic_user_file $WORK/htpasswd;
-$PROXY_BODY" "$HYP"
-    nginx_conf plain1m-static "        listen 127.0.0.1:$NPL;
-$PROXY_BODY" "$STP"
-    nginx_conf plain1m-hyper "        listen 127.0.0.1:$NPH;
-$PROXY_BODY" "$HYP"
+    nginx_proxy sha1m-static "$NSS" "$STP" sha
+    nginx_proxy sha1m-hyper "$NSH" "$HYP" sha
+    nginx_proxy plain1m-static "$NPL" "$STP"
+    nginx_proxy plain1m-hyper "$NPH" "$HYP"
     for b in static hyper; do
         start_nginx "sha1m-$b" taskset -c "$GW_CPU"
         PID1M[sha-$b]=$LAST

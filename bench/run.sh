@@ -279,6 +279,15 @@ EOF
     STATIC_PORT=$p
 }
 
+# nginx_server LISTEN UPSTREAM [HTPASSWD [DIRECTIVE]]: one server block of the
+# bench nginx: proxy_pass to UPSTREAM, behind auth_basic when HTPASSWD is given.
+nginx_server() {
+    printf '    server {\n        listen 127.0.0.1:%s;\n' "$1"
+    [[ -n ${4:-} ]] && printf '        %s\n' "$4"
+    [[ -n ${3:-} ]] && printf '        auth_basic "passgate-bench";\n        auth_basic_user_file %s;\n' "$3"
+    printf '        location / { proxy_pass http://%s; }\n    }\n' "$2"
+}
+
 # The same user and password as passgate's `main` instance, in htpasswd files.
 NGINX_PORTS=()
 ensure_nginx() {
@@ -301,6 +310,8 @@ ensure_nginx() {
     mapfile -t ps < <(lib ports 7)
     local user_line=''
     (($(id -u) == 0)) && user_line="user $(id -un) $(id -gn);"
+    # ps (NGINX_PORTS): 0 {SHA}, 1 $apr1$, 2 no auth, 3 h2c {SHA}, 4 {SHA}
+    # with access_log, 5 and 6 {SHA} and no auth before the static backend.
     cat >"$dir/nginx.conf" <<EOF
 $user_line
 worker_processes auto;
@@ -330,45 +341,13 @@ http {
     }
     proxy_http_version 1.1;
     proxy_set_header Connection "";
-    server {
-        listen 127.0.0.1:${ps[5]};
-        auth_basic "passgate-bench";
-        auth_basic_user_file $dir/htpasswd.sha;
-        location / { proxy_pass http://static; }
-    }
-    server {
-        listen 127.0.0.1:${ps[6]};
-        location / { proxy_pass http://static; }
-    }
-    server {
-        listen 127.0.0.1:${ps[0]};
-        auth_basic "passgate-bench";
-        auth_basic_user_file $dir/htpasswd.sha;
-        location / { proxy_pass http://backend; }
-    }
-    server {
-        listen 127.0.0.1:${ps[1]};
-        auth_basic "passgate-bench";
-        auth_basic_user_file $dir/htpasswd.apr1;
-        location / { proxy_pass http://backend; }
-    }
-    server {
-        listen 127.0.0.1:${ps[2]};
-        location / { proxy_pass http://backend; }
-    }
-    server {
-        listen 127.0.0.1:${ps[4]};
-        access_log $dir/logs/access.log;
-        auth_basic "passgate-bench";
-        auth_basic_user_file $dir/htpasswd.sha;
-        location / { proxy_pass http://backend; }
-    }
-    server {
-        listen 127.0.0.1:${ps[3]} http2;
-        auth_basic "passgate-bench";
-        auth_basic_user_file $dir/htpasswd.sha;
-        location / { proxy_pass http://backend; }
-    }
+$(nginx_server "${ps[0]}" backend "$dir/htpasswd.sha")
+$(nginx_server "${ps[1]}" backend "$dir/htpasswd.apr1")
+$(nginx_server "${ps[2]}" backend)
+$(nginx_server "${ps[3]} http2" backend "$dir/htpasswd.sha")
+$(nginx_server "${ps[4]}" backend "$dir/htpasswd.sha" "access_log $dir/logs/access.log;")
+$(nginx_server "${ps[5]}" static "$dir/htpasswd.sha")
+$(nginx_server "${ps[6]}" static)
 }
 EOF
     spawn nginx nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
