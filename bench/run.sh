@@ -236,6 +236,15 @@ per_addr = { burst = 1000000000, per = "1s" }'
     esac
 }
 
+# nginx_temp_paths DIR: an nginx http block's temp directories, all under DIR
+# (each bench nginx runs from its own prefix, never the system's).
+nginx_temp_paths() {
+    local t
+    for t in client_body proxy fastcgi uwsgi scgi; do
+        printf '    %s_temp_path %s/%s;\n' "$t" "$1" "${t#client_}"
+    done
+}
+
 # A second 1 MiB backend: nginx serving a static 1 MiB file with sendfile, so
 # cheap that the proxies in front of it become the bottleneck (issue 18).
 STATIC_PORT=
@@ -257,11 +266,7 @@ events { worker_connections 4096; }
 http {
     access_log off;
     sendfile on;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+$(nginx_temp_paths "$dir/tmp")
     keepalive_requests 100000000;
     keepalive_timeout 120s;
     server {
@@ -322,11 +327,7 @@ events { worker_connections 16384; }
 http {
     access_log off;
     client_max_body_size 0;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+$(nginx_temp_paths "$dir/tmp")
     keepalive_requests 100000000;
     keepalive_timeout 120s;
     upstream backend {
