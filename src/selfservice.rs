@@ -48,6 +48,7 @@ use crate::config::SelfService;
 use crate::error::PageError;
 use crate::gateway::Gateway;
 use crate::manage::Created;
+use crate::oidc::Resume;
 
 use self::csrf::Csrf;
 use self::form::Form;
@@ -326,6 +327,30 @@ impl Cx<'_> {
 
     fn csrf(&self) -> String {
         self.page.state.csrf.token(&self.who)
+    }
+
+    /// `{mount}{path}` about `owner`'s passwords: with `?user=NAME` when
+    /// they are not the signed-in user's own (an admin's view).
+    fn owner_url(&self, path: &str, owner: &str) -> String {
+        if owner == self.who.user {
+            format!("{}{path}", self.mount())
+        } else {
+            let q: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("user", owner)
+                .finish();
+            format!("{}{path}?{q}", self.mount())
+        }
+    }
+
+    /// Before an action that makes a password: `Some(page)` sending the
+    /// user to sign in again when their sign-in is too old, keeping
+    /// `resume` (see [`Identity::step_up`]); `None` to go ahead.
+    async fn step_up(&self, resume: Resume) -> Option<Result<Response<Full<Bytes>>, PageError>> {
+        let (gw, who, origin) = (self.gw, &self.who, &self.origin);
+        self.page
+            .identity
+            .step_up(gw, who, origin, self.client, resume)
+            .await
     }
 
     fn mount(&self) -> &str {

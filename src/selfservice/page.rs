@@ -155,17 +155,6 @@ fn unavailable(e: &ManageError) -> PageError {
     PageError::Unavailable
 }
 
-fn list_url(cx: &Cx<'_>, owner: &str) -> String {
-    if owner == cx.who.user {
-        cx.mount().to_owned()
-    } else {
-        let q: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("user", owner)
-            .finish();
-        format!("{}?{q}", cx.mount())
-    }
-}
-
 /// The value of `name` in the query, when it is there exactly once.
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     let mut found = form_urlencoded::parse(query?.as_bytes())

@@ -123,12 +123,6 @@ fn respond(status: StatusCode, markup: Markup) -> Response<Full<Bytes>> {
     resp
 }
 
-fn user_query(user: &str) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .append_pair("user", user)
-        .finish()
-}
-
 /// A password's limits: its repositories and networks, or "none".
 fn limits(repos: &[String], allow_from: &[String]) -> Markup {
     html! {

@@ -22,9 +22,7 @@ pub(in crate::selfservice) async fn create(cx: &Cx<'_>, form: &Form) -> Page {
         action: form::CREATE.to_owned(),
         fields: filled.fields(),
     };
-    let (gw, who, origin) = (cx.gw, &cx.who, &cx.origin);
-    let step_up = cx.page.identity.step_up(gw, who, origin, cx.client, resume);
-    if let Some(page) = step_up.await {
+    if let Some(page) = cx.step_up(resume).await {
         return page;
     }
     let me = cx.who.user.clone();
@@ -111,9 +109,7 @@ pub(in crate::selfservice) async fn rotate(cx: &Cx<'_>, form: &Form) -> Page {
         action: form::ROTATE.to_owned(),
         fields: vec![("id".into(), id.clone()), ("grace".into(), chosen.into())],
     };
-    let (gw, who, origin) = (cx.gw, &cx.who, &cx.origin);
-    let step_up = cx.page.identity.step_up(gw, who, origin, cx.client, resume);
-    if let Some(page) = step_up.await {
+    if let Some(page) = cx.step_up(resume).await {
         return page;
     }
     let me = cx.who.user.clone();

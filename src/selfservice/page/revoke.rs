@@ -3,7 +3,7 @@
 //! nothing; each POST revokes, tells `auth` so no cached verification
 //! outlives it, audits, and goes back (303) to the list it came from.
 
-use super::{list_url, listed, owned_record, query_param, unavailable, viewed_user, Page};
+use super::{listed, owned_record, query_param, unavailable, viewed_user, Page};
 use crate::audit::{self, AuditEvent};
 use crate::error::PageError;
 use crate::manage::{self, ManageError};
@@ -45,7 +45,7 @@ pub(in crate::selfservice) async fn revoke(cx: &Cx<'_>, form: &Form) -> Page {
             by: &cx.who.user,
         });
     }
-    Ok(see_other(&list_url(cx, &record.user)))
+    Ok(see_other(&cx.owner_url("", &record.user)))
 }
 
 /// `GET {mount}/revoke-all[?user=NAME]`: the confirmation step.
@@ -84,5 +84,5 @@ pub(in crate::selfservice) async fn revoke_all(cx: &Cx<'_>, form: &Form) -> Page
             by: &cx.who.user,
         });
     }
-    Ok(see_other(&list_url(cx, &owner)))
+    Ok(see_other(&cx.owner_url("", &owner)))
 }

@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use maud::html;
 
-use super::{layout, respond, user_query};
+use super::{layout, respond};
 use crate::manage::Listed;
 use crate::selfservice::Cx;
 
@@ -17,7 +17,7 @@ pub(in crate::selfservice) fn confirm_revoke_page(
     r: &Listed,
 ) -> Response<Full<Bytes>> {
     let mount = cx.mount();
-    let back = back_href(cx, &r.user);
+    let back = cx.owner_url("", &r.user);
     let body = html! {
         h1 { "Revoke “" (r.name) "”?" }
         @if r.status == "active" {
@@ -46,7 +46,7 @@ pub(in crate::selfservice) fn confirm_rotate_page(
     resumed: bool,
 ) -> Response<Full<Bytes>> {
     let mount = cx.mount();
-    let back = back_href(cx, &r.user);
+    let back = cx.owner_url("", &r.user);
     let graces = [("0", "at once"), ("1h", "in 1 hour"), ("1d", "in 1 day")];
     let grace = if graces.iter().any(|(v, _)| *v == grace) {
         grace
@@ -95,7 +95,7 @@ pub(in crate::selfservice) fn confirm_revoke_all_page(
     active: usize,
 ) -> Response<Full<Bytes>> {
     let mount = cx.mount();
-    let back = back_href(cx, owner);
+    let back = cx.owner_url("", owner);
     let own = owner == cx.who.user;
     let body = html! {
         h1 { "Revoke all app passwords" @if !own { " of " (owner) } "?" }
@@ -114,12 +114,4 @@ pub(in crate::selfservice) fn confirm_revoke_all_page(
         }
     };
     respond(StatusCode::OK, layout(cx, "Revoke all app passwords", body))
-}
-
-fn back_href(cx: &Cx<'_>, owner: &str) -> String {
-    if owner == cx.who.user {
-        cx.mount().to_owned()
-    } else {
-        format!("{}?{}", cx.mount(), user_query(owner))
-    }
 }

@@ -9,7 +9,7 @@ use http_body_util::Full;
 use maud::{html, Markup};
 
 use super::create::create_form;
-use super::{layout, limits, respond, user_query, when};
+use super::{layout, limits, respond, when};
 use crate::manage::Listed;
 use crate::selfservice::form::CreateForm;
 use crate::selfservice::Cx;
@@ -79,7 +79,7 @@ pub(in crate::selfservice) fn list_page(cx: &Cx<'_>, v: &ListView<'_>) -> Respon
                     }
                 }
                 @if active > 0 {
-                    p.actions { a.button.danger href=(revoke_all_href(mount, own, v.owner)) { "Revoke all…" } }
+                    p.actions { a.button.danger href=(cx.owner_url("/revoke-all", v.owner)) { "Revoke all…" } }
                 }
             }
         }
@@ -160,14 +160,6 @@ fn row(mount: &str, r: &Listed, now: u64, own: bool) -> Markup {
                 }
             }
         }
-    }
-}
-
-fn revoke_all_href(mount: &str, own: bool, owner: &str) -> String {
-    if own {
-        format!("{mount}/revoke-all")
-    } else {
-        format!("{mount}/revoke-all?{}", user_query(owner))
     }
 }
 
