@@ -145,6 +145,15 @@ impl Browser {
         self.element(css).await.click().await.unwrap();
     }
 
+    /// Types `text` into the field `css`, waiting for it to appear.
+    pub async fn type_into(&self, css: &str, text: &str) {
+        self.element(css)
+            .await
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+    }
+
     /// The whole page as HTML.
     pub async fn source(&self) -> String {
         self.client.source().await.unwrap()

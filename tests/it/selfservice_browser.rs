@@ -15,48 +15,6 @@ use crate::cgi::{git_command, GitServer};
 use crate::selfservice::{page_config, MOUNT, TRUSTED};
 use crate::support::*;
 
-const GIT_ROUTES: &str = r#"
-[[routes]]
-name = "git-fetch-refs"
-methods = ["GET"]
-path = "/{owner}/{repo}.git/info/refs"
-query = { service = "git-upload-pack" }
-access = "app-password"
-scopes = ["repository:read"]
-upstream = "app"
-
-[[routes]]
-name = "git-fetch"
-methods = ["POST"]
-path = "/{owner}/{repo}.git/git-upload-pack"
-access = "app-password"
-scopes = ["repository:read"]
-upstream = "app"
-
-[[routes]]
-name = "git-push-refs"
-methods = ["GET"]
-path = "/{owner}/{repo}.git/info/refs"
-query = { service = "git-receive-pack" }
-access = "app-password"
-scopes = ["repository:write"]
-upstream = "app"
-
-[[routes]]
-name = "git-push"
-methods = ["POST"]
-path = "/{owner}/{repo}.git/git-receive-pack"
-access = "app-password"
-scopes = ["repository:write"]
-upstream = "app"
-
-[[routes]]
-name = "web"
-path = "/**"
-access = "web"
-upstream = "app"
-"#;
-
 async fn get_async(addr: std::net::SocketAddr, target: &str, password: &str) -> Reply {
     let auth = basic("alice", password);
     http1_async_from(None, addr, "GET", target, &[("authorization", &auth)], b"").await
@@ -83,7 +41,7 @@ fn alice_creates_uses_and_revokes_an_app_password_in_the_browser() {
         assert!(out.status.success(), "{args:?}: {out:?}");
     }
     let mut config = page_config(&cgi.url());
-    config.routes = GIT_ROUTES.to_owned();
+    config.routes = git_cli_routes() + WEB_ROUTE;
     let pg = Passgate::start(&config);
     let front = Front::start(pg.addr, TRUSTED.parse().unwrap(), "remote-user", "alice");
 
@@ -95,12 +53,7 @@ fn alice_creates_uses_and_revokes_an_app_password_in_the_browser() {
         // Alice opens the page through her SSO proxy and fills the form.
         c.goto(&front.url(MOUNT)).await.unwrap();
         assert_eq!(browser.text("#signed-in-user").await, "alice");
-        c.find(Locator::Css("#name"))
-            .await
-            .unwrap()
-            .send_keys("laptop git")
-            .await
-            .unwrap();
+        browser.type_into("#name", "laptop git").await;
         browser
             .click("input[name=scope][value='repository:read']")
             .await;
@@ -247,10 +200,10 @@ fn alice_limits_a_password_to_one_repository_and_rotates_it_in_the_browser() {
     }
     let mut config = page_config(&cgi.url());
     // Every Git route names its repository, so a limited password can be used.
-    config.routes = GIT_ROUTES.replace(
+    config.routes = git_cli_routes().replace(
         "access = \"app-password\"\n",
         "access = \"app-password\"\nresource = \"{owner}/{repo}\"\n",
-    );
+    ) + WEB_ROUTE;
     let pg = Passgate::start(&config);
     let front = Front::start(pg.addr, TRUSTED.parse().unwrap(), "remote-user", "alice");
     let clone = |password: &str, repo: &str, dir: &str| {
@@ -268,21 +221,11 @@ fn alice_limits_a_password_to_one_repository_and_rotates_it_in_the_browser() {
         };
         let c = &browser.client;
         c.goto(&front.url(MOUNT)).await.unwrap();
-        browser
-            .element("#name")
-            .await
-            .send_keys("deploy")
-            .await
-            .unwrap();
+        browser.type_into("#name", "deploy").await;
         browser
             .click("input[name=scope][value='repository:read']")
             .await;
-        browser
-            .element("#repo")
-            .await
-            .send_keys("alice/project")
-            .await
-            .unwrap();
+        browser.type_into("#repo", "alice/project").await;
         browser.click("form.create button[type=submit]").await;
         let old = browser.text("#new-password").await;
         assert!(old.starts_with("pgap_") && old.len() == 55, "{old}");

@@ -367,6 +367,21 @@ scopes = ["repository:write"]
 upstream = "app"
 "#;
 
+/// All of git's smart HTTP, what the real git CLI needs: [`GIT_ROUTES`] and
+/// `git-upload`, the POST of a fetch or a clone (`repository:read`).
+pub fn git_cli_routes() -> String {
+    let upload = r#"
+[[routes]]
+name = "git-upload"
+methods = ["POST"]
+path = "/{owner}/{repo}.git/git-upload-pack"
+access = "app-password"
+scopes = ["repository:read"]
+upstream = "app"
+"#;
+    [GIT_ROUTES, upload].concat()
+}
+
 /// `api`: `/api/**` with an app password holding `repository:read`.
 pub const API_ROUTE: &str = r#"
 [[routes]]

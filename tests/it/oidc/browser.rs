@@ -9,25 +9,18 @@
 
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, Locator};
+use fantoccini::Locator;
 
-use super::page::{git_routes, seeded_git, Site};
+use super::page::{clone_readme, seeded_git, Site};
 use crate::browser::Browser;
-use crate::support::block_on;
+use crate::support::{block_on, git_cli_routes};
 
 const MOUNT: &str = "/-/app-passwords";
 
-async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
-    c.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-}
-
 /// On the provider's pages: fill the login form as `user`, accept consent
 /// if asked, until the browser is back on the gateway.
-async fn sign_in_at_provider(c: &Client, site: &Site, user: &str) {
+async fn sign_in_at_provider(browser: &Browser, site: &Site, user: &str) {
+    let c = &browser.client;
     let start = Instant::now();
     loop {
         assert!(
@@ -38,20 +31,12 @@ async fn sign_in_at_provider(c: &Client, site: &Site, user: &str) {
         if !url.starts_with(&site.provider.issuer) {
             return;
         }
-        if let Ok(login) = c.find(Locator::Css("input[name=login]")).await {
-            login.send_keys(user).await.unwrap();
-            c.find(Locator::Css("input[name=password]"))
-                .await
-                .unwrap()
-                .send_keys("any password")
-                .await
-                .unwrap();
-            c.find(Locator::Css("button[type=submit]"))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
+        if c.find(Locator::Css("input[name=login]")).await.is_ok() {
+            browser.type_into("input[name=login]", user).await;
+            browser
+                .type_into("input[name=password]", "any password")
+                .await;
+            browser.click("button[type=submit]").await;
         } else if let Ok(button) = c.find(Locator::Css("button[type=submit]")).await {
             button.click().await.unwrap();
         }
@@ -59,20 +44,12 @@ async fn sign_in_at_provider(c: &Client, site: &Site, user: &str) {
     }
 }
 
-async fn create(c: &Client, name: &str) {
-    wait_for(c, "#name").await.send_keys(name).await.unwrap();
-    c.find(Locator::Css("input[name=scope][value=\"repository:read\"]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("form.create button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+async fn create(browser: &Browser, name: &str) {
+    browser.type_into("#name", name).await;
+    browser
+        .click("input[name=scope][value=\"repository:read\"]")
+        .await;
+    browser.click("form.create button[type=submit]").await;
 }
 
 #[test]
@@ -82,7 +59,7 @@ fn oidc_browser_signs_in_creates_clones_and_signs_out() {
     let upstream = git.url();
     let Some(site) = Site::start_with(test, "", move |_, b| {
         b.upstream = upstream;
-        b.routes = git_routes();
+        b.routes = git_cli_routes();
     }) else {
         return;
     };
@@ -92,19 +69,18 @@ fn oidc_browser_signs_in_creates_clones_and_signs_out() {
         c.goto(&format!("http://{}{MOUNT}", site.gw.addr))
             .await
             .unwrap();
-        sign_in_at_provider(c, &site, "alice").await;
-        let who = wait_for(c, "#signed-in-user").await.text().await.unwrap();
-        assert_eq!(who, "alice");
+        sign_in_at_provider(&browser, &site, "alice").await;
+        assert_eq!(browser.text("#signed-in-user").await, "alice");
         let session = c.get_named_cookie("passgate").await.unwrap();
         assert_eq!(session.http_only(), Some(true));
-        create(c, "browser laptop").await;
-        let password = wait_for(c, "#new-password").await.text().await.unwrap();
+        create(&browser, "browser laptop").await;
+        let password = browser.text("#new-password").await;
         // Sign out: the session ends, the cookie goes.
         c.goto(&format!("http://{}{MOUNT}", site.gw.addr))
             .await
             .unwrap();
-        wait_for(c, "#sign-out").await.click().await.unwrap();
-        wait_for(c, "#signed-out").await;
+        browser.click("#sign-out").await;
+        browser.element("#signed-out").await;
         assert!(c.get_named_cookie("passgate").await.is_err());
         browser.close().await;
         Some(password)
@@ -112,19 +88,10 @@ fn oidc_browser_signs_in_creates_clones_and_signs_out() {
     let Some(password) = password else {
         return;
     };
-    let url = format!("http://alice:{password}@{}/alice/project.git", site.gw.addr);
-    run(
-        work.path(),
-        &[
-            "-c",
-            "credential.helper=",
-            "clone",
-            "--quiet",
-            &url,
-            "clone",
-        ],
+    assert_eq!(
+        clone_readme(&site, &work, run, &password),
+        "hello from oidc\n"
     );
-    assert!(work.path().join("clone/README").exists());
 }
 
 #[test]
@@ -141,31 +108,21 @@ fn oidc_browser_step_up_goes_back_to_the_provider_and_keeps_the_form() {
         c.goto(&format!("http://{}{MOUNT}", site.gw.addr))
             .await
             .unwrap();
-        sign_in_at_provider(c, &site, "alice").await;
-        wait_for(c, "#signed-in-user").await;
+        sign_in_at_provider(&browser, &site, "alice").await;
+        browser.element("#signed-in-user").await;
         // Whole seconds on both sides: wait reauth_after + 1 s and more.
         tokio::time::sleep(Duration::from_millis(6500)).await;
-        c.find(Locator::Css("#repo"))
-            .await
-            .unwrap()
-            .send_keys("alice/project")
-            .await
-            .unwrap();
-        c.find(Locator::Css("#allow_from"))
-            .await
-            .unwrap()
-            .send_keys("127.0.0.0/8")
-            .await
-            .unwrap();
-        create(c, "after step-up").await;
+        browser.type_into("#repo", "alice/project").await;
+        browser.type_into("#allow_from", "127.0.0.0/8").await;
+        create(&browser, "after step-up").await;
         // The provider asks for the password again (max_age)...
-        wait_for(c, "input[name=login]").await;
+        browser.element("input[name=login]").await;
         let at = c.current_url().await.unwrap().to_string();
         assert!(at.starts_with(&site.provider.issuer), "{at}");
         assert!(!at.contains("step-up") && !at.contains("project"), "{at}");
-        sign_in_at_provider(c, &site, "alice").await;
+        sign_in_at_provider(&browser, &site, "alice").await;
         // ...then the page shows the form again as it was: nothing created.
-        wait_for(c, "#resumed").await;
+        browser.element("#resumed").await;
         let value = |css: &'static str| async move {
             let e = c.find(Locator::Css(css)).await.unwrap();
             e.prop("value").await.unwrap().unwrap_or_default()
@@ -187,13 +144,8 @@ fn oidc_browser_step_up_goes_back_to_the_provider_and_keeps_the_form() {
         );
         // Confirming it: an ordinary same-origin POST with the new session's
         // CSRF token, from the page the provider sent the browser back to.
-        c.find(Locator::Css("form.create button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let password = wait_for(c, "#new-password").await.text().await.unwrap();
+        browser.click("form.create button[type=submit]").await;
+        let password = browser.text("#new-password").await;
         assert!(password.starts_with("pgap_"), "{password}");
         let details = c.find(Locator::Css("dl.details")).await.unwrap();
         let details = details.text().await.unwrap();

@@ -8,7 +8,9 @@ use super::provider::{Agent, Provider};
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::support::{block_on, tls_request, Backend, Certs, ConfigBuilder, Passgate, Reply};
+use crate::support::{
+    block_on, git_cli_routes, tls_request, Backend, Certs, ConfigBuilder, Passgate, Reply,
+};
 
 const MOUNT: &str = "/-/app-passwords";
 
@@ -82,7 +84,14 @@ impl Site {
         let r = agent.get(self.gw.addr, MOUNT).await;
         assert_eq!(r.status, 302, "{}", r.text());
         let to = r.headers["location"].to_str().unwrap().to_owned();
-        let cb = agent.sign_in(&self.provider, &to, user).await;
+        self.sign_in_at_provider(agent, &to, user).await
+    }
+
+    /// Signs `user` in at the provider from `to` (where the gateway sent the
+    /// browser: a redirect, the step-up link); the callback target (path and
+    /// query on this gateway) the provider sends the browser back to.
+    pub async fn sign_in_at_provider(&self, agent: &mut Agent, to: &str, user: &str) -> String {
+        let cb = agent.sign_in(&self.provider, to, user).await;
         cb.url.strip_prefix(&self.origin()).unwrap().to_owned()
     }
 
@@ -138,8 +147,7 @@ fn oidc_page_signs_in_keeps_a_session_and_signs_out() {
             "{login}"
         );
         assert!(!login.contains("Secure"), "plain HTTP on loopback: {login}");
-        let cb = agent.sign_in(&site.provider, to, "alice").await;
-        let target = cb.url.strip_prefix(&site.origin()).unwrap().to_owned();
+        let target = site.sign_in_at_provider(&mut agent, to, "alice").await;
         assert!(
             target.starts_with(&format!("{MOUNT}/callback?")),
             "{target}"
@@ -501,12 +509,25 @@ pub fn seeded_git() -> (
     (git, work, run)
 }
 
-/// Routes for cloning through the gateway with a `repository:read` password.
-pub fn git_routes() -> String {
-    [("GET", "info/refs", "\nquery = { service = \"git-upload-pack\" }"), ("POST", "git-upload-pack", "")]
-        .iter()
-        .map(|(m, p, q)| format!("[[routes]]\nname = \"{p}\"\nmethods = [\"{m}\"]\npath = \"/{{owner}}/{{repo}}.git/{p}\"{q}\naccess = \"app-password\"\nscopes = [\"repository:read\"]\nupstream = \"app\"\n\n"))
-        .collect()
+/// Clones alice/project through `site` with `password` (no credential
+/// helper to fall back on) into `work/clone`; the clone's README.
+pub fn clone_readme(
+    site: &Site,
+    work: &tempfile::TempDir,
+    run: impl Fn(&std::path::Path, &[&str]),
+    password: &str,
+) -> String {
+    let url = format!("http://alice:{password}@{}/alice/project.git", site.gw.addr);
+    let args = [
+        "-c",
+        "credential.helper=",
+        "clone",
+        "--quiet",
+        &url,
+        "clone",
+    ];
+    run(work.path(), &args);
+    std::fs::read_to_string(work.path().join("clone/README")).unwrap()
 }
 
 #[test]
@@ -515,7 +536,7 @@ fn oidc_page_password_clones_with_the_real_git_cli() {
     let upstream = git.url();
     let Some(site) = Site::start_with("oidc_page_password_clones_with_git", "", move |_, b| {
         b.upstream = upstream;
-        b.routes = git_routes();
+        b.routes = git_cli_routes();
     }) else {
         return;
     };
@@ -533,18 +554,8 @@ fn oidc_page_password_clones_with_the_real_git_cli() {
             + 24;
         page[start..start + page[start..].find('<').unwrap()].to_owned()
     });
-    let url = format!("http://alice:{password}@{}/alice/project.git", site.gw.addr);
-    run(
-        work.path(),
-        &[
-            "-c",
-            "credential.helper=",
-            "clone",
-            "--quiet",
-            &url,
-            "clone",
-        ],
+    assert_eq!(
+        clone_readme(&site, &work, run, &password),
+        "hello from oidc\n"
     );
-    let readme = std::fs::read_to_string(work.path().join("clone/README")).unwrap();
-    assert_eq!(readme, "hello from oidc\n");
 }

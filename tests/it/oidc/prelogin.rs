@@ -182,8 +182,7 @@ fn oidc_page_sign_in_past_its_timeout_gets_a_page_to_start_again() {
         let login = set_cookie(&r, "passgate-login");
         assert!(login.contains("; Max-Age=2;"), "{login}");
         let to = r.headers["location"].to_str().unwrap().to_owned();
-        let cb = agent.sign_in(&site.provider, &to, "alice").await;
-        let target = cb.url.strip_prefix(&site.origin()).unwrap().to_owned();
+        let target = site.sign_in_at_provider(&mut agent, &to, "alice").await;
         // The user took longer than sign_in_timeout at the provider (the
         // browser still sends the cookie: a clock that ran ahead, a
         // cookie kept by hand): the record has expired in the store.
@@ -254,8 +253,7 @@ fn oidc_page_callback_never_keeps_a_planted_session_nor_redirects_elsewhere() {
         assert_eq!(r.status, 302, "{}", r.text());
         let to = r.headers["location"].to_str().unwrap().to_owned();
         assert!(!to.contains("evil.example"), "{to}");
-        let cb = victim.sign_in(&site.provider, &to, "alice").await;
-        let target = cb.url.strip_prefix(&site.origin()).unwrap().to_owned();
+        let target = site.sign_in_at_provider(&mut victim, &to, "alice").await;
         victim.set_cookie("passgate", &planted);
         let r = victim.get(addr, &target).await;
         assert_eq!(r.status, 200, "{}", r.text());

@@ -35,8 +35,7 @@ async fn sign_in_again(site: &Site, agent: &mut Agent, r: &Reply, user: &str) ->
     assert!(r.headers.get("location").is_none());
     let to = href(&r.text(), "sign-in-again");
     assert!(to.contains("max_age=3"), "{to}");
-    let cb = agent.sign_in(&site.provider, &to, user).await;
-    let target = cb.url.strip_prefix(&site.origin()).unwrap().to_owned();
+    let target = site.sign_in_at_provider(agent, &to, user).await;
     agent.get(site.gw.addr, &target).await
 }
 
@@ -210,8 +209,8 @@ fn oidc_page_step_up_by_another_user_gets_no_form_back() {
         // At the provider, someone else signs in (a shared computer; its
         // own session there, so the provider's cookies are not alice's).
         let to = href(&r.text(), "sign-in-again");
-        let cb = Agent::default().sign_in(&site.provider, &to, "bob").await;
-        let target = cb.url.strip_prefix(&site.origin()).unwrap().to_owned();
+        let mut bob = Agent::default();
+        let target = site.sign_in_at_provider(&mut bob, &to, "bob").await;
         let r = agent.get(addr, &target).await;
         assert_eq!(r.status, 200, "{}", r.text());
         let text = r.text();
