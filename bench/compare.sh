@@ -5,7 +5,8 @@
 # 1. user-space instructions per request under callgrind: passgate, nginx
 #    auth_basic {SHA} + proxy_pass (keepalive upstream) and nginx plain
 #    proxy_pass, each alone under callgrind (nginx with master_process off,
-#    one worker); wrk -t1 -c4 warms up, the counters are zeroed
+#    one worker), then the floor hyper sets (examples/hyper_floor.rs: a bare
+#    hyper proxy, alone and with two timers); wrk -t1 -c4 warms up, the counters are zeroed
 #    (callgrind_control -z), a counted run follows and is dumped
 #    (callgrind_control -d). Deterministic: load from elsewhere does not move it.
 # 2. CPU time per request, user and system apart, outside valgrind: the
@@ -177,6 +178,24 @@ if [[ -z $ONLY || $ONLY == callgrind ]]; then
     count sha
     start_nginx plain "${VG[@]}" --callgrind-out-file="$WORK/plain.callgrind.%p"
     count plain
+    # The floor hyper sets: examples/hyper_floor.rs, a bare hyper proxy built
+    # like passgate's HTTP/1.1 path, alone and with passgate's two timers.
+    FLOOR=$TARGET_DIR/release/examples/hyper_floor
+    [[ -n ${NO_BUILD:-} ]] || (cd "$ROOT" && cargo build --release -q --example hyper_floor)
+    mapfile -t fports < <(python3 "$HERE/lib.py" ports 2)
+    URL[floor]="http://127.0.0.1:${fports[0]}/small"
+    URL[floor-timers]="http://127.0.0.1:${fports[1]}/small"
+    for variant in floor floor-timers; do
+        flag=()
+        [[ $variant == floor ]] || flag=(--timers)
+        port=${fports[0]}
+        [[ $variant == floor ]] || port=${fports[1]}
+        setsid "${VG[@]}" --callgrind-out-file="$WORK/$variant.callgrind.%p" \
+            "$FLOOR" "$port" "$BP" "${flag[@]}" >"$WORK/$variant.log" 2>&1 &
+        PIDS+=($!)
+        LAST=$!
+        count "$variant"
+    done
 fi
 
 # cpu PID: "utime stime" in clock ticks, all threads of the process.
@@ -333,6 +352,16 @@ def row(kind, label, fmt, spread, lower_better=True):
 
 row("instr", "user-space instructions per request (callgrind, wrk -t1 -c4, deterministic)",
     lambda x: f"{x:,.0f}", False)
+if v["instr", "floor"] and v["instr", "sha"]:
+    print("\nthe floor hyper sets (examples/hyper_floor.rs, same load), instructions per request")
+    sha = statistics.median(v["instr", "sha"])
+    pg = statistics.median(v["instr", "passgate"])
+    for key, desc in [("floor", "bare hyper proxy"),
+                      ("floor-timers", "bare hyper proxy + the two timers")]:
+        med = statistics.median(v["instr", key])
+        print(f"  {desc:<37} {med:>9,.0f}   this / nginx {{SHA}} = {med / sha:.2f}x"
+              f"   passgate - this = {pg - med:,.0f}")
+    print(f"  1.3x nginx {{SHA}} (issue 18's target)  {1.3 * sha:>9,.0f}")
 note = f"pinned: server on core {gw}, wrk -t1 -c{conns} + backend on core {load}; " \
        f"{rounds} rounds x {secs} s, median (min, max); noisy on a shared machine"
 if v["rps", "passgate"]:
