@@ -395,6 +395,21 @@ fn gauge(
     g.encode(e.encode_descriptor(name, help, unit, g.metric_type())?)
 }
 
+/// A counter family with one label: a series per `(label value, count)`.
+fn counters<'v>(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &str,
+    series: impl IntoIterator<Item = (&'v str, u64)>,
+) -> Fmt {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, n) in series {
+        ConstCounter::new(n).encode(m.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
+}
+
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> Fmt {
         let info = Info::new([("version", env!("CARGO_PKG_VERSION"))]);
@@ -408,26 +423,23 @@ impl Collector for Scrape {
         self.auth(&mut e)?;
         self.upstreams(&mut e)?;
         let reloads = RELOADS.each_ref();
-        let mut m = e.encode_descriptor(
+        counters(
+            &mut e,
             "passgate_config_reloads",
             "Config reloads (SIGHUP, passgate reload) by outcome",
-            None,
-            MetricType::Counter,
+            "outcome",
+            ReloadOutcome::ALL
+                .iter()
+                .zip(reloads)
+                .map(|(o, n)| (o.as_str(), n.load(Relaxed))),
         )?;
-        for (outcome, n) in ReloadOutcome::ALL.iter().zip(reloads) {
-            ConstCounter::new(n.load(Relaxed))
-                .encode(m.encode_family(&[("outcome", outcome.as_str())])?)?;
-        }
-        let mut m = e.encode_descriptor(
+        counters(
+            &mut e,
             "passgate_sign_ins_refused",
             "Self-service sign-ins not started (no pre-login record written), by the limit that refused them",
-            None,
-            MetricType::Counter,
+            "limit",
+            SignInLimit::ALL.map(|l| (l.as_str(), load(&SIGN_INS_REFUSED, l as usize))),
         )?;
-        for limit in SignInLimit::ALL {
-            ConstCounter::new(load(&SIGN_INS_REFUSED, limit as usize))
-                .encode(m.encode_family(&[("limit", limit.as_str())])?)?;
-        }
         if let Some(s) = &self.sample {
             self.sampled(&mut e, s)?;
         }
@@ -477,16 +489,13 @@ impl Scrape {
     }
 
     fn auth(&self, e: &mut DescriptorEncoder<'_>) -> Fmt {
-        let mut m = e.encode_descriptor(
+        counters(
+            e,
             "passgate_auth_outcomes",
             "Authentications on app-password and introspect routes, by outcome",
-            None,
-            MetricType::Counter,
+            "outcome",
+            AuthOutcome::ALL.map(|o| (o.as_str(), load(&AUTH, o as usize))),
         )?;
-        for o in AuthOutcome::ALL {
-            ConstCounter::new(load(&AUTH, o as usize))
-                .encode(m.encode_family(&[("outcome", o.as_str())])?)?;
-        }
         counter(
             e,
             "passgate_rate_limited_requests",
@@ -499,16 +508,16 @@ impl Scrape {
             "Requests refused with 503 because every argon2id verification slot was busy",
             load(&AUTH, AuthOutcome::Overloaded as usize),
         )?;
-        let mut m = e.encode_descriptor(
+        counters(
+            e,
             "passgate_verification_cache_lookups",
             "Verification cache lookups: hit (answered from the cache) or miss",
-            None,
-            MetricType::Counter,
-        )?;
-        for (result, c) in [("hit", &CACHE_HITS), ("miss", &CACHE_MISSES)] {
-            ConstCounter::new(c.load(Relaxed)).encode(m.encode_family(&[("result", result)])?)?;
-        }
-        Ok(())
+            "result",
+            [
+                ("hit", CACHE_HITS.load(Relaxed)),
+                ("miss", CACHE_MISSES.load(Relaxed)),
+            ],
+        )
     }
 
     fn upstreams(&self, e: &mut DescriptorEncoder<'_>) -> Fmt {
