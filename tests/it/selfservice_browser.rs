@@ -214,6 +214,15 @@ fn alice_limits_a_password_to_one_repository_and_rotates_it_in_the_browser() {
             &["clone", "--quiet", &url, home.join(dir).to_str().unwrap()],
         )
     };
+    // `password` clones alice/project and gets 403 for alice/other (into
+    // project-`n` and other-`n`).
+    let only_project = |password: &str, n: u32| {
+        let out = clone(password, "project", &format!("project-{n}"));
+        assert!(out.status.success(), "clone: {out:?}");
+        let out = clone(password, "other", &format!("other-{n}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("403"), "{stderr}");
+    };
 
     block_on(async {
         let Some(browser) = Browser::start().await else {
@@ -236,11 +245,7 @@ fn alice_limits_a_password_to_one_repository_and_rotates_it_in_the_browser() {
             .contains("<code>alice/project</code>"));
 
         // Real git: the allowed repository clones, the other gets 403.
-        let out = clone(&old, "project", "project-1");
-        assert!(out.status.success(), "clone: {out:?}");
-        let out = clone(&old, "other", "other-1");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains("403"), "{stderr}");
+        only_project(&old, 1);
 
         // Rotate it on the list page, through the confirmation step.
         c.goto(&front.url(MOUNT)).await.unwrap();
@@ -261,11 +266,7 @@ fn alice_limits_a_password_to_one_repository_and_rotates_it_in_the_browser() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{stderr}");
         assert!(stderr.contains("Authentication failed"), "{stderr}");
-        let out = clone(&new, "project", "project-3");
-        assert!(out.status.success(), "clone with the successor: {out:?}");
-        let out = clone(&new, "other", "other-2");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains("403"), "{stderr}");
+        only_project(&new, 3);
 
         // The list shows the old one replaced, the new one active.
         c.goto(&front.url(MOUNT)).await.unwrap();
