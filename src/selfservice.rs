@@ -38,7 +38,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use http::header::{
     HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION,
-    REFERRER_POLICY, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -52,7 +52,7 @@ use crate::oidc::Resume;
 
 use self::csrf::Csrf;
 use self::form::Form;
-use self::identity::{Identity, Own, SignInOutcome, SignedIn};
+use self::identity::{Identity, SignInOutcome, SignedIn};
 
 /// Creations allowed per user in any hour (counted in the store, so a
 /// restart or another gateway on the same store does not reset it).
@@ -176,25 +176,7 @@ impl<'a> Page<'a> {
             };
         }
         if let Some(own) = self.identity.serve_own(gw, sub, &parts, conn).await {
-            return match own? {
-                Own::Page(resp) => Ok(resp),
-                Own::Resume {
-                    who,
-                    resume,
-                    cookies,
-                } => {
-                    let cx = self.cx(gw, who, &parts, conn)?;
-                    // Signed in whatever the form's fate: the cookies go on
-                    // an error page too.
-                    let mut resp = page::resume(&cx, &resume)
-                        .await
-                        .unwrap_or_else(|e| views::error_page(cx.mount(), &e));
-                    for cookie in cookies {
-                        resp.headers_mut().append(SET_COOKIE, cookie);
-                    }
-                    Ok(resp)
-                }
-            };
+            return own;
         }
         let who = match self.identity.signed_in(gw, sub, &parts, conn).await {
             SignInOutcome::SignedIn(who) => who,
@@ -205,6 +187,7 @@ impl<'a> Page<'a> {
         let post = parts.method == Method::POST;
         match sub {
             "" | "/" if read => page::list(&cx, query).await,
+            "/resume" if read => page::resume(&cx).await,
             "/revoke" if read => page::confirm_revoke(&cx, query).await,
             "/revoke-all" if read => page::confirm_revoke_all(&cx, query).await,
             "/rotate" if read => page::confirm_rotate(&cx, query).await,
@@ -221,9 +204,8 @@ impl<'a> Page<'a> {
                     _ => page::revoke_all(&cx, &form).await,
                 }
             }
-            "" | "/" | "/create" | "/revoke" | "/revoke-all" | "/rotate" | "/logout" => {
-                Err(PageError::MethodNotAllowed)
-            }
+            "" | "/" | "/create" | "/revoke" | "/revoke-all" | "/rotate" | "/logout"
+            | "/resume" => Err(PageError::MethodNotAllowed),
             _ => match sub.strip_prefix("/new/") {
                 // GET only: a HEAD (a link checker, a preview) must not use
                 // up the one showing.

@@ -12,13 +12,18 @@
 //!   navigation that a `Strict` cookie would miss; the record is a
 //!   [`Pending`], taken (read and deleted in one transaction) by the callback.
 //!
+//! - **Kept form**: after a step-up, the form the user had filled in
+//!   ([`Resume`]), under the new session ([`resume_key`]) for
+//!   `sign_in_timeout`, so that `{mount}/resume` shows it again on every
+//!   reload until it is submitted.
+//!
 //! The store is keyed by `kind:blake3(id)`: someone reading the store cannot
 //! turn an entry into a cookie.
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 use serde::{Deserialize, Serialize};
 
-use super::Pending;
+use super::{Pending, Resume};
 
 /// Session cookie on HTTPS (`__Host-` pins it to this host and path `/`).
 pub const SESSION_COOKIE: &str = "__Host-passgate";
@@ -62,6 +67,13 @@ pub fn session_key(id: &str) -> String {
 /// The store key of a pre-login id.
 pub fn login_key(id: &str) -> String {
     format!("login:{}", blake3::hash(id.as_bytes()).to_hex())
+}
+
+/// The store key of the form a step-up kept for the session stored under
+/// `session_key` (the session's own key, hashed again: one kept form per
+/// session, unreachable without the session's cookie).
+pub fn resume_key(session_key: &str) -> String {
+    format!("resume:{}", blake3::hash(session_key.as_bytes()).to_hex())
 }
 
 /// The cookie names for a request over TLS or plain HTTP: (session, pre-login).
@@ -119,6 +131,15 @@ pub fn encode_pending(p: &Pending) -> Vec<u8> {
 }
 
 pub fn decode_pending(bytes: &[u8]) -> Option<Pending> {
+    serde_json::from_slice(bytes).ok()
+}
+
+/// A kept [`Resume`] as stored.
+pub fn encode_resume(r: &Resume) -> Vec<u8> {
+    serde_json::to_vec(r).unwrap_or_default()
+}
+
+pub fn decode_resume(bytes: &[u8]) -> Option<Resume> {
     serde_json::from_slice(bytes).ok()
 }
 

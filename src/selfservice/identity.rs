@@ -10,14 +10,14 @@
 //! Adding a way to sign in (OIDC) means one more [`Identity`] variant: its
 //! [`Identity::signed_in`] arm (a session cookie → user, or a redirect to the
 //! issuer), its own pages under the mount ([`Identity::serve_own`]:
-//! `/callback`, `/logout`) and a freshness check before creation
-//! ([`Identity::step_up`]).
+//! `/callback`, `/logout`), a freshness check before creation
+//! ([`Identity::step_up`]) and the form it keeps meanwhile
+//! ([`Identity::kept_form`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::HeaderValue;
 use http::request::Parts;
 use http::{HeaderName, Response};
 use http_body_util::Full;
@@ -52,21 +52,6 @@ pub enum SignInOutcome {
     Redirect(Response<Full<Bytes>>),
     /// Not signed in, or a bad identity: shown as an error page.
     Refuse(PageError),
-}
-
-/// What an identity's own page under the mount answers.
-#[derive(Debug)]
-pub enum Own {
-    /// A finished response.
-    Page(Response<Full<Bytes>>),
-    /// Signed in again after a step-up: the page shows the action that
-    /// needed it again, its form filled in, as `who` (the new session, whose
-    /// `cookies` go with the answer). Nothing is done until it is submitted.
-    Resume {
-        who: SignedIn,
-        resume: Resume,
-        cookies: Vec<HeaderValue>,
-    },
 }
 
 /// How the page learns who is signed in; built from `[selfservice]`.
@@ -113,7 +98,7 @@ impl Identity {
         sub: &str,
         req: &Parts,
         conn: &Peer,
-    ) -> Option<Result<Own, PageError>> {
+    ) -> Option<Result<Response<Full<Bytes>>, PageError>> {
         if sub != "/callback" {
             return None;
         }
@@ -142,6 +127,29 @@ impl Identity {
             Identity::Header { .. } => None,
             Identity::Oidc(Ok(o)) => o.step_up(gw, who, origin, client, resume).await,
             Identity::Oidc(Err(e)) => Some(Err(PageError::SignIn(e.clone()))),
+        }
+    }
+
+    /// The form a step-up kept for `who`'s session (OIDC), to show again
+    /// at `{mount}/resume`; `None` where there is none.
+    pub async fn kept_form(
+        &self,
+        gw: &Gateway,
+        who: &SignedIn,
+    ) -> Result<Option<Resume>, PageError> {
+        match self {
+            Identity::Header { .. } | Identity::Oidc(Err(_)) => Ok(None),
+            Identity::Oidc(Ok(o)) => o.kept_form(gw, who).await,
+        }
+    }
+
+    /// After a password was created or rotated: the form a step-up kept for
+    /// `who`'s session is done with.
+    /// Best effort: the password exists, its one showing must not fail
+    /// because of this (a kept form left behind expires by itself).
+    pub async fn forget_form(&self, gw: &Gateway, who: &SignedIn) {
+        if let Identity::Oidc(Ok(o)) = self {
+            o.forget_form(gw, who).await;
         }
     }
 

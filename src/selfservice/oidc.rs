@@ -25,8 +25,10 @@
 //!   the form's POST to another origin). The form the user filled in (it
 //!   passed the origin and CSRF checks) goes into the pre-login record
 //!   ([`Resume`]); the callback checks `auth_time` and, when the same user
-//!   came back, hands the form to the page to show again, filled in, under
-//!   the new session's CSRF token: nothing is done until it is submitted.
+//!   came back, keeps the form under the new session and sends the browser
+//!   to `{mount}/resume`, which shows it again, filled in, under the new
+//!   session's CSRF token, as often as it is reloaded, until it is
+//!   submitted: nothing is done until then.
 //! - **`POST {mount}/logout`** (CSRF-checked by the page): deletes the session.
 //!
 //! Every failure is a [`PageError::SignIn`] (status in `error.rs`) and an
@@ -47,7 +49,7 @@ use maud::{html, DOCTYPE};
 mod limits;
 
 use self::limits::{navigation, Refused, SignInLimits};
-use super::identity::{Own, SignInOutcome, SignedIn};
+use super::identity::{SignInOutcome, SignedIn};
 use super::Peer;
 use crate::audit::{self, AuditEvent};
 use crate::clock::unix_now;
@@ -186,7 +188,12 @@ impl OidcIdentity {
     }
 
     /// `GET {mount}/callback`: the issuer's answer.
-    pub async fn callback(&self, gw: &Gateway, req: &Parts, conn: &Peer) -> Result<Own, PageError> {
+    pub async fn callback(
+        &self,
+        gw: &Gateway,
+        req: &Parts,
+        conn: &Peer,
+    ) -> Result<Response<Full<Bytes>>, PageError> {
         let origin = super::csrf::own_origin(req, conn.tls, conn.trusted)
             .ok_or(PageError::BadForm("request without a host"))?;
         let tls = origin.starts_with("https://");
@@ -222,26 +229,49 @@ impl OidcIdentity {
             session::session_cookie(tls, &id, ttl),
             session::login_cookie(tls, "", 0),
         ];
-        // A step-up's form goes back only to the user who filled it in.
+        // A step-up's form goes back only to the user who filled it in, kept
+        // under the new session: `{mount}/resume` shows it, reload after
+        // reload, rather than this callback, which works once.
         let same_user = pending.renews.as_deref() == Some(who.user.as_str());
-        if let Some(resume) = pending.resume.filter(|_| same_user) {
-            let who = SignedIn {
-                user: who.user,
-                binding: session::session_key(&id),
-                can_sign_out: true,
-                auth_time: Some(who.auth_time),
-            };
-            return Ok(Own::Resume {
-                who,
-                resume,
-                cookies,
-            });
-        }
-        let mut resp = continue_page(&self.mount);
+        let mut resp = match pending.resume.filter(|_| same_user) {
+            Some(resume) => {
+                let kept = session::resume_key(&session::session_key(&id));
+                let bytes = session::encode_resume(&resume);
+                let ttl = self.config.sign_in_timeout.as_secs();
+                let put = blocking(gw, move |s| s.put_session(&kept, &bytes, now + ttl));
+                match put.await {
+                    Ok(()) => resume_page(&self.mount),
+                    // Signed in all the same (the session is stored): on
+                    // to the page, without the form (the failure is logged).
+                    Err(_) => continue_page(&self.mount),
+                }
+            }
+            None => continue_page(&self.mount),
+        };
         for cookie in cookies {
             resp.headers_mut().append(SET_COOKIE, cookie);
         }
-        Ok(Own::Page(resp))
+        Ok(resp)
+    }
+
+    /// The form a step-up kept for `who`'s session, if any (it stays until
+    /// it is submitted or `sign_in_timeout` after the step-up).
+    pub async fn kept_form(
+        &self,
+        gw: &Gateway,
+        who: &SignedIn,
+    ) -> Result<Option<Resume>, PageError> {
+        let key = session::resume_key(&who.binding);
+        let now = unix_now();
+        let bytes = blocking(gw, move |s| s.session(&key, now)).await?;
+        Ok(bytes.as_deref().and_then(session::decode_resume))
+    }
+
+    /// Drops the form a step-up kept for `who`'s session: it was submitted.
+    /// A store failure is logged (by [`blocking`]) and otherwise ignored.
+    pub async fn forget_form(&self, gw: &Gateway, who: &SignedIn) {
+        let key = session::resume_key(&who.binding);
+        let _ = blocking(gw, move |s| s.delete_session(&key).map(|_| ())).await;
     }
 
     /// `POST {mount}/logout`, after the page checked origin and CSRF.
@@ -460,6 +490,17 @@ fn continue_page(mount: &str) -> Response<Full<Bytes>> {
         p { a id="continue" href=(mount) { "Continue to your app passwords" } }
     };
     going_on(mount, "Signed in — passgate", body)
+}
+
+/// The page after a step-up's sign-in: on to the kept form
+/// (`{mount}/resume`).
+fn resume_page(mount: &str) -> Response<Full<Bytes>> {
+    let to = format!("{mount}/resume");
+    let body = html! {
+        h1 { "Signed in again" }
+        p { a id="continue" href=(to) { "Back to your form" } }
+    };
+    going_on(&to, "Signed in again — passgate", body)
 }
 
 /// A page that goes on to `to` at once (a refresh, and `body`'s link for

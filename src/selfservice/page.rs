@@ -23,7 +23,6 @@ use super::Cx;
 use crate::clock::unix_now;
 use crate::error::PageError;
 use crate::manage::{self, Listed, ManageError};
-use crate::oidc::Resume;
 use crate::store::AppPassword;
 
 pub(super) use self::create::{confirm_rotate, create, rotate};
@@ -38,9 +37,15 @@ pub(super) async fn list(cx: &Cx<'_>, query: Option<&str>) -> Page {
     render_list(cx, &owner, form, None, StatusCode::OK).await
 }
 
-/// After a step-up: the interrupted action's form again, filled in as the
-/// user left it, under their new session's CSRF token. Changes nothing.
-pub(super) async fn resume(cx: &Cx<'_>, r: &Resume) -> Page {
+/// `GET {mount}/resume`, after a step-up: the interrupted action's form
+/// again, filled in as the user left it, under their new session's CSRF
+/// token, on every reload until it is submitted; then (or with nothing
+/// kept) 303 to the list. Changes nothing.
+pub(super) async fn resume(cx: &Cx<'_>) -> Page {
+    let kept = cx.page.identity.kept_form(cx.gw, &cx.who).await?;
+    let Some(r) = &kept else {
+        return Ok(super::see_other(cx.mount()));
+    };
     if r.action == form::ROTATE {
         let record = own_record(cx, &form::resumed_field(r, "id")).await?;
         let row = manage::list_row(&record);

@@ -77,6 +77,8 @@ pub(in crate::selfservice) async fn create(cx: &Cx<'_>, form: &Form) -> Page {
         scopes: &created.scopes.join(" "),
     });
     let key = cx.page.keep_unshown(&me, created);
+    // A form a step-up kept is done with: reloading it shows the list.
+    cx.page.identity.forget_form(cx.gw, &cx.who).await;
     Ok(see_other(&format!("{}/new/{key}", cx.mount())))
 }
 
@@ -152,6 +154,8 @@ pub(in crate::selfservice) async fn rotate(cx: &Cx<'_>, form: &Form) -> Page {
         name: &created.name,
     });
     let key = cx.page.keep_unshown(&me, created);
+    // A form a step-up kept is done with: reloading it shows the list.
+    cx.page.identity.forget_form(cx.gw, &cx.who).await;
     Ok(see_other(&format!("{}/new/{key}", cx.mount())))
 }
 

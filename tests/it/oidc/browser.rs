@@ -128,6 +128,14 @@ fn oidc_browser_step_up_goes_back_to_the_provider_and_keeps_the_form() {
             e.prop("value").await.unwrap().unwrap_or_default()
         };
         assert_eq!(value("#name").await, "after step-up");
+        // Reloading it shows it again (the callback, which works once, is
+        // not what the address bar holds).
+        let at = c.current_url().await.unwrap();
+        assert_eq!(at.path(), format!("{MOUNT}/resume"), "{at}");
+        c.refresh().await.unwrap();
+        browser.element("#resumed").await;
+        assert!(c.find(Locator::Css("#start-again")).await.is_err());
+        assert_eq!(value("#name").await, "after step-up");
         assert_eq!(value("#repo").await, "alice/project");
         assert_eq!(value("#allow_from").await, "127.0.0.0/8");
         let scope = c

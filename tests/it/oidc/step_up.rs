@@ -1,8 +1,9 @@
 //! Step-up before creating or rotating with an old sign-in: the page goes
 //! back to the provider with `max_age`, keeps what the user filled in
 //! (server-side, never in a URL), and shows it again once they are back,
-//! under the new session's CSRF token; nothing happens until it is
-//! submitted, the same-origin and CSRF checks included.
+//! under the new session's CSRF token, at `{mount}/resume`, reload after
+//! reload; nothing happens until it is submitted, the same-origin and CSRF
+//! checks included. Step-ups count per user, not against the address.
 
 use std::time::Duration;
 
@@ -28,15 +29,26 @@ async fn let_sign_in_age() {
     tokio::time::sleep(Duration::from_millis(4200)).await;
 }
 
-/// From the step-up page `r`: signs in again at the provider as `user` and
-/// opens the callback; the callback's answer.
+/// From the step-up page `r`: signs in again at the provider as `user`,
+/// opens the callback and follows the page it answers (a refresh, as
+/// after every sign-in: the session cookie is `SameSite=Strict`); the
+/// answer of the page it goes on to.
 async fn sign_in_again(site: &Site, agent: &mut Agent, r: &Reply, user: &str) -> Reply {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.headers.get("location").is_none());
     let to = href(&r.text(), "sign-in-again");
     assert!(to.contains("max_age=3"), "{to}");
     let target = site.sign_in_at_provider(agent, &to, user).await;
-    agent.get(site.gw.addr, &target).await
+    let r = agent.get(site.gw.addr, &target).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let next = href(&r.text(), "continue");
+    assert!(
+        r.text()
+            .contains(&format!("http-equiv=\"refresh\" content=\"0;url={next}\"")),
+        "{}",
+        r.text()
+    );
+    agent.get(site.gw.addr, &next).await
 }
 
 #[test]
@@ -98,6 +110,22 @@ fn oidc_page_step_up_keeps_the_create_form_and_still_needs_csrf() {
         assert!(site.gw.wait_log("step_up=true", Duration::from_secs(5)));
         let token = csrf(&page);
         assert_ne!(token, old_token);
+        // A reload shows the same form again, not a failed sign-in: it is
+        // kept under the session, not in the callback that worked once.
+        for _ in 0..2 {
+            let again = agent.get(addr, &format!("{MOUNT}/resume")).await;
+            assert_eq!(again.status, 200, "{}", again.text());
+            let again = again.text();
+            assert!(again.contains("id=\"resumed\""), "{again}");
+            assert!(again.contains("value=\"stepped-up &lt;i&gt;"), "{again}");
+            assert!(again.contains(">127.0.0.0/8</textarea>"), "{again}");
+            assert_eq!(csrf(&again), token);
+        }
+        // It is this session's: another browser of alice's gets the list.
+        let mut other = site.signed_in("alice").await;
+        let r = other.get(addr, &format!("{MOUNT}/resume")).await;
+        assert_eq!(r.status, 303, "{}", r.text());
+        assert_eq!(r.headers["location"], MOUNT);
 
         // Submitting it is an ordinary POST: the old session's token, a
         // forged one or another origin is refused, nothing created.
@@ -120,6 +148,10 @@ fn oidc_page_step_up_keeps_the_create_form_and_still_needs_csrf() {
         let r = site.post(&mut agent, "/create", &again).await;
         assert_eq!(r.status, 303, "{}", r.text());
         let shown = r.headers["location"].to_str().unwrap().to_owned();
+        // Submitted: the kept form is done with, a reload of it is the list.
+        let r = agent.get(addr, &format!("{MOUNT}/resume")).await;
+        assert_eq!(r.status, 303, "{}", r.text());
+        assert_eq!(r.headers["location"], MOUNT);
         let page = agent.get(addr, &shown).await.text();
         assert!(page.contains("id=\"new-password\""), "{page}");
         assert!(page.contains("stepped-up"), "{page}");
@@ -217,6 +249,9 @@ fn oidc_page_step_up_by_another_user_gets_no_form_back() {
         assert!(!text.contains("alices-draft"), "{text}");
         assert!(!text.contains("alice/private"), "{text}");
         assert!(!text.contains("id=\"resumed\""), "{text}");
+        assert_eq!(href(&text, "continue"), MOUNT, "{text}");
+        let r = agent.get(addr, &format!("{MOUNT}/resume")).await;
+        assert_eq!(r.status, 303, "nothing kept for bob: {}", r.text());
         let page = agent.get(addr, MOUNT).await;
         assert_eq!(page.status, 200, "{}", page.text());
         let page = page.text();
