@@ -297,15 +297,16 @@ fn check_decoded_segment(segment: &[u8]) -> Result<(), PathError> {
     Ok(())
 }
 
-/// Whether `bytes` contains `%` followed by two hex digits.
-fn has_percent_escape(bytes: &[u8]) -> bool {
+/// Whether `bytes` contains `%` followed by two hex digits (also for query
+/// keys, in `routes::query`).
+pub(crate) fn has_percent_escape(bytes: &[u8]) -> bool {
     bytes
         .windows(3)
         .any(|w| w.first() == Some(&b'%') && w.get(1..3).and_then(hex_pair).is_some())
 }
 
 /// Decodes exactly two hex digits (either case).
-fn hex_pair(pair: &[u8]) -> Option<u8> {
+pub(crate) fn hex_pair(pair: &[u8]) -> Option<u8> {
     match pair {
         &[hi, lo] => Some((hex_digit(hi)? << 4) | hex_digit(lo)?),
         _ => None,

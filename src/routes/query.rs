@@ -20,6 +20,8 @@
 
 use std::borrow::Cow;
 
+use crate::path::{has_percent_escape, hex_pair};
+
 /// Longest key text quoted in an error, in characters.
 const MAX_KEY_SHOWN: usize = 64;
 
@@ -130,7 +132,9 @@ fn check_pair(query: &str, key: &str, value: &str) -> Result<bool, QueryError> {
 /// Decodes a key, refusing one that does not decode cleanly.
 fn decode_key(raw: &str) -> Result<Cow<'_, str>, QueryError> {
     match decode(raw) {
-        Some(key) if !key.chars().any(char::is_control) && !has_percent_escape(&key) => Ok(key),
+        Some(key) if !key.chars().any(char::is_control) && !has_percent_escape(key.as_bytes()) => {
+            Ok(key)
+        }
         _ => Err(QueryError::BadEncoding { key: shown(raw) }),
     }
 }
@@ -161,29 +165,6 @@ fn decode(raw: &str) -> Option<Cow<'_, str>> {
         }
     }
     String::from_utf8(out).ok().map(Cow::Owned)
-}
-
-/// Whether `text` contains `%` followed by two hex digits.
-fn has_percent_escape(text: &str) -> bool {
-    text.as_bytes()
-        .windows(3)
-        .any(|w| w.first() == Some(&b'%') && w.get(1..3).and_then(hex_pair).is_some())
-}
-
-fn hex_pair(pair: &[u8]) -> Option<u8> {
-    match pair {
-        &[hi, lo] => Some((hex_digit(hi)? << 4) | hex_digit(lo)?),
-        _ => None,
-    }
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// A raw key as quoted in an error: at most [`MAX_KEY_SHOWN`] characters.
