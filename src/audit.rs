@@ -960,19 +960,8 @@ mod tests {
 
     /// The line `write` produces for `event`, in the human format.
     fn line_of(event: &AuditEvent<'_>) -> String {
-        #[derive(Clone, Default)]
-        struct Buf(std::sync::Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Buf::default();
-        let writer = buf.clone();
+        let captured = crate::telemetry::capture::Captured::default();
+        let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
             .without_time()
@@ -981,8 +970,7 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || write(event));
-        let bytes = buf.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap().trim().to_owned()
+        captured.text().trim().to_owned()
     }
 
     /// The field names of a line (`peer reason event …`), and its event.

@@ -247,6 +247,7 @@ fn json(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::capture::Captured;
 
     fn sample() -> AccessLine {
         AccessLine {
@@ -299,9 +300,9 @@ mod tests {
     /// What `tracing-subscriber`, set up as `telemetry::init` sets it up,
     /// writes for the same event (its own timestamp: compared without it).
     fn via_tracing(l: &AccessLine, format: LogFormat) -> String {
-        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = buf.clone();
-        let make = move || Capture(sink.clone());
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let make = move || sink.clone();
         let builder = tracing_subscriber::fmt().with_writer(make);
         match format {
             LogFormat::Human => {
@@ -316,20 +317,7 @@ mod tests {
                 || through_tracing(l),
             ),
         }
-        let out = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-        out
-    }
-
-    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(data);
-            Ok(data.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+        captured.text()
     }
 
     #[test]

@@ -174,6 +174,7 @@ pub fn unquote(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::capture::Captured;
 
     #[test]
     fn every_debug_string_unquotes_to_itself() {
@@ -208,27 +209,14 @@ mod tests {
     }
 
     fn capture(f: impl FnOnce()) -> String {
-        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = buf.clone();
+        let captured = Captured::default();
+        let sink = captured.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || Capture(sink.clone()))
+            .with_writer(move || sink.clone())
             .event_format(JsonLines)
             .finish();
         tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-        text
-    }
-
-    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(data);
-            Ok(data.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+        captured.text()
     }
 
     #[test]
