@@ -24,22 +24,28 @@ fn git(home: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
     git_command(home, dir).args(args).output().unwrap()
 }
 
+/// One empty commit on `main` (made in `home/seed`), pushed to each of `bares`.
+fn seed(home: &Path, bares: &[&Path]) {
+    let seed = home.join("seed");
+    std::fs::create_dir(&seed).unwrap();
+    let run = |args: &[&str]| {
+        let out = git(home, &seed, args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    run(&["init", "--quiet", "--initial-branch=main"]);
+    run(&["commit", "--quiet", "--allow-empty", "-m", "first"]);
+    for bare in bares {
+        run(&["push", "--quiet", bare.to_str().unwrap(), "main"]);
+    }
+}
+
 #[test]
 fn alice_creates_uses_and_revokes_an_app_password_in_the_browser() {
     let cgi = GitServer::start();
     let bare = cgi.bare_repo("alice", "project");
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    let seed = home.join("seed");
-    std::fs::create_dir(&seed).unwrap();
-    for args in [
-        &["init", "--quiet", "--initial-branch=main"][..],
-        &["commit", "--quiet", "--allow-empty", "-m", "first"],
-        &["push", "--quiet", bare.to_str().unwrap(), "main"],
-    ] {
-        let out = git(home, &seed, args);
-        assert!(out.status.success(), "{args:?}: {out:?}");
-    }
+    seed(home, &[&bare]);
     let mut config = page_config(&cgi.url());
     config.routes = git_cli_routes() + WEB_ROUTE;
     let pg = Passgate::start(&config);
@@ -187,17 +193,7 @@ fn alice_limits_a_password_to_one_repository_and_rotates_it_in_the_browser() {
     let other = cgi.bare_repo("alice", "other");
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    let seed = home.join("seed");
-    std::fs::create_dir(&seed).unwrap();
-    for args in [
-        &["init", "--quiet", "--initial-branch=main"][..],
-        &["commit", "--quiet", "--allow-empty", "-m", "first"],
-        &["push", "--quiet", project.to_str().unwrap(), "main"],
-        &["push", "--quiet", other.to_str().unwrap(), "main"],
-    ] {
-        let out = git(home, &seed, args);
-        assert!(out.status.success(), "{args:?}: {out:?}");
-    }
+    seed(home, &[&project, &other]);
     let mut config = page_config(&cgi.url());
     // Every Git route names its repository, so a limited password can be used.
     config.routes = git_cli_routes().replace(
