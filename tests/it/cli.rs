@@ -827,15 +827,8 @@ fn stale_admin_socket_of_a_killed_server_is_replaced() {
 fn second_serve_on_the_same_config_fails_clearly() {
     let backend = Backend::start();
     let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
-    let o = output_within(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&pg.config)
-            .env_remove("PASSGATE_CONFIG"),
-        Duration::from_secs(15),
-    );
-    expect_code(&o, 1);
-    let e = err(&o);
+    let (code, e) = serve_exits(&pg.config);
+    assert_eq!(code, Some(1), "{e}");
     assert!(
         e.contains("locked") || e.contains("in use"),
         "no clear reason: {e}"
@@ -861,15 +854,9 @@ fn unwritable_store_path_fails_clearly() {
     let store = dir.path().join("blocker/passgate.redb");
     let store = store.display().to_string();
 
-    let o = output_within(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("PASSGATE_CONFIG"),
-        Duration::from_secs(15),
-    );
-    expect_code(&o, 1);
-    assert!(err(&o).contains(&store), "{}", err(&o));
+    let (code, e) = serve_exits(&config);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(e.contains(&store), "{e}");
     for args in [
         create_args("alice", "x", &["repository:read"]),
         vec!["app-password", "list"],

@@ -8,10 +8,10 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cli::{err, expect_code, offline, out, output_within, run, READ_ROUTE};
+use crate::cli::{err, expect_code, offline, out, run, READ_ROUTE};
 use crate::support::*;
 
 /// xorshift64*, seeded from the clock; the seed is printed for reruns.
@@ -275,20 +275,10 @@ fn store_with_an_unknown_schema_version_is_refused() {
         );
         assert!(!out(&o).contains("pgap_"));
     }
-    let o = output_within(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("PASSGATE_CONFIG"),
-        Duration::from_secs(15),
-    );
-    expect_code(&o, 1);
-    assert!(err(&o).contains("schema version 99"), "{}", err(&o));
-    assert!(
-        err(&o).contains(&store.display().to_string()),
-        "{}",
-        err(&o)
-    );
+    let (code, e) = serve_exits(&config);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(e.contains("schema version 99"), "{e}");
+    assert!(e.contains(&store.display().to_string()), "{e}");
     assert!(!dir.path().join("data/admin.sock").exists());
     assert!(
         std::fs::read(&store).unwrap() == before,
