@@ -20,14 +20,6 @@ const LO2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const TIGHT: &str =
     "[auth.rate_limit]\nper_user_addr = { burst = 3, per = \"1m\" }\nper_addr = { burst = 5, per = \"1m\" }\n";
 
-fn start(auth_extra: &str) -> (Backend, Passgate) {
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.auth_extra = auth_extra.to_owned();
-    let pg = Passgate::start(&b);
-    (backend, pg)
-}
-
 /// A raw request (header names exactly as written); returns status and the
 /// de-chunked body. The request should carry `Connection: close`.
 fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
@@ -79,7 +71,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[test]
 fn forged_identity_headers_are_stripped_on_every_route_in_every_spelling() {
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let forged = "X-Forwarded-User: root\r\n\
                   x-forwarded-user: root2\r\n\
@@ -151,7 +143,7 @@ fn a_client_cannot_name_the_gateways_own_headers_hop_by_hop() {
     // applies the client's list after adding its own headers lets the client
     // delete them (Traefik, CVE-2024-45410): the backend would see no user,
     // no client address and no scheme, or the client's own copies.
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let req = format!(
         "GET {READ} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\
@@ -213,7 +205,7 @@ fn forged_copies_of_custom_identity_headers_are_stripped() {
 
 #[test]
 fn user_name_variants_do_not_pass_as_the_owner() {
-    let (_b, pg) = start(GENEROUS);
+    let (_b, pg) = gateway_with_auth(GENEROUS);
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     for user in [
         "ALICE", "Alice", "alice ", " alice", "alice\t", "alic", "alice2", "alice:x",
@@ -227,7 +219,7 @@ fn user_name_variants_do_not_pass_as_the_owner() {
 
 #[test]
 fn tokens_outside_basic_auth_are_not_credentials_on_app_password_routes() {
-    let (_b, pg) = start(GENEROUS);
+    let (_b, pg) = gateway_with_auth(GENEROUS);
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let cases: Vec<(String, Vec<(&str, String)>)> = vec![
         (format!("{READ}&access_token={pw}"), vec![]),
@@ -255,7 +247,7 @@ fn tokens_outside_basic_auth_are_not_credentials_on_app_password_routes() {
 
 #[test]
 fn brute_force_is_throttled_per_user_and_address_but_not_for_other_addresses() {
-    let (_b, pg) = start(TIGHT);
+    let (_b, pg) = gateway_with_auth(TIGHT);
     let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
     // Sanity: the second loopback address is usable and seen as such.
     assert_eq!(from(LO2, &pg, READ, "alice", &pw).status, 200);
@@ -295,7 +287,7 @@ fn brute_force_is_throttled_per_user_and_address_but_not_for_other_addresses() {
 #[test]
 fn a_flooded_address_does_not_lock_out_a_cached_valid_password() {
     // Issue #21 item 6: an office NAT or an IPv6 /64 shared with an attacker.
-    let (_b, pg) = start(TIGHT);
+    let (_b, pg) = gateway_with_auth(TIGHT);
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     assert_eq!(from(LO1, &pg, READ, "alice", &pw).status, 200);
     for user in ["bob", "carol", "dave", "erin", "frank"] {
@@ -354,7 +346,7 @@ fn concurrent_guesses_cannot_outrun_the_burst() {
 
 #[test]
 fn malformed_tokens_and_bad_basic_headers_count_as_failures() {
-    let (_b, pg) = start(TIGHT);
+    let (_b, pg) = gateway_with_auth(TIGHT);
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let mut bad_checksum = pw.clone();
     bad_checksum.replace_range(54.., if pw.ends_with('0') { "1" } else { "0" });
@@ -404,11 +396,7 @@ fn malformed_tokens_and_bad_basic_headers_count_as_failures() {
 #[test]
 fn unknown_id_and_wrong_secret_take_the_same_time() {
     // Default argon2 parameters: the real cost an attacker would measure.
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.extra = String::new();
-    b.auth_extra = GENEROUS.to_owned();
-    let pg = Passgate::start(&b);
+    let (_backend, pg) = gateway_with_production_argon2(GENEROUS);
     let (id, _) = pg.create("alice", "laptop", &["repository:read"]);
     // argon2 is optimised even in debug builds (Cargo.toml), ~30 ms per
     // default-parameter verification: 40 interleaved pairs keep medians
@@ -471,11 +459,9 @@ fn measure_pairs(pg: &Passgate, id: &str, rounds: usize) -> (Vec<Duration>, Vec<
 
 #[test]
 fn a_saturated_verifier_answers_503_with_retry_after_and_recovers() {
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.extra = String::new();
-    b.auth_extra = format!("verify_threads = 1\nverify_queue = 0\n{GENEROUS}");
-    let pg = Passgate::start(&b);
+    let (_backend, pg) = gateway_with_production_argon2(&format!(
+        "verify_threads = 1\nverify_queue = 0\n{GENEROUS}"
+    ));
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let addr = pg.addr;
     let replies = block_on(async move {
@@ -513,7 +499,7 @@ fn a_saturated_verifier_answers_503_with_retry_after_and_recovers() {
 
 #[test]
 fn logs_never_hold_a_secret_and_audit_every_event() {
-    let (_b, mut pg) = start(TIGHT);
+    let (_b, mut pg) = gateway_with_auth(TIGHT);
     let (alice_id, alice) = pg.create("alice", "laptop", &["repository:read"]);
     let (_, bob) = pg.create("bob", "ci", &["repository:write"]);
     let ok = |user: &str, pw: &str, target: &str, want: u16| {
@@ -782,7 +768,7 @@ fn shipped_config_keeps_repository_keys_and_settings_from_write_passwords() {
 #[test]
 fn the_admin_socket_is_a_private_unix_socket() {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     let meta = std::fs::metadata(pg.dir.path().join("data/admin.sock")).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(
@@ -807,7 +793,7 @@ fn the_admin_socket_is_a_private_unix_socket() {
 fn checksum_valid_forgeries_still_need_the_secret() {
     // An attacker who knows an id (ids are public) can build checksum-valid
     // tokens at will; none of them is accepted.
-    let (_b, pg) = start(GENEROUS);
+    let (_b, pg) = gateway_with_auth(GENEROUS);
     let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let zeros = with_checksum(&format!("pgap_{id}{}", "0".repeat(32)));
     let own_id_as_secret = with_checksum(&format!("pgap_{id}{id}{}", &pw[29..49]));
@@ -834,7 +820,7 @@ fn checksum_valid_forgeries_still_need_the_secret() {
 #[test]
 fn a_failure_flood_writes_bounded_audit_lines_and_counts_the_rest() {
     use std::io::{Read, Write};
-    let (_b, mut pg) = start(GENEROUS);
+    let (_b, mut pg) = gateway_with_auth(GENEROUS);
     const N: usize = 300;
     let auth = basic("mallory", "pgap_garbage");
     let mut burst = String::new();
@@ -916,14 +902,11 @@ fn abandoned_verifications_do_not_use_up_the_limits() {
     // Real argon2id cost and one verification thread, so the abandoned
     // attempts are still queued when their clients go away. The buckets
     // refill over an hour, so no token comes back by time within the test.
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.extra = String::new();
-    b.auth_extra = "verify_threads = 1\nverify_queue = 64\n[auth.rate_limit]\n\
+    let (_backend, pg) = gateway_with_production_argon2(
+        "verify_threads = 1\nverify_queue = 64\n[auth.rate_limit]\n\
                     per_user_addr = { burst = 3, per = \"1h\" }\n\
-                    per_addr = { burst = 5, per = \"1h\" }\n"
-        .to_owned();
-    let pg = Passgate::start(&b);
+                    per_addr = { burst = 5, per = \"1h\" }\n",
+    );
     let (id, _) = pg.create("alice", "laptop", &["repository:read"]);
     // Twelve guesses from twelve user names (past the per-address burst of
     // 5), each client hanging up right after sending: it shuts its sending

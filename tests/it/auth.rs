@@ -78,14 +78,6 @@ fn assert_invalid(r: &Reply, what: &str) {
     );
 }
 
-fn start(auth_extra: &str) -> (Backend, Passgate) {
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.auth_extra = auth_extra.to_owned();
-    let pg = Passgate::start(&b);
-    (backend, pg)
-}
-
 // ------------------------------------------------------------------ tests --
 
 #[test]
@@ -101,7 +93,7 @@ fn base62_checksum_helper_matches_the_crates_tokens() {
 
 #[test]
 fn missing_authorization_gets_401_with_the_basic_challenge() {
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     let r = get(pg.addr, READ, None);
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.headers["www-authenticate"], CHALLENGE);
@@ -115,7 +107,7 @@ fn missing_authorization_gets_401_with_the_basic_challenge() {
 /// audit line. Far more of them than both bursts leave the user unthrottled.
 #[test]
 fn credentials_without_a_password_get_the_challenge_and_cost_no_token() {
-    let (_b, pg) = start(
+    let (_b, pg) = gateway_with_auth(
         "[auth.rate_limit]\nper_user_addr = { burst = 2, per = \"1h\" }\nper_addr = { burst = 3, per = \"1h\" }\n",
     );
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
@@ -156,7 +148,7 @@ fn credentials_without_a_password_get_the_challenge_and_cost_no_token() {
 
 #[test]
 fn two_authorization_headers_get_400() {
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let good = basic("alice", &pw);
     for second in [
@@ -180,7 +172,7 @@ fn two_authorization_headers_get_400() {
 
 #[test]
 fn malformed_basic_credentials_get_401() {
-    let (_b, pg) = start(GENEROUS);
+    let (_b, pg) = gateway_with_auth(GENEROUS);
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let long_user = "a".repeat(256);
@@ -225,7 +217,7 @@ fn malformed_basic_credentials_get_401() {
 
 #[test]
 fn malformed_tokens_get_the_same_401() {
-    let (_b, pg) = start(GENEROUS);
+    let (_b, pg) = gateway_with_auth(GENEROUS);
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let mut bad_checksum = pw.clone();
     let last = if pw.ends_with('0') { "1" } else { "0" };
@@ -258,11 +250,7 @@ fn malformed_tokens_get_the_same_401() {
 #[test]
 fn malformed_tokens_are_refused_without_running_argon2() {
     // Default (slow) argon2 parameters: a verification is visible in the timing.
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.extra = String::new();
-    b.auth_extra = GENEROUS.to_owned();
-    let pg = Passgate::start(&b);
+    let (_backend, pg) = gateway_with_production_argon2(GENEROUS);
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let timed = |candidate: &str| {
         let start = Instant::now();
@@ -295,7 +283,7 @@ fn malformed_tokens_are_refused_without_running_argon2() {
 
 #[test]
 fn every_wrong_credential_gets_the_same_401() {
-    let (_b, pg) = start(GENEROUS);
+    let (_b, pg) = gateway_with_auth(GENEROUS);
     let (_, expiring) = pg.create_expiring("alice", "short", &["repository:read"], "1s");
     let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let (rid, revoked) = pg.create("alice", "old", &["repository:read"]);
@@ -348,7 +336,7 @@ fn every_wrong_credential_gets_the_same_401() {
 
 #[test]
 fn valid_password_lacking_a_scope_gets_403_naming_it() {
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     let (_, pw) = pg.create("alice", "reader", &["repository:read"]);
     let r = status_with(&pg, WRITE, &basic("alice", &pw));
     assert_eq!(r.status, 403, "{}", r.text());
@@ -372,7 +360,7 @@ fn valid_password_lacking_a_scope_gets_403_naming_it() {
 
 #[test]
 fn scope_implications_apply() {
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     let (_, read) = pg.create("alice", "read", &["repository:read"]);
     let (_, write) = pg.create("alice", "write", &["repository:write"]);
     let (_, admin) = pg.create("alice", "admin", &["repository:admin"]);
@@ -405,7 +393,7 @@ fn scope_implications_apply() {
 
 #[test]
 fn upstream_gets_identity_headers_and_never_the_clients_authorization() {
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     let (id, pw) = pg.create("alice", "laptop", &["repository:write"]);
     let r = status_with(&pg, READ, &basic("alice", &pw));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -445,7 +433,7 @@ fn configured_upstream_credential_replaces_the_clients_authorization() {
 
 #[test]
 fn username_ignored_accepts_any_name_but_forwards_the_owner() {
-    let (_b, pg) = start("username = \"ignored\"\n");
+    let (_b, pg) = gateway_with_auth("username = \"ignored\"\n");
     let (id, pw) = pg.create("alice", "ci", &["repository:read"]);
     for name in ["x-token-auth", "bob", "ALICE", "root"] {
         let r = status_with(&pg, READ, &basic(name, &pw));
@@ -467,7 +455,7 @@ fn username_ignored_accepts_any_name_but_forwards_the_owner() {
 
 #[test]
 fn web_routes_refuse_an_app_password_wherever_it_appears() {
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let stripped = pw[5..].to_owned();
     let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("alice:{pw}"));
@@ -568,7 +556,7 @@ fn web_routes_refuse_an_app_password_wherever_it_appears() {
 
 #[test]
 fn web_routes_forward_ordinary_requests_untouched() {
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     pg.create("alice", "laptop", &["repository:read"]);
     let r = get(pg.addr, WEB, None);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -596,7 +584,7 @@ fn web_routes_forward_ordinary_requests_untouched() {
 
 #[test]
 fn revocation_takes_effect_at_once_although_cached() {
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let auth = basic("alice", &pw);
     assert_eq!(status_with(&pg, READ, &auth).status, 200);
@@ -613,7 +601,7 @@ fn revocation_takes_effect_at_once_although_cached() {
 
 #[test]
 fn expiry_takes_effect_although_cached() {
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     // 6 s, not 2: on a loaded machine the first verification alone could
     // outlast a 2 s lifetime (issue #21, flaky).
     let (_, short) = pg.create_expiring("alice", "short", &["repository:read"], "6s");
@@ -640,7 +628,7 @@ fn expiry_takes_effect_although_cached() {
 
 #[test]
 fn a_cached_success_admits_neither_another_user_nor_a_stricter_route() {
-    let (_b, pg) = start(GENEROUS);
+    let (_b, pg) = gateway_with_auth(GENEROUS);
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     pg.create("bob", "laptop", &["repository:admin"]);
     assert_eq!(status_with(&pg, READ, &basic("alice", &pw)).status, 200);
@@ -661,7 +649,7 @@ fn a_cached_success_admits_neither_another_user_nor_a_stricter_route() {
 
 #[test]
 fn last_used_time_and_address_are_recorded() {
-    let (_b, pg) = start("usage_flush = \"1s\"\n");
+    let (_b, pg) = gateway_with_auth("usage_flush = \"1s\"\n");
     let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
     let row = || {
         let out = pg.cli(&["app-password", "list", "--json"]);
@@ -708,7 +696,7 @@ fn thread_nices(pid: u32) -> Vec<(String, i64)> {
 
 #[test]
 fn verifications_run_on_lower_priority_threads_than_the_workers() {
-    let (_b, pg) = start("");
+    let (_b, pg) = gateway_with_auth("");
     let (_, pw) = pg.create("alice", "laptop", &["repository:read"]);
     assert_eq!(get(pg.addr, READ, Some(("alice", &pw))).status, 200);
     let threads = thread_nices(pg.pid());

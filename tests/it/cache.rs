@@ -9,11 +9,7 @@ use crate::support::*;
 fn a_cold_password_presented_by_many_connections_is_verified_once() {
     // One verification worker and no queue: if every connection ran argon2
     // itself, most would be refused with 503.
-    let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.extra = String::new(); // production argon2 parameters
-    b.auth_extra = "verify_threads = 1\nverify_queue = 0\n".to_owned();
-    let pg = Passgate::start(&b);
+    let (_backend, pg) = gateway_with_production_argon2("verify_threads = 1\nverify_queue = 0\n");
     let (_, pw) = pg.create("alice", "ci", &["repository:read"]);
     let auth = basic("alice", &pw);
     let statuses: Vec<u16> = block_on(async {

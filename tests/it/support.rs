@@ -418,6 +418,27 @@ access = "web"
 upstream = "app"
 "#;
 
+/// A gateway in front of a fresh echo backend, the default routes, and
+/// `auth_extra` in `[auth]` (limits, verifier settings).
+pub fn gateway_with_auth(auth_extra: &str) -> (Backend, Passgate) {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.auth_extra = auth_extra.to_owned();
+    let pg = Passgate::start(&b);
+    (backend, pg)
+}
+
+/// As [`gateway_with_auth`], with the production argon2 parameters instead
+/// of [`FAST_ARGON2`]: for what an attacker would time or load.
+pub fn gateway_with_production_argon2(auth_extra: &str) -> (Backend, Passgate) {
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.extra = String::new();
+    b.auth_extra = auth_extra.to_owned();
+    let pg = Passgate::start(&b);
+    (backend, pg)
+}
+
 /// The real binary, serving a generated config from its own temp directory.
 pub struct Passgate {
     pub dir: tempfile::TempDir,
