@@ -1,11 +1,20 @@
 //! Connection bookkeeping: the caps on open connections ([`ConnLimits`]),
 //! each connection's [`Activity`] (when bytes last moved, requests in
-//! flight, a client that stopped reading), each request's [`InFlight`] guard
-//! and, on HTTP/2, each response's [`HandOver`] clock.
+//! flight, a client that stopped reading, the deadlines of an HTTP/1.1
+//! connection), each request's [`InFlight`] guard and, on HTTP/2, each
+//! response's [`HandOver`] clock.
 //!
 //! The server creates these for every connection and request, the response
 //! body reports to them, and the server's watch reads them to close idle or
-//! stalled connections. This module imports nothing of the request path:
+//! stalled connections.
+//!
+//! On HTTP/1.1 the watch is also the connection's only timer: the
+//! request-head deadline (`header_read_timeout`) and the response-head
+//! deadline of the request in flight (`response_timeout`, see
+//! [`InFlight::response_deadline`]) are plain numbers it reads when it wakes,
+//! not a timer armed and cancelled per request (issue 18: two timers cost
+//! about 1,500 instructions per request). The request's future is polled by
+//! hyper in the connection's own task, so the watch's wake-up reaches it. This module imports nothing of the request path:
 //! `server`, `proxy` and `body` depend on it, never the reverse.
 
 mod limits;
@@ -34,8 +43,25 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
+    /// When bytes last went to the client (ms after `epoch`).
+    last_write_ms: AtomicU64,
     in_flight: AtomicUsize,
     write_blocked: AtomicBool,
+    /// Since when the connection has waited for a request head: ms after
+    /// `epoch` plus one (0: not yet serving HTTP/1.1).
+    head_since: AtomicU64,
+    /// HTTP/1.1's `header_read_timeout` in ms (0: no head deadline).
+    head_ms: AtomicU64,
+    /// The response-head deadline of the HTTP/1.1 request in flight: ms
+    /// after `epoch` plus one; 0: none.
+    response_due: AtomicU64,
+    /// Set by the watch once `response_due` passed, until the request has
+    /// looked (and set a later deadline or given up).
+    response_expired: AtomicBool,
+    /// When the watch's timer fires next (ms after `epoch`).
+    armed_ms: AtomicU64,
+    /// A deadline earlier than `armed_ms` was set: the watch re-arms.
+    rearm: AtomicBool,
     /// HTTP/2 only: the hand-over clocks of the responses in flight (dead
     /// ones are pruned as new ones register and at every watch).
     hand_overs: Mutex<Vec<Weak<AtomicU64>>>,
@@ -75,6 +101,10 @@ impl HandOver {
 pub enum Quiet {
     /// Nothing in flight and no bytes moved: close gracefully.
     Idle,
+    /// HTTP/1.1: no whole request head within `header_read_timeout` of the
+    /// previous response (or of the connection's start): a slowloris, or a
+    /// client that opened a connection and said nothing. Close at once.
+    NoHead,
     /// A response is in flight but the client has read nothing of it for the
     /// whole timeout (a slow-read attack, or a client gone without a FIN):
     /// close at once, which also frees the upstream connection.
@@ -86,8 +116,15 @@ impl Activity {
         Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
+            last_write_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             write_blocked: AtomicBool::new(false),
+            head_since: AtomicU64::new(0),
+            head_ms: AtomicU64::new(0),
+            response_due: AtomicU64::new(0),
+            response_expired: AtomicBool::new(false),
+            armed_ms: AtomicU64::new(u64::MAX),
+            rearm: AtomicBool::new(false),
             hand_overs: Mutex::new(Vec::new()),
             _slot: slot,
         }
@@ -136,47 +173,177 @@ impl Activity {
             Poll::Pending => self.write_blocked.store(true, Ordering::Relaxed),
             Poll::Ready(_) => {
                 if moved {
-                    self.touch();
+                    let ms = self.touch();
+                    self.last_write_ms.store(ms, Ordering::Relaxed);
                 }
                 self.write_blocked.store(false, Ordering::Relaxed);
             }
         }
     }
 
-    /// Bytes moved, or the connection was asked to close: the idle clock restarts.
-    pub fn touch(&self) {
-        // Called on every read and write with bytes: whole seconds and
-        // milliseconds apart, no 128-bit `as_millis` division.
+    /// Milliseconds since the connection's epoch.
+    fn now_ms(&self) -> u64 {
+        // Whole seconds and milliseconds apart, no 128-bit `as_millis` division.
         let since = self.epoch.elapsed();
-        let ms = since.as_secs() * 1000 + u64::from(since.subsec_millis());
+        since.as_secs() * 1000 + u64::from(since.subsec_millis())
+    }
+
+    /// `at` as milliseconds since the connection's epoch (0 before it).
+    fn ms_of(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.epoch);
+        since.as_secs() * 1000 + u64::from(since.subsec_millis())
+    }
+
+    /// Bytes moved, or the connection was asked to close: the idle clock
+    /// restarts. Returns the time it read (ms after the epoch).
+    pub fn touch(&self) -> u64 {
+        let ms = self.now_ms();
         self.last_ms.store(ms, Ordering::Relaxed);
+        ms
+    }
+
+    /// HTTP/1.1: the connection starts waiting for its first request head
+    /// (after the TLS handshake, which has its own deadline); each head must
+    /// arrive within `timeout` of the previous response.
+    pub fn awaiting_head(&self, timeout: Duration) {
+        let ms = self.touch();
+        self.head_ms.store(millis(timeout), Ordering::Relaxed);
+        self.head_since.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// A deadline at `ms` (after the epoch) was set: if the watch sleeps
+    /// past it, it re-arms when next polled.
+    fn deadline_set(&self, ms: u64) {
+        if ms < self.armed_ms.load(Ordering::Relaxed) {
+            self.rearm.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Resolves once no byte moved for `idle` and either nothing is in
     /// flight or the client stopped reading what is; or once an HTTP/2
-    /// response has waited `idle` for the client to take its next frame.
-    pub async fn idle(&self, idle: Duration) -> Quiet {
+    /// response has waited `idle` for the client to take its next frame; or,
+    /// with `head`, once an HTTP/1.1 connection has waited
+    /// `header_read_timeout` for a request head (see [`Self::awaiting_head`]).
+    ///
+    /// Also the timer of the HTTP/1.1 request in flight: when its
+    /// [`ResponseDeadline`] passes, the watch marks it expired and wakes the
+    /// connection's task, whose next poll of the request sees it.
+    ///
+    /// Poll it after the connection (the server's `select!` is `biased`), so
+    /// that a deadline set while hyper polled the request is seen at once.
+    pub async fn idle(&self, idle: Duration, head: bool) -> Quiet {
+        let timer = tokio::time::sleep_until(self.epoch.into());
+        tokio::pin!(timer);
         loop {
-            let now = Instant::now();
-            let last = self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let mut due = last + idle;
-            if now >= due {
-                if self.in_flight.load(Ordering::Relaxed) == 0 {
-                    return Quiet::Idle;
+            let mut wake_request = false;
+            let due = match self.check(self.now_ms(), idle, head, &mut wake_request) {
+                Ok(due) => due,
+                Err(quiet) => return quiet,
+            };
+            self.armed_ms.store(due, Ordering::Relaxed);
+            self.rearm.store(false, Ordering::Relaxed);
+            timer
+                .as_mut()
+                .reset((self.epoch + Duration::from_millis(due)).into());
+            std::future::poll_fn(|cx| {
+                if std::mem::take(&mut wake_request) {
+                    cx.waker().wake_by_ref();
                 }
-                if self.write_blocked.load(Ordering::Relaxed) {
-                    return Quiet::WriteStalled;
+                if self.rearm.load(Ordering::Relaxed) {
+                    return Poll::Ready(());
                 }
-                due = now + idle;
-            }
-            if let Some(since) = self.oldest_hand_over() {
-                if now >= since + idle {
-                    return Quiet::WriteStalled;
-                }
-                due = due.min(since + idle);
-            }
-            tokio::time::sleep_until(due.into()).await;
+                timer.as_mut().poll(cx)
+            })
+            .await;
         }
+    }
+
+    /// What the watch finds at `now`: a reason to close, or when to look
+    /// again (ms after the epoch). Sets `wake_request` when it marked the
+    /// request's response deadline expired.
+    fn check(
+        &self,
+        now: u64,
+        idle: Duration,
+        head: bool,
+        wake_request: &mut bool,
+    ) -> Result<u64, Quiet> {
+        let idle_ms = millis(idle);
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let write_blocked = self.write_blocked.load(Ordering::Relaxed);
+        let mut due = self.last_ms.load(Ordering::Relaxed) + idle_ms;
+        if now >= due {
+            if in_flight == 0 {
+                return Err(Quiet::Idle);
+            }
+            if write_blocked {
+                return Err(Quiet::WriteStalled);
+            }
+            due = now + idle_ms;
+        }
+        let since = self.head_since.load(Ordering::Relaxed);
+        let head_ms = self.head_ms.load(Ordering::Relaxed);
+        if head && head_ms != 0 && since != 0 && in_flight == 0 && !write_blocked {
+            // From the later of the wait's start and the last byte of the
+            // previous response: hyper reads the next head only once that
+            // response is written.
+            let from = (since - 1).max(self.last_write_ms.load(Ordering::Relaxed));
+            let head_due = from + head_ms;
+            if now >= head_due {
+                return Err(Quiet::NoHead);
+            }
+            due = due.min(head_due);
+        }
+        let response = self.response_due.load(Ordering::Relaxed);
+        if response != 0 && !self.response_expired.load(Ordering::Relaxed) {
+            if now >= response - 1 {
+                self.response_expired.store(true, Ordering::Relaxed);
+                *wake_request = true;
+            } else {
+                due = due.min(response - 1);
+            }
+        }
+        if let Some(since) = self.oldest_hand_over() {
+            let since = self.ms_of(since);
+            if now >= since + idle_ms {
+                return Err(Quiet::WriteStalled);
+            }
+            due = due.min(since + idle_ms);
+        }
+        Ok(due)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4)
+}
+
+/// The response-head deadline of an HTTP/1.1 request, kept by its
+/// connection's watch (see [`Activity::idle`]); cleared when dropped.
+#[derive(Debug)]
+pub struct ResponseDeadline<'a> {
+    activity: &'a Activity,
+}
+
+impl ResponseDeadline<'_> {
+    /// The watch found the deadline passed.
+    pub fn expired(&self) -> bool {
+        self.activity.response_expired.load(Ordering::Relaxed)
+    }
+
+    /// Moves the deadline to `at` (an upload that kept moving).
+    pub fn extend(&self, at: Instant) {
+        let ms = self.activity.ms_of(at);
+        self.activity.response_due.store(ms + 1, Ordering::Relaxed);
+        self.activity.response_expired.store(false, Ordering::Relaxed);
+        self.activity.deadline_set(ms);
+    }
+}
+
+impl Drop for ResponseDeadline<'_> {
+    fn drop(&mut self) {
+        self.activity.response_due.store(0, Ordering::Relaxed);
+        self.activity.response_expired.store(false, Ordering::Relaxed);
     }
 }
 
@@ -212,6 +379,22 @@ impl InFlight {
         }
     }
 
+    /// HTTP/1.1 only: a response-head deadline `timeout` from now, kept by
+    /// the connection's watch instead of a timer of the request's own. On
+    /// HTTP/2 each request's future runs in a task of its own, which the
+    /// watch cannot wake: `None`, and the caller arms a timer.
+    pub fn response_deadline(&self, timeout: Duration) -> Option<ResponseDeadline<'_>> {
+        if self.place.is_some() {
+            return None;
+        }
+        let a = &*self.activity;
+        let ms = a.now_ms().saturating_add(millis(timeout));
+        a.response_expired.store(false, Ordering::Relaxed);
+        a.response_due.store(ms + 1, Ordering::Relaxed);
+        a.deadline_set(ms);
+        Some(ResponseDeadline { activity: a })
+    }
+
     /// The response's hand-over clock (HTTP/2 only).
     pub fn hand_over(&self) -> Option<HandOver> {
         self.hand_over.clone()
@@ -222,15 +405,23 @@ impl InFlight {
     pub fn tunnel_idle(&self, idle: Duration) -> impl Future<Output = ()> + Send + 'static {
         let activity = self.activity.clone();
         async move {
-            activity.idle(idle).await;
+            activity.idle(idle, false).await;
         }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.activity.touch();
-        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let a = &*self.activity;
+        let ms = a.touch();
+        if a.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            // The connection waits for its next request head from now on.
+            a.head_since.store(ms + 1, Ordering::Relaxed);
+            let head_ms = a.head_ms.load(Ordering::Relaxed);
+            if head_ms != 0 {
+                a.deadline_set(ms + head_ms);
+            }
+        }
     }
 }
 

@@ -158,11 +158,16 @@ async fn forward(
         ),
         _ => UpstreamBody::streamed(body),
     };
+    let deadline = log
+        .in_flight
+        .as_ref()
+        .and_then(|f| f.response_deadline(upstream.config.response_timeout));
     let mut resp = upstream
         .send(
             Request::from_parts(parts, body),
             conn.affinity.as_ref(),
             progress.as_deref(),
+            deadline,
         )
         .await
         .inspect_err(|e| upstream_failed(upstream, e))?;

@@ -11,8 +11,10 @@
 //! over TLS the protocol is the one ALPN chose; in clear text the first bytes
 //! are peeked for the HTTP/2 preface. Timeouts:
 //! - TLS handshake and protocol sniffing must finish within `header_read_timeout`;
-//! - an HTTP/1.1 request head must arrive within `header_read_timeout` (hyper's
-//!   timer, which also runs while a keep-alive connection waits for its next request);
+//! - an HTTP/1.1 request head must arrive within `header_read_timeout` of the
+//!   connection's start or of the previous response's last byte (the
+//!   connection's watch, `conn::Activity::idle`, keeps it: a slowloris head
+//!   trickling in does not restart it);
 //! - a connection with no request in flight and no bytes moving for
 //!   `idle_timeout` is closed gracefully (HTTP/2 included);
 //! - a connection whose client has read nothing of a response for
@@ -363,13 +365,16 @@ impl Handler {
                 let mut stopping = false;
                 loop {
                     tokio::select! {
+                        // The connection first, the watch last: a deadline
+                        // set while hyper polled a request is seen at once.
+                        biased;
                         res = conn.as_mut() => return res.map_err(io::Error::other),
                         _ = stop.changed(), if !stopping => {
                             stopping = true;
                             activity.touch();
                             conn.as_mut().graceful_shutdown();
                         }
-                        quiet = activity.idle(idle) => match quiet {
+                        quiet = activity.idle(idle, !h2) => match quiet {
                             Quiet::Idle if !stopping => {
                                 // Closing starts the clock again: a client gets
                                 // one more `idle_timeout` to take what is queued.
@@ -382,6 +387,9 @@ impl Handler {
                                 // waits for window the client never grants would
                                 // keep a graceful close waiting for ever.
                                 return Err(io::Error::new(io::ErrorKind::TimedOut, "connection stayed silent while closing"));
+                            }
+                            Quiet::NoHead => {
+                                return Err(io::Error::new(io::ErrorKind::TimedOut, "no request head within header_read_timeout"));
                             }
                             Quiet::WriteStalled => {
                                 return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading its response"));
@@ -400,10 +408,12 @@ impl Handler {
                 .max_concurrent_streams(256);
             drive!(builder.serve_connection(io, svc))
         } else {
+            // No hyper timer: the watch keeps `header_read_timeout` (see
+            // conn.rs), without a timer armed and cancelled per request.
+            activity.awaiting_head(header_timeout);
             let mut builder = http1::Builder::new();
             builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
+                .header_read_timeout(None)
                 .max_buf_size(64 * 1024)
                 // A strict bound on the request head (and on trailers): without
                 // it, max_buf_size only bounds a head still incomplete after a

@@ -9,6 +9,8 @@
 //! This module never decides who may call what; it only carries requests.
 
 use std::sync::Arc;
+use std::future::Future;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::header::UPGRADE;
@@ -24,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::config;
+use crate::conn::ResponseDeadline;
 use crate::connector::{self, CaFileError};
 use crate::error::Reject;
 
@@ -130,11 +133,15 @@ impl Upstream {
     /// The timeout counts from the last [`Progress`] of a streamed request
     /// body (see `upstream/body.rs`): an upload may take as long as it keeps
     /// moving; a client that stops sending mid-body gets 408.
+    ///
+    /// `deadline`: on HTTP/1.1 the connection's watch keeps the timeout (see
+    /// `conn.rs`); otherwise this request arms a timer of its own.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
         affinity: Option<&Arc<Affinity>>,
         progress: Option<&Progress>,
+        deadline: Option<ResponseDeadline<'_>>,
     ) -> Result<Response<Incoming>, Reject> {
         let direct = affinity
             .filter(|_| self.config.scheme == Scheme::HTTP && !req.headers().contains_key(UPGRADE));
@@ -144,27 +151,50 @@ impl Upstream {
                 None => self.send_pooled(req).await,
             }
         };
-        let timeout = self.config.response_timeout;
-        let timer = tokio::time::sleep(timeout);
-        tokio::pin!(sent, timer);
+        tokio::pin!(sent);
+        if let Some(deadline) = deadline {
+            return std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = sent.as_mut().poll(cx) {
+                    return Poll::Ready(result);
+                }
+                if !deadline.expired() {
+                    return Poll::Pending;
+                }
+                match self.timed_out(progress) {
+                    Ok(until) => {
+                        deadline.extend(until);
+                        Poll::Pending
+                    }
+                    Err(reject) => Poll::Ready(Err(reject)),
+                }
+            })
+            .await;
+        }
+        let timer = tokio::time::sleep(self.config.response_timeout);
+        tokio::pin!(timer);
         loop {
             tokio::select! {
                 biased;
                 result = &mut sent => return result,
-                () = &mut timer => {
-                    let expiry = progress.map(|p| p.expired(timeout, Instant::now()));
-                    match expiry {
-                        Some(Expiry::Extend(until)) => timer.as_mut().reset(until.into()),
-                        Some(Expiry::ClientStalled) => {
-                            tracing::debug!(upstream = %self.config.name, "request body stalled");
-                            return Err(Reject::RequestTimeout);
-                        }
-                        Some(Expiry::UpstreamStalled) | None => {
-                            tracing::warn!(upstream = %self.config.name, "upstream response timed out");
-                            return Err(Reject::UpstreamTimeout);
-                        }
-                    }
-                }
+                () = &mut timer => timer.as_mut().reset(self.timed_out(progress)?.into()),
+            }
+        }
+    }
+
+    /// `response_timeout` ran out: wait until the returned instant if the
+    /// request body moved meanwhile, else the answer (408 when the client
+    /// owes the next bytes, 504 when the upstream does).
+    fn timed_out(&self, progress: Option<&Progress>) -> Result<Instant, Reject> {
+        let timeout = self.config.response_timeout;
+        match progress.map(|p| p.expired(timeout, Instant::now())) {
+            Some(Expiry::Extend(until)) => Ok(until),
+            Some(Expiry::ClientStalled) => {
+                tracing::debug!(upstream = %self.config.name, "request body stalled");
+                Err(Reject::RequestTimeout)
+            }
+            Some(Expiry::UpstreamStalled) | None => {
+                tracing::warn!(upstream = %self.config.name, "upstream response timed out");
+                Err(Reject::UpstreamTimeout)
             }
         }
     }
