@@ -684,6 +684,59 @@ fn slowloris_and_silent_clients_are_cut_off_after_header_read_timeout() {
 }
 
 #[test]
+fn header_read_timeout_counts_from_each_response_not_from_the_connection() {
+    // Keep-alive: each head has the whole timeout after the previous
+    // response, so three requests 0.7 s apart outlive a 1 s timeout.
+    let (_backend, pg) = gateway_with_server("header_read_timeout = \"1s\"\n");
+    let mut s = TcpStream::connect(pg.addr).unwrap();
+    for i in 0..3 {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        s.write_all(format!("GET /repo/k{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(raw_status(&read_one_response(&mut s)), 200, "request {i}");
+    }
+    // Then silence is cut off after one timeout.
+    let took = closed_within(&mut s, Duration::from_secs(4)).expect("silent connection still open");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_slow_reader_gets_its_whole_response_despite_a_short_header_read_timeout() {
+    // The head deadline of the next request starts once this response is
+    // written, not while the client is still taking it.
+    let (_backend, pg) = gateway_with_server("header_read_timeout = \"1s\"\n");
+    let mut s = TcpStream::connect(pg.addr).unwrap();
+    let n: usize = 12_000_000;
+    s.write_all(format!("GET /bytes?n={n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut body_start = None;
+    loop {
+        let k = s.read(&mut buf).unwrap();
+        assert!(k > 0, "closed after {} bytes, {:?}", got.len(), start.elapsed());
+        got.extend_from_slice(&buf[..k]);
+        if body_start.is_none() {
+            body_start = got.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+        }
+        if body_start.is_some_and(|b| got.len() >= b + n) {
+            break;
+        }
+        // About 3 MB/s: four seconds of reading.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(start.elapsed() > Duration::from_secs(2), "{:?}", start.elapsed());
+    assert_eq!(raw_status(&String::from_utf8_lossy(&got[..100])), 200);
+}
+
+#[test]
 fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let (_backend, pg) =
         gateway_with_server("idle_timeout = \"1s\"\nheader_read_timeout = \"10s\"\n");
