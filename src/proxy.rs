@@ -112,8 +112,10 @@ async fn forward(
                 tls: conn.tls,
                 trusted: conn.trusted,
             };
+            // Boxed: the page's future is kilobytes, and unboxed it would
+            // size (and be moved with) every proxied request's future too.
             return Ok(Served::Page(
-                selfservice::serve(gw, &peer, path.as_str(), req).await,
+                Box::pin(selfservice::serve(gw, &peer, path.as_str(), req)).await,
             ));
         }
     }
