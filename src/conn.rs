@@ -335,7 +335,9 @@ impl ResponseDeadline<'_> {
     pub fn extend(&self, at: Instant) {
         let ms = self.activity.ms_of(at);
         self.activity.response_due.store(ms + 1, Ordering::Relaxed);
-        self.activity.response_expired.store(false, Ordering::Relaxed);
+        self.activity
+            .response_expired
+            .store(false, Ordering::Relaxed);
         self.activity.deadline_set(ms);
     }
 }
@@ -343,7 +345,9 @@ impl ResponseDeadline<'_> {
 impl Drop for ResponseDeadline<'_> {
     fn drop(&mut self) {
         self.activity.response_due.store(0, Ordering::Relaxed);
-        self.activity.response_expired.store(false, Ordering::Relaxed);
+        self.activity
+            .response_expired
+            .store(false, Ordering::Relaxed);
     }
 }
 

@@ -8,8 +8,8 @@
 //!
 //! This module never decides who may call what; it only carries requests.
 
-use std::sync::Arc;
 use std::future::Future;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 

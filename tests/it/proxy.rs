@@ -721,7 +721,12 @@ fn a_slow_reader_gets_its_whole_response_despite_a_short_header_read_timeout() {
     let mut body_start = None;
     loop {
         let k = s.read(&mut buf).unwrap();
-        assert!(k > 0, "closed after {} bytes, {:?}", got.len(), start.elapsed());
+        assert!(
+            k > 0,
+            "closed after {} bytes, {:?}",
+            got.len(),
+            start.elapsed()
+        );
         got.extend_from_slice(&buf[..k]);
         if body_start.is_none() {
             body_start = got.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
@@ -732,7 +737,11 @@ fn a_slow_reader_gets_its_whole_response_despite_a_short_header_read_timeout() {
         // About 3 MB/s: four seconds of reading.
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(start.elapsed() > Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() > Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(raw_status(&String::from_utf8_lossy(&got[..100])), 200);
 }
 
