@@ -206,6 +206,8 @@ pub(super) enum Engine {
     Storage(#[from] redb::StorageError),
     #[error("cannot commit")]
     Commit(#[from] redb::CommitError),
+    #[error("cannot upgrade the file format")]
+    Upgrade(#[from] redb::UpgradeError),
 }
 
 /// Turns an engine result into a [`StoreError::Backend`] naming the store.

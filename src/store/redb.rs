@@ -21,13 +21,26 @@
 //!   missing store file with mode 0600. redb holds an exclusive lock on the file,
 //!   so a second process (or a second store in this one) gets
 //!   [`StoreError::Locked`].
+//! - **Crash recovery: redb's file format v3.** Every file is written in it
+//!   ([`builder`]), and [`Redb::open`] moves a store still in format v2 to v3
+//!   once, after a full integrity check. redb 2.6 mishandles a v2 file after
+//!   a `kill -9` at two moments of its own crash repair. Its header, marked
+//!   clean, is written in one batch with the allocator state it vouches for,
+//!   in no set order, so it can reach the file first: the next open trusts
+//!   stale allocator state and hands out pages that are in use. Or it is
+//!   written before the file is trimmed to the length it records: the next
+//!   open panics (`assertion failed: !self.needs_recovery.load(..)`,
+//!   redb `page_manager.rs:851`). Format v3 never trusts allocator state
+//!   found in the file (it rebuilds it, or loads the copy committed with the
+//!   last transaction) and reconciles the length; redb 3 and later read v3
+//!   only.
 //!
 //! Every method blocks. redb types never leave this module (and `error.rs`).
 //!
 //! [redb]: https://docs.rs/redb
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use ::redb::{
@@ -98,7 +111,15 @@ impl Redb {
             path: path.to_path_buf(),
             migrated: None,
         };
-        if let Some(old) = store.older_schema()? {
+        let found = store.stored_schema()?;
+        if let Some(found) = found.filter(|&v| v == 0 || v > SCHEMA_VERSION) {
+            // Refused before anything, the format upgrade included, writes.
+            return Err(StoreError::UnknownSchema {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if let Some(old) = found.filter(|&v| v < SCHEMA_VERSION) {
             // Closed for the copy, so the copy is the file as last committed.
             drop(store);
             let copy = MigrationCopy {
@@ -116,19 +137,34 @@ impl Redb {
                 migrated: Some(copy),
             };
         }
+        store.upgrade_format()?;
         store.init_schema()?;
         Ok(store)
     }
 
-    /// The schema version of a store a migration is about to upgrade.
-    fn older_schema(&self) -> Result<Option<u64>, StoreError> {
+    /// The schema version the store records, `None` for a new store.
+    fn stored_schema(&self) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_read().backend(&self.path)?;
         let meta = match txn.open_table(META) {
             Err(::redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             other => other.backend(&self.path)?,
         };
         let found = meta.get(SCHEMA_KEY).backend(&self.path)?.map(|v| v.value());
-        Ok(found.filter(|&v| (1..SCHEMA_VERSION).contains(&v)))
+        Ok(found)
+    }
+
+    /// Moves a store in redb's file format v2 to v3 (see the module
+    /// documentation); does nothing to a v3 store. The integrity check first
+    /// rebuilds the allocator state from the tables, as a v2 file's may be
+    /// stale after a crash and the upgrade commits allocate pages.
+    fn upgrade_format(&mut self) -> Result<(), StoreError> {
+        if file_format(&self.path)? != FILE_FORMAT_V2 {
+            return Ok(());
+        }
+        self.db.check_integrity().backend(&self.path)?;
+        self.db.upgrade().backend(&self.path)?;
+        tracing::info!(store = %self.path.display(), "moved the store to redb file format v3");
+        Ok(())
     }
 
     /// The path the store was opened at.
@@ -436,7 +472,39 @@ impl Redb {
     }
 }
 
-/// Opens (or creates, mode 0600) the redb file at `path`, locking it.
+/// The redb settings of every file this module writes: new files in file
+/// format v3 (see the module documentation).
+pub(super) fn builder() -> ::redb::Builder {
+    let mut builder = ::redb::Builder::new();
+    builder.create_with_file_format_v3(true);
+    builder
+}
+
+/// redb's file format version 2, the one `redb::Builder` still creates by default.
+const FILE_FORMAT_V2: u8 = 2;
+
+/// The redb file format of the store's last commit, read from the header as
+/// redb's `docs/design.md` lays it out: bit 0 of the god byte (offset 9)
+/// names the primary of the two 128-byte transaction slots (at 64 and 192),
+/// and a slot's first byte is the format version. Read once the store is
+/// open, so its lock keeps writers out.
+pub(super) fn file_format(path: &Path) -> Result<u8, StoreError> {
+    const GOD_BYTE: usize = 9;
+    const SLOTS: usize = 64;
+    const SLOT_LEN: usize = 128;
+    let mut header = [0u8; SLOTS + 2 * SLOT_LEN];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut header, 0))
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let primary = usize::from(header[GOD_BYTE] & 1);
+    Ok(header[SLOTS + primary * SLOT_LEN])
+}
+
+/// Opens (or creates, mode 0600, in file format v3) the redb file at `path`,
+/// locking it.
 fn open_file(path: &Path) -> Result<::redb::Database, StoreError> {
     let file = OpenOptions::new()
         .read(true)
@@ -449,9 +517,7 @@ fn open_file(path: &Path) -> Result<::redb::Database, StoreError> {
             path: path.to_path_buf(),
             source,
         })?;
-    ::redb::Builder::new()
-        .create_file(file)
-        .map_err(|e| open_error(path, e))
+    builder().create_file(file).map_err(|e| open_error(path, e))
 }
 
 /// Version 2 added limits, several last-used addresses and rotation

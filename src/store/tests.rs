@@ -9,7 +9,7 @@ use std::thread;
 
 mod pg;
 
-use super::redb::{META, MIGRATIONS, RECORDS, SCHEMA_KEY, SCHEMA_VERSION, USER_INDEX};
+use super::redb::{file_format, META, MIGRATIONS, RECORDS, SCHEMA_KEY, SCHEMA_VERSION, USER_INDEX};
 use super::*;
 
 const NOW: u64 = 1_700_000_000;
@@ -595,6 +595,70 @@ fn concurrent_inserts_with_same_name_exactly_one_wins(fx: Fixture) {
         assert!(matches!(r, StoreError::DuplicateName { .. }), "{r:?}");
     }
     assert_eq!(store.list(Some("alice")).unwrap().len(), 1);
+}
+
+/// Lengthens a closed redb file by `pages` pages of zeros, its header untouched.
+fn lengthen(path: &Path, pages: u64) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len + pages * 4096).unwrap();
+}
+
+/// A `kill -9` between redb's crash-repair commit, which writes the header
+/// marked clean, and the trimming of the file to the length that header
+/// records leaves a clean header on a longer file (found by killing
+/// `passgate app-password create` at each write and sync in turn under
+/// strace). redb 2.6 panicked opening that in file format v2
+/// (`!self.needs_recovery` in `page_manager.rs`), failing the next command;
+/// the store is v3 now, which reconciles the length and keeps everything.
+#[test]
+fn redb_store_longer_than_its_clean_header_opens_and_keeps_everything() {
+    let (dir, store) = open_tmp();
+    let path = dir.path().join("store.redb");
+    for i in 0..3 {
+        let name = format!("n{i}");
+        store
+            .insert(&rec(&format!("id-{i}"), "alice", &name, NOW), NOW)
+            .unwrap();
+    }
+    let before = store.list(None).unwrap();
+    drop(store);
+    lengthen(&path, 64);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.list(None).unwrap(), before);
+    store.insert(&rec("id-3", "alice", "n3", NOW), NOW).unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.list(None).unwrap().len(), 4);
+}
+
+/// A store redb wrote in file format v2 (every store before this fix) is
+/// moved to v3 on open, keeping its records, and then survives the state
+/// above too.
+#[test]
+fn redb_format_v2_store_moves_to_v3_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.redb");
+    {
+        let db = ::redb::Builder::new().create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(SCHEMA_KEY, SCHEMA_VERSION)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    assert_eq!(file_format(&path).unwrap(), 2, "the fixture is format v2");
+    let store = Store::open(&path).unwrap();
+    store.insert(&rec("id-0", "alice", "a", NOW), NOW).unwrap();
+    drop(store);
+    assert_eq!(file_format(&path).unwrap(), 3);
+    lengthen(&path, 64);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(ids(&store.list(None).unwrap()), ["id-0"]);
+    store.insert(&rec("id-1", "alice", "b", NOW), NOW).unwrap();
+    drop(store);
+    assert_eq!(Store::open(&path).unwrap().list(None).unwrap().len(), 2);
 }
 
 #[test]

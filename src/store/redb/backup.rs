@@ -62,7 +62,7 @@ fn write_copy(snapshot: &ReadTransaction, from: &Path, tmp: &Path) -> Result<usi
         .mode(0o600)
         .open(tmp)
         .map_err(write_err)?;
-    let copy = ::redb::Builder::new()
+    let copy = super::builder()
         .create_file(file)
         .map_err(|e| open_error(tmp, e))?;
     let txn = copy.begin_write().backend(tmp)?;
