@@ -22,24 +22,25 @@
 //!   so a second process (or a second store in this one) gets
 //!   [`StoreError::Locked`].
 //! - **Crash recovery: redb's file format v3.** Every file is written in it
-//!   ([`builder`]), and [`Redb::open`] moves a store still in format v2 to v3
-//!   once, after a full integrity check. redb 2.6 mishandles a v2 file after
-//!   a `kill -9` at two moments of its own crash repair. Its header, marked
-//!   clean, is written in one batch with the allocator state it vouches for,
-//!   in no set order, so it can reach the file first: the next open trusts
-//!   stale allocator state and hands out pages that are in use. Or it is
-//!   written before the file is trimmed to the length it records: the next
-//!   open panics (`assertion failed: !self.needs_recovery.load(..)`,
-//!   redb `page_manager.rs:851`). Format v3 never trusts allocator state
-//!   found in the file (it rebuilds it, or loads the copy committed with the
-//!   last transaction) and reconciles the length; redb 3 and later read v3
-//!   only.
+//!   ([`builder`]), and [`Redb::open`] moves a store still in format v2 to
+//!   v3 once, after having redb repair it as after a crash. redb 2.6
+//!   mishandles a v2 file after a `kill -9` at two moments of its own crash
+//!   repair. Its header, marked clean, is written in one batch with the
+//!   allocator state it vouches for, in no set order, so it can reach the
+//!   file first: the next open trusts stale allocator state and hands out
+//!   pages that are in use. Or it is written before the file is trimmed to
+//!   the length it records: the next open panics (`assertion failed:
+//!   !self.needs_recovery.load(..)`, redb `page_manager.rs:851`). Format v3
+//!   never trusts allocator state found in the file (it rebuilds it, or
+//!   loads the copy committed with the last transaction) and reconciles the
+//!   length; redb 3 and later read v3 only.
 //!
 //! Every method blocks. redb types never leave this module (and `error.rs`).
 //!
 //! [redb]: https://docs.rs/redb
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -154,14 +155,13 @@ impl Redb {
     }
 
     /// Moves a store in redb's file format v2 to v3 (see the module
-    /// documentation); does nothing to a v3 store. The integrity check first
-    /// rebuilds the allocator state from the tables, as a v2 file's may be
-    /// stale after a crash and the upgrade commits allocate pages.
+    /// documentation); does nothing to a v3 store. [`open_file`] has had redb
+    /// repair a v2 store, so the upgrade's commits allocate from allocator
+    /// state rebuilt from the tables.
     fn upgrade_format(&mut self) -> Result<(), StoreError> {
         if file_format(&self.path)? != FILE_FORMAT_V2 {
             return Ok(());
         }
-        self.db.check_integrity().backend(&self.path)?;
         self.db.upgrade().backend(&self.path)?;
         tracing::info!(store = %self.path.display(), "moved the store to redb file format v3");
         Ok(())
@@ -483,29 +483,84 @@ pub(super) fn builder() -> ::redb::Builder {
 /// redb's file format version 2, the one `redb::Builder` still creates by default.
 const FILE_FORMAT_V2: u8 = 2;
 
-/// The redb file format of the store's last commit, read from the header as
-/// redb's `docs/design.md` lays it out: bit 0 of the god byte (offset 9)
-/// names the primary of the two 128-byte transaction slots (at 64 and 192),
-/// and a slot's first byte is the format version. Read once the store is
-/// open, so its lock keeps writers out.
-pub(super) fn file_format(path: &Path) -> Result<u8, StoreError> {
+/// What this module reads of a redb file's header, laid out as redb's
+/// `docs/design.md` describes it (format v2 is frozen: redb 3 dropped it).
+struct Header {
+    /// Bit 0 names the primary of the two transaction slots, bit 1 is
+    /// `recovery_required`.
+    god_byte: u8,
+    /// The file format version of the primary slot (its first byte).
+    format: u8,
+}
+
+impl Header {
+    const MAGIC: [u8; 9] = *b"redb\x1a\x0a\xa9\x0d\x0a";
     const GOD_BYTE: usize = 9;
+    const RECOVERY_REQUIRED: u8 = 0b10;
     const SLOTS: usize = 64;
     const SLOT_LEN: usize = 128;
-    let mut header = [0u8; SLOTS + 2 * SLOT_LEN];
+
+    /// The header of `file`; `None` for a file too short to hold one or
+    /// without redb's magic number (a new file, or not redb: redb decides).
+    fn read(file: &File) -> io::Result<Option<Header>> {
+        let mut bytes = [0u8; Self::SLOTS + 2 * Self::SLOT_LEN];
+        if file.metadata()?.len() < bytes.len() as u64 {
+            return Ok(None);
+        }
+        file.read_exact_at(&mut bytes, 0)?;
+        if bytes[..Self::MAGIC.len()] != Self::MAGIC {
+            return Ok(None);
+        }
+        let god_byte = bytes[Self::GOD_BYTE];
+        let primary = usize::from(god_byte & 1);
+        Ok(Some(Header {
+            god_byte,
+            format: bytes[Self::SLOTS + primary * Self::SLOT_LEN],
+        }))
+    }
+}
+
+/// The redb file format of the store's last commit (0 for a file without a
+/// redb header).
+pub(super) fn file_format(path: &Path) -> Result<u8, StoreError> {
     File::open(path)
-        .and_then(|f| f.read_exact_at(&mut header, 0))
+        .and_then(|f| Header::read(&f))
+        .map(|h| h.map_or(0, |h| h.format))
         .map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
             source,
-        })?;
-    let primary = usize::from(header[GOD_BYTE] & 1);
-    Ok(header[SLOTS + primary * SLOT_LEN])
+        })
+}
+
+/// Marks a format v2 store whose header says it was closed cleanly as
+/// needing recovery, so that redb rebuilds its allocator state and layout
+/// from the tables and the file's length instead of trusting them: after a
+/// crash at the wrong moment of redb 2.6's own repair, a v2 header says
+/// "clean" over stale allocator state or a wrong length (module
+/// documentation), and redb repairs only on the flag. It sets the flag as
+/// redb does itself when it opens a file for writing; the caller holds the
+/// file's lock. Returns whether it marked the file.
+fn mark_v2_for_repair(file: &File) -> io::Result<bool> {
+    let Some(header) = Header::read(file)? else {
+        return Ok(false);
+    };
+    if header.format != FILE_FORMAT_V2 || header.god_byte & Header::RECOVERY_REQUIRED != 0 {
+        return Ok(false);
+    }
+    let god_byte = header.god_byte | Header::RECOVERY_REQUIRED;
+    file.write_all_at(&[god_byte], Header::GOD_BYTE as u64)?;
+    file.sync_data()?;
+    Ok(true)
 }
 
 /// Opens (or creates, mode 0600, in file format v3) the redb file at `path`,
-/// locking it.
+/// locking it; a format v2 file is opened as after a crash
+/// ([`mark_v2_for_repair`]).
 fn open_file(path: &Path) -> Result<::redb::Database, StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -513,10 +568,18 @@ fn open_file(path: &Path) -> Result<::redb::Database, StoreError> {
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map_err(|source| StoreError::Open {
+        .map_err(open_err)?;
+    // The lock redb takes too (flock; on this same open file it is kept, not
+    // contended), taken first so no other process is at work on the header.
+    file.try_lock().map_err(|e| match e {
+        TryLockError::WouldBlock => StoreError::Locked {
             path: path.to_path_buf(),
-            source,
-        })?;
+        },
+        TryLockError::Error(source) => open_err(source),
+    })?;
+    if mark_v2_for_repair(&file).map_err(open_err)? {
+        tracing::info!(store = %path.display(), "repairing a store in redb file format v2 before moving it to v3");
+    }
     builder().create_file(file).map_err(|e| open_error(path, e))
 }
 

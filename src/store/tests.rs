@@ -661,6 +661,36 @@ fn redb_format_v2_store_moves_to_v3_and_keeps_everything() {
     assert_eq!(Store::open(&path).unwrap().list(None).unwrap().len(), 2);
 }
 
+/// The same state in a format v2 store, as an earlier passgate (or this one
+/// killed while redb repaired a v2 store it was about to move to v3) left
+/// it: redb repairs it, and it moves to v3 with its records, where redb
+/// 2.6 panicked at `page_manager.rs:851`.
+#[test]
+fn redb_format_v2_store_longer_than_its_clean_header_opens_and_moves_to_v3() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.redb");
+    {
+        let db = ::redb::Builder::new().create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(SCHEMA_KEY, SCHEMA_VERSION).unwrap();
+            let record = serde_json::to_vec(&rec("id-0", "alice", "a", NOW)).unwrap();
+            let mut records = txn.open_table(RECORDS).unwrap();
+            records.insert("id-0", record.as_slice()).unwrap();
+            let mut index = txn.open_multimap_table(USER_INDEX).unwrap();
+            index.insert("alice", "id-0").unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    assert_eq!(file_format(&path).unwrap(), 2, "the fixture is format v2");
+    lengthen(&path, 64);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(ids(&store.list(Some("alice")).unwrap()), ["id-0"]);
+    drop(store);
+    assert_eq!(file_format(&path).unwrap(), 3);
+}
+
 #[test]
 fn redb_user_list_goes_through_the_index() {
     let (_dir, store) = open_tmp();
