@@ -43,6 +43,7 @@ use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::redb::{
     MultimapTableDefinition, ReadableMultimapTable, ReadableTable, TableDefinition,
@@ -553,22 +554,22 @@ fn mark_v2_for_repair(file: &File) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Opens (or creates, mode 0600, in file format v3) the redb file at `path`,
-/// locking it; a format v2 file is opened as after a crash
-/// ([`mark_v2_for_repair`]).
+/// Opens (or creates, mode 0600, in file format v3, [`create_whole`]) the
+/// redb file at `path`, locking it; a format v2 file is opened as after a
+/// crash ([`mark_v2_for_repair`]).
 fn open_file(path: &Path) -> Result<::redb::Database, StoreError> {
     let open_err = |source| StoreError::Open {
         path: path.to_path_buf(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(open_err)?;
+    let open = || OpenOptions::new().read(true).write(true).open(path);
+    let file = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_whole(path)?;
+            open().map_err(open_err)?
+        }
+        other => other.map_err(open_err)?,
+    };
     // The lock redb takes too (flock; on this same open file it is kept, not
     // contended), taken first so no other process is at work on the header.
     file.try_lock().map_err(|e| match e {
@@ -581,6 +582,52 @@ fn open_file(path: &Path) -> Result<::redb::Database, StoreError> {
         tracing::info!(store = %path.display(), "repairing a store in redb file format v2 before moving it to v3");
     }
     builder().create_file(file).map_err(|e| open_error(path, e))
+}
+
+/// Creates a new, empty store at `path` whole: written and synced under a
+/// name of this process beside it, then linked to `path`, so `path` never
+/// names a half-written file. (redb sizes a new file, writes its header,
+/// and writes its magic number last; a crash in between left a file every
+/// later open refused as not a redb database.) When another process linked
+/// its store first, that one is kept.
+fn create_whole(path: &Path) -> Result<(), StoreError> {
+    static CREATED: AtomicU64 = AtomicU64::new(0);
+    let open_err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".new-{}-{}",
+        std::process::id(),
+        CREATED.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = path.with_file_name(name);
+    // Named for this process: anything found there is left from a crash.
+    let _ = std::fs::remove_file(&tmp);
+    let linked = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(open_err)
+        // redb syncs the new file before it returns, and on drop.
+        .and_then(|file| builder().create_file(file).map_err(|e| open_error(path, e)))
+        .map(drop)
+        .and_then(|()| match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(open_err(e)),
+            _ => Ok(()),
+        })
+        .and_then(|()| {
+            // The new name itself survives a power cut too.
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+            File::open(dir.unwrap_or(Path::new(".")))
+                .and_then(|d| d.sync_all())
+                .map_err(open_err)
+        });
+    let _ = std::fs::remove_file(&tmp);
+    linked
 }
 
 /// Version 2 added limits, several last-used addresses and rotation

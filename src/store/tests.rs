@@ -691,6 +691,44 @@ fn redb_format_v2_store_longer_than_its_clean_header_opens_and_moves_to_v3() {
     assert_eq!(file_format(&path).unwrap(), 3);
 }
 
+/// A new store appears whole or not at all: redb sizes a new file, then
+/// writes its header, and only last its magic number, so a `kill -9` in
+/// between left a file every later command refused as "not a redb
+/// database". Watched from a second thread while stores are created.
+#[test]
+fn redb_new_store_file_never_appears_half_written() {
+    const MAGIC: &[u8] = b"redb\x1a\x0a\xa9\x0d\x0a";
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let half_written = thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                use std::io::Read;
+                let mut head = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    head.clear();
+                    if let Ok(f) = std::fs::File::open(&path) {
+                        f.take(MAGIC.len() as u64).read_to_end(&mut head).unwrap();
+                        if !head.is_empty() && head != MAGIC {
+                            return true;
+                        }
+                    }
+                }
+                false
+            });
+            drop(Store::open(&path).unwrap());
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            watcher.join().unwrap()
+        });
+        assert!(
+            !half_written,
+            "{} was visible without redb's header",
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn redb_user_list_goes_through_the_index() {
     let (_dir, store) = open_tmp();
