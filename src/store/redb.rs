@@ -18,7 +18,8 @@
 //! - **Durability.** Every mutating method is one write transaction committed
 //!   with redb's default `Durability::Immediate` (fsync) before it returns.
 //! - **File safety.** A missing parent directory is created with mode 0700 and a
-//!   missing store file with mode 0600. redb holds an exclusive lock on the file,
+//!   missing store file with mode 0600, whole: written beside it, then linked
+//!   into place (`create_whole`). redb holds an exclusive lock on the file,
 //!   so a second process (or a second store in this one) gets
 //!   [`StoreError::Locked`].
 //! - **Crash recovery: redb's file format v3.** Every file is written in it
