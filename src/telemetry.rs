@@ -20,6 +20,15 @@ use crate::config::LogFormat;
 pub mod access;
 pub mod json;
 
+/// Messages queued for the writer thread before a sender waits. The queue
+/// is allocated and written in full at start (32 bytes a slot), so its
+/// length is resident memory from the first second: 65,536 slots were
+/// 2 MiB of idle RSS. A message is one event line or one access-log batch
+/// (at most one per 5 ms [`access`] pause, 200 a second), and the
+/// audit gate bounds what clients can cause; a full queue only means the
+/// sink has stalled, where a longer one would only postpone the wait.
+const WRITER_QUEUE: usize = 8192;
+
 /// Keeps logging alive: dropping it drains the access-log queue, then
 /// flushes the writer (in that order: fields drop in declaration order).
 #[derive(Debug)]
@@ -36,7 +45,7 @@ pub struct LogGuard {
 pub fn init(format: LogFormat) -> LogGuard {
     let (out, guard) = NonBlockingBuilder::default()
         .lossy(false)
-        .buffered_lines_limit(64 * 1024)
+        .buffered_lines_limit(WRITER_QUEUE)
         .thread_name("passgate-log")
         .finish(io::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
