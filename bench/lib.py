@@ -14,6 +14,7 @@ Subcommands:
   table RESULTS                 render the results as one markdown table
   idle PORT N AUTH PID          open N keep-alive connections, one request each; RSS of PID
   rss PID                       VmRSS and VmHWM of PID in KiB
+  rss-split PID                 PID's resident KiB by kind of mapping (program text, heap, ...)
 """
 
 import base64
@@ -271,6 +272,34 @@ def rss(pid):
     return vals.get("VmRSS", 0), vals.get("VmHWM", 0)
 
 
+def rss_split(pid):
+    """Resident KiB of pid by kind of mapping, from /proc/PID/smaps: the
+    executable's text, read-only data and writable data, other files
+    (shared libraries), the brk heap, and anonymous mappings (mmapped
+    blocks, thread arenas and stacks); the rest ([stack], [vdso]) as other."""
+    exe = os.path.realpath(f"/proc/{pid}/exe")
+    kinds = {k: 0 for k in ("text", "rodata", "data", "libs", "heap", "anon", "other")}
+    kind = "other"
+    with open(f"/proc/{pid}/smaps", encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"^[0-9a-f]+-[0-9a-f]+ (\S+) \S+ \S+ \S+ *(.*)$", line)
+            if m:
+                perms, name = m.group(1), m.group(2).strip()
+                if name == exe:
+                    kind = "text" if "x" in perms else "data" if "w" in perms else "rodata"
+                elif name.startswith("/"):
+                    kind = "libs"
+                elif name == "[heap]":
+                    kind = "heap"
+                elif name:
+                    kind = "other"
+                else:
+                    kind = "anon"
+            elif line.startswith("Rss:"):
+                kinds[kind] += int(line.split()[1])
+    return kinds
+
+
 def idle(port, n, auth, pid):
     """Opens n keep-alive connections (non-blocking connects, a few hundred in
     flight at once), sends one request on each, reads each response and keeps
@@ -440,6 +469,8 @@ def main():
     elif cmd == "rss":
         r, h = rss(int(args[0]))
         print(r, h)
+    elif cmd == "rss-split":
+        print(" ".join(f"{k}={v}" for k, v in rss_split(int(args[0])).items()))
     else:
         sys.exit(f"unknown subcommand {cmd}")
 
