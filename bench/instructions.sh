@@ -46,7 +46,7 @@ PW=$("$TARGET_DIR/release/passgate" app-password create --config "$WORK/proxy.to
 AUTH="Authorization: Basic $(python3 "$HERE/lib.py" b64 "alice:$PW")"
 # The malloc setting serve would re-exec itself with, set up front: valgrind
 # does not follow the exec.
-MALLOC_MMAP_THRESHOLD_=131072 RUST_LOG=warn setsid valgrind --tool=callgrind \
+MALLOC_MMAP_THRESHOLD_=1048576 RUST_LOG=warn setsid valgrind --tool=callgrind \
     --callgrind-out-file="$WORK/callgrind.out" \
     "$TARGET_DIR/release/passgate" serve --config "$WORK/proxy.toml" >"$WORK/passgate.log" 2>&1 &
 VG=$!

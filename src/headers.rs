@@ -127,11 +127,29 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
 /// are removed. Keep-alive clients send none; most backends send
 /// `Connection: keep-alive` on every response, so this runs per request.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    strip(headers, keep_upgrade, None);
+}
+
+/// [`strip_hop_by_hop`] for a response from upstream, which also loses
+/// `own`, a header only passgate may set (the password's expiry), found in
+/// the same pass over the names: looking it up on its own cost a custom
+/// name's hash on every response, nearly always for nothing.
+pub fn strip_response(headers: &mut HeaderMap, upgraded: bool, own: &HeaderName) {
+    strip(headers, upgraded, Some(own));
+}
+
+fn strip(headers: &mut HeaderMap, keep_upgrade: bool, own: Option<&HeaderName>) {
     let mut present = 0u32;
+    let mut own_present = false;
     for name in headers.keys() {
         if let Some(i) = hop_by_hop_index(name.as_str().as_bytes()) {
             present |= 1 << i;
+        } else if own.is_some_and(|own| own == name) {
+            own_present = true;
         }
+    }
+    if let (true, Some(own)) = (own_present, own) {
+        headers.remove(own);
     }
     if present == 0 {
         return;
@@ -354,6 +372,29 @@ mod tests {
         }
         assert_eq!(hop_by_hop_index(b"Keep-Alive"), Some(1));
         assert_eq!(hop_by_hop_index(b"keep-alive2"), None);
+    }
+
+    #[test]
+    fn a_response_loses_the_gateways_own_header_with_the_hop_by_hop_ones() {
+        let own = HeaderName::from_static("x-app-password-expires");
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("X-App-Password-Expires", "2999-01-01T00:00:00Z"),
+            ("content-type", "text/plain"),
+        ]);
+        strip_response(&mut h, false, &own);
+        assert!(h.get(&own).is_none());
+        assert!(h.get("connection").is_none());
+        assert_eq!(h["content-type"], "text/plain");
+        // Without any hop-by-hop header too.
+        let mut h = map(&[("x-app-password-expires", "soon"), ("etag", "\"1\"")]);
+        strip_response(&mut h, false, &own);
+        assert!(h.get(&own).is_none());
+        assert_eq!(h.len(), 1);
+        // A request's pass leaves it alone (the request side has its own rules).
+        let mut h = map(&[("x-app-password-expires", "soon")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

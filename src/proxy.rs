@@ -180,9 +180,8 @@ async fn forward(
         tracing::warn!(upstream = %upstream.name, "upstream switched protocols unasked");
         return Err(Reject::UpstreamUnavailable);
     }
-    headers::strip_hop_by_hop(resp.headers_mut(), upgraded);
     // Only passgate says when a password expires; a backend's copy is dropped.
-    resp.headers_mut().remove(access::EXPIRES_HEADER);
+    headers::strip_response(resp.headers_mut(), upgraded, &access::EXPIRES_HEADER);
     if let Some(expires) = grant.expires_header() {
         resp.headers_mut()
             .insert(access::EXPIRES_HEADER, expires.clone());
