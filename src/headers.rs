@@ -295,6 +295,9 @@ pub fn set_host(
     preserve: bool,
 ) {
     let value = match client_host {
+        // Usually the client's own `Host`, still in place: a lookup, not an
+        // insert (which re-hashed and replaced it on every request).
+        Some(h) if preserve && headers.get(HOST) == Some(&h) => return,
         Some(h) if preserve => h,
         _ => match HeaderValue::from_str(upstream) {
             Ok(v) => v,
