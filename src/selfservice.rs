@@ -20,7 +20,7 @@
 //!
 //! Imports point one way: this file dispatches to `page` (the handlers),
 //! which reads forms with `form` and renders with `views`; `views` knows
-//! `form`'s [`CreateForm`](form::CreateForm) and nothing of the handlers;
+//! `form`'s `CreateForm` and nothing of the handlers;
 //! `form` is pure and knows neither.
 
 pub mod csrf;
