@@ -183,15 +183,12 @@ impl Activity {
 
     /// Milliseconds since the connection's epoch.
     fn now_ms(&self) -> u64 {
-        // Whole seconds and milliseconds apart, no 128-bit `as_millis` division.
-        let since = self.epoch.elapsed();
-        since.as_secs() * 1000 + u64::from(since.subsec_millis())
+        whole_ms(self.epoch.elapsed())
     }
 
     /// `at` as milliseconds since the connection's epoch (0 before it).
     fn ms_of(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.epoch);
-        since.as_secs() * 1000 + u64::from(since.subsec_millis())
+        whole_ms(at.saturating_duration_since(self.epoch))
     }
 
     /// Bytes moved, or the connection was asked to close: the idle clock
@@ -312,6 +309,12 @@ impl Activity {
         }
         Ok(due)
     }
+}
+
+/// Whole seconds and milliseconds apart: no 128-bit `as_millis` division
+/// on the per-I/O path.
+fn whole_ms(d: Duration) -> u64 {
+    d.as_secs() * 1000 + u64::from(d.subsec_millis())
 }
 
 fn millis(d: Duration) -> u64 {

@@ -140,15 +140,15 @@ pub fn strip_response(headers: &mut HeaderMap, upgraded: bool, own: &HeaderName)
 
 fn strip(headers: &mut HeaderMap, keep_upgrade: bool, own: Option<&HeaderName>) {
     let mut present = 0u32;
-    let mut own_present = false;
+    let mut own_found = None;
     for name in headers.keys() {
         if let Some(i) = hop_by_hop_index(name.as_str().as_bytes()) {
             present |= 1 << i;
         } else if own.is_some_and(|own| own == name) {
-            own_present = true;
+            own_found = own;
         }
     }
-    if let (true, Some(own)) = (own_present, own) {
+    if let Some(own) = own_found {
         headers.remove(own);
     }
     if present == 0 {
