@@ -207,14 +207,9 @@ fn prepare_upstream(
     upstream: &Upstream,
     keep_upgrade: bool,
 ) {
-    let client_host = parts
-        .headers
-        .get(HOST)
-        .cloned()
-        .or_else(|| authority_header(&parts.uri));
     let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h, keep_upgrade);
-    headers::strip_spoofed(h, &gw.config.identity, conn.trusted);
+    let stripped = headers::strip_request(h, &gw.config.identity, conn.trusted, keep_upgrade);
+    let client_host = stripped.host.or_else(|| authority_header(&parts.uri));
     let hop = Hop {
         peer: conn.peer.ip(),
         peer_value: &conn.peer_value,
@@ -233,6 +228,7 @@ fn prepare_upstream(
     headers::set_host(
         h,
         client_host,
+        stripped.host_in_place,
         upstream.config.authority.as_str(),
         upstream.config.preserve_host,
     );

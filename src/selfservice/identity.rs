@@ -5,7 +5,7 @@
 //! Header mode believes `user_header` only from a peer in
 //! `server.trusted_proxies` (the SSO proxy in front: Authelia, oauth2-proxy,
 //! Authentik); from anyone else the header is ignored as if absent. The same
-//! header is stripped from every forwarded request (`headers::strip_spoofed`).
+//! header is stripped from every forwarded request (`headers::strip_request`).
 //!
 //! Adding a way to sign in (OIDC) means one more [`Identity`] variant: its
 //! [`Identity::signed_in`] arm (a session cookie → user, or a redirect to the
