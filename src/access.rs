@@ -19,7 +19,7 @@ use http_body_util::Full;
 use serde::Serialize;
 
 use crate::audit::{self, AuditEvent};
-use crate::auth::cache::Verified;
+use crate::auth::cache::{Recent, Verified};
 use crate::auth::{token, Demand, Repo};
 use crate::error::Reject;
 use crate::gateway::Gateway;
@@ -61,6 +61,7 @@ pub async fn check(
     headers: &HeaderMap,
     query: Option<&str>,
     client: IpAddr,
+    recent: &Recent,
 ) -> Result<Grant, Reject> {
     match route.access {
         Access::Deny => Err(Reject::Denied),
@@ -84,13 +85,19 @@ pub async fn check(
                 scopes: route.required,
                 repo,
             };
-            let verified = gw.auth.authenticate(headers, client, demand).await;
+            let verified = gw
+                .auth
+                .authenticate(headers, client, demand, Some(recent))
+                .await;
             metrics::record_auth(outcome(&verified));
             verified.map(Grant::AppPassword)
         }
         Access::Introspect => {
             let demand = Demand::scopes(ScopeSet::EMPTY);
-            let verified = gw.auth.authenticate(headers, client, demand).await;
+            let verified = gw
+                .auth
+                .authenticate(headers, client, demand, Some(recent))
+                .await;
             metrics::record_auth(outcome(&verified));
             verified.map(Grant::Introspect)
         }

@@ -56,7 +56,7 @@ use crate::routes::resource::Resource;
 use crate::scopes::{ScopeSet, Scopes};
 use crate::store::{AppPassword, Status, Store};
 use basic::BasicError;
-use cache::{Cache, Lookup, Verified};
+use cache::{Cache, Lookup, Recent, Verified};
 use throttle::{Limit, Reservation, Throttle, ThrottleConfig};
 use usage::UsageLog;
 use verify::{Verifier, VerifyError};
@@ -218,12 +218,15 @@ impl Authenticator {
     /// (a stack buffer) never live in the request's future; a miss or a stale
     /// entry takes the boxed slow path, which decodes the header again. A
     /// header value the cache remembers ([`Cache::presented`]) is not decoded
-    /// at all: its secret is checked by digest against the same entry.
+    /// at all: its secret is checked by digest against the same entry. The
+    /// value the connection presented last (`recent`, [`Cache::recent`]) is
+    /// not even digested.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         client: IpAddr,
         demand: Demand<'_>,
+        recent: Option<&Recent>,
     ) -> Result<Arc<Verified>, Reject> {
         let stale = {
             let now = Instant::now();
@@ -233,11 +236,29 @@ impl Authenticator {
                 .ok()
                 .flatten()
                 .filter(|v| v.len() <= basic::MAX_HEADER_LEN);
-            if let Some((v, user)) = value.and_then(|v| self.cache.presented(v.as_bytes(), now)) {
-                if v.expires_at.is_none_or(|e| unix_now() < e) {
+            if let (Some(value), Some(recent)) = (value, recent) {
+                if let Some((v, user)) = self.cache.recent(recent, value.as_bytes(), now) {
+                    if v.expires_at.is_none_or(|e| unix_now() < e) {
+                        crate::metrics::record_cache(true);
+                        let id = v.id.clone();
+                        return self.finish(v, &user, &id, client, demand);
+                    }
+                }
+            }
+            if let Some(hit) = value.and_then(|v| self.cache.presented(v.as_bytes(), now)) {
+                if hit.verified.expires_at.is_none_or(|e| unix_now() < e) {
                     crate::metrics::record_cache(true);
-                    let id = v.id.clone();
-                    return self.finish(v, &user, &id, client, demand);
+                    if let (Some(value), Some(recent)) = (value, recent) {
+                        self.cache.remember_recent(
+                            recent,
+                            value.as_bytes(),
+                            &hit.user,
+                            &hit.secret,
+                            &hit.verified,
+                        );
+                    }
+                    let id = hit.verified.id.clone();
+                    return self.finish(hit.verified, &hit.user, &id, client, demand);
                 }
             }
             let mut creds = basic::BasicCredentials::new();
@@ -250,8 +271,13 @@ impl Authenticator {
             let stale = match lookup {
                 Lookup::Fresh(v) if v.expires_at.is_none_or(|e| unix_now() < e) => {
                     if let Some(value) = value {
-                        self.cache
-                            .remember_presented(value.as_bytes(), user, &digest, &v);
+                        let shown: Arc<str> = Arc::from(user);
+                        let value = value.as_bytes();
+                        self.cache.remember_presented(value, &shown, &digest, &v);
+                        if let Some(recent) = recent {
+                            self.cache
+                                .remember_recent(recent, value, &shown, &digest, &v);
+                        }
                     }
                     return self.finish(v, user, token.id(), client, demand);
                 }
@@ -848,7 +874,8 @@ mod tests {
         let held = auth.verifier.hold.lock().unwrap();
         for _ in 0..5 {
             let headers = guess("mallory");
-            let attempt = auth.authenticate(&headers, client, Demand::scopes(ScopeSet::default()));
+            let attempt =
+                auth.authenticate(&headers, client, Demand::scopes(ScopeSet::default()), None);
             let abandoned = tokio::time::timeout(Duration::from_millis(2), attempt).await;
             assert!(abandoned.is_err(), "a held verification finished");
         }
@@ -891,8 +918,8 @@ mod tests {
             &auth,
             1,
             vec![
-                auth.authenticate(&a, client, Demand::scopes(ScopeSet::default())),
-                auth.authenticate(&b, client, Demand::scopes(ScopeSet::default())),
+                auth.authenticate(&a, client, Demand::scopes(ScopeSet::default()), None),
+                auth.authenticate(&b, client, Demand::scopes(ScopeSet::default()), None),
             ],
         )
         .await;
@@ -942,7 +969,7 @@ mod tests {
         let first = {
             let (auth, headers) = (auth.clone(), headers.clone());
             tokio::spawn(async move {
-                auth.authenticate(&headers, client, Demand::scopes(ScopeSet::default()))
+                auth.authenticate(&headers, client, Demand::scopes(ScopeSet::default()), None)
                     .await
                     .map(|_| ())
             })
@@ -955,7 +982,7 @@ mod tests {
         // In flight before the revocation returned: either answer is fine.
         let _ = first.await.unwrap();
         let after = auth
-            .authenticate(&headers, client, Demand::scopes(ScopeSet::default()))
+            .authenticate(&headers, client, Demand::scopes(ScopeSet::default()), None)
             .await;
         assert!(
             matches!(after, Err(Reject::Unauthorized(_))),
@@ -972,13 +999,18 @@ mod tests {
         let headers = basic_header("alice", &created.password);
         assert_eq!(auth.argon2_runs(), 0);
         for _ in 0..3 {
-            auth.authenticate(&headers, client, Demand::scopes(ScopeSet::default()))
+            auth.authenticate(&headers, client, Demand::scopes(ScopeSet::default()), None)
                 .await
                 .unwrap();
         }
         assert_eq!(auth.argon2_runs(), 1, "the cache answered the later two");
         let _ = auth
-            .authenticate(&guess("alice"), client, Demand::scopes(ScopeSet::default()))
+            .authenticate(
+                &guess("alice"),
+                client,
+                Demand::scopes(ScopeSet::default()),
+                None,
+            )
             .await;
         assert_eq!(auth.argon2_runs(), 2);
     }
@@ -996,7 +1028,8 @@ mod tests {
         let client: IpAddr = "192.0.2.9".parse().unwrap();
         let headers = basic_header("alice", &created.password);
         let held = auth.verifier.hold.lock().unwrap();
-        let attempt = auth.authenticate(&headers, client, Demand::scopes(ScopeSet::default()));
+        let attempt =
+            auth.authenticate(&headers, client, Demand::scopes(ScopeSet::default()), None);
         abandon_once_running(&auth, 1, vec![attempt]).await;
         assert!(
             auth.throttle

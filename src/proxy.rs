@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::access::{self, Grant};
 use crate::audit::{self, AuditEvent};
-use crate::auth::cache::Verified;
+use crate::auth::cache::{Recent, Verified};
 use crate::body::{AccessLog, ResponseBody};
 use crate::conn::InFlight;
 use crate::error::Reject;
@@ -41,6 +41,9 @@ pub struct Conn {
     /// HTTP/1.1 only: its requests are sequential, so the connection can
     /// own its upstream connection while busy.
     pub affinity: Option<Arc<Affinity>>,
+    /// The `Authorization` value this connection presented last, if it
+    /// was answered from a fresh verification (see `auth/cache.rs`).
+    pub recent: Recent,
 }
 
 /// Serves one request; never fails (every failure is a response).
@@ -134,7 +137,7 @@ async fn forward(
         req.headers(),
         &gw.config.server.trusted_proxies,
     );
-    let grant = access::check(gw, route, path, req.headers(), query, client).await?;
+    let grant = access::check(gw, route, path, req.headers(), query, client, &conn.recent).await?;
     if let Grant::Introspect(id) = &grant {
         log.user = Some(id.user.clone());
         return Ok(Served::Page(access::introspection(gw, id).await?));

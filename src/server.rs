@@ -49,6 +49,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::{self, AuditEvent};
+use crate::auth::cache::Recent;
 use crate::conn::ConnLimits;
 use crate::conn::{Activity, InFlight, Quiet, Tracked};
 use crate::gateway::{Live, Worker};
@@ -339,6 +340,7 @@ impl Handler {
             trusted,
             // HTTP/1.1 requests are sequential: the connection can own its upstream connection.
             affinity: (!h2).then(|| Arc::new(Affinity::default())),
+            recent: Recent::default(),
         });
         let svc = {
             let (worker, activity, limits) = (worker.clone(), activity.clone(), limits.clone());

@@ -144,3 +144,89 @@ fn a_remembered_header_with_someone_elses_name_stays_refused() {
     }
     assert_eq!(get(pg.addr, "/api/x", Some(("alice", &pw))).status, 200);
 }
+
+/// One keep-alive HTTP/1.1 connection to the gateway, for requests in turn.
+struct OneConnection {
+    send: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    host: String,
+}
+
+impl OneConnection {
+    async fn open(pg: &Passgate) -> OneConnection {
+        let stream = tokio::net::TcpStream::connect(pg.addr).await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        OneConnection {
+            send,
+            host: pg.addr.to_string(),
+        }
+    }
+
+    /// GET `/api/x` with this exact `Authorization` value: the status and
+    /// the user the backend was told of.
+    async fn get(&mut self, authorization: &str) -> (u16, Option<String>) {
+        self.send.ready().await.expect("the connection stays open");
+        let req = http::Request::get("/api/x")
+            .header("host", &self.host)
+            .header("authorization", authorization)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let reply = collect(self.send.send_request(req).await.unwrap()).await;
+        let user = (reply.status == 200)
+            .then(|| reply.echo().header("x-forwarded-user").map(str::to_owned))
+            .flatten();
+        (reply.status, user)
+    }
+}
+
+#[test]
+fn a_connections_last_header_stops_at_revocation_on_that_connection() {
+    // Issue #18: a connection remembers the header value it presented last;
+    // a revocation must stop it on the very next request of that connection.
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let (id, pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let value = basic("alice", &pw);
+    block_on(async {
+        let mut conn = OneConnection::open(&pg).await;
+        for _ in 0..4 {
+            assert_eq!(conn.get(&value).await, (200, Some("alice".into())));
+        }
+        assert_eq!(pg.argon2_runs(), 1, "one credential, one argon2 run");
+        assert!(pg.cli(&["app-password", "revoke", &id]).status.success());
+        assert_eq!(conn.get(&value).await.0, 401);
+        assert_eq!(conn.get(&value).await.0, 401);
+    });
+}
+
+#[test]
+fn several_users_on_one_connection_each_get_their_own_identity() {
+    // A trusted proxy in front may carry several users' requests on one
+    // connection: what the connection presented last answers only for the
+    // very same bytes.
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let (_, alice_pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let (_, bob_pw) = pg.create("bob", "ci", &["repository:read"]);
+    let alice = basic("alice", &alice_pw);
+    let bob = basic("bob", &bob_pw);
+    // Alice's secret under Bob's name, and Alice's header one byte off.
+    let misnamed = basic("bob", &alice_pw);
+    let mut off = alice.clone().into_bytes();
+    let last = off.len() - 1 - alice.matches('=').count();
+    off[last] = if off[last] == b'A' { b'B' } else { b'A' };
+    let off = String::from_utf8(off).unwrap();
+    block_on(async {
+        let mut conn = OneConnection::open(&pg).await;
+        for _ in 0..3 {
+            assert_eq!(conn.get(&alice).await, (200, Some("alice".into())));
+            assert_eq!(conn.get(&alice).await, (200, Some("alice".into())));
+            assert_eq!(conn.get(&bob).await, (200, Some("bob".into())));
+            assert_eq!(conn.get(&bob).await, (200, Some("bob".into())));
+            assert_eq!(conn.get(&misnamed).await.0, 401);
+            assert_eq!(conn.get(&alice).await, (200, Some("alice".into())));
+            assert_eq!(conn.get(&off).await.0, 401);
+        }
+    });
+}
