@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use http::header::UPGRADE;
 use http::uri::Scheme;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response};
@@ -95,8 +94,24 @@ impl Upstream {
     /// The URI on the backend for a normalised path and the raw query.
     /// Origin-form (path and query only): what a direct connection sends;
     /// [`Upstream::send`] adds scheme and authority for the shared pool.
-    pub fn target(&self, path: &str, query: Option<&str>) -> Result<Uri, Reject> {
+    ///
+    /// `None` when `received`, the request's own target, is already that
+    /// URI: origin-form, its path the normal one, and no `base_path` to
+    /// add. The usual case, forwarded without building and checking a copy.
+    pub fn target(
+        &self,
+        received: &Uri,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Option<Uri>, Reject> {
         let base = &self.config.base_path;
+        let as_received = base.is_empty()
+            && received.scheme().is_none()
+            && received.authority().is_none()
+            && received.path() == path;
+        if as_received {
+            return Ok(None);
+        }
         let mut pq =
             String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         pq.push_str(base);
@@ -106,7 +121,7 @@ impl Upstream {
             pq.push_str(q);
         }
         PathAndQuery::try_from(pq)
-            .map(Uri::from)
+            .map(|pq| Some(Uri::from(pq)))
             .map_err(|_| Reject::BadTarget("request target cannot be forwarded"))
     }
 
@@ -136,15 +151,19 @@ impl Upstream {
     ///
     /// `deadline`: on HTTP/1.1 the connection's watch keeps the timeout (see
     /// `conn.rs`); otherwise this request arms a timer of its own.
+    ///
+    /// `upgrade`: the request asks to switch protocols (it kept its
+    /// `Upgrade` header); it goes through the pool, which hands over the
+    /// upgraded connection.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
+        upgrade: bool,
         affinity: Option<&Arc<Affinity>>,
         progress: Option<&Progress>,
         deadline: Option<ResponseDeadline<'_>>,
     ) -> Result<Response<Incoming>, Reject> {
-        let direct = affinity
-            .filter(|_| self.config.scheme == Scheme::HTTP && !req.headers().contains_key(UPGRADE));
+        let direct = affinity.filter(|_| self.config.scheme == Scheme::HTTP && !upgrade);
         let sent = async {
             match direct {
                 Some(a) => self.send_direct(a, req).await,
