@@ -242,12 +242,21 @@ impl Activity {
             timer
                 .as_mut()
                 .reset((self.epoch + Duration::from_millis(due)).into());
+            // The connection's task polls this on every wake-up (twice a
+            // request). The timer keeps the waker of its first poll after
+            // arming until it fires (always the same task's), so later polls
+            // only look whether it fired: polling it again cost a coop-budget
+            // check and a waker comparison each time.
+            let mut registered = false;
             std::future::poll_fn(|cx| {
                 if std::mem::take(&mut wake_request) {
                     cx.waker().wake_by_ref();
                 }
                 if self.rearm.load(Ordering::Relaxed) {
                     return Poll::Ready(());
+                }
+                if std::mem::replace(&mut registered, true) && !timer.is_elapsed() {
+                    return Poll::Pending;
                 }
                 timer.as_mut().poll(cx)
             })

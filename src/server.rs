@@ -38,6 +38,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
@@ -333,6 +334,9 @@ impl Handler {
             mut stop,
         } = self;
         let (header_timeout, idle) = (settings.header_read_timeout, settings.idle_timeout);
+        // Reads whether shutdown was asked without registering anew (see
+        // `stop_requested`).
+        let probe = stop.clone();
         let conn = Arc::new(Conn {
             peer,
             peer_value: headers::peer_value(peer.ip()),
@@ -371,7 +375,7 @@ impl Handler {
                         // set while hyper polled a request is seen at once.
                         biased;
                         res = conn.as_mut() => return res.map_err(io::Error::other),
-                        _ = stop.changed(), if !stopping => {
+                        () = stop_requested(&mut stop, &probe), if !stopping => {
                             stopping = true;
                             activity.touch();
                             conn.as_mut().graceful_shutdown();
@@ -424,6 +428,25 @@ impl Handler {
             drive!(builder.serve_connection(io, svc).with_upgrades())
         }
     }
+}
+
+/// Resolves once shutdown is asked (or the server's sender is gone).
+///
+/// The connection's `select!` polls this on every wake-up of its task, twice
+/// a request. `changed()` registers the task's waker on its first poll and
+/// keeps it; later polls only read `probe`'s version (one atomic load)
+/// instead of taking the channel's waiter lock each time.
+async fn stop_requested(stop: &mut watch::Receiver<bool>, probe: &watch::Receiver<bool>) {
+    let changed = stop.changed();
+    tokio::pin!(changed);
+    let mut registered = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut registered, true) && !probe.has_changed().unwrap_or(true) {
+            return Poll::Pending;
+        }
+        changed.as_mut().poll(cx).map(|_| ())
+    })
+    .await;
 }
 
 /// Peeks at the first bytes: true for the HTTP/2 prior-knowledge preface.
