@@ -419,7 +419,8 @@ impl Authenticator {
                 addr: client.to_canonical(),
             });
         }
-        self.usage.record(&verified.id, unix, client);
+        self.usage
+            .record(&verified.id, unix, client, &verified.last_use);
         if !verified.granted.contains_all(required) {
             let missing = self.scopes.join(required.missing_from(verified.granted));
             let accepted = self.scopes.join(required);
@@ -705,6 +706,7 @@ impl Authenticator {
             user_header: header(&r.user)?,
             scopes_header: header(&self.scopes.join(granted))?,
             id_header: header(&r.id)?,
+            last_use: Default::default(),
         }))
     }
 

@@ -98,6 +98,8 @@ pub struct Verified {
     pub user_header: HeaderValue,
     pub scopes_header: HeaderValue,
     pub id_header: HeaderValue,
+    /// The last use recorded for this verification (see `usage.rs`).
+    pub last_use: crate::auth::usage::LastUse,
 }
 
 #[derive(Debug)]
@@ -457,6 +459,7 @@ mod tests {
             user_header: HeaderValue::from_static("alice"),
             scopes_header: HeaderValue::from_static(""),
             id_header: HeaderValue::from_static("x"),
+            last_use: Default::default(),
         })
     }
 
