@@ -56,7 +56,7 @@ use crate::routes::resource::Resource;
 use crate::scopes::{ScopeSet, Scopes};
 use crate::store::{AppPassword, Status, Store};
 use basic::BasicError;
-use cache::{Cache, Lookup, Recent, Verified};
+use cache::{Cache, Decoded, Lookup, Recent, Verified};
 use throttle::{Limit, Reservation, Throttle, ThrottleConfig};
 use usage::UsageLog;
 use verify::{Verifier, VerifyError};
@@ -236,30 +236,10 @@ impl Authenticator {
                 .ok()
                 .flatten()
                 .filter(|v| v.len() <= basic::MAX_HEADER_LEN);
-            if let (Some(value), Some(recent)) = (value, recent) {
-                if let Some((v, user)) = self.cache.recent(recent, value.as_bytes(), now) {
-                    if v.expires_at.is_none_or(|e| unix_now() < e) {
-                        crate::metrics::record_cache(true);
-                        let id = v.id.clone();
-                        return self.finish(v, &user, &id, client, demand);
-                    }
-                }
-            }
-            if let Some(hit) = value.and_then(|v| self.cache.presented(v.as_bytes(), now)) {
-                if hit.verified.expires_at.is_none_or(|e| unix_now() < e) {
-                    crate::metrics::record_cache(true);
-                    if let (Some(value), Some(recent)) = (value, recent) {
-                        self.cache.remember_recent(
-                            recent,
-                            value.as_bytes(),
-                            &hit.user,
-                            &hit.secret,
-                            &hit.verified,
-                        );
-                    }
-                    let id = hit.verified.id.clone();
-                    return self.finish(hit.verified, &hit.user, &id, client, demand);
-                }
+            if let Some(hit) = value.and_then(|v| self.remembered(v.as_bytes(), recent, now)) {
+                crate::metrics::record_cache(true);
+                let id = hit.verified.id.clone();
+                return self.finish(hit.verified, &hit.user, &id, client, demand);
             }
             let mut creds = basic::BasicCredentials::new();
             self.credentials(headers, client, &mut creds)?;
@@ -271,12 +251,15 @@ impl Authenticator {
             let stale = match lookup {
                 Lookup::Fresh(v) if v.expires_at.is_none_or(|e| unix_now() < e) => {
                     if let Some(value) = value {
-                        let shown: Arc<str> = Arc::from(user);
+                        let decoded = Decoded {
+                            verified: v.clone(),
+                            user: Arc::from(user),
+                            secret: digest,
+                        };
                         let value = value.as_bytes();
-                        self.cache.remember_presented(value, &shown, &digest, &v);
+                        self.cache.remember_presented(value, &decoded);
                         if let Some(recent) = recent {
-                            self.cache
-                                .remember_recent(recent, value, &shown, &digest, &v);
+                            self.cache.remember_recent(recent, value, &decoded);
                         }
                     }
                     return self.finish(v, user, token.id(), client, demand);
@@ -294,6 +277,23 @@ impl Authenticator {
             stale
         };
         Box::pin(self.authenticate_slow(headers, client, demand, stale)).await
+    }
+
+    /// The fresh verification a remembered `Authorization` value answers
+    /// for, unexpired: the connection's last value first, then the cache's
+    /// remembered values (a hit there becomes the connection's last value).
+    fn remembered(&self, value: &[u8], recent: Option<&Recent>, now: Instant) -> Option<Decoded> {
+        let unexpired = |d: &Decoded| d.verified.expires_at.is_none_or(|e| unix_now() < e);
+        if let Some(hit) = recent.and_then(|r| self.cache.recent(r, value, now)) {
+            if unexpired(&hit) {
+                return Some(hit);
+            }
+        }
+        let hit = self.cache.presented(value, now).filter(unexpired)?;
+        if let Some(recent) = recent {
+            self.cache.remember_recent(recent, value, &hit);
+        }
+        Some(hit)
     }
 
     /// A cache miss, or a stale entry: renewed by one store read when the

@@ -145,9 +145,12 @@ impl Recent {
     }
 }
 
-/// What [`Cache::presented`] found for a remembered `Authorization` value.
+/// What an `Authorization` value decoded to, with the fresh verification
+/// it answers for: what [`Cache::presented`] and [`Cache::recent`] find,
+/// and what [`Cache::remember_presented`] and [`Cache::remember_recent`]
+/// keep.
 #[derive(Debug)]
-pub struct PresentedHit {
+pub struct Decoded {
     pub verified: Arc<Verified>,
     /// The user name the value carried.
     pub user: Arc<str>,
@@ -273,13 +276,13 @@ impl Cache {
     /// value remembered by [`Cache::remember_presented`]: answered only when
     /// [`Cache::lookup`] would answer `Fresh` for the secret it decoded to.
     /// `None` (decode it) otherwise.
-    pub fn presented(&self, value: &[u8], now: Instant) -> Option<PresentedHit> {
+    pub fn presented(&self, value: &[u8], now: Instant) -> Option<Decoded> {
         let (secret, id, user) = {
             let p = self.presented.get(&self.keyed_value(value))?;
             (p.secret, p.id.clone(), p.user.clone())
         };
         match self.lookup_digest(&id, &secret, now) {
-            Lookup::Fresh(verified) => Some(PresentedHit {
+            Lookup::Fresh(verified) => Some(Decoded {
                 verified,
                 user,
                 secret,
@@ -290,71 +293,56 @@ impl Cache {
 
     /// [`Cache::presented`] for the value this connection presented last:
     /// no digest of the value and no map lookup, only the id's entry.
-    pub fn recent(
-        &self,
-        recent: &Recent,
-        value: &[u8],
-        now: Instant,
-    ) -> Option<(Arc<Verified>, Arc<str>)> {
+    pub fn recent(&self, recent: &Recent, value: &[u8], now: Instant) -> Option<Decoded> {
         let last = recent.lock();
         let last = last.as_ref()?;
         if !same_bytes(&last.value, value) {
             return None;
         }
         match self.lookup_digest(&last.id, &last.secret, now) {
-            Lookup::Fresh(v) => Some((v, last.user.clone())),
+            Lookup::Fresh(verified) => Some(Decoded {
+                verified,
+                user: last.user.clone(),
+                secret: last.secret,
+            }),
             Lookup::Stale(_) | Lookup::Miss => None,
         }
     }
 
-    /// Remembers, for this connection, that `value` decodes to `user` and
-    /// the secret whose keyed digest is `secret`, for `verified` (just
-    /// answered `Fresh` for it).
-    pub fn remember_recent(
-        &self,
-        recent: &Recent,
-        value: &[u8],
-        user: &Arc<str>,
-        secret: &blake3::Hash,
-        verified: &Verified,
-    ) {
+    /// Remembers, for this connection, what `value` decoded to (its
+    /// verification just answered `Fresh`).
+    pub fn remember_recent(&self, recent: &Recent, value: &[u8], decoded: &Decoded) {
         if self.ttl.is_zero() {
             return;
         }
+        let (secret, id, user) = (decoded.secret, &decoded.verified.id, &decoded.user);
         let mut last = recent.lock();
         match &mut *last {
             Some(r) => {
                 // Reuses the buffer: zeroed, then overwritten.
                 r.value.zeroize();
                 r.value.extend_from_slice(value);
-                r.secret = *secret;
-                r.id = verified.id.clone();
+                r.secret = secret;
+                r.id = id.clone();
                 r.user = user.clone();
             }
             None => {
                 *last = Some(RecentValue {
                     value: Zeroizing::new(value.to_vec()),
-                    secret: *secret,
-                    id: verified.id.clone(),
+                    secret,
+                    id: id.clone(),
                     user: user.clone(),
                 });
             }
         }
     }
 
-    /// Remembers that the `Authorization` value `value` decodes to `user`
-    /// and the secret whose keyed digest is `secret`, for `verified` (just
-    /// answered `Fresh` for it). When full, every remembered value is
+    /// Remembers what the `Authorization` value `value` decoded to (its
+    /// verification just answered `Fresh`). When full, every remembered value is
     /// forgotten: one holder of a valid password can spell its header in
     /// many ways, and a scan for dead values on each of those would cost
     /// every request the whole map; a clear costs each value one decoding.
-    pub fn remember_presented(
-        &self,
-        value: &[u8],
-        user: &Arc<str>,
-        secret: &blake3::Hash,
-        verified: &Verified,
-    ) {
+    pub fn remember_presented(&self, value: &[u8], decoded: &Decoded) {
         if self.ttl.is_zero() {
             return;
         }
@@ -362,9 +350,9 @@ impl Cache {
             self.presented.clear();
         }
         let presented = Presented {
-            secret: *secret,
-            id: verified.id.clone(),
-            user: user.clone(),
+            secret: decoded.secret,
+            id: decoded.verified.id.clone(),
+            user: decoded.user.clone(),
         };
         self.presented.insert(self.keyed_value(value), presented);
     }
@@ -549,13 +537,22 @@ mod tests {
         assert!(matches!(c.lookup("racing", "s", renewed), Lookup::Stale(_)));
     }
 
-    /// Inserts `id` for `secret` and remembers `value` as decoding to it.
-    fn remembered(c: &Cache, value: &str, id: &str, secret: &str, now: Instant) {
+    /// Inserts `id` for `secret`: what alice's value for it decodes to.
+    fn fresh(c: &Cache, id: &str, secret: &str, now: Instant) -> Decoded {
         c.insert(secret, verified(id), now, c.generation(id));
-        let Lookup::Fresh(v) = c.lookup(id, secret, now) else {
+        let Lookup::Fresh(verified) = c.lookup(id, secret, now) else {
             panic!("not fresh");
         };
-        c.remember_presented(value.as_bytes(), &"alice".into(), &c.keyed(secret), &v);
+        Decoded {
+            verified,
+            user: "alice".into(),
+            secret: c.keyed(secret),
+        }
+    }
+
+    /// Inserts `id` for `secret` and remembers `value` as decoding to it.
+    fn remembered(c: &Cache, value: &str, id: &str, secret: &str, now: Instant) {
+        c.remember_presented(value.as_bytes(), &fresh(c, id, secret, now));
     }
 
     #[test]
@@ -610,17 +607,7 @@ mod tests {
 
     /// Remembers `value` on `recent` as decoding to `id`'s fresh `secret`.
     fn recently(c: &Cache, recent: &Recent, value: &str, id: &str, secret: &str, now: Instant) {
-        c.insert(secret, verified(id), now, c.generation(id));
-        let Lookup::Fresh(v) = c.lookup(id, secret, now) else {
-            panic!("not fresh");
-        };
-        c.remember_recent(
-            recent,
-            value.as_bytes(),
-            &"alice".into(),
-            &c.keyed(secret),
-            &v,
-        );
+        c.remember_recent(recent, value.as_bytes(), &fresh(c, id, secret, now));
     }
 
     #[test]
@@ -630,8 +617,8 @@ mod tests {
         let recent = Recent::default();
         assert!(c.recent(&recent, b"Basic one", now).is_none());
         recently(&c, &recent, "Basic one", "id1", "s", now);
-        let (v, user) = c.recent(&recent, b"Basic one", now).expect("recent");
-        assert_eq!((&*v.id, &*user), ("id1", "alice"));
+        let hit = c.recent(&recent, b"Basic one", now).expect("recent");
+        assert_eq!((&*hit.verified.id, &*hit.user), ("id1", "alice"));
         for other in [&b"Basic onE"[..], b"Basic one ", b"Basic on", b""] {
             assert!(c.recent(&recent, other, now).is_none(), "{other:?}");
         }
@@ -676,8 +663,12 @@ mod tests {
         let c = Cache::new(Duration::ZERO, 10);
         let now = Instant::now();
         let recent = Recent::default();
-        let v = verified("id1");
-        c.remember_recent(&recent, b"Basic one", &"alice".into(), &c.keyed("s"), &v);
+        let decoded = Decoded {
+            verified: verified("id1"),
+            user: "alice".into(),
+            secret: c.keyed("s"),
+        };
+        c.remember_recent(&recent, b"Basic one", &decoded);
         assert!(recent.lock().is_none());
         assert!(c.recent(&recent, b"Basic one", now).is_none());
     }
