@@ -33,7 +33,7 @@ use crate::auth::cache::Verified;
 use crate::config::Identity;
 
 /// Hop-by-hop headers that never cross the gateway (besides those named in
-/// `Connection`). At most 32: [`strip_hop_by_hop`] marks them in a bit set.
+/// `Connection`). At most 32: the header pass (`strip`) marks them in a bit set.
 static HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -245,20 +245,16 @@ pub fn strip_request(
     strip(headers, keep_upgrade, Some((identity, trusted)), None)
 }
 
-/// Removes hop-by-hop headers, and every header named in `Connection`.
-/// With `keep_upgrade`, a WebSocket-style `Upgrade` survives with `Connection: upgrade`.
+/// A response from upstream loses its hop-by-hop headers and every header
+/// named in `Connection` (with `upgraded`, a switch's `Upgrade` survives
+/// with `Connection: upgrade`), and `own`, a header only passgate may set
+/// (the password's expiry), found in the same pass over the names: looking
+/// it up on its own cost a custom name's hash on every response, nearly
+/// always for nothing.
 ///
 /// One pass over the names marks the hop-by-hop ones present; only those
-/// are removed. Keep-alive clients send none; most backends send
-/// `Connection: keep-alive` on every response, so this runs per request.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    strip(headers, keep_upgrade, None, None);
-}
-
-/// [`strip_hop_by_hop`] for a response from upstream, which also loses
-/// `own`, a header only passgate may set (the password's expiry), found in
-/// the same pass over the names: looking it up on its own cost a custom
-/// name's hash on every response, nearly always for nothing.
+/// are removed. Most backends send `Connection: keep-alive` on every
+/// response, so this runs per request.
 ///
 /// The pass reads the `Connection` values and sees `Transfer-Encoding` as
 /// it goes: for the usual `Connection: keep-alive`, removing it is the only
@@ -267,8 +263,7 @@ pub fn strip_response(headers: &mut HeaderMap, upgraded: bool, own: &HeaderName)
     strip(headers, upgraded, None, Some(own));
 }
 
-/// The one pass of [`strip_request`], [`strip_hop_by_hop`] and
-/// [`strip_response`]: `spoof` is the identity and whether the peer is
+/// The one pass of [`strip_request`] and [`strip_response`]: `spoof` is the identity and whether the peer is
 /// trusted, for the request's spoof rules; `own` the response's own header.
 /// Removes what must go, by name, after the pass.
 fn strip(
@@ -495,6 +490,11 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hop-by-hop rules alone, as a request's pass applies them.
+    fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+        strip(headers, keep_upgrade, None, None);
+    }
 
     fn identity() -> Identity {
         Identity {
