@@ -10,6 +10,7 @@
 //! [`Authenticator::reconfigured`]), and the connection pools of unchanged
 //! upstreams.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -32,10 +33,20 @@ pub struct Gateway {
     pub challenge: HeaderValue,
     /// Open client connections, shared by every worker (and every reload).
     pub conn_limits: Arc<ConnLimits>,
+    /// Unique to this gateway among every one the process builds: a
+    /// connection's memo of the headers its requests get added is good only
+    /// for the config it was built under (`headers::MemoKey`).
+    pub generation: u64,
     /// Each worker's clients, indexed by worker, then by `Route::upstream`
     /// (in `config.upstreams` order). A worker uses only its own, so a pool
     /// is never shared between threads.
     upstreams: Box<[Box<[Upstream]>]>,
+}
+
+/// The next [`Gateway::generation`].
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +74,7 @@ impl Gateway {
             auth,
             store,
             conn_limits,
+            generation: next_generation(),
             upstreams,
         })
     }
@@ -96,6 +108,7 @@ impl Gateway {
             auth,
             store: self.store.clone(),
             conn_limits: self.conn_limits.clone(),
+            generation: next_generation(),
             upstreams: upstreams.into_boxed_slice(),
         })
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
+use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -23,7 +23,7 @@ use crate::body::{AccessLog, ResponseBody};
 use crate::conn::InFlight;
 use crate::error::Reject;
 use crate::gateway::{Gateway, Worker};
-use crate::headers::{self, Hop};
+use crate::headers::{self, AddedMemo, MemoKey, Outgoing};
 use crate::path;
 use crate::routes::{Access, BodyScopes, Route};
 use crate::selfservice;
@@ -44,6 +44,9 @@ pub struct Conn {
     /// The `Authorization` value this connection presented last, if it
     /// was answered from a fresh verification (see `auth/cache.rs`).
     pub recent: Recent,
+    /// What this connection's last forwarded request got added (see
+    /// `headers::prepare`).
+    pub added: AddedMemo,
 }
 
 /// Serves one request; never fails (every failure is a response).
@@ -103,7 +106,7 @@ async fn forward(
     mut req: Request<Incoming>,
     log: &mut AccessLog,
 ) -> Result<Served, Reject> {
-    check_target(&req)?;
+    let host = check_target(&req)?;
     // Moved into the log line, not copied: the path is borrowed from there.
     let path = &*log.path.insert(path::normalise(req.uri().path())?);
     if let Some(page) = &gw.config.selfservice {
@@ -142,15 +145,23 @@ async fn forward(
         log.user = Some(id.user.clone());
         return Ok(Served::Page(access::introspection(gw, id).await?));
     }
-    let upstream = route
+    let (index, upstream) = route
         .upstream
-        .and_then(|i| upstreams.get(i))
+        .and_then(|i| Some((i, upstreams.get(i)?)))
         .ok_or(Reject::Denied)?;
     log.upstream = Some(upstream.name.clone());
     let uri = upstream.target(req.uri(), path.as_str(), query)?;
     let upgrade = wants_upgrade(&req, route).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    prepare_upstream(gw, conn, &mut parts, &grant, upstream, upgrade.is_some());
+    prepare_upstream(
+        gw,
+        conn,
+        &mut parts,
+        host.as_ref(),
+        &grant,
+        (index, upstream),
+        upgrade.is_some(),
+    );
     if let Some(uri) = uri {
         parts.uri = uri;
     }
@@ -204,40 +215,38 @@ async fn forward(
     Ok(Served::Upstream(resp, upstream.config.response_timeout))
 }
 
-/// The header rules of `headers.rs`, applied in order for this request.
+/// The header rules of `headers.rs` for this request (see `headers::prepare`).
 fn prepare_upstream(
     gw: &Gateway,
     conn: &Conn,
     parts: &mut http::request::Parts,
+    host: Option<&HeaderValue>,
     grant: &Grant,
-    upstream: &Upstream,
+    (index, upstream): (usize, &Upstream),
     keep_upgrade: bool,
 ) {
-    let h = &mut parts.headers;
-    let stripped = headers::strip_request(h, &gw.config.identity, conn.trusted, keep_upgrade);
-    let client_host = stripped.host.or_else(|| authority_header(&parts.uri));
-    let hop = Hop {
+    let out = Outgoing {
         peer: conn.peer.ip(),
         peer_value: &conn.peer_value,
         trusted: conn.trusted,
         tls: conn.tls,
-        host: client_host.as_ref(),
+        host,
+        authority: parts.uri.authority(),
+        identity: &gw.config.identity,
+        verified: match grant {
+            Grant::AppPassword(id) => Some(id),
+            _ => None,
+        },
+        credential: upstream.config.credential.as_ref(),
+        upstream_host: upstream.config.authority.as_str(),
+        preserve_host: upstream.config.preserve_host,
+        keep_upgrade,
     };
-    headers::add_forwarded(h, &hop);
-    if let Grant::AppPassword(id) = grant {
-        h.remove(AUTHORIZATION);
-        if let Some(cred) = &upstream.config.credential {
-            h.insert(AUTHORIZATION, cred.clone());
-        }
-        headers::set_identity(h, &gw.config.identity, id);
-    }
-    headers::set_host(
-        h,
-        client_host,
-        stripped.host_in_place,
-        upstream.config.authority.as_str(),
-        upstream.config.preserve_host,
-    );
+    let key = MemoKey {
+        generation: gw.generation,
+        upstream: index,
+    };
+    headers::prepare(&mut parts.headers, &out, Some((&conn.added, key)));
 }
 
 /// The request body on a route whose scopes depend on it: read (bounded),
@@ -287,7 +296,8 @@ async fn read_bounded(
 /// Refuses targets that name another host or are not origin-form paths, and
 /// `Host` headers that are missing in HTTP/1.1, repeated or not a host[:port]
 /// (RFC 9112 §3.2: the backend must see one host, the one the client named).
-fn check_target<B>(req: &Request<B>) -> Result<(), Reject> {
+/// Answers the `Host`, for the header rules not to look it up again.
+fn check_target<B>(req: &Request<B>) -> Result<Option<HeaderValue>, Reject> {
     if req.method() == Method::CONNECT {
         return Err(Reject::BadTarget("CONNECT is not supported"));
     }
@@ -316,20 +326,20 @@ fn check_target<B>(req: &Request<B>) -> Result<(), Reject> {
         _ => {}
     }
     let Some(authority) = req.uri().authority() else {
-        return Ok(());
+        return Ok(host.cloned());
     };
     if authority.as_str().contains('@') {
         return Err(Reject::BadTarget("user information in the request target"));
     }
     match host {
         // HTTP/2 without Host: `:authority` is the host.
-        None if req.version() == Version::HTTP_2 => Ok(()),
+        None if req.version() == Version::HTTP_2 => Ok(None),
         Some(host)
             if host
                 .as_bytes()
                 .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
         {
-            Ok(())
+            Ok(Some(host.clone()))
         }
         _ => Err(Reject::BadTarget(
             "absolute-form target names another host than Host",
@@ -411,11 +421,6 @@ fn route_reject(e: crate::routes::RouteError) -> Reject {
         crate::routes::RouteError::Query(q) => Reject::BadQuery(q),
         crate::routes::RouteError::TrailingSlash => Reject::TrailingSlash,
     }
-}
-
-fn authority_header(uri: &http::Uri) -> Option<HeaderValue> {
-    uri.authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
 }
 
 /// An HTTP/1.1 WebSocket upgrade on a route that allows it.

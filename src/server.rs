@@ -345,6 +345,7 @@ impl Handler {
             // HTTP/1.1 requests are sequential: the connection can own its upstream connection.
             affinity: (!h2).then(|| Arc::new(Affinity::default())),
             recent: Recent::default(),
+            added: Default::default(),
         });
         let svc = {
             let (worker, activity, limits) = (worker.clone(), activity.clone(), limits.clone());

@@ -166,17 +166,23 @@ impl OneConnection {
     /// GET `/api/x` with this exact `Authorization` value: the status and
     /// the user the backend was told of.
     async fn get(&mut self, authorization: &str) -> (u16, Option<String>) {
-        self.send.ready().await.expect("the connection stays open");
-        let req = http::Request::get("/api/x")
-            .header("host", &self.host)
-            .header("authorization", authorization)
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap();
-        let reply = collect(self.send.send_request(req).await.unwrap()).await;
+        let host = self.host.clone();
+        let reply = self.request("/api/x", &host, authorization).await;
         let user = (reply.status == 200)
             .then(|| reply.echo().header("x-forwarded-user").map(str::to_owned))
             .flatten();
         (reply.status, user)
+    }
+
+    /// GET `target` with this `Host` and `Authorization`.
+    async fn request(&mut self, target: &str, host: &str, authorization: &str) -> Reply {
+        self.send.ready().await.expect("the connection stays open");
+        let req = http::Request::get(target)
+            .header("host", host)
+            .header("authorization", authorization)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        collect(self.send.send_request(req).await.unwrap()).await
     }
 }
 
@@ -228,5 +234,63 @@ fn several_users_on_one_connection_each_get_their_own_identity() {
             assert_eq!(conn.get(&alice).await, (200, Some("alice".into())));
             assert_eq!(conn.get(&off).await.0, 401);
         }
+    });
+}
+
+#[test]
+fn what_a_connection_gets_added_follows_its_host_route_password_and_config() {
+    // Issue #18: a connection keeps the headers its last request got added
+    // (`headers::prepare`) for the next to copy. A new host, a route that
+    // adds no identity, another password or a reload must each be seen.
+    let backend = Backend::start();
+    let pg = Passgate::start(&ConfigBuilder::new(&backend.url()));
+    let (alice_id, alice_pw) = pg.create("alice", "laptop", &["repository:read"]);
+    let (bob_id, bob_pw) = pg.create("bob", "ci", &["repository:read"]);
+    let (alice, bob) = (basic("alice", &alice_pw), basic("bob", &bob_pw));
+    block_on(async {
+        let mut conn = OneConnection::open(&pg).await;
+        let (one, two) = ("one.example", "two.example:8443");
+        for host in [one, one, two, one] {
+            let reply = conn.request("/api/x", host, &alice).await;
+            assert_eq!(reply.status, 200);
+            let echo = reply.echo();
+            assert_eq!(echo.header("host"), Some(host));
+            assert_eq!(echo.header("x-forwarded-host"), Some(host));
+            assert_eq!(echo.header("x-forwarded-user"), Some("alice"));
+            assert_eq!(
+                echo.header("x-forwarded-app-password"),
+                Some(alice_id.as_str())
+            );
+            assert_eq!(echo.header("x-forwarded-scopes"), Some("repository:read"));
+            assert_eq!(echo.header("x-forwarded-proto"), Some("http"));
+            assert_eq!(echo.header("x-forwarded-for"), Some("127.0.0.1"));
+            assert_eq!(echo.header("authorization"), None);
+        }
+        // A public route adds no identity, and passes the client's
+        // `Authorization` on untouched.
+        let reply = conn.request("/public/x", one, &alice).await;
+        assert_eq!(reply.status, 200);
+        let echo = reply.echo();
+        assert_eq!(echo.header("x-forwarded-user"), None);
+        assert_eq!(echo.header("x-forwarded-app-password"), None);
+        assert_eq!(echo.header("authorization"), Some(alice.as_str()));
+        assert_eq!(echo.header("x-forwarded-host"), Some(one));
+        let echo = conn.request("/api/x", one, &bob).await.echo();
+        assert_eq!(echo.header("x-forwarded-user"), Some("bob"));
+        assert_eq!(
+            echo.header("x-forwarded-app-password"),
+            Some(bob_id.as_str())
+        );
+        // A reload renames the user header: the same connection's next
+        // request carries the new name only.
+        let renamed = format!(
+            "{}\n[identity]\nuser_header = \"X-Remote-User\"\n",
+            std::fs::read_to_string(&pg.config).unwrap()
+        );
+        std::fs::write(&pg.config, renamed).unwrap();
+        assert!(pg.cli(&["reload"]).status.success());
+        let echo = conn.request("/api/x", one, &bob).await.echo();
+        assert_eq!(echo.header("x-remote-user"), Some("bob"));
+        assert_eq!(echo.header("x-forwarded-user"), None);
     });
 }
