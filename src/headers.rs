@@ -19,6 +19,10 @@
 //!   peer is trusted), `X-Forwarded-Proto` and `-Host` are set by the gateway.
 //!
 //! `Git-Protocol`, `Content-Encoding` and every other end-to-end header pass untouched.
+//!
+//! [`prepare`] applies the request's rules; what they add is the same for
+//! every request a connection makes with one password to one host, so a
+//! connection keeps it ([`AddedMemo`]) for the next request to copy.
 
 use std::net::IpAddr;
 
