@@ -30,6 +30,8 @@
 
 use std::fmt;
 
+use http::uri::{PathAndQuery, Uri};
+
 use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// Longest accepted path, in bytes, as received.
@@ -84,35 +86,71 @@ pub enum PathError {
 
 /// A path accepted by [`normalise`]: absolute, without dot segments, empty
 /// segments or ambiguous encodings.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct NormalPath {
-    decoded: String,
-    /// `None` when it equals `decoded` (so the derived equality holds).
+    decoded: Text,
+    /// `None` when it equals `decoded`.
     encoded: Option<String>,
+}
+
+/// The decoded path's text: the request target's own bytes when they were
+/// normal already (shared with the request, not copied: a copy was an
+/// allocation and a free on every request), else a string of its own.
+#[derive(Debug, Clone)]
+enum Text {
+    Owned(String),
+    /// The target's path (`PathAndQuery::path`).
+    Shared(PathAndQuery),
+}
+
+impl Text {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Owned(s) => s,
+            Text::Shared(pq) => pq.path(),
+        }
+    }
+}
+
+impl PartialEq for NormalPath {
+    fn eq(&self, other: &NormalPath) -> bool {
+        self.decoded() == other.decoded() && self.encoded == other.encoded
+    }
+}
+
+impl Eq for NormalPath {}
+
+impl std::hash::Hash for NormalPath {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.decoded().hash(state);
+        self.encoded.hash(state);
+    }
 }
 
 impl NormalPath {
     /// The canonical percent-encoded form: the path forwarded upstream.
     pub fn as_str(&self) -> &str {
-        self.encoded.as_deref().unwrap_or(&self.decoded)
+        self.encoded.as_deref().unwrap_or(self.decoded())
     }
 
     /// The decoded form, used for matching. Starts with `/`.
     pub fn decoded(&self) -> &str {
-        &self.decoded
+        self.decoded.as_str()
     }
 
     /// The decoded segments after the leading `/`; a trailing slash is not a
     /// segment (`/` yields none, `/a/b/` yields `a`, `b`). Never empty strings.
     pub fn segments(&self) -> Segments<'_> {
-        let inner = self.decoded.strip_prefix('/').unwrap_or(&self.decoded);
+        let decoded = self.decoded();
+        let inner = decoded.strip_prefix('/').unwrap_or(decoded);
         let inner = inner.strip_suffix('/').unwrap_or(inner);
         Segments { rest: inner }
     }
 
     /// Whether the path ends in `/` after at least one segment (`/` → false).
     pub fn has_trailing_slash(&self) -> bool {
-        self.decoded.len() > 1 && self.decoded.ends_with('/')
+        let decoded = self.decoded();
+        decoded.len() > 1 && decoded.ends_with('/')
     }
 }
 
@@ -150,6 +188,20 @@ impl std::iter::FusedIterator for Segments<'_> {}
 /// Normalises the path component of a request target, exactly as received
 /// and without its query. See the module documentation for the rules.
 pub fn normalise(raw_path: &str) -> Result<NormalPath, PathError> {
+    normalise_text(raw_path, || Text::Owned(raw_path.to_owned()))
+}
+
+/// [`normalise`] of a request target's path: a path that is normal already
+/// shares the target's bytes.
+pub fn normalise_target(target: &Uri) -> Result<NormalPath, PathError> {
+    match target.path_and_query() {
+        Some(pq) => normalise_text(pq.path(), || Text::Shared(pq.clone())),
+        None => normalise(target.path()),
+    }
+}
+
+/// [`normalise`], keeping `raw_path` as `as_is` gives it when it is normal.
+fn normalise_text(raw_path: &str, as_is: impl FnOnce() -> Text) -> Result<NormalPath, PathError> {
     let raw = raw_path.as_bytes();
     if raw.len() > MAX_PATH_LEN {
         return Err(PathError::TooLong);
@@ -159,7 +211,7 @@ pub fn normalise(raw_path: &str) -> Result<NormalPath, PathError> {
     };
     if already_normal(rest) {
         return Ok(NormalPath {
-            decoded: raw_path.to_owned(),
+            decoded: as_is(),
             encoded: None,
         });
     }
@@ -212,7 +264,10 @@ fn normalise_fully(raw: &[u8], rest: &[u8]) -> Result<NormalPath, PathError> {
         return Err(PathError::TooLong);
     }
     let encoded = (encoded != decoded).then_some(encoded);
-    Ok(NormalPath { decoded, encoded })
+    Ok(NormalPath {
+        decoded: Text::Owned(decoded),
+        encoded,
+    })
 }
 
 /// Checks a decoded path that holds non-ASCII characters: C1 controls (ASCII
@@ -695,6 +750,30 @@ mod tests {
                 let mut own = p.decoded().chars().filter(char::is_ascii);
                 for c in p.decoded().nfkc().filter(char::is_ascii) {
                     prop_assert!(own.any(|o| o == c), "{:?} gains {:?}", p.decoded(), c);
+                }
+            }
+        }
+
+        /// A request target's path normalises as its text does, whether it
+        /// was normal already (shared) or not (a string of its own), and the
+        /// two forms of one path are equal and hash alike.
+        #[test]
+        fn a_targets_path_normalises_as_its_text(s in any_path(), query in any::<bool>()) {
+            let target = if query { format!("{s}?a=/b") } else { s.clone() };
+            if let Ok(uri) = target.parse::<Uri>() {
+                let shared = normalise_target(&uri);
+                prop_assert_eq!(&shared, &normalise(uri.path()));
+                if let Ok(p) = shared {
+                    let state = std::collections::hash_map::RandomState::new();
+                    let hash = |p: &NormalPath| {
+                        use std::hash::BuildHasher;
+                        state.hash_one(p)
+                    };
+                    if p.encoded.is_none() {
+                        let owned = normalise(p.decoded()).unwrap();
+                        prop_assert_eq!(&owned, &p);
+                        prop_assert_eq!(hash(&owned), hash(&p));
+                    }
                 }
             }
         }

@@ -108,7 +108,7 @@ async fn forward(
 ) -> Result<Served, Reject> {
     let host = check_target(&req)?;
     // Moved into the log line, not copied: the path is borrowed from there.
-    let path = &*log.path.insert(path::normalise(req.uri().path())?);
+    let path = &*log.path.insert(path::normalise_target(req.uri())?);
     if let Some(page) = &gw.config.selfservice {
         if selfservice::mounts(page, path.as_str()) {
             log.route = Some(Arc::from("selfservice"));
@@ -364,13 +364,15 @@ pub(crate) fn valid_host(host: &[u8]) -> bool {
             }
             None => (false, &[][..]),
         },
+        // One scan: `:` is no reg-name byte, so the name ends at the first
+        // byte that is not one, and the rest must be the port.
         None => {
-            let end = host.iter().position(|&c| c == b':').unwrap_or(host.len());
+            let end = host
+                .iter()
+                .position(|&c| !reg_name_byte(c))
+                .unwrap_or(host.len());
             let (name, port) = host.split_at(end);
-            (
-                !name.is_empty() && name.iter().all(|&c| reg_name_byte(c)),
-                port,
-            )
+            (!name.is_empty(), port)
         }
     };
     name_ok
