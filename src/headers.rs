@@ -454,6 +454,33 @@ fn identity_copy(name: &str, identity: &Identity) -> bool {
         || copy(&identity.credential)
         || identity.page_user.as_ref().is_some_and(copy)
 }
+/// What one look over a request's headers finds, for the checks and the
+/// rules after it: the `Host` values and whether `Connection` is there.
+/// One walk over the entries; two lookups (each hashing its name) cost
+/// ~200 instructions, where the usual request has two or three headers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Glance<'a> {
+    /// The first `Host` value.
+    pub host: Option<&'a HeaderValue>,
+    /// More than one `Host` value.
+    pub hosts: bool,
+    pub connection: bool,
+}
+
+/// See [`Glance`].
+pub fn glance(headers: &HeaderMap) -> Glance<'_> {
+    let mut seen = Glance::default();
+    for (name, value) in headers {
+        if *name == HOST {
+            seen.hosts |= seen.host.is_some();
+            seen.host.get_or_insert(value);
+        } else if *name == CONNECTION {
+            seen.connection = true;
+        }
+    }
+    seen
+}
+
 /// Everything the request's header rules need besides the headers: the hop
 /// it came on, what the gateway adds, and which upstream it goes to.
 #[derive(Debug, Clone, Copy)]
@@ -466,6 +493,9 @@ pub struct Outgoing<'a> {
     /// The client's `Host`, as `headers` carry it (at most one: see
     /// `proxy::check_target`); found there already, not looked up again.
     pub host: Option<&'a HeaderValue>,
+    /// `headers` has a `Connection` ([`Glance::connection`]): without one,
+    /// none is looked up.
+    pub connection: bool,
     /// The target's authority (HTTP/2 `:authority`, or an absolute-form
     /// target's host): the client's host when it sent no `Host`.
     pub authority: Option<&'a http::uri::Authority>,
@@ -591,7 +621,8 @@ fn quick_road(
 ) -> bool {
     // A `Connection` listing a header that is not hop-by-hop already
     // removes a name no class knows: the rules handle it.
-    for value in headers.get_all(CONNECTION) {
+    let listed = out.connection.then(|| headers.get_all(CONNECTION));
+    for value in listed.iter().flatten() {
         for token in value.as_bytes().split(|&b| b == b',') {
             let token = token.trim_ascii();
             if !matches!(classify(token), Class::Hop(_)) && HeaderName::from_bytes(token).is_ok() {
@@ -892,6 +923,29 @@ mod tests {
         assert_eq!(HOP_BY_HOP.len(), spec::HOP_BY_HOP_NAMES.len());
         assert_eq!(classify(b"Keep-Alive"), Class::Hop(1));
         assert_eq!(classify(b"keep-alive2"), Class::Other);
+    }
+
+    #[test]
+    fn a_glance_finds_the_hosts_and_a_connection() {
+        let seen = |pairs: &[(&str, &str)]| {
+            let h = map(pairs);
+            let g = glance(&h);
+            (
+                g.host.map(|v| v.to_str().unwrap().to_owned()),
+                g.hosts,
+                g.connection,
+            )
+        };
+        assert_eq!(seen(&[]), (None, false, false));
+        assert_eq!(
+            seen(&[("accept", "*/*"), ("host", "a")]),
+            (Some("a".into()), false, false)
+        );
+        assert_eq!(
+            seen(&[("host", "a"), ("connection", "close"), ("host", "b")]),
+            (Some("a".into()), true, true)
+        );
+        assert_eq!(seen(&[("Connection", "keep-alive")]), (None, false, true));
     }
 
     #[test]
@@ -1503,6 +1557,7 @@ mod tests {
                 trusted,
                 tls,
                 host: client_host.as_ref(),
+                connection: h.contains_key(CONNECTION),
                 authority: authority.then_some(&target),
                 identity,
                 verified: app.then_some(&alice),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
+use http::header::{HeaderValue, CONNECTION, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -106,7 +106,7 @@ async fn forward(
     mut req: Request<Incoming>,
     log: &mut AccessLog,
 ) -> Result<Served, Reject> {
-    let host = check_target(&req)?;
+    let target = check_target(&req)?;
     // Moved into the log line, not copied: the path is borrowed from there.
     let path = &*log.path.insert(path::normalise_target(req.uri())?);
     if let Some(page) = &gw.config.selfservice {
@@ -157,7 +157,7 @@ async fn forward(
         gw,
         conn,
         &mut parts,
-        host.as_ref(),
+        &target,
         &grant,
         (index, upstream),
         upgrade.is_some(),
@@ -220,7 +220,7 @@ fn prepare_upstream(
     gw: &Gateway,
     conn: &Conn,
     parts: &mut http::request::Parts,
-    host: Option<&HeaderValue>,
+    target: &Target,
     grant: &Grant,
     (index, upstream): (usize, &Upstream),
     keep_upgrade: bool,
@@ -230,7 +230,8 @@ fn prepare_upstream(
         peer_value: &conn.peer_value,
         trusted: conn.trusted,
         tls: conn.tls,
-        host,
+        host: target.host.as_ref(),
+        connection: target.connection,
         authority: parts.uri.authority(),
         identity: &gw.config.identity,
         verified: match grant {
@@ -293,11 +294,20 @@ async fn read_bounded(
     }
 }
 
+/// What [`check_target`] found of a request's headers.
+struct Target {
+    /// The client's `Host` (one at most).
+    host: Option<HeaderValue>,
+    /// It sent a `Connection`.
+    connection: bool,
+}
+
 /// Refuses targets that name another host or are not origin-form paths, and
 /// `Host` headers that are missing in HTTP/1.1, repeated or not a host[:port]
 /// (RFC 9112 §3.2: the backend must see one host, the one the client named).
-/// Answers the `Host`, for the header rules not to look it up again.
-fn check_target<B>(req: &Request<B>) -> Result<Option<HeaderValue>, Reject> {
+/// Answers what it found of the headers, for the header rules not to look
+/// again.
+fn check_target<B>(req: &Request<B>) -> Result<Target, Reject> {
     if req.method() == Method::CONNECT {
         return Err(Reject::BadTarget("CONNECT is not supported"));
     }
@@ -311,9 +321,9 @@ fn check_target<B>(req: &Request<B>) -> Result<Option<HeaderValue>, Reject> {
             return Err(Reject::BadTarget("request target is not an absolute path"));
         }
     }
-    let mut hosts = req.headers().get_all(HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
+    let glance = headers::glance(req.headers());
+    let host = glance.host;
+    if glance.hosts {
         return Err(Reject::BadTarget("more than one Host header"));
     }
     match host {
@@ -326,20 +336,29 @@ fn check_target<B>(req: &Request<B>) -> Result<Option<HeaderValue>, Reject> {
         _ => {}
     }
     let Some(authority) = req.uri().authority() else {
-        return Ok(host.cloned());
+        return Ok(Target {
+            host: host.cloned(),
+            connection: glance.connection,
+        });
     };
     if authority.as_str().contains('@') {
         return Err(Reject::BadTarget("user information in the request target"));
     }
     match host {
         // HTTP/2 without Host: `:authority` is the host.
-        None if req.version() == Version::HTTP_2 => Ok(None),
+        None if req.version() == Version::HTTP_2 => Ok(Target {
+            host: None,
+            connection: glance.connection,
+        }),
         Some(host)
             if host
                 .as_bytes()
                 .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
         {
-            Ok(Some(host.clone()))
+            Ok(Target {
+                host: Some(host.clone()),
+                connection: glance.connection,
+            })
         }
         _ => Err(Reject::BadTarget(
             "absolute-form target names another host than Host",
