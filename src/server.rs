@@ -361,8 +361,9 @@ impl Handler {
                     });
                 }
                 let guard = InFlight::enter(activity.clone(), place);
-                let (worker, conn) = (worker.clone(), conn.clone());
-                async move { proxy::handle(worker, conn, req, guard).await }
+                // The request's future itself, not wrapped in another: a
+                // wrapper would take it in with one more move (kilobytes).
+                proxy::handle(worker.clone(), conn.clone(), req, guard)
             })
         };
         macro_rules! drive {
