@@ -47,8 +47,9 @@
 //! was answered from a fresh verification ([`Recent`]): its next request
 //! with the very same bytes (compared in constant time: a proxy in front
 //! may carry several users' requests on one connection) skips the value's
-//! digest and the map above, and goes straight to the id's entry, which is
-//! checked for freshness, secret digest and generation exactly as
+//! digest and both maps: the connection holds the id's entry that answered
+//! the value, answered only while that entry is still the id's one in the
+//! map and checked for freshness and generation exactly as
 //! [`Cache::presented`] checks it. Keep-alive clients (git, CI scripts) send
 //! the same header on every request of a connection; the value is kept in
 //! the connection's memory only while the connection lives, and zeroed
@@ -60,7 +61,7 @@
 //! slots hash with foldhash (seeded per process) rather than SipHash.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,11 @@ struct Entry {
     until: Instant,
     /// The id's revocation generation read before its record was.
     generation: u64,
+    /// The id's generation slot, hashed once here rather than per lookup.
+    slot: usize,
+    /// Set once the entry left the map (evicted, replaced, pruned): a
+    /// connection's [`Recent`] that still points at it no longer finds it.
+    gone: AtomicBool,
     verified: Arc<Verified>,
 }
 
@@ -131,9 +137,9 @@ pub struct Recent {
 struct RecentValue {
     /// The whole header value as presented; zeroed when replaced or dropped.
     value: Zeroizing<Vec<u8>>,
-    /// The secret's keyed digest, as the id's [`Entry`] holds it.
-    secret: blake3::Hash,
-    id: Arc<str>,
+    /// The id's entry the value answered from, for its secret digest: held
+    /// rather than looked up again, and answered only while still in the map.
+    entry: Arc<Entry>,
     user: Arc<str>,
 }
 
@@ -171,7 +177,7 @@ pub enum Lookup {
 /// id → last successful verification, for `ttl`.
 #[derive(Debug)]
 pub struct Cache {
-    map: DashMap<Box<str>, Entry, foldhash::fast::RandomState>,
+    map: DashMap<Box<str>, Arc<Entry>, foldhash::fast::RandomState>,
     key: [u8; 32],
     /// `Authorization` value digest → what it decoded to ([`Cache::presented`]).
     presented: DashMap<blake3::Hash, Presented, foldhash::fast::RandomState>,
@@ -225,7 +231,7 @@ impl Cache {
     /// store commit and again after it.
     pub fn invalidate(&self, id: &str) {
         self.generations[self.slot(id)].fetch_add(1, Ordering::AcqRel);
-        self.map.remove(id);
+        self.evict(id);
     }
 
     fn slot(&self, id: &str) -> usize {
@@ -243,7 +249,15 @@ impl Cache {
             return Lookup::Miss;
         };
         // `blake3::Hash` compares in constant time.
-        if entry.digest != *digest || entry.generation != self.generation(id) {
+        if entry.digest != *digest {
+            return Lookup::Miss;
+        }
+        self.answer(&entry, now)
+    }
+
+    /// What an entry found for the presented secret answers at `now`.
+    fn answer(&self, entry: &Entry, now: Instant) -> Lookup {
+        if entry.generation != self.generations[entry.slot].load(Ordering::Acquire) {
             return Lookup::Miss;
         }
         if now < entry.until && !self.resynced_since(entry.until) {
@@ -293,17 +307,19 @@ impl Cache {
 
     /// [`Cache::presented`] for the value this connection presented last:
     /// no digest of the value and no map lookup, only the id's entry.
+    /// The entry is the one held since [`Cache::remember_recent`], as long
+    /// as it is still the id's entry in the map.
     pub fn recent(&self, recent: &Recent, value: &[u8], now: Instant) -> Option<Decoded> {
         let last = recent.lock();
         let last = last.as_ref()?;
-        if !same_bytes(&last.value, value) {
+        if !same_bytes(&last.value, value) || last.entry.gone.load(Ordering::Acquire) {
             return None;
         }
-        match self.lookup_digest(&last.id, &last.secret, now) {
+        match self.answer(&last.entry, now) {
             Lookup::Fresh(verified) => Some(Decoded {
                 verified,
                 user: last.user.clone(),
-                secret: last.secret,
+                secret: last.entry.digest,
             }),
             Lookup::Stale(_) | Lookup::Miss => None,
         }
@@ -315,22 +331,30 @@ impl Cache {
         if self.ttl.is_zero() {
             return;
         }
-        let (secret, id, user) = (decoded.secret, &decoded.verified.id, &decoded.user);
+        // The entry that answered `decoded`; none (nothing remembered) if
+        // it has been replaced or removed since.
+        let Some(entry) = self
+            .map
+            .get(&*decoded.verified.id)
+            .filter(|e| e.digest == decoded.secret && Arc::ptr_eq(&e.verified, &decoded.verified))
+            .map(|e| Arc::clone(&e))
+        else {
+            return;
+        };
+        let user = &decoded.user;
         let mut last = recent.lock();
         match &mut *last {
             Some(r) => {
                 // Reuses the buffer: zeroed, then overwritten.
                 r.value.zeroize();
                 r.value.extend_from_slice(value);
-                r.secret = secret;
-                r.id = id.clone();
+                r.entry = entry;
                 r.user = user.clone();
             }
             None => {
                 *last = Some(RecentValue {
                     value: Zeroizing::new(value.to_vec()),
-                    secret,
-                    id: id.clone(),
+                    entry,
                     user: user.clone(),
                 });
             }
@@ -384,20 +408,32 @@ impl Cache {
             digest: self.keyed(secret),
             until: now + self.ttl,
             generation,
+            slot: self.slot(&verified.id),
+            gone: AtomicBool::new(false),
             verified: verified.clone(),
         };
-        self.map.insert(Box::from(&*verified.id), entry);
+        if let Some(old) = self.map.insert(Box::from(&*verified.id), Arc::new(entry)) {
+            old.gone.store(true, Ordering::Release);
+        }
     }
 
     /// Forgets `id` at once (revocation).
     pub fn evict(&self, id: &str) {
-        self.map.remove(id);
+        if let Some((_, old)) = self.map.remove(id) {
+            old.gone.store(true, Ordering::Release);
+        }
     }
 
     /// Drops entries too old even to revalidate.
     pub fn prune(&self, now: Instant) {
         let keep = self.ttl * STALE_FOR;
-        self.map.retain(|_, e| now < e.until + keep);
+        self.map.retain(|_, e| {
+            let alive = now < e.until + keep;
+            if !alive {
+                e.gone.store(true, Ordering::Release);
+            }
+            alive
+        });
         self.prune_presented();
     }
 
@@ -656,6 +692,36 @@ mod tests {
         let later = now + Duration::from_secs(1);
         c.resync(later);
         assert!(c.recent(&recent, b"Basic two", later).is_none());
+    }
+
+    #[test]
+    fn a_connections_recent_value_ends_with_its_entry_in_the_map() {
+        let c = Cache::new(Duration::from_secs(30), 10);
+        let now = Instant::now();
+        let recent = Recent::default();
+        recently(&c, &recent, "Basic one", "id1", "s", now);
+        let just_before = now + Duration::from_secs(30) - Duration::from_nanos(1);
+        assert!(c.recent(&recent, b"Basic one", just_before).is_some());
+        // Evicted without a revocation (an expired password, a retired
+        // vocabulary): the held entry is no longer answered.
+        c.evict("id1");
+        assert!(c.recent(&recent, b"Basic one", now).is_none());
+        // The same secret verified again: a new entry, which the value
+        // reaches through the map until it is remembered anew.
+        let again = fresh(&c, "id1", "s", now);
+        assert!(c.recent(&recent, b"Basic one", now).is_none());
+        c.remember_recent(&recent, b"Basic one", &again);
+        assert!(c.recent(&recent, b"Basic one", now).is_some());
+        // Pruned once too old even to revalidate.
+        let much_later = now + Duration::from_secs(30 * u64::from(STALE_FOR + 1));
+        c.prune(much_later);
+        assert!(c.recent(&recent, b"Basic one", now).is_none());
+        // A decoded value whose entry was replaced meanwhile is not remembered.
+        let replaced = fresh(&c, "id2", "s", now);
+        c.insert("s", verified("id2"), now, c.generation("id2"));
+        let other = Recent::default();
+        c.remember_recent(&other, b"Basic two", &replaced);
+        assert!(other.lock().is_none());
     }
 
     #[test]
