@@ -47,7 +47,7 @@ use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue};
 
 use crate::audit::{self, AuditEvent, User, Via};
-use crate::clock::unix_now;
+use crate::clock::{unix_now, unix_now_coarse};
 use crate::config::{self, RotatedReuse, UsernameMode};
 use crate::error::Reject;
 use crate::limits;
@@ -249,7 +249,7 @@ impl Authenticator {
             let lookup = self.cache.lookup_digest(token.id(), &digest, now);
             crate::metrics::record_cache(matches!(lookup, Lookup::Fresh(_)));
             let stale = match lookup {
-                Lookup::Fresh(v) if v.expires_at.is_none_or(|e| unix_now() < e) => {
+                Lookup::Fresh(v) if v.expires_at.is_none_or(|e| unix_now_coarse() < e) => {
                     if let Some(value) = value {
                         let decoded = Decoded {
                             verified: v.clone(),
@@ -283,7 +283,7 @@ impl Authenticator {
     /// for, unexpired: the connection's last value first, then the cache's
     /// remembered values (a hit there becomes the connection's last value).
     fn remembered(&self, value: &[u8], recent: Option<&Recent>, now: Instant) -> Option<Decoded> {
-        let unexpired = |d: &Decoded| d.verified.expires_at.is_none_or(|e| unix_now() < e);
+        let unexpired = |d: &Decoded| d.verified.expires_at.is_none_or(|e| unix_now_coarse() < e);
         if let Some(hit) = recent.and_then(|r| self.cache.recent(r, value, now)) {
             if unexpired(&hit) {
                 return Some(hit);
@@ -395,7 +395,9 @@ impl Authenticator {
         demand: Demand<'_>,
     ) -> Result<Arc<Verified>, Reject> {
         let required = demand.scopes;
-        let unix = unix_now();
+        // Whole seconds suffice: a password may serve up to a tick past its
+        // expiry second, never less than until it.
+        let unix = unix_now_coarse();
         if self.username == UsernameMode::MustMatch && *verified.user != *user {
             // Only reachable from the cache; `verify` refuses a wrong user
             // itself. Someone else's password under another name is a guess:

@@ -1,14 +1,73 @@
-//! The wall clock in the store's unit: whole seconds since the Unix epoch.
+//! The clocks, read in one place.
 //!
-//! One place reads it, so every module that stamps or compares a time
-//! (creation, expiry, revocation, audit budgets) agrees on the unit and on
-//! what a clock before 1970 means. Imports nothing of the crate.
+//! The wall clock in the store's unit: whole seconds since the Unix epoch.
+//! Every module that stamps or compares a time (creation, expiry,
+//! revocation, audit budgets) reads it here, so they agree on the unit and
+//! on what a clock before 1970 means.
+//!
+//! The coarse clocks: the kernel's copy of the time as of its last tick (1
+//! to 10 ms old), read without the hardware counter and with no `Duration`
+//! arithmetic. For the request path's bookkeeping in seconds, read several
+//! times a request (issue 18: `Instant::now` and an `elapsed` cost about 60
+//! instructions, a coarse read about a third of that). A coarse reading is
+//! never ahead of the precise one, only up to a tick behind it.
+//!
+//! Imports nothing of the crate.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustix::time::{clock_gettime, ClockId};
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// [`unix_now`] as of the kernel's last tick: the second may turn up to a
+/// tick late.
+pub fn unix_now_coarse() -> u64 {
+    u64::try_from(clock_gettime(ClockId::RealtimeCoarse).tv_sec).unwrap_or(0)
+}
+
+/// The monotonic clock (`Instant`'s) in milliseconds, as of the kernel's
+/// last tick.
+pub fn coarse_ms() -> u64 {
+    ms(clock_gettime(ClockId::MonotonicCoarse))
+}
+
+/// The monotonic clock in milliseconds, read precisely: the base against
+/// which [`coarse_ms`] readings are compared with an `Instant` read at once.
+pub fn precise_ms() -> u64 {
+    ms(clock_gettime(ClockId::Monotonic))
+}
+
+fn ms(t: rustix::time::Timespec) -> u64 {
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
+    secs * 1000 + nanos / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coarse_readings_trail_the_precise_ones_by_at_most_a_tick() {
+        let mut closest = u64::MAX;
+        for _ in 0..1000 {
+            // The coarse one first: read after, it could see a later tick.
+            let coarse = coarse_ms();
+            let precise = precise_ms();
+            assert!(coarse <= precise, "{coarse} ahead of {precise}");
+            closest = closest.min(precise - coarse);
+            let coarse = unix_now_coarse();
+            let unix = unix_now();
+            assert!(coarse <= unix && unix - coarse <= 1, "{coarse} {unix}");
+        }
+        // CONFIG_HZ is at least 100: a tick is at most 10 ms (a thread
+        // preempted between two reads sees more, hence the closest pair).
+        assert!(closest <= 10, "{closest} ms behind");
+    }
 }

@@ -14,8 +14,16 @@
 //! [`InFlight::response_deadline`]) are plain numbers it reads when it wakes,
 //! not a timer armed and cancelled per request (issue 18: two timers cost
 //! about 1,500 instructions per request). The request's future is polled by
-//! hyper in the connection's own task, so the watch's wake-up reaches it. This module imports nothing of the request path:
-//! `server`, `proxy` and `body` depend on it, never the reverse.
+//! hyper in the connection's own task, so the watch's wake-up reaches it.
+//!
+//! Bytes moving, a response ending and a deadline being set read the coarse
+//! clock (`clock::coarse_ms`, up to a tick behind), several times a request;
+//! the watch compares those times with the precise clock. A timeout thus
+//! ends up to a tick (at most 10 ms) early, or a millisecond late (both
+//! clocks in whole milliseconds), against one counted on the precise
+//! clock: nothing a timeout in seconds notices. This module imports nothing of
+//! the request path (only `clock`): `server`, `proxy` and `body` depend on
+//! it, never the reverse.
 
 mod limits;
 
@@ -31,6 +39,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::clock::{coarse_ms, precise_ms};
+
 /// Per-connection activity: last time bytes moved, requests in flight,
 /// whether the last write to the client is still waiting for it to read,
 /// and (HTTP/2) each response's [`HandOver`] clock.
@@ -42,6 +52,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug)]
 pub struct Activity {
     epoch: Instant,
+    /// `epoch` on the millisecond clock of `clock::coarse_ms`.
+    base_ms: u64,
     last_ms: AtomicU64,
     /// When bytes last went to the client (ms after `epoch`).
     last_write_ms: AtomicU64,
@@ -81,13 +93,14 @@ pub struct Activity {
 pub struct HandOver {
     /// Milliseconds after the connection's epoch, plus one; 0: not waiting.
     since: Arc<AtomicU64>,
-    epoch: Instant,
+    /// The connection's [`Activity::base_ms`].
+    base_ms: u64,
 }
 
 impl HandOver {
     /// The body handed a frame over: the client now has to take it.
     pub fn waiting(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
+        let ms = coarse_ms().saturating_sub(self.base_ms);
         self.since.store(ms + 1, Ordering::Relaxed);
     }
 
@@ -113,8 +126,10 @@ pub enum Quiet {
 
 impl Activity {
     pub fn new(slot: Slot) -> Activity {
+        let epoch = Instant::now();
         Activity {
-            epoch: Instant::now(),
+            epoch,
+            base_ms: precise_ms(),
             last_ms: AtomicU64::new(0),
             last_write_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -141,7 +156,7 @@ impl Activity {
         clocks.push(Arc::downgrade(&since));
         HandOver {
             since,
-            epoch: self.epoch,
+            base_ms: self.base_ms,
         }
     }
 
@@ -150,8 +165,9 @@ impl Activity {
         self.hand_overs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// When the longest-waiting HTTP/2 response began to wait, if any does.
-    fn oldest_hand_over(&self) -> Option<Instant> {
+    /// When the longest-waiting HTTP/2 response began to wait (ms after
+    /// the epoch), if any does.
+    fn oldest_hand_over(&self) -> Option<u64> {
         let mut clocks = self.clocks();
         let mut oldest = u64::MAX;
         clocks.retain(|c| match c.upgrade() {
@@ -164,7 +180,7 @@ impl Activity {
             }
             None => false,
         });
-        (oldest != u64::MAX).then(|| self.epoch + Duration::from_millis(oldest))
+        (oldest != u64::MAX).then_some(oldest)
     }
 
     /// Records the outcome of a write to the client.
@@ -181,8 +197,15 @@ impl Activity {
         }
     }
 
-    /// Milliseconds since the connection's epoch.
+    /// Milliseconds since the connection's epoch, on the coarse clock: for
+    /// the times recorded as the connection goes (see the module's doc).
     fn now_ms(&self) -> u64 {
+        coarse_ms().saturating_sub(self.base_ms)
+    }
+
+    /// Milliseconds since the connection's epoch, read precisely: for the
+    /// watch, which compares the recorded times with it.
+    fn precise_now_ms(&self) -> u64 {
         whole_ms(self.epoch.elapsed())
     }
 
@@ -233,7 +256,7 @@ impl Activity {
         tokio::pin!(timer);
         loop {
             let mut wake_request = false;
-            let due = match self.check(self.now_ms(), idle, head, &mut wake_request) {
+            let due = match self.check(self.precise_now_ms(), idle, head, &mut wake_request) {
                 Ok(due) => due,
                 Err(quiet) => return quiet,
             };
@@ -310,7 +333,6 @@ impl Activity {
             }
         }
         if let Some(since) = self.oldest_hand_over() {
-            let since = self.ms_of(since);
             if now >= since + idle_ms {
                 return Err(Quiet::WriteStalled);
             }
@@ -512,6 +534,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn recorded_times_never_run_ahead_of_the_watchs_clock_by_more_than_a_millisecond() {
+        let limits = Arc::new(ConnLimits::new(1, 1));
+        let slot = limits.open("192.0.2.1".parse().unwrap(), false).unwrap();
+        let activity = Activity::new(slot);
+        for _ in 0..1000 {
+            // Recorded first; whole milliseconds from bases read a moment
+            // apart, hence the one of slack.
+            let touched = activity.touch();
+            let precise = activity.precise_now_ms();
+            assert!(touched <= precise + 1, "{touched} {precise}");
+        }
+    }
+
+    #[test]
     #[allow(clippy::disallowed_methods)] // a plain test thread, no reactor
     fn hand_over_clocks_report_the_oldest_waiter_and_are_pruned_when_dropped() {
         let limits = Arc::new(ConnLimits::new(1, 1));
@@ -521,7 +557,8 @@ mod tests {
         assert_eq!(activity.oldest_hand_over(), None, "nothing waits yet");
         a.waiting();
         let first = activity.oldest_hand_over().expect("a waits");
-        std::thread::sleep(Duration::from_millis(5));
+        // Longer than a tick of the coarse clock the clocks read.
+        std::thread::sleep(Duration::from_millis(25));
         b.waiting();
         assert_eq!(activity.oldest_hand_over(), Some(first), "a waits longest");
         a.taken();
