@@ -398,7 +398,10 @@ impl Authenticator {
         // Whole seconds suffice: a password may serve up to a tick past its
         // expiry second, never less than until it.
         let unix = unix_now_coarse();
-        if self.username == UsernameMode::MustMatch && *verified.user != *user {
+        // A remembered value's name is the verification's own when equal
+        // (see `cache.rs`): the pointers answer before the bytes.
+        let same_user = || std::ptr::eq::<str>(&*verified.user, user) || *verified.user == *user;
+        if self.username == UsernameMode::MustMatch && !same_user() {
             // Only reachable from the cache; `verify` refuses a wrong user
             // itself. Someone else's password under another name is a guess:
             // the limits apply, although the cache answered.

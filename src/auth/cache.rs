@@ -341,7 +341,7 @@ impl Cache {
         else {
             return;
         };
-        let user = &decoded.user;
+        let user = same_user(decoded);
         let mut last = recent.lock();
         match &mut *last {
             Some(r) => {
@@ -376,7 +376,7 @@ impl Cache {
         let presented = Presented {
             secret: decoded.secret,
             id: decoded.verified.id.clone(),
-            user: decoded.user.clone(),
+            user: same_user(decoded).clone(),
         };
         self.presented.insert(self.keyed_value(value), presented);
     }
@@ -443,6 +443,18 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// The user name `decoded` carried, as the verification's own `Arc` when
+/// they are equal (the usual case): the per-request check that they match
+/// (`Authenticator::finish`) then finds them the same pointer before it
+/// compares any byte.
+fn same_user(decoded: &Decoded) -> &Arc<str> {
+    if *decoded.user == *decoded.verified.user {
+        &decoded.verified.user
+    } else {
+        &decoded.user
     }
 }
 
@@ -722,6 +734,26 @@ mod tests {
         let other = Recent::default();
         c.remember_recent(&other, b"Basic two", &replaced);
         assert!(other.lock().is_none());
+    }
+
+    #[test]
+    fn a_remembered_name_is_the_verifications_own_only_when_equal() {
+        let c = Cache::new(Duration::from_secs(30), 10);
+        let now = Instant::now();
+        let recent = Recent::default();
+        // `verified` is alice's; the value named alice.
+        recently(&c, &recent, "Basic one", "id1", "s", now);
+        let hit = c.recent(&recent, b"Basic one", now).expect("recent");
+        assert!(Arc::ptr_eq(&hit.user, &hit.verified.user));
+        // A value naming someone else keeps that name, to be refused.
+        let mut other = fresh(&c, "id2", "s", now);
+        other.user = "mallory".into();
+        c.remember_recent(&recent, b"Basic two", &other);
+        let hit = c.recent(&recent, b"Basic two", now).expect("recent");
+        assert_eq!((&*hit.user, &*hit.verified.user), ("mallory", "alice"));
+        c.remember_presented(b"Basic two", &other);
+        let hit = c.presented(b"Basic two", now).expect("presented");
+        assert_eq!(&*hit.user, "mallory");
     }
 
     #[test]
