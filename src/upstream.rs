@@ -328,7 +328,7 @@ const REAP_TICK: Duration = Duration::from_secs(2);
 /// only the one request in flight on that connection touches it.
 ///
 /// No clock is read per request: the reaper drops a connection left unused
-/// for a whole [`REAP_TICK`], so whatever is held has been idle less than
+/// for a whole `REAP_TICK`, so whatever is held has been idle less than
 /// `REUSE_IDLE` (issue 18: with a clock read in `put` and an `elapsed` in
 /// `take`, the two cost 247 instructions a request; without, 134).
 #[derive(Default)]
