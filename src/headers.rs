@@ -1452,6 +1452,37 @@ mod tests {
 
     use proptest::prelude::*;
 
+    /// A header map from the property tests' draws: names from `pool`;
+    /// `Connection` values list names from the pool, spaced oddly; a
+    /// `Host` is one of two hosts, an `X-Forwarded-For` an address.
+    fn generated(
+        pool: &[String],
+        pairs: &[(prop::sample::Index, Vec<prop::sample::Index>, u8)],
+    ) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (i, (name, tokens, v)) in pairs.iter().enumerate() {
+            let name = name.get(pool);
+            let value = if name.eq_ignore_ascii_case("connection") {
+                tokens
+                    .iter()
+                    .map(|t| t.get(pool).as_str())
+                    .collect::<Vec<_>>()
+                    .join(" , ")
+            } else if name.eq_ignore_ascii_case("host") {
+                format!("h{}.example", v % 2)
+            } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+                format!("192.0.2.{v}")
+            } else {
+                format!("v{i}-{v}")
+            };
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(&value).unwrap(),
+            );
+        }
+        h
+    }
+
     proptest! {
         /// The one pass removes what `strip_hop_by_hop` then `strip_spoofed`
         /// removed, keeps what they kept (each name's values in order), and
@@ -1467,20 +1498,7 @@ mod tests {
             keep_upgrade in any::<bool>(),
         ) {
             let pool = name_pool();
-            let mut h = HeaderMap::new();
-            for (i, (name, tokens, v)) in pairs.iter().enumerate() {
-                let name = name.get(&pool);
-                // Connection values list names from the pool, spaced oddly.
-                let value = if name.eq_ignore_ascii_case("connection") {
-                    tokens.iter().map(|t| t.get(&pool).as_str()).collect::<Vec<_>>().join(" , ")
-                } else {
-                    format!("v{i}-{v}")
-                };
-                h.append(
-                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                    HeaderValue::from_str(&value).unwrap(),
-                );
-            }
+            let mut h = generated(&pool, &pairs);
             let identity = &identities()[who];
             let host = h.get(HOST).cloned();
             let mut old = h.clone();
@@ -1519,23 +1537,7 @@ mod tests {
         ) {
             let mut pool = name_pool();
             pool.extend(["authorization", "x-custom-user", "x-forwarded-for", "content-length"].map(String::from));
-            let mut h = HeaderMap::new();
-            for (i, (name, tokens, v)) in pairs.iter().enumerate() {
-                let name = name.get(&pool);
-                let value = if name.eq_ignore_ascii_case("connection") {
-                    tokens.iter().map(|t| t.get(&pool).as_str()).collect::<Vec<_>>().join(" , ")
-                } else if name.eq_ignore_ascii_case("host") {
-                    format!("h{}.example", v % 2)
-                } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-                    format!("192.0.2.{v}")
-                } else {
-                    format!("v{i}-{v}")
-                };
-                h.append(
-                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                    HeaderValue::from_str(&value).unwrap(),
-                );
-            }
+            let mut h = generated(&pool, &pairs);
             // `check_target` lets one `Host` at most through.
             if h.get_all(HOST).iter().count() > 1 {
                 let first = h.get(HOST).cloned().unwrap();
@@ -1603,19 +1605,7 @@ mod tests {
             let mut pool = name_pool();
             pool.push("x-app-password-expires".to_owned());
             let own = HeaderName::from_static("x-app-password-expires");
-            let mut h = HeaderMap::new();
-            for (i, (name, tokens, v)) in pairs.iter().enumerate() {
-                let name = name.get(&pool);
-                let value = if name.eq_ignore_ascii_case("connection") {
-                    tokens.iter().map(|t| t.get(&pool).as_str()).collect::<Vec<_>>().join(" , ")
-                } else {
-                    format!("v{i}-{v}")
-                };
-                h.append(
-                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                    HeaderValue::from_str(&value).unwrap(),
-                );
-            }
+            let mut h = generated(&pool, &pairs);
             let mut expected = h.clone();
             strip(&mut expected, upgraded, None, Some(&own));
             strip_response(&mut h, upgraded, &own);
