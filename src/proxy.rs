@@ -247,7 +247,7 @@ fn prepare_upstream(
         generation: gw.generation,
         upstream: index,
     };
-    headers::prepare(&mut parts.headers, &out, Some((&conn.added, key)));
+    headers::prepare(&mut parts.headers, &out, &conn.added, key);
 }
 
 /// The request body on a route whose scopes depend on it: read (bounded),
@@ -335,35 +335,27 @@ fn check_target<B>(req: &Request<B>) -> Result<Target, Reject> {
         }
         _ => {}
     }
-    let Some(authority) = req.uri().authority() else {
-        return Ok(Target {
-            host: host.cloned(),
-            connection: glance.connection,
-        });
-    };
-    if authority.as_str().contains('@') {
-        return Err(Reject::BadTarget("user information in the request target"));
-    }
-    match host {
-        // HTTP/2 without Host: `:authority` is the host.
-        None if req.version() == Version::HTTP_2 => Ok(Target {
-            host: None,
-            connection: glance.connection,
-        }),
-        Some(host)
-            if host
-                .as_bytes()
-                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
-        {
-            Ok(Target {
-                host: Some(host.clone()),
-                connection: glance.connection,
-            })
+    if let Some(authority) = req.uri().authority() {
+        if authority.as_str().contains('@') {
+            return Err(Reject::BadTarget("user information in the request target"));
         }
-        _ => Err(Reject::BadTarget(
-            "absolute-form target names another host than Host",
-        )),
+        let same = match host {
+            // HTTP/2 without Host: `:authority` is the host.
+            None => req.version() == Version::HTTP_2,
+            Some(host) => host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()),
+        };
+        if !same {
+            return Err(Reject::BadTarget(
+                "absolute-form target names another host than Host",
+            ));
+        }
     }
+    Ok(Target {
+        host: host.cloned(),
+        connection: glance.connection,
+    })
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal

@@ -479,24 +479,32 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn verified(id: &str) -> Arc<Verified> {
+impl Verified {
+    /// A verification of `id` for `user`, no scopes, no limits: for tests.
+    pub(crate) fn sample(id: &str, user: &str) -> Arc<Verified> {
         Arc::new(Verified {
             id: id.into(),
             hash: "$argon2id$test".into(),
-            user: "alice".into(),
+            user: user.into(),
             granted: ScopeSet::EMPTY,
             expires_at: None,
             expires_header: None,
             repos: Box::new([]),
             allow_from: Box::new([]),
-            user_header: HeaderValue::from_static("alice"),
+            user_header: HeaderValue::from_str(user).unwrap_or(HeaderValue::from_static("-")),
             scopes_header: HeaderValue::from_static(""),
-            id_header: HeaderValue::from_static("x"),
+            id_header: HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-")),
             last_use: Default::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verified(id: &str) -> Arc<Verified> {
+        Verified::sample(id, "alice")
     }
 
     #[test]
