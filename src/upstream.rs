@@ -177,7 +177,7 @@ impl Upstream {
         let direct = affinity.filter(|_| self.config.scheme == Scheme::HTTP && !upgrade);
         let timer = deadline
             .is_none()
-            .then(|| tokio::time::sleep(self.config.response_timeout));
+            .then(|| Box::pin(tokio::time::sleep(self.config.response_timeout)));
         let mut answer = Answer {
             upstream: self,
             affinity: direct,
@@ -315,9 +315,9 @@ pin_project_lite::pin_project! {
         slower: Option<Slower<'a>>,
         progress: Option<&'a Progress>,
         deadline: Option<ResponseDeadline<'a>>,
-        // Without a deadline kept by the connection's watch: a timer.
-        #[pin]
-        timer: Option<Sleep>,
+        // Without a deadline kept by the connection's watch (HTTP/2): a
+        // timer, boxed to keep it out of the usual case's size.
+        timer: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -368,12 +368,12 @@ where
                 Err(reject) => Poll::Ready(Err(reject)),
             };
         }
-        while let Some(mut timer) = this.timer.as_mut().as_pin_mut() {
+        while let Some(timer) = this.timer.as_mut() {
             if timer.as_mut().poll(cx).is_pending() {
                 break;
             }
             match this.upstream.timed_out(*this.progress) {
-                Ok(until) => timer.reset(until.into()),
+                Ok(until) => timer.as_mut().reset(until.into()),
                 Err(reject) => return Poll::Ready(Err(reject)),
             }
         }
