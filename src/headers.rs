@@ -649,7 +649,7 @@ fn quick_road(headers: &mut HeaderMap, out: &Outgoing<'_>, memo: &AddedMemo, key
         .and_then(Option::as_ref)
         .filter(|a| a.answers(key, out.verified, host))
         .map(|a| a.headers.clone());
-    let mut new = match copied {
+    let added = match copied {
         Some(added) => added,
         None => {
             if !quick_identity(out.identity) {
@@ -668,11 +668,12 @@ fn quick_road(headers: &mut HeaderMap, out: &Outgoing<'_>, memo: &AddedMemo, key
         }
     };
     drop(last);
+    let client = std::mem::replace(headers, added);
     let mut transfer_coded = false;
     // The client's headers that survive the rules, each name's values in
     // order: `into_iter` gives a name with its first value only.
     let mut slot: Option<http::header::OccupiedEntry<'_, HeaderValue>> = None;
-    for (name, value) in std::mem::take(headers) {
+    for (name, value) in client {
         let Some(name) = name else {
             if let Some(entry) = &mut slot {
                 entry.append(value);
@@ -696,7 +697,7 @@ fn quick_road(headers: &mut HeaderMap, out: &Outgoing<'_>, memo: &AddedMemo, key
             }
         };
         if keep {
-            slot = Some(match new.entry(name) {
+            slot = Some(match headers.entry(name) {
                 http::header::Entry::Occupied(mut entry) => {
                     entry.append(value);
                     entry
@@ -706,13 +707,12 @@ fn quick_road(headers: &mut HeaderMap, out: &Outgoing<'_>, memo: &AddedMemo, key
         }
     }
     if out.trusted {
-        add_forwarded(&mut new, &out.hop(host));
+        add_forwarded(headers, &out.hop(host));
     }
     // RFC 9112 §6.3, as in `strip`: the added headers never carry a length.
     if transfer_coded {
-        new.remove(CONTENT_LENGTH);
+        headers.remove(CONTENT_LENGTH);
     }
-    *headers = new;
     true
 }
 
