@@ -9,8 +9,8 @@
 //! This module never decides who may call what; it only carries requests.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -172,8 +172,10 @@ impl Upstream {
         affinity: Option<&'a Arc<Affinity>>,
         progress: Option<&'a Progress>,
         deadline: Option<ResponseDeadline<'a>>,
-    ) -> Answer<'a, impl Future<Output = Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>>>>
-    {
+    ) -> Answer<
+        'a,
+        impl Future<Output = Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>>>,
+    > {
         let direct = affinity.filter(|_| self.config.scheme == Scheme::HTTP && !upgrade);
         let timer = deadline
             .is_none()
