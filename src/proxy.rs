@@ -50,45 +50,52 @@ pub struct Conn {
 }
 
 /// Serves one request; never fails (every failure is a response).
-pub async fn handle(
+///
+/// Written as a function returning an `async` block, as is [`forward`]: an
+/// `async fn` copies each argument from its future's state into a local of
+/// its own before it starts, and the request is 264 bytes.
+#[allow(clippy::manual_async_fn)]
+pub fn handle(
     worker: Arc<Worker>,
     conn: Arc<Conn>,
     req: Request<Incoming>,
     in_flight: InFlight,
-) -> Result<Response<ResponseBody>, Infallible> {
-    // Once per request: the request keeps this config to its end, whatever
-    // a reload swaps in meanwhile.
-    let current = worker.live.load();
-    let gw = &*current;
-    let mut log = AccessLog::new(conn.peer, req.method().clone(), Instant::now());
-    // An HTTP/2 request the connection caps left no place (the server wrote
-    // its audit line when the place was refused).
-    let refused = in_flight.over_cap().is_some();
-    log.in_flight = Some(in_flight);
-    // Even a refusal before the page is reached (a bad path) gets its headers.
-    let on_page = gw
-        .config
-        .selfservice
-        .as_ref()
-        .is_some_and(|p| req.uri().path().starts_with(p.path.as_str()));
-    let forwarded = if refused {
-        Err(Reject::TooManyInFlight)
-    } else {
-        forward(gw, gw.upstreams(worker.index), &conn, req, &mut log).await
-    };
-    let (mut resp, stall) = match forwarded {
-        Ok(Served::Upstream(resp, stall)) => (resp.map(Either::Left), Some(stall)),
-        Ok(Served::Page(resp)) => (resp.map(Either::Right), None),
-        Err(reject) => {
-            log.reject = Some(reject.kind());
-            (reject.into_response(&gw.challenge).map(Either::Right), None)
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send {
+    async move {
+        // Once per request: the request keeps this config to its end, whatever
+        // a reload swaps in meanwhile.
+        let current = worker.live.load();
+        let gw = &*current;
+        let mut log = AccessLog::new(conn.peer, req.method().clone(), Instant::now());
+        // An HTTP/2 request the connection caps left no place (the server wrote
+        // its audit line when the place was refused).
+        let refused = in_flight.over_cap().is_some();
+        log.in_flight = Some(in_flight);
+        // Even a refusal before the page is reached (a bad path) gets its headers.
+        let on_page = gw
+            .config
+            .selfservice
+            .as_ref()
+            .is_some_and(|p| req.uri().path().starts_with(p.path.as_str()));
+        let forwarded = if refused {
+            Err(Reject::TooManyInFlight)
+        } else {
+            forward(gw, gw.upstreams(worker.index), &conn, req, &mut log).await
+        };
+        let (mut resp, stall) = match forwarded {
+            Ok(Served::Upstream(resp, stall)) => (resp.map(Either::Left), Some(stall)),
+            Ok(Served::Page(resp)) => (resp.map(Either::Right), None),
+            Err(reject) => {
+                log.reject = Some(reject.kind());
+                (reject.into_response(&gw.challenge).map(Either::Right), None)
+            }
+        };
+        if on_page {
+            crate::selfservice::secure(resp.headers_mut());
         }
-    };
-    if on_page {
-        crate::selfservice::secure(resp.headers_mut());
+        log.status = resp.status().as_u16();
+        Ok(resp.map(|body| ResponseBody::new(body, log, stall)))
     }
-    log.status = resp.status().as_u16();
-    Ok(resp.map(|body| ResponseBody::new(body, log, stall)))
 }
 
 /// What answered a request that was not refused.
@@ -99,120 +106,124 @@ enum Served {
     Page(Response<Full<Bytes>>),
 }
 
-async fn forward(
-    gw: &Gateway,
-    upstreams: &[Upstream],
-    conn: &Conn,
+#[allow(clippy::manual_async_fn)]
+fn forward<'a>(
+    gw: &'a Gateway,
+    upstreams: &'a [Upstream],
+    conn: &'a Conn,
     mut req: Request<Incoming>,
-    log: &mut AccessLog,
-) -> Result<Served, Reject> {
-    let target = check_target(&req)?;
-    // Moved into the log line, not copied: the path is borrowed from there.
-    let path = &*log.path.insert(path::normalise_target(req.uri())?);
-    if let Some(page) = &gw.config.selfservice {
-        if selfservice::mounts(page, path.as_str()) {
-            log.route = Some(Arc::from("selfservice"));
-            log.metrics = Some(crate::metrics::selfservice().clone());
-            let peer = selfservice::Peer {
-                addr: conn.peer.ip(),
-                tls: conn.tls,
-                trusted: conn.trusted,
-            };
-            // Boxed: the page's future is kilobytes, and unboxed it would
-            // size (and be moved with) every proxied request's future too.
-            return Ok(Served::Page(
-                Box::pin(selfservice::serve(gw, &peer, path.as_str(), req)).await,
-            ));
+    log: &'a mut AccessLog,
+) -> impl Future<Output = Result<Served, Reject>> + Send + 'a {
+    async move {
+        let target = check_target(&req)?;
+        // Moved into the log line, not copied: the path is borrowed from there.
+        let path = &*log.path.insert(path::normalise_target(req.uri())?);
+        if let Some(page) = &gw.config.selfservice {
+            if selfservice::mounts(page, path.as_str()) {
+                log.route = Some(Arc::from("selfservice"));
+                log.metrics = Some(crate::metrics::selfservice().clone());
+                let peer = selfservice::Peer {
+                    addr: conn.peer.ip(),
+                    tls: conn.tls,
+                    trusted: conn.trusted,
+                };
+                // Boxed: the page's future is kilobytes, and unboxed it would
+                // size (and be moved with) every proxied request's future too.
+                return Ok(Served::Page(
+                    Box::pin(selfservice::serve(gw, &peer, path.as_str(), req)).await,
+                ));
+            }
         }
-    }
-    let query = req.uri().query();
-    let route = gw
-        .config
-        .routes
-        .find(req.method(), path, query)
-        .map_err(route_reject)?;
-    log.route = Some(route.name.clone());
-    if crate::metrics::enabled() {
-        log.metrics = Some(route.metrics.clone());
-    }
-    let client = headers::client_addr(
-        conn.peer.ip(),
-        req.headers(),
-        &gw.config.server.trusted_proxies,
-    );
-    let grant = access::check(gw, route, path, req.headers(), query, client, &conn.recent).await?;
-    if let Grant::Introspect(id) = &grant {
-        log.user = Some(id.user.clone());
-        return Ok(Served::Page(access::introspection(gw, id).await?));
-    }
-    let (index, upstream) = route
-        .upstream
-        .and_then(|i| Some((i, upstreams.get(i)?)))
-        .ok_or(Reject::Denied)?;
-    log.upstream = Some(upstream.name.clone());
-    let uri = upstream.target(req.uri(), path.as_str(), query)?;
-    let upgrade = wants_upgrade(&req, route).then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    prepare_upstream(
-        gw,
-        conn,
-        &mut parts,
-        &target,
-        &grant,
-        (index, upstream),
-        upgrade.is_some(),
-    );
-    if let Some(uri) = uri {
-        parts.uri = uri;
-    }
-    parts.version = Version::HTTP_11;
-    if let Grant::AppPassword(id) = &grant {
-        log.user = Some(id.user.clone());
-    }
-    let (body, progress) = match (&route.body, &grant) {
-        (Some(rule), Grant::AppPassword(id)) => (
-            Box::pin(inspected_body(gw, rule, id, body, client)).await?,
-            None,
-        ),
-        _ => UpstreamBody::streamed(body),
-    };
-    let deadline = log
-        .in_flight
-        .as_ref()
-        .and_then(|f| f.response_deadline(upstream.config.response_timeout));
-    let mut resp = upstream
-        .send(
-            Request::from_parts(parts, body),
+        let query = req.uri().query();
+        let route = gw
+            .config
+            .routes
+            .find(req.method(), path, query)
+            .map_err(route_reject)?;
+        log.route = Some(route.name.clone());
+        if crate::metrics::enabled() {
+            log.metrics = Some(route.metrics.clone());
+        }
+        let client = headers::client_addr(
+            conn.peer.ip(),
+            req.headers(),
+            &gw.config.server.trusted_proxies,
+        );
+        let grant =
+            access::check(gw, route, path, req.headers(), query, client, &conn.recent).await?;
+        if let Grant::Introspect(id) = &grant {
+            log.user = Some(id.user.clone());
+            return Ok(Served::Page(access::introspection(gw, id).await?));
+        }
+        let (index, upstream) = route
+            .upstream
+            .and_then(|i| Some((i, upstreams.get(i)?)))
+            .ok_or(Reject::Denied)?;
+        log.upstream = Some(upstream.name.clone());
+        let uri = upstream.target(req.uri(), path.as_str(), query)?;
+        let upgrade = wants_upgrade(&req, route).then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        prepare_upstream(
+            gw,
+            conn,
+            &mut parts,
+            &target,
+            &grant,
+            (index, upstream),
             upgrade.is_some(),
-            conn.affinity.as_ref(),
-            progress.as_deref(),
-            deadline,
-        )
-        .await
-        .inspect_err(|e| upstream_failed(upstream, e))?;
-    let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if upgraded && upgrade.is_none() {
-        // A switch nobody asked for: nothing may be tunnelled, and the
-        // client must not think its connection changed protocol.
-        tracing::warn!(upstream = %upstream.name, "upstream switched protocols unasked");
-        return Err(Reject::UpstreamUnavailable);
-    }
-    // Only passgate says when a password expires; a backend's copy is dropped.
-    headers::strip_response(resp.headers_mut(), upgraded, &access::EXPIRES_HEADER);
-    if let Some(expires) = grant.expires_header() {
-        resp.headers_mut()
-            .insert(access::EXPIRES_HEADER, expires.clone());
-    }
-    if let (true, Some(client_side)) = (upgraded, upgrade) {
-        let upstream_side = hyper::upgrade::on(&mut resp);
-        let idle = log
+        );
+        if let Some(uri) = uri {
+            parts.uri = uri;
+        }
+        parts.version = Version::HTTP_11;
+        if let Grant::AppPassword(id) = &grant {
+            log.user = Some(id.user.clone());
+        }
+        let (body, progress) = match (&route.body, &grant) {
+            (Some(rule), Grant::AppPassword(id)) => (
+                Box::pin(inspected_body(gw, rule, id, body, client)).await?,
+                None,
+            ),
+            _ => UpstreamBody::streamed(body),
+        };
+        let deadline = log
             .in_flight
             .as_ref()
-            .map(|f| f.tunnel_idle(gw.config.server.idle_timeout));
-        tokio::spawn(tunnel(client_side, upstream_side, idle));
+            .and_then(|f| f.response_deadline(upstream.config.response_timeout));
+        let mut resp = upstream
+            .send(
+                Request::from_parts(parts, body),
+                upgrade.is_some(),
+                conn.affinity.as_ref(),
+                progress.as_deref(),
+                deadline,
+            )
+            .await
+            .inspect_err(|e| upstream_failed(upstream, e))?;
+        let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if upgraded && upgrade.is_none() {
+            // A switch nobody asked for: nothing may be tunnelled, and the
+            // client must not think its connection changed protocol.
+            tracing::warn!(upstream = %upstream.name, "upstream switched protocols unasked");
+            return Err(Reject::UpstreamUnavailable);
+        }
+        // Only passgate says when a password expires; a backend's copy is dropped.
+        headers::strip_response(resp.headers_mut(), upgraded, &access::EXPIRES_HEADER);
+        if let Some(expires) = grant.expires_header() {
+            resp.headers_mut()
+                .insert(access::EXPIRES_HEADER, expires.clone());
+        }
+        if let (true, Some(client_side)) = (upgraded, upgrade) {
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            let idle = log
+                .in_flight
+                .as_ref()
+                .map(|f| f.tunnel_idle(gw.config.server.idle_timeout));
+            tokio::spawn(tunnel(client_side, upstream_side, idle));
+        }
+        // The response body may pause for as long as the head could take.
+        Ok(Served::Upstream(resp, upstream.config.response_timeout))
     }
-    // The response body may pause for as long as the head could take.
-    Ok(Served::Upstream(resp, upstream.config.response_timeout))
 }
 
 /// The header rules of `headers.rs` for this request (see `headers::prepare`).
