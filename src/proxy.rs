@@ -51,7 +51,7 @@ pub struct Conn {
 
 /// Serves one request; never fails (every failure is a response).
 ///
-/// Written as a function returning an `async` block, as is [`forward`]: an
+/// Written as a function returning an `async` block, as is `forward`: an
 /// `async fn` copies each argument from its future's state into a local of
 /// its own before it starts, and the request is 264 bytes.
 #[allow(clippy::manual_async_fn)]
