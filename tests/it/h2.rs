@@ -1762,3 +1762,55 @@ fn a_header_block_that_never_ends_is_closed_by_the_idle_watch() {
     assert!(backend.seen().is_empty(), "{:?}", backend.seen());
     assert_still_serves(&pg);
 }
+
+#[test]
+fn an_http2_request_to_a_silent_upstream_is_504_after_response_timeout_and_its_connection_serves_on(
+) {
+    // HTTP/2 requests keep `response_timeout` with a timer of their own (the
+    // connection's watch keeps it for HTTP/1.1 only): the slow stream gets
+    // 504 once it runs out, not before, and a stream opened meanwhile on
+    // the same connection is answered at once.
+    let backend = Backend::start();
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.extra = format!(
+        "[upstreams.slow]\nurl = \"{}\"\nresponse_timeout = \"1s\"\n",
+        backend.url()
+    );
+    b.routes = format!(
+        "[[routes]]\nname = \"slow\"\npath = \"/slow\"\naccess = \"public\"\nupstream = \"slow\"\n{}",
+        default_routes()
+    );
+    let pg = Passgate::start(&b);
+    let (slow, fast) = block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(pg.addr).await.unwrap();
+        let (client, conn) = ::h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut client = client.ready().await.unwrap();
+        let get = |path: &str| {
+            Request::get(format!("http://{AUTHORITY}{path}"))
+                .body(())
+                .unwrap()
+        };
+        let start = Instant::now();
+        let (slow, _) = client.send_request(get("/slow?ms=5000"), true).unwrap();
+        let mut client = client.ready().await.unwrap();
+        let (fast, _) = client.send_request(get("/public/alive"), true).unwrap();
+        let fast = tokio::time::timeout(WAIT, fast).await.unwrap().unwrap();
+        let fast = (fast.status().as_u16(), start.elapsed());
+        let slow = tokio::time::timeout(WAIT, slow).await.unwrap().unwrap();
+        ((slow.status().as_u16(), start.elapsed()), fast)
+    });
+    assert_eq!(fast.0, 200, "the other stream: {fast:?}");
+    assert!(
+        fast.1 < Duration::from_millis(900),
+        "the other stream waited: {fast:?}"
+    );
+    assert_eq!(slow.0, 504, "{slow:?}");
+    assert!(
+        slow.1 >= Duration::from_millis(950) && slow.1 < Duration::from_secs(4),
+        "504 after {:?}, response_timeout 1s",
+        slow.1
+    );
+}
