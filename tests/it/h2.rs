@@ -1771,15 +1771,7 @@ fn an_http2_request_to_a_silent_upstream_is_504_after_response_timeout_and_its_c
     // 504 once it runs out, not before, and a stream opened meanwhile on
     // the same connection is answered at once.
     let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.extra = format!(
-        "[upstreams.slow]\nurl = \"{}\"\nresponse_timeout = \"1s\"\n",
-        backend.url()
-    );
-    b.routes = format!(
-        "[[routes]]\nname = \"slow\"\npath = \"/slow\"\naccess = \"public\"\nupstream = \"slow\"\n{}",
-        default_routes()
-    );
+    let b = slow_upstream(&backend, "1s");
     let pg = Passgate::start(&b);
     let (slow, fast) = block_on(async move {
         let tcp = tokio::net::TcpStream::connect(pg.addr).await.unwrap();

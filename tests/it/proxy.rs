@@ -420,15 +420,7 @@ fn dead_upstream_is_502_with_a_short_text_body() {
 #[test]
 fn slow_upstream_is_504_while_other_requests_keep_flowing() {
     let backend = Backend::start();
-    let mut b = ConfigBuilder::new(&backend.url());
-    b.extra = format!(
-        "{FAST_ARGON2}\n[upstreams.slow]\nurl = \"{}\"\nresponse_timeout = \"2s\"\n",
-        backend.url()
-    );
-    b.routes = format!(
-        "[[routes]]\nname = \"slow\"\npath = \"/slow\"\naccess = \"public\"\nupstream = \"slow\"\n{}",
-        default_routes()
-    );
+    let b = slow_upstream(&backend, "2s");
     let pg = Passgate::start(&b);
     let addr = pg.addr;
 

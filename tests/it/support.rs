@@ -324,6 +324,21 @@ impl ConfigBuilder {
     }
 }
 
+/// The default routes plus a public `/slow` route to `backend` through an
+/// upstream `slow` whose `response_timeout` is `timeout` (e.g. `"1s"`).
+pub fn slow_upstream(backend: &Backend, timeout: &str) -> ConfigBuilder {
+    let mut b = ConfigBuilder::new(&backend.url());
+    b.extra = format!(
+        "{FAST_ARGON2}\n[upstreams.slow]\nurl = \"{}\"\nresponse_timeout = \"{timeout}\"\n",
+        backend.url()
+    );
+    b.routes = format!(
+        "[[routes]]\nname = \"slow\"\npath = \"/slow\"\naccess = \"public\"\nupstream = \"slow\"\n{}",
+        default_routes()
+    );
+    b
+}
+
 /// The routes most tests use: git-like app-password routes, a deny, a public
 /// and a web catch-all, all to upstream `app`.
 pub fn default_routes() -> String {
