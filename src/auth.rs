@@ -47,7 +47,7 @@ use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue};
 
 use crate::audit::{self, AuditEvent, User, Via};
-use crate::clock::{unix_now, unix_now_coarse};
+use crate::clock::{reached, unix_now, unix_now_coarse};
 use crate::config::{self, RotatedReuse, UsernameMode};
 use crate::error::Reject;
 use crate::limits;
@@ -249,7 +249,7 @@ impl Authenticator {
             let lookup = self.cache.lookup_digest(token.id(), &digest, now);
             crate::metrics::record_cache(matches!(lookup, Lookup::Fresh(_)));
             let stale = match lookup {
-                Lookup::Fresh(v) if v.expires_at.is_none_or(|e| unix_now_coarse() < e) => {
+                Lookup::Fresh(v) if !v.expires_at.is_some_and(reached) => {
                     if let Some(value) = value {
                         let decoded = Decoded {
                             verified: v.clone(),
@@ -283,7 +283,7 @@ impl Authenticator {
     /// for, unexpired: the connection's last value first, then the cache's
     /// remembered values (a hit there becomes the connection's last value).
     fn remembered(&self, value: &[u8], recent: Option<&Recent>, now: Instant) -> Option<Decoded> {
-        let unexpired = |d: &Decoded| d.verified.expires_at.is_none_or(|e| unix_now_coarse() < e);
+        let unexpired = |d: &Decoded| !d.verified.expires_at.is_some_and(reached);
         if let Some(hit) = recent.and_then(|r| self.cache.recent(r, value, now)) {
             if unexpired(&hit) {
                 return Some(hit);
@@ -395,8 +395,7 @@ impl Authenticator {
         demand: Demand<'_>,
     ) -> Result<Arc<Verified>, Reject> {
         let required = demand.scopes;
-        // Whole seconds suffice: a password may serve up to a tick past its
-        // expiry second, never less than until it.
+        // The second of this use: the coarse clock's (a tick late at most).
         let unix = unix_now_coarse();
         // A remembered value's name is the verification's own when equal
         // (see `cache.rs`): the pointers answer before the bytes.
@@ -408,7 +407,8 @@ impl Authenticator {
             self.throttled(user, client, Instant::now())?;
             return Err(self.fail("wrong-user", user, id, client));
         }
-        if verified.expires_at.is_some_and(|e| unix >= e) {
+        // Exact: never answered past its expiry second (see `reached`).
+        if verified.expires_at.is_some_and(reached) {
             self.cache.evict(id);
             return Err(self.fail("expired", user, id, client));
         }

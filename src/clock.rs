@@ -31,6 +31,23 @@ pub fn unix_now_coarse() -> u64 {
     u64::try_from(clock_gettime(ClockId::RealtimeCoarse).tv_sec).unwrap_or(0)
 }
 
+/// Whether the Unix second `at` has begun (an expiry reached). The coarse
+/// clock answers unless it reads the second just before `at`: a coarse
+/// reading trails the precise clock by a tick at most, so only there can
+/// the two disagree, and there the precise clock answers. An expiry
+/// checked this way is never answered past its second, and the usual
+/// request, far from it, reads no precise clock.
+pub fn reached(at: u64) -> bool {
+    let coarse = unix_now_coarse();
+    if coarse >= at {
+        return true;
+    }
+    if coarse.saturating_add(1) < at {
+        return false;
+    }
+    unix_now() >= at
+}
+
 /// The monotonic clock (`Instant`'s) in milliseconds, as of the kernel's
 /// last tick.
 pub fn coarse_ms() -> u64 {
@@ -69,5 +86,30 @@ mod tests {
         // CONFIG_HZ is at least 100: a tick is at most 10 ms (a thread
         // preempted between two reads sees more, hence the closest pair).
         assert!(closest <= 10, "{closest} ms behind");
+    }
+
+    #[test]
+    fn an_expiry_is_reached_exactly_when_the_precise_clock_reaches_it() {
+        let now = unix_now();
+        assert!(reached(0) && reached(now) && reached(now - 1));
+        assert!(!reached(now + 2) && !reached(u64::MAX));
+        // Across the next second's turn, where the coarse clock lags: once
+        // the precise clock has reached `at`, so has `reached`, and never
+        // before (spinning, to catch the tick the two disagree in).
+        let at = now + 1;
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let before = unix_now();
+            let said = reached(at);
+            let after = unix_now();
+            if before >= at {
+                assert!(said, "the precise clock read {before}, past {at}");
+                break;
+            }
+            if said {
+                assert!(after >= at, "reached {at} at {after}");
+            }
+            assert!(std::time::Instant::now() < until, "the second never turned");
+        }
     }
 }
