@@ -269,7 +269,7 @@ pub fn strip_request(
     trusted: bool,
     keep_upgrade: bool,
 ) -> Stripped {
-    strip(headers, keep_upgrade, Some((identity, trusted)), None)
+    strip(headers, keep_upgrade, Some((identity, trusted)))
 }
 
 /// A response from upstream loses its hop-by-hop headers and every header
@@ -338,17 +338,16 @@ pub fn strip_response(headers: &mut HeaderMap, upgraded: bool, own: &HeaderName)
     }
 }
 
-/// The one pass of [`strip_request`] and [`strip_response`]: `spoof` is the identity and whether the peer is
-/// trusted, for the request's spoof rules; `own` the response's own header.
-/// Removes what must go, by name, after the pass.
+/// The one pass of [`strip_request`]: `spoof` is the identity and whether
+/// the peer is trusted, for the request's spoof rules (`None`: the
+/// hop-by-hop rules alone, the reference [`strip_response`]'s own pass is
+/// tested against). Removes what must go, by name, after the pass.
 fn strip(
     headers: &mut HeaderMap,
     keep_upgrade: bool,
     spoof: Option<(&Identity, bool)>,
-    own: Option<&HeaderName>,
 ) -> Stripped {
     let mut present = 0u32;
-    let mut own_found = None;
     let mut host = None;
     let mut upgrade = None;
     // Identity copies, never-forwarded and untrusted forwarding names, and
@@ -364,10 +363,8 @@ fn strip(
             last = name;
             let text = name.as_str();
             class = classify(text.as_bytes());
-            match class {
-                Class::Hop(i) => present |= 1 << i,
-                _ if own.is_some_and(|own| own == name) => own_found = own,
-                _ => {}
+            if let Class::Hop(i) = class {
+                present |= 1 << i;
             }
             if let Some((identity, trusted)) = spoof {
                 let doom = match class {
@@ -402,9 +399,6 @@ fn strip(
             _ if host.is_none() && name == HOST => host = Some(value.clone()),
             _ => {}
         }
-    }
-    if let Some(own) = own_found {
-        headers.remove(own);
     }
     let mut host_in_place = host.is_some();
     if present == 0 && doomed.is_empty() {
@@ -869,7 +863,7 @@ mod tests {
 
     /// The hop-by-hop rules alone, as a request's pass applies them.
     fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-        strip(headers, keep_upgrade, None, None);
+        strip(headers, keep_upgrade, None);
     }
 
     fn identity() -> Identity {
@@ -1575,8 +1569,9 @@ mod tests {
             }
         }
 
-        /// `strip_response`'s own pass removes what the request's shared
-        /// pass removes from a response (with the gateway's own header).
+        /// `strip_response`'s own pass removes what the request's pass, with
+        /// the hop-by-hop rules alone, removes from a response, and the
+        /// gateway's own header.
         #[test]
         fn the_response_pass_agrees_with_the_shared_one(
             pairs in proptest::collection::vec(
@@ -1590,7 +1585,8 @@ mod tests {
             let own = HeaderName::from_static("x-app-password-expires");
             let mut h = generated(&pool, &pairs);
             let mut expected = h.clone();
-            strip(&mut expected, upgraded, None, Some(&own));
+            expected.remove(&own);
+            strip(&mut expected, upgraded, None);
             strip_response(&mut h, upgraded, &own);
             prop_assert_eq!(&h, &expected);
         }
