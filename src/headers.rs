@@ -1427,13 +1427,25 @@ mod tests {
 
     use proptest::prelude::*;
 
+    /// What [`generated`] builds a header map from: up to 12 headers, each
+    /// a name, up to 4 names a `Connection` value lists, and a value seed.
+    type Draw = (prop::sample::Index, Vec<prop::sample::Index>, u8);
+
+    fn drawn_pairs() -> impl Strategy<Value = Vec<Draw>> {
+        proptest::collection::vec(
+            (
+                any::<prop::sample::Index>(),
+                proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+                0u8..4,
+            ),
+            0..12,
+        )
+    }
+
     /// A header map from the property tests' draws: names from `pool`;
     /// `Connection` values list names from the pool, spaced oddly; a
     /// `Host` is one of two hosts, an `X-Forwarded-For` an address.
-    fn generated(
-        pool: &[String],
-        pairs: &[(prop::sample::Index, Vec<prop::sample::Index>, u8)],
-    ) -> HeaderMap {
+    fn generated(pool: &[String], pairs: &[Draw]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (i, (name, tokens, v)) in pairs.iter().enumerate() {
             let name = name.get(pool);
@@ -1464,10 +1476,7 @@ mod tests {
         /// says the `Host` is in place exactly when they left it there.
         #[test]
         fn one_pass_does_what_the_two_did(
-            pairs in proptest::collection::vec(
-                (any::<prop::sample::Index>(), proptest::collection::vec(any::<prop::sample::Index>(), 0..4), 0u8..4),
-                0..12,
-            ),
+            pairs in drawn_pairs(),
             who in 0usize..3,
             trusted in any::<bool>(),
             keep_upgrade in any::<bool>(),
@@ -1496,10 +1505,7 @@ mod tests {
         /// gives the very headers its rules give one by one.
         #[test]
         fn quick_road_agrees(
-            pairs in proptest::collection::vec(
-                (any::<prop::sample::Index>(), proptest::collection::vec(any::<prop::sample::Index>(), 0..4), 0u8..4),
-                0..12,
-            ),
+            pairs in drawn_pairs(),
             who in 0usize..4,
             trusted in any::<bool>(),
             tls in any::<bool>(),
@@ -1574,10 +1580,7 @@ mod tests {
         /// gateway's own header.
         #[test]
         fn the_response_pass_agrees_with_the_shared_one(
-            pairs in proptest::collection::vec(
-                (any::<prop::sample::Index>(), proptest::collection::vec(any::<prop::sample::Index>(), 0..4), 0u8..4),
-                0..12,
-            ),
+            pairs in drawn_pairs(),
             upgraded in any::<bool>(),
         ) {
             let mut pool = name_pool();
