@@ -480,14 +480,11 @@ pub fn glance(headers: &HeaderMap) -> Glance<'_> {
 /// it came on, what the gateway adds, and which upstream it goes to.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
-    pub peer: IpAddr,
-    /// `peer` rendered for `X-Forwarded-For` (see [`peer_value`]).
-    pub peer_value: &'a HeaderValue,
-    pub trusted: bool,
-    pub tls: bool,
-    /// The client's `Host`, as `headers` carry it (at most one: see
-    /// `proxy::check_target`); found there already, not looked up again.
-    pub host: Option<&'a HeaderValue>,
+    /// The hop the request came on. Its `host` is the client's `Host`, as
+    /// `headers` carry it (at most one: see `proxy::check_target`), found
+    /// there already and not looked up again; the rules add the target's
+    /// authority in its stead when there is none (`Outgoing::hop`).
+    pub hop: Hop<'a>,
     /// `headers` has a `Connection` ([`Glance::connection`]): without one,
     /// none is looked up.
     pub connection: bool,
@@ -510,13 +507,7 @@ pub struct Outgoing<'a> {
 impl<'a> Outgoing<'a> {
     /// The hop, for the client's `host` (see [`add_forwarded`]).
     fn hop(&self, host: Option<&'a HeaderValue>) -> Hop<'a> {
-        Hop {
-            peer: self.peer,
-            peer_value: self.peer_value,
-            trusted: self.trusted,
-            tls: self.tls,
-            host,
-        }
+        Hop { host, ..self.hop }
     }
 }
 
@@ -546,7 +537,7 @@ pub fn prepare(headers: &mut HeaderMap, out: &Outgoing<'_>, memo: &AddedMemo, ke
 /// [`prepare`], one rule at a time: the reference its quicker road must
 /// agree with, and the road for requests it does not take.
 fn prepare_by_rules(h: &mut HeaderMap, out: &Outgoing<'_>) {
-    let stripped = strip_request(h, out.identity, out.trusted, out.keep_upgrade);
+    let stripped = strip_request(h, out.identity, out.hop.trusted, out.keep_upgrade);
     let client_host = stripped.host.or_else(|| authority_value(out.authority));
     add_forwarded(h, &out.hop(client_host.as_ref()));
     if let Some(id) = out.verified {
@@ -629,7 +620,7 @@ fn quick_road(headers: &mut HeaderMap, out: &Outgoing<'_>, memo: &AddedMemo, key
     }
     // Borrowed: only a memo that is built keeps a copy.
     let from_authority;
-    let host = match out.host {
+    let host = match out.hop.host {
         Some(h) => Some(h),
         None => {
             from_authority = authority_value(out.authority);
@@ -682,7 +673,7 @@ fn quick_road(headers: &mut HeaderMap, out: &Outgoing<'_>, memo: &AddedMemo, key
             }
             Class::NeverForwarded => false,
             Class::Forwarding { canonical } => {
-                out.trusted && canonical && !identity_copy(name.as_str(), out.identity)
+                out.hop.trusted && canonical && !identity_copy(name.as_str(), out.identity)
             }
             Class::Other => {
                 name != HOST
@@ -700,7 +691,7 @@ fn quick_road(headers: &mut HeaderMap, out: &Outgoing<'_>, memo: &AddedMemo, key
             });
         }
     }
-    if out.trusted {
+    if out.hop.trusted {
         add_forwarded(headers, &out.hop(host));
     }
     // RFC 9112 §6.3, as in `strip`: the added headers never carry a length.
@@ -738,7 +729,7 @@ fn added_headers<'a>(out: &Outgoing<'a>, host: Option<&'a HeaderValue>) -> Heade
         out.upstream_host,
         out.preserve_host,
     );
-    if !out.trusted {
+    if !out.hop.trusted {
         add_forwarded(&mut h, &out.hop(host));
     }
     if let Some(id) = out.verified {
@@ -1535,11 +1526,13 @@ mod tests {
             let cred = HeaderValue::from_static("Basic dXBzdHJlYW06cHc=");
             let target: http::uri::Authority = "h1.example".parse().unwrap();
             let out = Outgoing {
-                peer: "2001:db8::1".parse().unwrap(),
-                peer_value: &peer_value,
-                trusted,
-                tls,
-                host: client_host.as_ref(),
+                hop: Hop {
+                    peer: "2001:db8::1".parse().unwrap(),
+                    peer_value: &peer_value,
+                    trusted,
+                    tls,
+                    host: client_host.as_ref(),
+                },
                 connection: h.contains_key(CONNECTION),
                 authority: authority.then_some(&target),
                 identity,
@@ -1559,7 +1552,7 @@ mod tests {
                 let earlier_host = host.get(HOST).cloned();
                 let other = Outgoing {
                     verified: (earlier != 2).then_some(&alice).or(Some(&bob)),
-                    host: earlier_host.as_ref(),
+                    hop: Hop { host: earlier_host.as_ref(), ..out.hop },
                     ..out
                 };
                 prepare(&mut host, &other, &memo, key);

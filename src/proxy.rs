@@ -23,7 +23,7 @@ use crate::body::{AccessLog, ResponseBody};
 use crate::conn::InFlight;
 use crate::error::Reject;
 use crate::gateway::{Gateway, Worker};
-use crate::headers::{self, AddedMemo, MemoKey, Outgoing};
+use crate::headers::{self, AddedMemo, Hop, MemoKey, Outgoing};
 use crate::path;
 use crate::routes::{Access, BodyScopes, Route};
 use crate::selfservice;
@@ -237,11 +237,13 @@ fn prepare_upstream(
     keep_upgrade: bool,
 ) {
     let out = Outgoing {
-        peer: conn.peer.ip(),
-        peer_value: &conn.peer_value,
-        trusted: conn.trusted,
-        tls: conn.tls,
-        host: target.host.as_ref(),
+        hop: Hop {
+            peer: conn.peer.ip(),
+            peer_value: &conn.peer_value,
+            trusted: conn.trusted,
+            tls: conn.tls,
+            host: target.host.as_ref(),
+        },
         connection: target.connection,
         authority: parts.uri.authority(),
         identity: &gw.config.identity,
