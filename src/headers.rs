@@ -305,15 +305,7 @@ pub fn strip_response(headers: &mut HeaderMap, upgraded: bool, own: &HeaderName)
     if present & (1 << CONNECTION_INDEX) != 0 {
         if let http::header::Entry::Occupied(entry) = headers.entry(CONNECTION) {
             for value in entry.remove_entry_mult().1 {
-                for token in value.as_bytes().split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if let Class::Hop(_) = classify(token) {
-                        continue;
-                    }
-                    if let Ok(name) = HeaderName::from_bytes(token) {
-                        listed.push(name);
-                    }
-                }
+                listed.extend(connection_listed(&value));
             }
         }
     }
@@ -382,17 +374,7 @@ fn strip(
             }
         }
         match class {
-            Class::Hop(CONNECTION_INDEX) => {
-                for token in value.as_bytes().split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if let Class::Hop(_) = classify(token) {
-                        continue;
-                    }
-                    if let Ok(name) = HeaderName::from_bytes(token) {
-                        doomed.push(name);
-                    }
-                }
-            }
+            Class::Hop(CONNECTION_INDEX) => doomed.extend(connection_listed(value)),
             Class::Hop(UPGRADE_INDEX) if keep_upgrade && upgrade.is_none() => {
                 upgrade = Some(value.clone());
             }
@@ -438,6 +420,18 @@ fn strip(
         host,
         host_in_place,
     }
+}
+
+/// The header names a `Connection` value lists besides the hop-by-hop ones
+/// (which go by name anyway): `keep-alive` alone, the usual value, lists
+/// none. Tokens that are no header name are skipped.
+fn connection_listed(value: &HeaderValue) -> impl Iterator<Item = HeaderName> + '_ {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !matches!(classify(token), Class::Hop(_)))
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
 }
 
 /// `name` is one of the identity headers, in any spelling.
@@ -610,13 +604,12 @@ fn quick_road(headers: &mut HeaderMap, out: &Outgoing<'_>, memo: &AddedMemo, key
     // A `Connection` listing a header that is not hop-by-hop already
     // removes a name no class knows: the rules handle it.
     let listed = out.connection.then(|| headers.get_all(CONNECTION));
-    for value in listed.iter().flatten() {
-        for token in value.as_bytes().split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            if !matches!(classify(token), Class::Hop(_)) && HeaderName::from_bytes(token).is_ok() {
-                return false;
-            }
-        }
+    if listed
+        .iter()
+        .flatten()
+        .any(|value| connection_listed(value).next().is_some())
+    {
+        return false;
     }
     // Borrowed: only a memo that is built keeps a copy.
     let from_authority;
